@@ -1,0 +1,62 @@
+"""The one exception tree of testbed.
+
+Every error meant for a person derives from ``TestbedError``; the CLI catches
+only these, prints one line and exits non-zero. Anything else is a bug and
+shows its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TestbedError(Exception):
+    """Base of every error testbed reports to a person."""
+
+    __test__ = False  # keep pytest from collecting this as a test class
+    exit_code = 1
+
+
+class ConfigError(TestbedError):
+    """A topology or workload file is wrong. Names the file and YAML path."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None,
+                 path: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.path = path
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file if self.line is None else f"{self.file}:{self.line}")
+        if self.path:
+            where.append(self.path)
+        prefix = ": ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class PreflightError(TestbedError):
+    """The host lacks something the request needs (privilege, kernel feature, tool)."""
+
+    exit_code = 3
+
+
+class RealizeError(TestbedError):
+    """Changing the kernel failed; what was made has been rolled back."""
+
+    exit_code = 4
+
+
+class WorkloadError(TestbedError):
+    """A workload could not run or failed while running."""
+
+    exit_code = 5
+
+
+class Interrupted(TestbedError):
+    """SIGINT or SIGTERM arrived; raised so that teardown runs."""
+
+    exit_code = 130

@@ -1,0 +1,1 @@
+"""Typed, validated descriptions of what the user asked for. No I/O here."""

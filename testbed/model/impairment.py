@@ -1,0 +1,208 @@
+"""What an emulated link does to packets in one direction.
+
+Pure data: parsed from the YAML mapping of a link (or of one direction of
+it) and checked for consistency. Which backend can do what is decided by
+``testbed.emulation``, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from testbed.errors import ConfigError
+from testbed.units import Duration, Percent, Rate, Size, UnitError
+
+JITTER_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+
+
+@dataclass(frozen=True)
+class GilbertElliott:
+    """Two-state loss model (netem's ``loss gemodel p r 1-h 1-k``).
+
+    p: good->bad transition probability, r: bad->good, h: probability a packet
+    is delivered in the bad state, k: probability it is delivered in the good
+    state (netem's convention; defaults give the Gilbert model).
+    """
+
+    p: Percent
+    r: Percent
+    h: Percent = Percent(0.0)
+    k: Percent = Percent(1.0)
+
+    @property
+    def mean_loss(self) -> float:
+        """Stationary loss probability of the chain."""
+        p, r = self.p.fraction, self.r.fraction
+        if p + r == 0:
+            return 1.0 - self.k.fraction
+        pi_bad = p / (p + r)
+        return pi_bad * (1.0 - self.h.fraction) + (1.0 - pi_bad) * (1.0 - self.k.fraction)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Bottleneck buffer: exactly one of packets, bytes, or a BDP multiple."""
+
+    packets: int | None = None
+    bytes: int | None = None
+    bdp: float | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> "Queue":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value <= 0:
+                raise UnitError("a queue must hold at least one packet")
+            return cls(packets=value)
+        if not isinstance(value, str):
+            raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}")
+        text = value.strip().lower()
+        try:
+            if text.endswith("bdp"):
+                mult = float(text[:-3])
+                if mult <= 0:
+                    raise UnitError("a BDP multiple must be positive")
+                return cls(bdp=mult)
+            if text.endswith("p") and text[:-1].isdigit():
+                n = int(text[:-1])
+                if n <= 0:
+                    raise UnitError("a queue must hold at least one packet")
+                return cls(packets=n)
+        except ValueError as exc:
+            raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}") from exc
+        size = Size.parse(value)
+        if size.bytes <= 0:
+            raise UnitError("a queue must hold at least one byte")
+        return cls(bytes=size.bytes)
+
+    def resolve_bytes(self, rate: Rate | None, rtt: Duration, mtu: int) -> int:
+        """The buffer in bytes, given the link rate and the path's base RTT."""
+        if self.bytes is not None:
+            return self.bytes
+        if self.packets is not None:
+            return self.packets * (mtu + 14)
+        assert self.bdp is not None
+        if rate is None:
+            raise UnitError("a queue given as a BDP multiple needs a rate on the link")
+        bdp = rate.bps / 8.0 * max(rtt.seconds, 0.001)
+        return max(int(self.bdp * bdp), 2 * (mtu + 14))
+
+    def __str__(self) -> str:
+        if self.packets is not None:
+            return f"{self.packets}p"
+        if self.bytes is not None:
+            return str(Size(self.bytes))
+        return f"{self.bdp:g}bdp"
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """Impairments applied to one direction of a link (at the sender's egress)."""
+
+    rate: Rate | None = None
+    delay: Duration | None = None
+    jitter: Duration | None = None
+    distribution: str | None = None
+    loss: Percent | GilbertElliott | None = None
+    queue: Queue | None = None
+    reorder: Percent | None = None
+    duplicate: Percent | None = None
+    corrupt: Percent | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def merged(self, other: "Impairment") -> "Impairment":
+        """``self`` with every field that ``other`` sets replaced (like ``tc qdisc change``)."""
+        changes = {f.name: getattr(other, f.name) for f in fields(other)
+                   if getattr(other, f.name) is not None}
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        parts = []
+        if self.rate:
+            parts.append(f"rate {self.rate}")
+        if self.delay:
+            d = f"delay {self.delay}"
+            if self.jitter:
+                d += f" ±{self.jitter}"
+                if self.distribution:
+                    d += f" {self.distribution}"
+            parts.append(d)
+        if isinstance(self.loss, GilbertElliott):
+            parts.append(f"loss GE(p={self.loss.p},r={self.loss.r},h={self.loss.h},k={self.loss.k})")
+        elif self.loss:
+            parts.append(f"loss {self.loss}")
+        if self.queue:
+            parts.append(f"queue {self.queue}")
+        for name in ("reorder", "duplicate", "corrupt"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name} {value}")
+        return ", ".join(parts) or "none"
+
+
+IMPAIRMENT_KEYS = ("rate", "delay", "jitter", "distribution", "loss", "queue",
+                   "reorder", "duplicate", "corrupt")
+
+
+def parse_impairment(data: dict[str, Any], *, file: str | None, path: str,
+                     partial: bool = False) -> Impairment:
+    """Read the impairment keys of ``data`` (other keys are the caller's business).
+
+    ``partial`` allows jitter without delay (for run-time changes that merge
+    into an existing impairment).
+    """
+
+    def err(key: str, msg: str) -> ConfigError:
+        return ConfigError(msg, file=file, path=f"{path}.{key}")
+
+    values: dict[str, Any] = {}
+    for key, parser in (("rate", Rate.parse), ("delay", Duration.parse),
+                        ("jitter", Duration.parse), ("queue", Queue.parse),
+                        ("reorder", Percent.parse), ("duplicate", Percent.parse),
+                        ("corrupt", Percent.parse)):
+        if key in data and data[key] is not None:
+            try:
+                values[key] = parser(data[key])
+            except UnitError as exc:
+                raise err(key, str(exc)) from None
+    if "distribution" in data and data["distribution"] is not None:
+        dist = data["distribution"]
+        if dist not in JITTER_DISTRIBUTIONS:
+            raise err("distribution", f"unknown jitter distribution {dist!r}; "
+                      f"choose one of {', '.join(JITTER_DISTRIBUTIONS)}")
+        values["distribution"] = dist
+    if "loss" in data and data["loss"] is not None:
+        raw = data["loss"]
+        if isinstance(raw, dict):
+            unknown = set(raw) - {"p", "r", "h", "k"}
+            if unknown:
+                raise err("loss", f"unknown key(s) {', '.join(sorted(unknown))} in a "
+                          "Gilbert-Elliott loss model (keys: p, r, h, k)")
+            if "p" not in raw or "r" not in raw:
+                raise err("loss", "a Gilbert-Elliott loss model needs at least p and r")
+            try:
+                ge = {k: Percent.parse(v) for k, v in raw.items()}
+            except UnitError as exc:
+                raise err("loss", str(exc)) from None
+            values["loss"] = GilbertElliott(**ge)
+        else:
+            try:
+                values["loss"] = Percent.parse(raw)
+            except UnitError as exc:
+                raise err("loss", str(exc)) from None
+    imp = Impairment(**values)
+    if not partial:
+        if imp.jitter is not None and imp.delay is None:
+            raise err("jitter", "jitter needs a delay (jitter varies the delay around its mean)")
+        if imp.distribution is not None and imp.jitter is None:
+            raise err("distribution", "a jitter distribution needs a jitter")
+        if imp.jitter is not None and imp.delay is not None and imp.jitter > imp.delay \
+                and (imp.distribution in (None, "uniform")):
+            raise err("jitter", f"jitter {imp.jitter} is larger than the delay {imp.delay}: "
+                      "packets would need a negative delay")
+        if imp.reorder is not None and imp.delay is None:
+            raise err("reorder", "reordering needs a delay (reordered packets skip the delay line)")
+    return imp
