@@ -1,0 +1,86 @@
+"""Types shared by the emulation backends: printable steps, state files,
+and turning an ``Impairment`` into a plain dict and back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.model.impairment import GilbertElliott, Impairment, parse_impairment
+from testbed.units import Duration, Rate
+
+DEFAULT_QUEUE_BDP = 1.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One printable step of an emulation plan (``testbed plan`` shows these)."""
+
+    netns: str
+    ifname: str
+    action: str  # e.g. "tbf", "nft loss", "delay daemon", "offloads"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.netns}/{self.ifname}: {self.action}: {self.detail}"
+
+
+def impairment_to_dict(imp: Impairment) -> dict:
+    """Plain-JSON form that ``impairment_from_dict`` reads back exactly."""
+    out: dict = {}
+    for name in ("rate", "delay", "jitter", "queue", "reorder", "duplicate", "corrupt"):
+        value = getattr(imp, name)
+        if value is not None:
+            out[name] = _exact(value)
+    if imp.distribution is not None:
+        out["distribution"] = imp.distribution
+    if isinstance(imp.loss, GilbertElliott):
+        out["loss"] = {k: f"{getattr(imp.loss, k).fraction * 100!r}%" for k in "prhk"}
+    elif imp.loss is not None:
+        out["loss"] = f"{imp.loss.fraction * 100!r}%"
+    return out
+
+
+def _exact(value: object) -> str:
+    if isinstance(value, Rate):
+        return f"{value.bps!r}bit"
+    if isinstance(value, Duration):
+        return f"{value.seconds!r}s"
+    if hasattr(value, "fraction"):
+        return f"{value.fraction * 100!r}%"
+    return str(value)
+
+
+def impairment_from_dict(data: dict) -> Impairment:
+    return parse_impairment(data, file=None, path="state", partial=True)
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def state_path(state_dir: str | os.PathLike, netns: str, ifname: str) -> Path:
+    """Where a backend records what it made for one link direction."""
+    return Path(state_dir) / "emulation" / safe_name(netns) / f"{safe_name(ifname)}.json"
+
+
+def write_state(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def rtt_or_default(rtt_hint: Duration | None) -> Duration:
+    return rtt_hint if rtt_hint is not None else Duration(0.1)

@@ -1,0 +1,183 @@
+"""Reading YAML files: jinja2 templating, then YAML with line numbers kept.
+
+A file may start with a document holding only ``variables:`` (defaults for
+the template), separated from the body by a line ``---``. Variables given
+on the command line (``--set key=value``) override those; the process
+environment is visible as ``env`` only when the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import yaml
+
+from testbed.errors import ConfigError
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: the data and where each YAML path came from."""
+
+    file: str
+    data: Any
+    lines: dict[str, int] = field(default_factory=dict)
+    text: str = ""            # the YAML after templating
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, path: str, message: str) -> ConfigError:
+        """A ConfigError pointing at ``path`` (and its line, when known)."""
+        line = self.lines.get(path)
+        probe = path
+        while line is None and probe:
+            # fall back to the closest enclosing path that has a line
+            cut = max(probe.rfind("."), probe.rfind("["))
+            probe = probe[:cut] if cut > 0 else ""
+            line = self.lines.get(probe)
+        return ConfigError(message, file=self.file, path=path or None, line=line)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as YAML (so 5 is an int)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key.isidentifier():
+        raise ConfigError(f"--set: {key!r} is not a valid variable name")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)) or value is None:
+        value = raw
+    return key, value
+
+
+def _split_variables(text: str, file: str) -> tuple[dict[str, Any], str, int]:
+    """Separate a leading ``variables:`` document. Returns (vars, body, body's first line)."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.rstrip() == "---":
+            head = "".join(lines[:i])
+            try:
+                data = yaml.safe_load(head)
+            except yaml.YAMLError:
+                return {}, text, 1
+            if isinstance(data, dict) and set(data) == {"variables"}:
+                variables = data["variables"] or {}
+                if not isinstance(variables, dict):
+                    raise ConfigError("variables must be a mapping of name: default",
+                                      file=file, path="variables")
+                # keep line numbers of the body true by blanking the head
+                return variables, "\n" * (i + 1) + "".join(lines[i + 1:]), i + 2
+            return {}, text, 1
+    return {}, text, 1
+
+
+def render(text: str, file: str, variables: Mapping[str, Any], *,
+           use_env: bool = False) -> tuple[str, dict[str, Any]]:
+    """Template ``text`` with jinja2. Undefined variables are errors."""
+    defaults, body, _ = _split_variables(text, file)
+    context: dict[str, Any] = dict(defaults)
+    context.update(variables)
+    if use_env:
+        context["env"] = dict(os.environ)
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined,
+                                     keep_trailing_newline=True, autoescape=False)
+    try:
+        rendered = environment.from_string(body).render(context)
+    except jinja2.UndefinedError as exc:
+        hint = "" if use_env or "env" not in str(exc) else \
+            " (the environment is visible as 'env' only with --env)"
+        raise ConfigError(f"template: {exc.message}{hint}; define it under 'variables:' "
+                          "or pass --set NAME=VALUE", file=file, line=_template_line(exc)) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"template: {exc}", file=file) from None
+    return rendered, context
+
+
+def _template_line(exc: BaseException) -> int | None:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _walk(key_node, path, {})
+            if isinstance(key, (dict, list)):
+                raise ConfigError("a mapping key must be a scalar", line=key_node.start_mark.line + 1)
+            child = f"{path}.{key}" if path else str(key)
+            if key in out:
+                raise ConfigError(f"duplicate key {key!r}", path=child,
+                                  line=key_node.start_mark.line + 1)
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _walk(value_node, child, lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, f"{path}[{i}]", lines) for i, item in enumerate(node.value)]
+    return _construct_scalar(node)
+
+
+def _construct_scalar(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int]]:
+    """YAML text to data plus a map from YAML path (``links[0].delay``) to line number."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"not valid YAML: {exc.problem}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=file) from None
+    if node is None:
+        return None, {}
+    lines: dict[str, int] = {}
+    try:
+        data = _walk(node, "", lines)
+    except ConfigError as exc:
+        exc.file = file
+        raise ConfigError(exc.message, file=file, path=exc.path, line=exc.line) from None
+    return data, lines
+
+
+def load(path: str | Path, variables: Mapping[str, Any] | None = None, *,
+         use_env: bool = False) -> Document:
+    """Read, template and parse one YAML file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=file) from None
+    return load_text(text, file, variables, use_env=use_env)
+
+
+def load_text(text: str, file: str, variables: Mapping[str, Any] | None = None, *,
+              use_env: bool = False) -> Document:
+    rendered, context = render(text, file, variables or {}, use_env=use_env)
+    data, lines = parse_yaml(rendered, file)
+    context.pop("env", None)
+    return Document(file=file, data=data, lines=lines, text=rendered, variables=context)

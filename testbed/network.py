@@ -1,0 +1,211 @@
+"""A running testbed as Python objects: ``up``, ``attach``, nodes that run commands.
+
+    with testbed.up("topologies/dumbbell.yaml") as net:
+        net["h1"].run(["ping", "-c", "3", "h3"])
+
+``up`` always tears down on leaving the ``with`` block, whatever happens
+inside. ``attach`` gives the same objects for an instance already up (from
+``testbed up``) and leaves it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from testbed import loader
+from testbed.errors import ConfigError, RealizeError, TestbedError
+from testbed.model.topology import Topology, check_name, parse_topology
+from testbed.plan import Plan, make_plan
+from testbed.realize import backend, netns, state
+
+STATE_VERSION = 1
+
+
+def load_topology(path: str | os.PathLike[str], variables: Mapping[str, Any] | None = None,
+                  *, use_env: bool = False) -> Topology:
+    """Read, template and validate a topology file."""
+    return parse_topology(loader.load(path, variables, use_env=use_env))
+
+
+def plan_for(topology: Topology, name: str | None = None) -> Plan:
+    if name is not None:
+        doc = loader.Document(file="--name", data=None)
+        check_name(doc, name, "", "instance name")
+    return make_plan(topology, name)
+
+
+@dataclass(frozen=True)
+class Interface:
+    ifname: str
+    peer: str
+    peer_ifname: str
+    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    a: str
+    a_ifname: str
+    b: str
+    b_ifname: str
+    forward: str          # description of the a -> b impairment
+    reverse: str
+
+
+class Node:
+    """One namespace of a running testbed."""
+
+    def __init__(self, network: "Network", name: str, data: dict[str, Any]) -> None:
+        self.network = network
+        self.name = name
+        self.kind: str = data["kind"]
+        self.netns: str = data["netns"]
+        self.cc: str = data["cc"]
+        self.interfaces = tuple(
+            Interface(i["ifname"], i["peer"], i["peer_ifname"],
+                      tuple(ipaddress.ip_interface(a) for a in i["addresses"]))
+            for i in data["interfaces"])
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} ({self.kind}) in {self.netns}>"
+
+    @property
+    def ipv4(self) -> str | None:
+        for iface in self.interfaces:
+            for addr in iface.addresses:
+                if addr.version == 4:
+                    return str(addr.ip)
+        return None
+
+    @property
+    def ipv6(self) -> str | None:
+        for iface in self.interfaces:
+            for addr in iface.addresses:
+                if addr.version == 6:
+                    return str(addr.ip)
+        return None
+
+    def _preexec(self):
+        hosts = self.network.state_dir / "hosts"
+        return netns.preexec_into(self.netns, str(hosts) if hosts.exists() else None)
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, check: bool = True,
+            capture: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``argv`` in this node and wait for it. Node names resolve to addresses."""
+        _check_argv(argv)
+        try:
+            return subprocess.run(list(argv), preexec_fn=self._preexec(), timeout=timeout,
+                                  check=check, capture_output=capture, text=True, input=input)
+        except FileNotFoundError:
+            raise TestbedError(f"{argv[0]}: command not found (in node {self.name})") from None
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+        """Start ``argv`` in this node; it is recorded so ``down``/``clean`` end it."""
+        _check_argv(argv)
+        try:
+            proc = subprocess.Popen(list(argv), preexec_fn=self._preexec(), **kwargs)
+        except FileNotFoundError:
+            raise TestbedError(f"{argv[0]}: command not found (in node {self.name})") from None
+        self.network.record_process(proc.pid)
+        return proc
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        """Run the body with the current thread inside this node's namespace."""
+        with netns.enter(self.netns):
+            yield
+
+
+def _check_argv(argv: Sequence[str]) -> None:
+    if isinstance(argv, (str, bytes)) or not argv:
+        raise TypeError("commands are argv lists, e.g. ['ping', '-c', '3', 'h3']")
+
+
+class Network:
+    """A testbed instance that is up. Built from its state file."""
+
+    def __init__(self, instance: str, data: dict[str, Any], *, owned: bool) -> None:
+        self.name = instance
+        self.data = data
+        self._owned = owned
+        self.nodes: dict[str, Node] = {n: Node(self, n, d) for n, d in data["nodes"].items()}
+        self.links = tuple(Link(l["index"], l["name"], l["a"], l["a_ifname"], l["b"],
+                                l["b_ifname"], l["forward"], l["reverse"])
+                           for l in data["links"])
+        self.link_backend: str | None = data.get("link_backend")
+
+    def __repr__(self) -> str:
+        return f"<Network {self.name}: {len(self.nodes)} nodes, {len(self.links)} links>"
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise TestbedError(f"no node {name!r} in testbed {self.name!r} "
+                               f"(nodes: {', '.join(sorted(self.nodes))})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.nodes
+
+    def __enter__(self) -> "Network":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._owned:
+            self.down()
+
+    @property
+    def state_dir(self) -> Path:
+        return state.instance_dir(self.name)
+
+    @property
+    def hosts(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "host"]
+
+    def record_process(self, pid: int) -> None:
+        start = backend._proc_start(pid)
+        state.Journal(self.name).record("proc", pid, start if start is not None else 0)
+
+    def down(self) -> backend.Teardown:
+        return backend.teardown(self.name)
+
+
+def build(plan: Plan) -> tuple[Network, backend.Realized]:
+    """Preflight and realize ``plan``; the result owns nothing (see ``up``)."""
+    backend.preflight(plan)
+    journal = state.Journal(plan.instance)
+    realized = backend.realize(plan, journal)
+    data = plan.to_dict()
+    data.update(version=STATE_VERSION, cc_in_force=realized.cc,
+                host_changes=realized.host_changes, link_backend=None,
+                topology_source=plan.topology.source)
+    journal.write_state(data)
+    return Network(plan.instance, data, owned=False), realized
+
+
+def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
+       variables: Mapping[str, Any] | None = None, use_env: bool = False) -> Network:
+    """Bring a topology up; use as a context manager so it always comes down."""
+    topo = topology if isinstance(topology, Topology) else \
+        load_topology(topology, variables, use_env=use_env)
+    net, _ = build(plan_for(topo, name))
+    net._owned = True
+    return net
+
+
+def attach(name: str) -> Network:
+    """The Network of an instance already up (e.g. from ``testbed up``)."""
+    data = state.Journal(name).read_state()
+    if data is None:
+        up_now = state.instances()
+        hint = f" (up: {', '.join(up_now)})" if up_now else " (none is up)"
+        raise TestbedError(f"no testbed named {name!r} is up{hint}")
+    return Network(name, data, owned=False)

@@ -1,0 +1,1 @@
+"""The only package that changes the kernel: namespaces, links, addresses, routes, sysctls."""

@@ -1,0 +1,333 @@
+"""Carrying out a plan with netlink, and undoing it.
+
+``realize`` makes namespaces, veth pairs, addresses, routes and sysctls in
+that order, journaling each namespace before it exists, and rolls
+everything back if any step fails (or SIGINT/SIGTERM arrive). ``teardown``
+removes one instance from its journal and from what the kernel shows;
+``find_owned`` lists namespaces by their ownership tag when no journal is
+left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.errors import PreflightError, RealizeError
+from testbed.plan import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, dst_is_default
+from testbed.realize import netns, state
+
+PROC_SYS = Path("/proc/sys")
+EARLY_SYSCTLS = (
+    # before any interface exists, so new interfaces inherit them
+    ("net.ipv6.conf.default.accept_dad", "0"),
+    ("net.ipv6.conf.all.accept_dad", "0"),
+)
+
+
+def sysctl_path(key: str) -> Path:
+    return PROC_SYS / key.replace(".", "/")
+
+
+def write_sysctl(key: str, value: str) -> None:
+    sysctl_path(key).write_text(value)
+
+
+def read_sysctl(key: str) -> str:
+    return sysctl_path(key).read_text().strip()
+
+
+def available_ccs() -> list[str]:
+    return read_sysctl("net.ipv4.tcp_available_congestion_control").split()
+
+
+def preflight(plan: Plan) -> None:
+    """Everything that can fail before the first change, reported at once."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("testbed needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to build "
+                        "namespaces: run it with sudo")
+    else:
+        available = available_ccs()
+        for cc in plan.ccs:
+            if cc not in available:
+                problems.append(f"congestion control {cc!r} is not available in this kernel "
+                                f"(available: {', '.join(available)}); try `modprobe tcp_{cc}`")
+        for node in plan.nodes.values():
+            for key, _ in node.sysctls:
+                if ".conf." in key or ".neigh." in key:
+                    continue      # per-interface keys exist only once the interface does
+                if not sysctl_path(key).exists():
+                    problems.append(f"node {node.name}: sysctl {key} does not exist in this kernel")
+        taken = [n.netns for n in plan.nodes.values() if netns.exists(n.netns)]
+        if taken:
+            problems.append(f"instance {plan.instance!r} is already up ({len(taken)} of its "
+                            f"namespaces exist, e.g. {taken[0]}): run `testbed down --name "
+                            f"{plan.instance}` first, or choose another --name")
+        if state.instance_dir(plan.instance).exists() and not taken:
+            problems.append(f"instance {plan.instance!r} has a leftover state directory "
+                            f"{state.instance_dir(plan.instance)}: run `testbed clean`")
+    if problems:
+        raise PreflightError("cannot bring the testbed up:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass
+class Realized:
+    """What ``realize`` reports back: the cc read back from each node, host changes."""
+
+    cc: dict[str, str] = field(default_factory=dict)
+    host_changes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _signals_raise() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt for the duration of a change; returns the undo."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:        # not the main thread: leave signals alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def realize(plan: Plan, journal: state.Journal,
+            after: Callable[[Plan, netns.Namespaces], None] | None = None) -> Realized:
+    """Make ``plan`` real. On any failure or signal, undo everything and re-raise.
+
+    ``after`` runs once the topology exists (e.g. to apply link emulation),
+    still under the same rollback.
+    """
+    started = time.monotonic()
+    restore_signals = _signals_raise()
+    result = Realized()
+    journal.open()
+    try:
+        try:
+            result.host_changes = state.allow_congestion_controls(plan.instance, list(plan.ccs))
+            (journal.dir / "hosts").write_text(plan.hosts_file())
+            with netns.Namespaces() as spaces:
+                _make_namespaces(plan, journal, spaces)
+                _make_links(plan, spaces)
+                for node in plan.nodes.values():
+                    result.cc[node.name] = _configure_node(node, spaces)
+                if after is not None:
+                    after(plan, spaces)
+        except BaseException as exc:
+            teardown(plan.instance)
+            if isinstance(exc, (KeyboardInterrupt, RealizeError, PreflightError)):
+                raise
+            if isinstance(exc, (OSError, NetlinkError)):
+                raise RealizeError(f"bringing up {plan.instance!r} failed: {exc}; "
+                                   "everything made so far was removed") from exc
+            raise
+    finally:
+        restore_signals()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespaces) -> None:
+    for node in plan.nodes.values():
+        journal.record("netns", node.netns)
+        with spaces.create(node.netns):
+            with IPRoute() as ipr:
+                ipr.link("property_add", index=1, altname=node.tag)
+                ipr.link("set", index=1, state="up")
+            for key, value in EARLY_SYSCTLS:
+                with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
+                    write_sysctl(key, value)
+
+
+def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
+    fds: dict[str, int] = {}
+    try:
+        with IPRoute() as ipr:
+            for link in plan.links:
+                for node in (link.a, link.b):
+                    if node not in fds:
+                        fds[node] = os.open(netns.path_of(plan.nodes[node].netns),
+                                            os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    ipr.link("add", ifname=link.a_ifname, kind="veth", mtu=link.mtu,
+                             net_ns_fd=fds[link.a],
+                             peer={"ifname": link.b_ifname, "net_ns_fd": fds[link.b],
+                                   "mtu": link.mtu})
+                except NetlinkError as exc:
+                    raise RealizeError(f"creating veth {link.a}:{link.a_ifname} <-> "
+                                       f"{link.b}:{link.b_ifname} failed: {exc}") from exc
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> str:
+    with spaces.enter(node.netns), IPRoute() as ipr:
+        for iface in node.interfaces:
+            found = ipr.link_lookup(ifname=iface.ifname)
+            if not found:
+                raise RealizeError(f"node {node.name}: interface {iface.ifname} is missing "
+                                   "after creation")
+            index = found[0]
+            for addr in iface.addresses:
+                try:
+                    ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise RealizeError(f"node {node.name}: adding {addr} to "
+                                           f"{iface.ifname} failed: {exc}") from exc
+            ipr.link("set", index=index, state="up")
+        for key, value in node.sysctls:
+            try:
+                write_sysctl(key, value)
+            except OSError as exc:
+                raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
+                                   f"{exc.strerror}") from exc
+        for route in node.routes:
+            family = route.dst.version
+            try:
+                ipr.route("replace", dst=str(route.dst.network_address) if not dst_is_default(route.dst)
+                          else ("0.0.0.0" if family == 4 else "::"),
+                          dst_len=route.dst.prefixlen, gateway=str(route.gateway),
+                          oif=ipr.link_lookup(ifname=route.ifname)[0],
+                          family=2 if family == 4 else 10)
+            except NetlinkError as exc:
+                raise RealizeError(f"node {node.name}: route {route} failed: {exc}") from exc
+        in_force = read_sysctl("net.ipv4.tcp_congestion_control")
+    if in_force != node.cc:
+        raise RealizeError(f"node {node.name}: asked for congestion control {node.cc!r} but the "
+                           f"kernel reports {in_force!r}")
+    return in_force
+
+
+# ---------------------------------------------------------------- teardown
+
+
+def namespace_tags(name: str, spaces: netns.Namespaces) -> list[str]:
+    """The altnames on a namespace's lo (empty if unreadable)."""
+    try:
+        with spaces.enter(name), IPRoute() as ipr:
+            links = ipr.get_links(1)
+    except (OSError, NetlinkError):
+        return []
+    if not links:
+        return []
+    prop = links[0].get_attr("IFLA_PROP_LIST")
+    if prop is None:
+        return []
+    return [v for k, v in prop["attrs"] if k == "IFLA_ALT_IFNAME"]
+
+
+def find_owned(instance: str | None = None) -> dict[str, str]:
+    """Namespaces the testbed owns, by kernel tag: {netns: instance}.
+
+    Ownership needs both our name prefix and our tag on the namespace's lo,
+    so a foreign namespace that merely looks like ours is never touched.
+    """
+    owned: dict[str, str] = {}
+    candidates = [n for n in netns.list_names() if n.startswith(NETNS_PREFIX)]
+    if not candidates:
+        return owned
+    with netns.Namespaces() as spaces:
+        for name in candidates:
+            for tag in namespace_tags(name, spaces):
+                if not tag.startswith(TAG_PREFIX):
+                    continue
+                inst, _, node = tag[len(TAG_PREFIX):].rpartition(".")
+                if inst and (instance is None or inst == instance) \
+                        and name == f"{NETNS_PREFIX}{inst}-{node}":
+                    owned[name] = inst
+    return owned
+
+
+def processes_in(namespaces: Iterable[str]) -> list[int]:
+    """PIDs of every process whose network namespace is one of ``namespaces``."""
+    inodes = {ino for ino in (netns.inode(n) for n in namespaces) if ino is not None}
+    if not inodes:
+        return []
+    wanted = {f"net:[{ino}]" for ino in inodes}
+    me = os.getpid()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/net") in wanted:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _proc_start(pid: int) -> float | None:
+    try:
+        import psutil
+        return psutil.Process(pid).create_time()
+    except Exception:  # noqa: BLE001 - gone or unreadable: not ours to kill
+        return None
+
+
+def kill_processes(pids: Iterable[int], grace: float = 1.0) -> list[int]:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the pids signalled."""
+    pids = list(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if _alive(p)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class Teardown:
+    instance: str
+    namespaces: list[str] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)
+    host_restored: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown:
+    """Remove everything instance ``instance`` made: processes, namespaces, state, host changes."""
+    started = time.monotonic()
+    journal = state.Journal(instance)
+    names = set(journal.namespaces()) | set(extra_namespaces)
+    names = {n for n in names if netns.exists(n)}
+    report = Teardown(instance)
+    # processes recorded by pid + start time, then anything still inside our namespaces
+    recorded = [pid for pid, start in journal.processes()
+                if (s := _proc_start(pid)) is not None and abs(s - start) < 0.05]
+    report.processes = kill_processes(set(recorded) | set(processes_in(names)))
+    with netns.Namespaces() as spaces:
+        for name in sorted(names):
+            if spaces.remove(name):
+                report.namespaces.append(name)
+    report.host_restored = state.release_host_changes(instance)
+    journal.remove()
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,180 @@
+"""What a testbed instance made, on disk: the state directory and its journal.
+
+``/run/testbed/<instance>/`` holds
+- ``journal``: one line per object, appended *before* the object is made,
+  so that a ``kill -9`` at any point leaves a record ``clean`` can act on;
+- ``state.json``: the realized plan, written once ``up`` has finished;
+- ``hosts``: the /etc/hosts that commands run in the nodes see;
+- ``procs``: processes started in the nodes (pid and start time).
+``/run/testbed/host.json`` records changes made to the host outside any
+namespace (today: ``tcp_allowed_congestion_control``), with the instances
+that rely on each, so the last one down restores it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def instance_dir(instance: str) -> Path:
+    return RUN_DIR / instance
+
+
+def instances() -> list[str]:
+    try:
+        return sorted(p.name for p in RUN_DIR.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class Journal:
+    """Append-only record of what an instance made, flushed line by line."""
+
+    instance: str
+
+    @property
+    def dir(self) -> Path:
+        return instance_dir(self.instance)
+
+    @property
+    def path(self) -> Path:
+        return self.dir / "journal"
+
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def record(self, kind: str, *fields: object) -> None:
+        line = " ".join([kind, *(str(f) for f in fields)]) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def entries(self, kind: str) -> list[list[str]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        return [line.split()[1:] for line in text.splitlines() if line.split()[:1] == [kind]]
+
+    def namespaces(self) -> list[str]:
+        return [e[0] for e in self.entries("netns") if e]
+
+    def processes(self) -> list[tuple[int, float]]:
+        out = []
+        for entry in self.entries("proc"):
+            with contextlib.suppress(ValueError, IndexError):
+                out.append((int(entry[0]), float(entry[1])))
+        return out
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        tmp.replace(self.dir / "state.json")
+
+    def read_state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.dir / "state.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+HOST_FILE = "host.json"
+HOST_LOCK = ".host.lock"
+
+
+def _read_host() -> dict[str, Any]:
+    try:
+        return json.loads((RUN_DIR / HOST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_host(data: dict[str, Any]) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    if not data:
+        with contextlib.suppress(FileNotFoundError):
+            (RUN_DIR / HOST_FILE).unlink()
+        return
+    tmp = RUN_DIR / (HOST_FILE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(RUN_DIR / HOST_FILE)
+
+
+ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+
+
+def allow_congestion_controls(instance: str, wanted: list[str]) -> list[str]:
+    """Make ``wanted`` allowed in the initial namespace; record it. Returns what was added."""
+    with locked(RUN_DIR / HOST_LOCK):
+        data = _read_host()
+        entry = data.get("tcp_allowed_congestion_control")
+        current = ALLOWED_CC.read_text().split()
+        missing = [cc for cc in wanted if cc not in current]
+        if entry is None and not missing:
+            return []
+        if entry is None:
+            entry = {"original": current, "added": [], "users": []}
+        for cc in missing:
+            if cc not in entry["added"] and cc not in entry["original"]:
+                entry["added"].append(cc)
+        if instance not in entry["users"]:
+            entry["users"].append(instance)
+        data["tcp_allowed_congestion_control"] = entry
+        # record first, then change: a kill -9 in between leaves a restorable record
+        _write_host(data)
+        if missing:
+            ALLOWED_CC.write_text(" ".join(current + missing))
+        return missing
+
+
+def release_host_changes(instance: str) -> list[str]:
+    """Drop ``instance`` as a user of host changes; restore those no one uses any more."""
+    restored = []
+    with locked(RUN_DIR / HOST_LOCK):
+        data = _read_host()
+        entry = data.get("tcp_allowed_congestion_control")
+        if entry is None:
+            return []
+        live = set(instances())
+        entry["users"] = [u for u in entry["users"] if u != instance and u in live]
+        if not entry["users"]:
+            current = ALLOWED_CC.read_text().split()
+            # remove only what we added; keep anything someone else added meanwhile
+            kept = [cc for cc in current if cc not in entry["added"] or cc in entry["original"]]
+            if kept != current:
+                ALLOWED_CC.write_text(" ".join(kept))
+                restored = [cc for cc in current if cc not in kept]
+            del data["tcp_allowed_congestion_control"]
+        _write_host(data)
+    return restored
+
+
+def host_changes() -> dict[str, Any]:
+    return _read_host()

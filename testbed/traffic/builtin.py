@@ -1,0 +1,139 @@
+"""The built-in Python driver: ``testbed.traffic.agent`` run in the namespaces.
+
+Used for request/response latency, UDP with per-packet sequence numbers and
+send times, and TCP bulk when an exact per-connection congestion control
+read back from the socket is wanted.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from testbed.traffic.base import Driver, FlowPlan, FlowResult, read_json, tail
+from testbed.workload.model import Flow
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def parse_builtin(client: dict[str, Any] | None, server: dict[str, Any] | None, *,
+                  name: str, protocol: str, kind: str, cc_requested: str | None = None,
+                  packet_size: int = 0) -> FlowResult:
+    """Turn the agent's client and server JSON into a ``FlowResult``. Pure."""
+    res = FlowResult(name=name, driver="builtin", protocol=protocol, kind=kind,
+                     cc_requested=cc_requested)
+    if client is None:
+        return res.fail("builtin client produced no JSON")
+    if client.get("error"):
+        res.fail(f"client: {client['error']}")
+    for err in client.get("errors") or []:
+        res.fail(f"client: {err}")
+    if server is not None and server.get("error"):
+        res.fail(f"server: {server['error']}")
+    if protocol == "udp":
+        sent = {s["stream"]: s["sent"] for s in client.get("streams", [])}
+        streams = (server or {}).get("streams", [])
+        total_sent = sum(sent.values())
+        received = sum(s["received"] for s in streams)
+        reordered = sum(s["reordered"] for s in streams)
+        dups = sum(s["duplicates"] for s in streams)
+        owd = [x for s in streams for x in s.get("owd_us", [])]
+        res.owd_us = owd
+        res.bytes = sum(s["bytes"] for s in streams)
+        res.seconds = float(client.get("seconds") or 0.0)
+        jitters = [s["jitter_us"] for s in streams]
+        res.udp = {"sent": total_sent, "received": received,
+                   "lost": max(total_sent - received, 0),
+                   "loss": (max(total_sent - received, 0) / total_sent) if total_sent else None,
+                   "reordered": reordered, "duplicates": dups,
+                   "jitter_us": statistics.fmean(jitters) if jitters else None,
+                   "packet_size": packet_size}
+        res.connections = [{"stream": s["stream"], "sent": sent.get(s["stream"]),
+                            "received": s["received"], "bytes": s["bytes"]} for s in streams]
+        if server is None:
+            res.fail("builtin udp server produced no JSON")
+        elif total_sent and not received:
+            res.fail(f"none of the {total_sent} udp packets arrived")
+        return res
+    conns = client.get("connections", [])
+    server_conns = {c.get("remote_port"): c for c in (server or {}).get("connections", [])}
+    total = 0
+    span = 0.0
+    for c in conns:
+        if not c:
+            continue
+        srv = server_conns.get(c.get("local_port"), {})
+        secs = (c.get("end_ns", 0) - c.get("start_ns", 0)) / 1e9
+        got = srv.get("bytes", c.get("bytes", 0)) if kind == "bulk" else c.get("bytes", 0)
+        res.connections.append({"local_host": c.get("local_host"), "local_port": c.get("local_port"),
+                                "cc": c.get("cc"), "bytes": got, "bytes_sent": c.get("bytes"),
+                                "seconds": secs, "fct_s": secs,
+                                "transactions": c.get("transactions")})
+        res.latency_us.extend(c.get("latencies_us", []))
+        total += got or 0
+        span = max(span, secs)
+    res.bytes = total
+    res.seconds = span
+    if not res.connections and res.ok:
+        res.fail("no connection was established")
+    return res
+
+
+class BuiltinDriver(Driver):
+    """TCP bulk, TCP request/response and UDP with the in-tree agent."""
+
+    name = "builtin"
+
+    def popen_env(self) -> dict[str, str] | None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        return env
+
+    def check(self, flow: Flow) -> list[str]:
+        return []
+
+    def _common(self, plan: FlowPlan) -> list[str]:
+        f = plan.flow
+        argv = ["--port", str(plan.port), "--count", str(f.count), "--mode", f.kind]
+        if f.rr is not None:
+            argv += ["--request", str(f.rr.request.bytes), "--response", str(f.rr.response.bytes),
+                     "--think", f"{f.rr.think.seconds:g}"]
+        return argv
+
+    def server_argv(self, plan: FlowPlan) -> list[str]:
+        role = "udp-server" if plan.flow.protocol == "udp" else "tcp-server"
+        argv = [sys.executable, "-m", "testbed.traffic.agent", role, "--bind", plan.dst_ip,
+                *self._common(plan)]
+        if plan.flow.protocol == "udp":
+            argv += ["--packets-out", str(plan.out_dir / f"{plan.flow.name}.packets.csv"),
+                     "--idle-timeout", "3"]
+        return argv
+
+    def client_argv(self, plan: FlowPlan) -> list[str]:
+        f = plan.flow
+        role = "udp-client" if f.protocol == "udp" else "tcp-client"
+        argv = [sys.executable, "-m", "testbed.traffic.agent", role, "--host", plan.dst_ip,
+                "--bind", plan.src_ip, *self._common(plan)]
+        if f.size is not None:
+            argv += ["--size", str(f.size.bytes)]
+        else:
+            argv += ["--duration", f"{plan.seconds:g}"]
+        if f.cc:
+            argv += ["--cc", f.cc]
+        if f.protocol == "udp":
+            assert f.rate is not None
+            argv += ["--rate", f"{f.rate.bps:g}", "--packet-size", str(f.packet_size.bytes)]
+        return argv
+
+    def parse(self, plan: FlowPlan) -> FlowResult:
+        client, why = read_json(plan.client_out)
+        server, _ = read_json(plan.server_out)
+        res = parse_builtin(client, server, name=plan.flow.name, protocol=plan.flow.protocol,
+                            kind=plan.flow.kind, cc_requested=plan.flow.cc,
+                            packet_size=plan.flow.packet_size.bytes)
+        if client is None:
+            res.error = f"builtin client: {why}; stderr: {tail(plan.client_err) or '(empty)'}"
+        return res

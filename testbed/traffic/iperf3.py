@@ -1,0 +1,100 @@
+"""iperf3 as the default bulk-transfer driver (its ``--json`` output).
+
+One iperf3 server (``-1``: one test, then exit) per flow line, one client
+with ``-P count``; ``-C cc`` sets the congestion control of its sockets.
+iperf3 reports its own errors in the JSON ``error`` key, sometimes with exit
+status 0, so ``parse`` looks there first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.traffic.base import Driver, FlowPlan, FlowResult, read_json, tail
+from testbed.workload.model import Flow
+
+
+def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *,
+                 name: str, protocol: str = "tcp", cc_requested: str | None = None) -> FlowResult:
+    """Turn iperf3 client (and optionally server) JSON into a ``FlowResult``. Pure."""
+    res = FlowResult(name=name, driver="iperf3", protocol=protocol, kind="bulk",
+                     cc_requested=cc_requested)
+    if client is None:
+        return res.fail("iperf3 client produced no JSON")
+    if client.get("error"):
+        res.fail(f"iperf3 client: {client['error']}")
+    if server is not None and server.get("error") and "interrupt" not in str(server["error"]):
+        res.fail(f"iperf3 server: {server['error']}")
+    start = client.get("start", {})
+    end = client.get("end", {})
+    ports = {c.get("socket"): c for c in start.get("connected", [])}
+    cc = end.get("sender_tcp_congestion")
+    for stream in end.get("streams", []):
+        snd = stream.get("sender") or stream.get("udp") or {}
+        rcv = stream.get("receiver") or {}
+        conn = ports.get(snd.get("socket"), {})
+        res.connections.append({
+            "local_host": conn.get("local_host"), "local_port": conn.get("local_port"),
+            "cc": cc, "bytes_sent": snd.get("bytes"), "bytes": rcv.get("bytes", snd.get("bytes")),
+            "seconds": snd.get("seconds"), "retransmits": snd.get("retransmits"),
+            "mean_rtt_us": snd.get("mean_rtt"), "min_rtt_us": snd.get("min_rtt"),
+            "max_rtt_us": snd.get("max_rtt"), "max_snd_cwnd": snd.get("max_snd_cwnd"),
+            "fct_s": rcv.get("end", snd.get("end")),
+        })
+    if protocol == "udp":
+        s = end.get("sum", {})
+        res.bytes = int(s.get("bytes", 0) * (1 - s.get("lost_percent", 0) / 100.0))
+        res.seconds = float(s.get("seconds", 0.0))
+        res.udp = {"sent": s.get("packets"), "lost": s.get("lost_packets"),
+                   "loss": (s.get("lost_percent") or 0) / 100.0, "jitter_us": (s.get("jitter_ms") or 0) * 1e3}
+    else:
+        recv = end.get("sum_received", {})
+        sent = end.get("sum_sent", {})
+        res.bytes = int(recv.get("bytes", 0))
+        res.seconds = float(sent.get("seconds") or recv.get("seconds") or 0.0)
+        res.retransmits = sent.get("retransmits")
+    if res.ok and not end:
+        res.fail("iperf3 ended without a summary (was it stopped early?)")
+    return res
+
+
+class Iperf3Driver(Driver):
+    """Bulk TCP (and UDP on request) with iperf3."""
+
+    name = "iperf3"
+    binary = "iperf3"
+    apt_package = "iperf3"
+
+    def check(self, flow: Flow) -> list[str]:
+        problems = super().check(flow)
+        if flow.rr is not None:
+            problems.append("iperf3 cannot do request/response traffic; use driver: builtin")
+        return problems
+
+    def server_argv(self, plan: FlowPlan) -> list[str]:
+        return ["iperf3", "-s", "-1", "--json", "-p", str(plan.port), "-B", plan.dst_ip]
+
+    def client_argv(self, plan: FlowPlan) -> list[str]:
+        f = plan.flow
+        argv = ["iperf3", "-c", plan.dst_ip, "-p", str(plan.port), "-B", plan.src_ip, "--json",
+                "-i", "1", "-P", str(f.count), "--connect-timeout", "3000"]
+        if f.size is not None:
+            argv += ["-n", str(f.size.bytes)]
+        else:
+            argv += ["-t", f"{plan.seconds:g}"]
+        if f.protocol == "udp":
+            argv += ["-u", "-l", str(f.packet_size.bytes)]
+        if f.rate is not None:
+            argv += ["-b", str(int(f.rate.bps))]
+        if f.cc:
+            argv += ["-C", f.cc]
+        return argv
+
+    def parse(self, plan: FlowPlan) -> FlowResult:
+        client, why = read_json(plan.client_out)
+        server, _ = read_json(plan.server_out)
+        res = parse_iperf3(client, server, name=plan.flow.name, protocol=plan.flow.protocol,
+                           cc_requested=plan.flow.cc)
+        if client is None:
+            res.error = f"iperf3 client: {why}; stderr: {tail(plan.client_err) or '(empty)'}"
+        return res

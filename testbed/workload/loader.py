@@ -1,0 +1,275 @@
+"""Reading workload files: jinja2 templating, then a strict schema.
+
+The file is rendered twice. A lenient first pass reads only the header keys
+(``variables``, ``matrix``, ``repeat``) that decide which points to run; each
+point is then rendered with ``StrictUndefined`` (a typo'd variable is an
+error) and parsed into a ``Workload``. Unknown keys are errors that name the
+file, the YAML path and the line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import jinja2
+import yaml
+
+from testbed.errors import ConfigError
+from testbed.units import Duration, Rate, Size, UnitError
+from testbed.workload.model import (FLOW_PROTOCOLS, Capture, Flow, RequestResponse,
+                                    Sampling, Workload)
+
+T = TypeVar("T")
+
+TOP_KEYS = ("name", "description", "topology", "variables", "matrix", "repeat", "seed",
+            "duration", "sampling", "capture", "flows")
+FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size", "count",
+             "rate", "packet_size", "rr", "driver")
+RR_KEYS = ("request", "response", "think")
+SAMPLING_KEYS = ("tcp_info", "qdisc", "host")
+CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_CC_RE = re.compile(r"[a-z0-9_]+")
+DEFAULT_DURATION = Duration(10.0)
+
+
+@dataclass(frozen=True)
+class WorkloadSource:
+    """A workload file before a point is chosen: its text and sweep header."""
+
+    file: Path
+    text: str
+    defaults: dict[str, Any]
+    matrix: dict[str, list[Any]]
+    repeat: int
+
+
+def _render(text: str, variables: dict[str, Any], *, file: Path, strict: bool) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined,
+                             keep_trailing_newline=True)
+    try:
+        return env.from_string(text).render(**variables)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template error: {exc.message}", file=str(file), line=exc.lineno) from None
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(f"template uses an undefined variable ({exc.message}); define it under "
+                          "'variables:' or pass --set NAME=VALUE", file=str(file)) from None
+
+
+def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
+    """Parse YAML, returning the data and a map from YAML path to 1-based line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(file),
+                          line=mark.line + 1 if mark else None) from None
+    lines: dict[str, int] = {}
+
+    def walk(n: yaml.Node | None, path: str) -> None:
+        if n is None:
+            return
+        lines[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = str(k.value)
+                sub = f"{path}.{key}" if path else key
+                lines[sub] = k.start_mark.line + 1
+                walk(v, sub)
+                lines[sub] = k.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, f"{path}[{i}]")
+
+    walk(node, "")
+    return data, lines
+
+
+class _Ctx:
+    """Error construction for one rendered file."""
+
+    def __init__(self, file: Path, lines: dict[str, int]) -> None:
+        self.file = file
+        self.lines = lines
+
+    def error(self, path: str, message: str) -> ConfigError:
+        line = self.lines.get(path)
+        if line is None and "." in path:
+            line = self.lines.get(path.rsplit(".", 1)[0])
+        return ConfigError(message, file=str(self.file), path=path or None, line=line)
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a mapping, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                sub = f"{path}.{key}" if path else str(key)
+                raise self.error(sub, f"unknown key {key!r}; allowed here: {', '.join(allowed)}")
+        return value
+
+    def unit(self, parse: Callable[[Any], T], value: Any, path: str) -> T:
+        try:
+            return parse(value)
+        except UnitError as exc:
+            raise self.error(path, str(exc)) from None
+
+    def integer(self, value: Any, path: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(path, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+
+def load_source(path: str | Path) -> WorkloadSource:
+    """Read a workload file and its sweep header (variables, matrix, repeat)."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read workload file: {exc.strerror}", file=str(file)) from None
+    data, lines = _compose(_render(text, {}, file=file, strict=False), file)
+    ctx = _Ctx(file, lines)
+    top = ctx.mapping(data, "", TOP_KEYS)
+    defaults = ctx.mapping(top.get("variables"), "variables", tuple(top.get("variables") or ()))
+    matrix_raw = ctx.mapping(top.get("matrix"), "matrix", tuple(top.get("matrix") or ()))
+    matrix: dict[str, list[Any]] = {}
+    for key, values in matrix_raw.items():
+        if not isinstance(values, list) or not values:
+            raise ctx.error(f"matrix.{key}", "a matrix entry is a non-empty list of values")
+        matrix[str(key)] = values
+    repeat = ctx.integer(top.get("repeat", 1), "repeat", 1)
+    return WorkloadSource(file=file, text=text, defaults=dict(defaults), matrix=matrix, repeat=repeat)
+
+
+def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,
+                  source: WorkloadSource | None = None) -> Workload:
+    """Render ``path`` with its defaults overlaid by ``variables`` and parse it strictly."""
+    src = source or load_source(path)
+    values = {**src.defaults, **(variables or {})}
+    rendered = _render(src.text, values, file=src.file, strict=True)
+    data, lines = _compose(rendered, src.file)
+    return parse_workload(data, file=src.file, lines=lines, variables=values, rendered=rendered)
+
+
+def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
+    f = ctx.mapping(raw, path, FLOW_KEYS)
+    for key in ("from", "to"):
+        if not isinstance(f.get(key), str) or not f[key]:
+            raise ctx.error(f"{path}.{key}" if key in f else path,
+                            f"a flow needs '{key}:' naming a node of the topology")
+    name = str(f.get("name") or f"{f['from']}-{f['to']}-{index}")
+    if not _NAME_RE.fullmatch(name):
+        raise ctx.error(f"{path}.name", f"flow name {name!r} may use letters, digits, '_', '.', '-'")
+    protocol = f.get("protocol", "tcp")
+    if protocol not in FLOW_PROTOCOLS:
+        raise ctx.error(f"{path}.protocol", f"unknown protocol {protocol!r}; use tcp or udp")
+    cc = f.get("cc")
+    if cc is not None:
+        if not isinstance(cc, str) or not _CC_RE.fullmatch(cc):
+            raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
+        if protocol != "tcp":
+            raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
+    start = ctx.unit(Duration.parse, f.get("start", "0s"), f"{path}.start")
+    duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False), f["duration"],
+                        f"{path}.duration") if f.get("duration") is not None else None
+    size = ctx.unit(Size.parse, f["size"], f"{path}.size") if f.get("size") is not None else None
+    if duration is not None and size is not None:
+        raise ctx.error(f"{path}.size", "give either 'duration' or 'size', not both")
+    count = ctx.integer(f.get("count", 1), f"{path}.count", 1)
+    rate = ctx.unit(Rate.parse, f["rate"], f"{path}.rate") if f.get("rate") is not None else None
+    packet_size = ctx.unit(Size.parse, f.get("packet_size", "1200B"), f"{path}.packet_size")
+    rr = None
+    if f.get("rr") is not None:
+        r = ctx.mapping(f["rr"], f"{path}.rr", RR_KEYS)
+        for key in ("request", "response"):
+            if key not in r:
+                raise ctx.error(f"{path}.rr", f"request/response traffic needs '{key}:' (a size)")
+        rr = RequestResponse(request=ctx.unit(Size.parse, r["request"], f"{path}.rr.request"),
+                             response=ctx.unit(Size.parse, r["response"], f"{path}.rr.response"),
+                             think=ctx.unit(Duration.parse, r.get("think", "0s"), f"{path}.rr.think"))
+        if rr.request.bytes < 1 or rr.response.bytes < 1:
+            raise ctx.error(f"{path}.rr", "request and response must be at least 1 byte")
+        if protocol != "tcp":
+            raise ctx.error(f"{path}.rr", "request/response flows run over tcp")
+        if size is not None:
+            raise ctx.error(f"{path}.size", "a request/response flow runs for a duration, not a size")
+    if protocol == "udp":
+        if rate is None:
+            raise ctx.error(path, "a udp flow needs 'rate:' (e.g. 10mbit)")
+        if size is not None:
+            raise ctx.error(f"{path}.size", "udp flows run for a duration; give 'duration'")
+        if not 28 <= packet_size.bytes <= 65000:
+            raise ctx.error(f"{path}.packet_size", "udp payload must be between 28 and 65000 bytes")
+    elif rate is not None and rr is None:
+        pass  # tcp with a rate cap is allowed (iperf3 -b)
+    driver = f.get("driver")
+    if driver is not None and not isinstance(driver, str):
+        raise ctx.error(f"{path}.driver", f"driver must be a name, got {driver!r}")
+    return Flow(name=name, src=f["from"], dst=f["to"], protocol=protocol, cc=cc, start=start,
+                duration=duration, size=size, count=count, rate=rate, packet_size=packet_size,
+                rr=rr, driver=driver, yaml_path=path)
+
+
+def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None,
+                   variables: dict[str, Any] | None = None, rendered: str = "") -> Workload:
+    """Build a ``Workload`` from parsed YAML (already rendered)."""
+    ctx = _Ctx(file, lines or {})
+    top = ctx.mapping(data, "", TOP_KEYS)
+    name = str(top.get("name") or file.stem)
+    if not _NAME_RE.fullmatch(name):
+        raise ctx.error("name", f"workload name {name!r} may use letters, digits, '_', '.', '-'")
+    topo = top.get("topology")
+    topology_path: Path | None = None
+    topology_inline: dict[str, Any] | None = None
+    if isinstance(topo, str) and topo:
+        topology_path = (file.parent / topo).resolve()
+        if not topology_path.is_file():
+            raise ctx.error("topology", f"topology file {topo!r} not found (looked at {topology_path}; "
+                            "paths are relative to the workload file)")
+    elif isinstance(topo, dict):
+        topology_inline = topo
+    else:
+        raise ctx.error("topology", "a workload needs 'topology:', a path (relative to the workload "
+                        "file) or an embedded topology mapping")
+    duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False),
+                        top.get("duration", str(DEFAULT_DURATION)), "duration")
+    s = ctx.mapping(top.get("sampling"), "sampling", SAMPLING_KEYS)
+    sampling = Sampling(**{k: ctx.unit(lambda v: Duration.parse(v, allow_zero=False), s[k],
+                                       f"sampling.{k}") for k in s})
+    if sampling.tcp_info.seconds < 0.001:
+        raise ctx.error("sampling.tcp_info", "tcp_info sampling faster than 1ms is not supported")
+    c = ctx.mapping(top.get("capture"), "capture", CAPTURE_KEYS)
+    capture = Capture()
+    if c:
+        enabled = c.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ctx.error("capture.enabled", "expected true or false")
+        ifaces = c.get("interfaces", ["bottleneck"])
+        if isinstance(ifaces, str):
+            ifaces = [ifaces]
+        if not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces):
+            raise ctx.error("capture.interfaces", "expected a list like [bottleneck] or ['r1:eth1']")
+        snaplen = ctx.integer(c.get("snaplen", 128), "capture.snaplen", 64)
+        capture = Capture(enabled=enabled, interfaces=tuple(ifaces), snaplen=snaplen)
+    raw_flows = top.get("flows")
+    if not isinstance(raw_flows, list) or not raw_flows:
+        raise ctx.error("flows", "a workload needs 'flows:', a non-empty list")
+    flows = tuple(_parse_flow(ctx, raw, f"flows[{i}]", i) for i, raw in enumerate(raw_flows))
+    seen: dict[str, str] = {}
+    for fl in flows:
+        if fl.name in seen:
+            raise ctx.error(f"{fl.yaml_path}.name", f"flow name {fl.name!r} is already used by {seen[fl.name]}")
+        seen[fl.name] = fl.yaml_path
+    seed = top.get("seed", 1)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ctx.error("seed", f"seed must be an integer, got {seed!r}")
+    description = top.get("description") or ""
+    return Workload(name=name, file=file.resolve(), description=str(description).strip(),
+                    topology_path=topology_path, topology_inline=topology_inline,
+                    variables=dict(variables or {}), flows=flows, duration=duration,
+                    sampling=sampling, capture=capture, seed=seed, rendered_text=rendered)

@@ -1,0 +1,97 @@
+"""Typed, validated description of a workload. Pure data, no I/O.
+
+A workload names (or embeds) a topology and lists flows between its nodes.
+Everything here is checked structurally; checks that need the topology
+(node names) or the host (congestion controls, binaries) happen later, in
+``testbed.experiment``'s preflight, before anything is started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.units import Duration, Rate, Size
+
+FLOW_PROTOCOLS = ("tcp", "udp")
+FLOW_KINDS = ("bulk", "rr")
+
+
+@dataclass(frozen=True)
+class RequestResponse:
+    """Request/response traffic: the client sends ``request`` bytes, the server
+    answers with ``response`` bytes, the client waits ``think`` and repeats."""
+
+    request: Size
+    response: Size
+    think: Duration = Duration(0.0)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One line of ``flows:``; ``count`` parallel connections with equal settings."""
+
+    name: str
+    src: str
+    dst: str
+    protocol: str = "tcp"
+    cc: str | None = None
+    start: Duration = Duration(0.0)
+    duration: Duration | None = None
+    size: Size | None = None
+    count: int = 1
+    rate: Rate | None = None
+    packet_size: Size = Size(1200)
+    rr: RequestResponse | None = None
+    driver: str | None = None
+    yaml_path: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "rr" if self.rr is not None else "bulk"
+
+    def end_bound(self, default_duration: Duration) -> float:
+        """Latest planned end in seconds after t0 (size-bounded flows use the default)."""
+        return self.start.seconds + (self.duration or default_duration).seconds
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How often each collector samples."""
+
+    tcp_info: Duration = Duration(0.010)
+    qdisc: Duration = Duration(0.100)
+    host: Duration = Duration(0.500)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Packet capture: which interfaces (``node:ifname``, ``node``, ``a-b`` for a
+    link, or ``bottleneck``) and how many bytes of each packet."""
+
+    enabled: bool = True
+    interfaces: tuple[str, ...] = ("bottleneck",)
+    snaplen: int = 128
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload for one point of its matrix (variables already substituted)."""
+
+    name: str
+    file: Path
+    description: str
+    topology_path: Path | None
+    topology_inline: dict[str, Any] | None
+    variables: dict[str, Any]
+    flows: tuple[Flow, ...]
+    duration: Duration
+    sampling: Sampling = field(default_factory=Sampling)
+    capture: Capture = field(default_factory=Capture)
+    seed: int = 1
+    rendered_text: str = ""
+
+    @property
+    def planned_seconds(self) -> float:
+        return max((f.end_bound(self.duration) for f in self.flows), default=0.0)
