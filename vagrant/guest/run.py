@@ -58,12 +58,13 @@ def note(msg: str) -> None:
     print(f"[guest] {msg}", file=sys.stderr, flush=True)
 
 
-def qemu_argv(guest: build.Guest, rundir: Path, shares: list[dict], memory: int, smp: int) -> list[str]:
+def qemu_argv(guest: build.Guest, rundir: Path, shares: list[dict], memory: int, smp: int,
+              append: str = "") -> list[str]:
     argv = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", str(memory), "-smp", str(smp),
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(guest.kernel), "-initrd", str(guest.initramfs),
-        "-append", "console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off 8250.nr_uarts=1",
+        "-append", f"console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off 8250.nr_uarts=1 {append}".strip(),
         # snapshot=on: the guest writes to a throwaway overlay; the image stays clean
         # and several guests can boot it at once.
         "-drive", f"file={guest.image},if=virtio,format=raw,snapshot=on",
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds before the guest is killed (default 600)")
     ap.add_argument("--memory", type=int, default=1024, help="MiB (default 1024)")
     ap.add_argument("--smp", type=int, default=1, help="virtual CPUs (default 1)")
+    ap.add_argument("--append", default="", help="extra kernel command line (e.g. 'loglevel=7' with -v)")
     ap.add_argument("--no-build", action="store_true", help="fail instead of building missing artefacts")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the boot log and QEMU command")
     args = ap.parse_args(opts)
@@ -109,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = build.cache_dir(args.cache)
     try:
         if args.no_build:
-            guest = build.Guest(build.vmlinuz(cache), cache / "initramfs.cpio.gz", cache / "rootfs.ext4",
+            guest = build.Guest(cache / "vmlinux", cache / "initramfs.cpio.gz", cache / "rootfs.ext4",
                                 build.kernel_version(build.kernel_dir(cache)))
-            if not (guest.initramfs.exists() and guest.image.exists()):
+            if not (guest.kernel.exists() and guest.initramfs.exists() and guest.image.exists()):
                 raise build.BuildError(f"guest not built in {cache}: run build.py")
         else:
             guest = build.ensure(cache)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             "modules": list(DEFAULT_MODULES) + args.module,
             "begin_marker": begin, "end_marker": end,
         }))
-        qargv = qemu_argv(guest, rundir, shares, args.memory, args.smp)
+        qargv = qemu_argv(guest, rundir, shares, args.memory, args.smp, args.append)
         if args.verbose:
             note("qemu: " + " ".join(qargv))
         return boot(qargv, rundir, begin, end, args.timeout, args.verbose)
