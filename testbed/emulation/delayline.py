@@ -1,7 +1,7 @@
 """The delay daemon's scheduling logic, pure and clock-free.
 
 A ``DelayLine`` decides, for each packet id the kernel hands over, whether
-to drop it (Gilbert-Elliott loss), accept it at once (netem-style reorder:
+to drop it (random or Gilbert-Elliott loss), accept it at once (netem-style reorder:
 the packet skips the delay line) or hold it until a due time. Held packets
 are released in arrival order because a batch verdict accepts every id up
 to N: a jittered due time earlier than its predecessor's is clamped up to
@@ -32,6 +32,7 @@ class DelayConfig:
     jitter_us: float = 0.0
     distribution: str | None = None  # None/"uniform", "normal", "pareto", "paretonormal"
     reorder: float = 0.0
+    loss: float = 0.0  # independent random loss
     ge_p: float | None = None  # Gilbert-Elliott: good->bad
     ge_r: float | None = None  # bad->good
     ge_h: float = 0.0  # delivery probability in the bad state
@@ -100,6 +101,7 @@ class DelayLine:
                                      config.ge_k, self._rng)
                       if config.ge_p is not None else None)
         self._reorder = config.reorder
+        self._random_loss = config.loss
 
     def __len__(self) -> int:
         return len(self._held)
@@ -107,6 +109,8 @@ class DelayLine:
     def arrive(self, packet_id: int, now_ns: int) -> int:
         """Decide about a new packet: HOLD (queued here), ACCEPT_NOW or DROP."""
         if self._loss is not None and self._loss.lost():
+            return DROP
+        if self._random_loss and self._rng.random() < self._random_loss:
             return DROP
         if self._reorder and self._rng.random() < self._reorder:
             return ACCEPT_NOW

@@ -1,0 +1,303 @@
+"""The ``userspace`` backend: link emulation without sch_netem.
+
+Per direction of a link (egress of ``ifname`` inside ``netns``):
+
+- rate + buffer: a root tbf (``tbf.py``), buffer from ``Queue.resolve_bytes``
+  (default 1 BDP at the RTT hint);
+- delay, jitter (uniform/normal/pareto/paretonormal, netem semantics),
+  reorder (netem's: that share of packets skips the delay line), random
+  and Gilbert-Elliott loss: a delay daemon (``delayd``) fed by an iptables
+  NFQUEUE rule without bypass (why loss is not an nft rule: see
+  ``netfilter.py``);
+- offloads (TSO/GSO/GRO) off on the interface when loss, jitter or
+  reordering must act per MTU-sized packet (``offload.py``).
+
+Order on the way out: NFQUEUE delay line (loss decided on arrival) -> tbf. The delay line thus sits before the bottleneck queue;
+for one link the end-to-end delay and queueing behaviour are the same.
+Caveat: delaying in a host's own egress holds that host's TCP skbs, so TCP
+Small Queues bound its throughput to about tcp_limit_output_bytes per delay;
+put long delays on router egresses (or the receiving side) for high rates.
+
+Cannot do: duplicate, corrupt, a queue without a rate; these are reported
+by ``unsupported`` and refused by ``apply``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from testbed.emulation import daemon, netfilter, offload, tbf
+from testbed.emulation._netns import enter
+from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, impairment_from_dict,
+                                      impairment_to_dict, read_state, rtt_or_default,
+                                      state_path, write_state)
+from testbed.emulation.delayline import DelayConfig
+from testbed.errors import RealizeError
+from testbed.model.impairment import GilbertElliott, Impairment, Queue
+from testbed.units import Duration
+
+
+@dataclass(frozen=True)
+class UserspacePlan:
+    """Resolved parameters of every mechanism the impairment needs (None: not used)."""
+
+    tbf: tbf.TbfParams | None = None
+    delay: DelayConfig | None = None
+    offloads_off: bool = False
+
+    def to_dict(self) -> dict:
+        return {"tbf": None if self.tbf is None else vars(self.tbf),
+                "delay": None if self.delay is None else self.delay.to_dict(),
+                "offloads_off": self.offloads_off}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UserspacePlan":
+        return cls(tbf=None if data["tbf"] is None else tbf.TbfParams(**data["tbf"]),
+                   delay=None if data["delay"] is None else DelayConfig.from_dict(data["delay"]),
+                   offloads_off=data["offloads_off"])
+
+
+EMPTY = UserspacePlan()
+
+
+def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePlan:
+    """Pure: the mechanisms and their parameters for ``imp`` (assumes it is supported)."""
+    tbf_params = None
+    if imp.rate is not None:
+        queue = imp.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
+        buffer = queue.resolve_bytes(imp.rate, rtt_or_default(rtt_hint), mtu)
+        tbf_params = tbf.tbf_params(imp.rate.bps, buffer, mtu)
+    delay = None
+    ge = imp.loss if isinstance(imp.loss, GilbertElliott) else None
+    loss = imp.loss.fraction if imp.loss is not None and ge is None else 0.0
+    if imp.delay is not None or imp.jitter is not None or imp.reorder is not None or ge or loss:
+        delay = DelayConfig(
+            delay_us=imp.delay.us if imp.delay else 0.0,
+            jitter_us=imp.jitter.us if imp.jitter else 0.0,
+            distribution=imp.distribution,
+            reorder=imp.reorder.fraction if imp.reorder else 0.0, loss=loss,
+            ge_p=ge.p.fraction if ge else None, ge_r=ge.r.fraction if ge else None,
+            ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0)
+    per_packet = imp.loss is not None or imp.jitter is not None or imp.reorder is not None
+    return UserspacePlan(tbf=tbf_params, delay=delay,
+                         offloads_off=per_packet)
+
+
+def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
+    steps = []
+    if plan.offloads_off:
+        steps.append(Step(netns, ifname, "offloads", "ethtool -K tso off gso off gro off"))
+    if plan.tbf is not None:
+        steps.append(Step(netns, ifname, "tbf", plan.tbf.describe()))
+    if plan.delay is not None:
+        d = plan.delay
+        detail = f"delay {d.delay_us:g}us jitter {d.jitter_us:g}us {d.distribution or 'uniform'}"
+        if d.loss:
+            detail += f" loss {d.loss * 100:g}%"
+        if d.reorder:
+            detail += f" reorder {d.reorder * 100:g}%"
+        if d.ge_p is not None:
+            detail += f" gemodel p={d.ge_p:g} r={d.ge_r:g} h={d.ge_h:g} k={d.ge_k:g}"
+        steps.append(Step(netns, ifname, "delay daemon",
+                          f"python -m testbed.emulation.delayd on NFQUEUE <ifindex>: {detail}"))
+        steps.append(Step(netns, ifname, "iptables",
+                          f"mangle POSTROUTING -o {ifname} -j NFQUEUE (no bypass), v4 and v6"))
+    return steps
+
+
+def _ifindex(netns: str, ifname: str) -> int:
+    with enter(netns), IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise RealizeError(f"interface {ifname!r} not found in namespace {netns!r}")
+    return found[0]
+
+
+def _handle(record: dict) -> daemon.DaemonHandle | None:
+    d = record.get("daemon")
+    return None if d is None else daemon.DaemonHandle(**d)
+
+
+class UserspaceBackend:
+    """Link emulation with tbf and an NFQUEUE delay daemon."""
+
+    name = "userspace"
+
+    def __init__(self, realtime_prio: int = 10, seed: int | None = None) -> None:
+        self._realtime_prio = realtime_prio
+        self._seed = seed
+
+    # -- pure -----------------------------------------------------------
+    def unsupported(self, imp: Impairment) -> list[str]:
+        problems = []
+        if imp.duplicate is not None and imp.duplicate.fraction > 0:
+            problems.append("duplicate: packet duplication needs sch_netem")
+        if imp.corrupt is not None and imp.corrupt.fraction > 0:
+            problems.append("corrupt: packet corruption needs sch_netem")
+        if imp.queue is not None and imp.rate is None:
+            problems.append("queue without rate: the only queue here is the rate limiter's; "
+                            "give the link a rate")
+        if imp.rate is not None and imp.rate.bps / 8 > tbf.MAX_RATE_BYTES:
+            problems.append(f"rate {imp.rate}: above {tbf.MAX_RATE_BYTES * 8 / 1e9:.1f}gbit, "
+                            "which tbf without 64-bit rates cannot express")
+        if imp.reorder is not None and imp.delay is None:
+            problems.append("reorder without delay: reordered packets overtake the delay line")
+        return problems
+
+    def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
+             mtu: int) -> list[Step]:
+        return plan_steps(netns, ifname, resolve(imp, rtt_hint, mtu))
+
+    # -- kernel ---------------------------------------------------------
+    def apply(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
+              state_dir: str | Path, rtt_hint: Duration | None = None, mtu: int = 1500) -> None:
+        self._refuse_unsupported(imp)
+        path = state_path(state_dir, netns, ifname)
+        if read_state(path) is not None:
+            self.remove(netns, ifname, owner_tag=owner_tag, state_dir=state_dir)
+        record = {"backend": self.name, "owner": owner_tag, "mtu": mtu,
+                  "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
+                  "impairment": impairment_to_dict(imp), "plan": EMPTY.to_dict(),
+                  "daemon": None, "offloads_before": None, "generation": 0}
+        try:
+            self._converge(netns, ifname, EMPTY, resolve(imp, rtt_hint, mtu), record, owner_tag,
+                           path.parent)
+        except BaseException:
+            write_state(path, record)
+            try:
+                self.remove(netns, ifname, owner_tag=owner_tag, state_dir=state_dir)
+            except RealizeError:
+                pass
+            raise
+        write_state(path, record)
+
+    def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
+               state_dir: str | Path) -> Impairment:
+        """Merge ``imp`` into the applied impairment (tc qdisc change) and return the result."""
+        path = state_path(state_dir, netns, ifname)
+        record = read_state(path)
+        if record is None:
+            raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
+        merged = impairment_from_dict(record["impairment"]).merged(imp)
+        self._refuse_unsupported(merged)
+        rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
+        new = resolve(merged, rtt, record["mtu"])
+        try:
+            self._converge(netns, ifname, UserspacePlan.from_dict(record["plan"]), new, record,
+                           owner_tag, path.parent)
+            record["impairment"] = impairment_to_dict(merged)
+        finally:
+            write_state(path, record)
+        return merged
+
+    def remove(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> None:
+        """Undo everything this backend made on the link; safe to repeat."""
+        path = state_path(state_dir, netns, ifname)
+        record = read_state(path)
+        if record is None:
+            self._remove_by_name(netns, ifname, owner_tag)
+        else:
+            self._converge(netns, ifname, UserspacePlan.from_dict(record["plan"]), EMPTY, record,
+                           owner_tag, path.parent)
+        path.unlink(missing_ok=True)
+
+    def check_alive(self, netns: str, ifname: str, *, owner_tag: str,
+                    state_dir: str | Path) -> None:
+        """Raise RealizeError if the link's delay daemon has died or lost its queue."""
+        record = read_state(state_path(state_dir, netns, ifname))
+        handle = None if record is None else _handle(record)
+        if handle is not None:
+            daemon.check_alive(netns, ifname, handle)
+
+    def show(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> dict:
+        """What is in force, read from the kernel (and the daemon's status)."""
+        record = read_state(state_path(state_dir, netns, ifname)) or {}
+        out: dict = {"backend": self.name, "impairment": record.get("impairment")}
+        got_tbf = tbf.read(netns, ifname)
+        out["tbf"] = None if got_tbf is None else {"rate_bytes": got_tbf.rate_bytes,
+                                                   "limit": got_tbf.limit}
+        handle = _handle(record)
+        if handle is not None:
+            status = daemon.queue_status(netns, handle)
+            out["delay_daemon"] = {"pid": handle.pid, "queue": handle.queue,
+                                   "alive": daemon.start_time_of(handle.pid) == handle.start_time,
+                                   "kernel": None if status is None else vars(status)}
+        out["offloads"] = offload.read_offloads(netns, ifname)
+        return out
+
+    # -- internals --------------------------------------------------------
+    def _refuse_unsupported(self, imp: Impairment) -> None:
+        problems = self.unsupported(imp)
+        if problems:
+            raise RealizeError(f"the {self.name} link emulation backend cannot do: "
+                               f"{'; '.join(problems)}. Use a kernel with sch_netem "
+                               "(backend netem) or drop these settings")
+
+    def _converge(self, netns: str, ifname: str, old: UserspacePlan, new: UserspacePlan,
+                  record: dict, owner_tag: str, directory: Path) -> None:
+        """Move the link from ``old`` to ``new``, updating ``record`` after each step."""
+        def done(**changes: object) -> None:
+            plan = UserspacePlan.from_dict(record["plan"])
+            record["plan"] = UserspacePlan(**{**vars(plan), **changes}).to_dict()
+
+        # offloads first, so no super-packet meets the new rules
+        if new.offloads_off and not old.offloads_off:
+            record["offloads_before"] = offload.read_offloads(netns, ifname)
+            offload.set_offloads(netns, ifname, on=False)
+            done(offloads_off=True)
+        # delay line: rule removal before daemon stop, daemon start before rule
+        handle = _handle(record)
+        if new.delay is None and old.delay is not None:
+            if handle is not None:
+                netfilter.remove_queue(netns, owner_tag, ifname, handle.queue)
+                daemon.stop(handle)
+            record["daemon"] = None
+            done(delay=None)
+        elif new.delay is not None and handle is not None and new.delay != old.delay:
+            record["generation"] += 1
+            daemon.reconfigure(handle, new.delay, record["generation"], directory=directory,
+                               ifname=ifname)
+            done(delay=new.delay)
+        elif new.delay is not None and handle is None:
+            queue = _ifindex(netns, ifname)
+            handle = daemon.start(netns, ifname, queue, new.delay, owner_tag=owner_tag,
+                                  directory=directory, realtime_prio=self._realtime_prio,
+                                  seed=self._seed)
+            record["daemon"] = vars(handle)
+            record["generation"] = 1
+            done(delay=new.delay)
+            daemon.check_alive(netns, ifname, handle)
+            netfilter.apply_queue(netns, owner_tag, ifname, queue)
+        # rate and buffer
+        if new.tbf is None and old.tbf is not None:
+            tbf.remove(netns, ifname)
+            done(tbf=None)
+        elif new.tbf is not None and new.tbf != old.tbf:
+            tbf.apply(netns, ifname, new.tbf)
+            done(tbf=new.tbf)
+        if old.offloads_off and not new.offloads_off:
+            before = record.get("offloads_before") or {}
+            if before and all(before.values()):
+                offload.set_offloads(netns, ifname, on=True)
+            record["offloads_before"] = None
+            done(offloads_off=False)
+
+    def _remove_by_name(self, netns: str, ifname: str, owner_tag: str) -> None:
+        """Cleanup without a state file: exact names derived from owner and interface."""
+        if not Path(f"/run/netns/{netns}").exists():
+            return
+        try:
+            queue = _ifindex(netns, ifname)
+        except RealizeError:
+            queue = None
+        if queue is not None:
+            netfilter.remove_queue(netns, owner_tag, ifname, queue)
+        for pid in daemon.find_daemons(netns, owner_tag, ifname):
+            started = daemon.start_time_of(pid)
+            if started is not None:
+                daemon.stop(daemon.DaemonHandle(pid=pid, start_time=started, queue=queue or 0))
+        if queue is not None:
+            tbf.remove(netns, ifname)
