@@ -62,6 +62,9 @@ def make_pair(state_dir: Path) -> Iterator[EmuPair]:
                 ipr.addr("add", index=idx, address=addr, prefixlen=24)
                 ipr.link("set", index=idx, state="up")
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                # no IPv6 chatter: every packet through the delay line is a probe
+                with open("/proc/sys/net/ipv6/conf/all/disable_ipv6", "w") as f:
+                    f.write("1")
         yield pair
     finally:
         for ns in (a, b):
