@@ -1,9 +1,10 @@
 """Reading workload files: jinja2 templating, then a strict schema.
 
-The file is rendered twice. A lenient first pass reads only the header keys
-(``variables``, ``matrix``, ``repeat``) that decide which points to run; each
-point is then rendered with ``StrictUndefined`` (a typo'd variable is an
-error) and parsed into a ``Workload``. Unknown keys are errors that name the
+Same conventions as topology files (``testbed.loader``): an optional first
+document holding only ``variables:`` (template defaults), a line ``---``,
+then the body. The body is rendered twice: a lenient first pass reads only
+``matrix:`` and ``repeat:``, which decide the runs; each run is then rendered
+with undefined variables as errors and parsed into a ``Workload``. Unknown keys are errors that name the
 file, the YAML path and the line.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import jinja2
-import yaml
+
+from testbed import loader as tb_loader
 
 from testbed.errors import ConfigError
 from testbed.units import Duration, Rate, Size, UnitError
@@ -24,7 +26,7 @@ from testbed.workload.model import (FLOW_PROTOCOLS, Capture, Flow, RequestRespon
 
 T = TypeVar("T")
 
-TOP_KEYS = ("name", "description", "topology", "variables", "matrix", "repeat", "seed",
+TOP_KEYS = ("name", "description", "topology", "matrix", "repeat", "seed",
             "duration", "sampling", "capture", "flows")
 FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size", "count",
              "rate", "packet_size", "rr", "driver")
@@ -47,46 +49,18 @@ class WorkloadSource:
     repeat: int
 
 
-def _render(text: str, variables: dict[str, Any], *, file: Path, strict: bool) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined,
-                             keep_trailing_newline=True)
+def _lenient_body(text: str, file: Path) -> tuple[dict[str, Any], Any]:
+    """The header defaults and the body rendered with unknown variables left empty."""
+    defaults, body, _ = tb_loader._split_variables(text, str(file))
+    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
     try:
-        return env.from_string(text).render(**variables)
+        rendered = env.from_string(body).render(**defaults)
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"template error: {exc.message}", file=str(file), line=exc.lineno) from None
-    except jinja2.UndefinedError as exc:
-        raise ConfigError(f"template uses an undefined variable ({exc.message}); define it under "
-                          "'variables:' or pass --set NAME=VALUE", file=str(file)) from None
-
-
-def _compose(text: str, file: Path) -> tuple[Any, dict[str, int]]:
-    """Parse YAML, returning the data and a map from YAML path to 1-based line."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(file),
-                          line=mark.line + 1 if mark else None) from None
-    lines: dict[str, int] = {}
-
-    def walk(n: yaml.Node | None, path: str) -> None:
-        if n is None:
-            return
-        lines[path] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = str(k.value)
-                sub = f"{path}.{key}" if path else key
-                lines[sub] = k.start_mark.line + 1
-                walk(v, sub)
-                lines[sub] = k.start_mark.line + 1
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, f"{path}[{i}]")
-
-    walk(node, "")
-    return data, lines
+        raise ConfigError(f"template syntax: {exc.message}", file=str(file), line=exc.lineno) from None
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"template: {exc}", file=str(file)) from None
+    data, _ = tb_loader.parse_yaml(rendered, str(file))
+    return dict(defaults), data
 
 
 class _Ctx:
@@ -126,34 +100,37 @@ class _Ctx:
 
 
 def load_source(path: str | Path) -> WorkloadSource:
-    """Read a workload file and its sweep header (variables, matrix, repeat)."""
+    """Read a workload file and what decides its runs: defaults, matrix, repeat."""
     file = Path(path)
     try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read workload file: {exc.strerror}", file=str(file)) from None
-    data, lines = _compose(_render(text, {}, file=file, strict=False), file)
-    ctx = _Ctx(file, lines)
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such workload file", file=str(file)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read workload file: {exc}", file=str(file)) from None
+    defaults, data = _lenient_body(text, file)
+    ctx = _Ctx(file, {})
+    if isinstance(data, dict) and "variables" in data:
+        raise ctx.error("variables", "put 'variables:' in a first document ended by a line "
+                        "'---', as in topology files")
     top = ctx.mapping(data, "", TOP_KEYS)
-    defaults = ctx.mapping(top.get("variables"), "variables", tuple(top.get("variables") or ()))
-    matrix_raw = ctx.mapping(top.get("matrix"), "matrix", tuple(top.get("matrix") or ()))
+    matrix_raw = ctx.mapping(top.get("matrix"), "matrix", tuple(str(k) for k in top.get("matrix") or ()))
     matrix: dict[str, list[Any]] = {}
     for key, values in matrix_raw.items():
         if not isinstance(values, list) or not values:
             raise ctx.error(f"matrix.{key}", "a matrix entry is a non-empty list of values")
         matrix[str(key)] = values
     repeat = ctx.integer(top.get("repeat", 1), "repeat", 1)
-    return WorkloadSource(file=file, text=text, defaults=dict(defaults), matrix=matrix, repeat=repeat)
+    return WorkloadSource(file=file, text=text, defaults=defaults, matrix=matrix, repeat=repeat)
 
 
 def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,
                   source: WorkloadSource | None = None) -> Workload:
-    """Render ``path`` with its defaults overlaid by ``variables`` and parse it strictly."""
+    """Render the workload with its defaults overlaid by ``variables``; parse it strictly."""
     src = source or load_source(path)
-    values = {**src.defaults, **(variables or {})}
-    rendered = _render(src.text, values, file=src.file, strict=True)
-    data, lines = _compose(rendered, src.file)
-    return parse_workload(data, file=src.file, lines=lines, variables=values, rendered=rendered)
+    rendered, context = tb_loader.render(src.text, str(src.file), dict(variables or {}))
+    data, lines = tb_loader.parse_yaml(rendered, str(src.file))
+    return parse_workload(data, file=src.file, lines=lines, variables=context, rendered=rendered)
 
 
 def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:

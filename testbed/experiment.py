@@ -1,0 +1,578 @@
+"""Running a workload: bring the testbed up (or attach), start servers,
+collectors and clients on schedule, wait, stop everything, parse, and write
+the run directory. Teardown always happens (try/finally; SIGINT and SIGTERM
+become ``Interrupted``), and whatever was gathered is kept and marked.
+
+Order inside one run:
+  preflight (all points, before anything starts) -> up/attach -> node and
+  reachability checks -> manifest "before" -> servers (wait until listening)
+  -> capture, qdisc, host, tcp_info collectors -> clients at their offsets
+  -> wait -> stop clients, collectors, servers -> parse -> result.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from testbed.collect import capture as cap
+from testbed.collect import hostload, qdisc, tcpinfo
+from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
+from testbed.results import (SCHEMA_VERSION, jain_index, make_run_dir, percentiles, write_json,
+                             write_table)
+from testbed.traffic import DRIVERS, Driver, FlowPlan, FlowResult, default_driver
+from testbed.units import Rate
+from testbed.workload import (RunPoint, Workload, expand_points, load_source, load_workload)
+
+BASE_PORT = 5201
+SERVER_READY_TIMEOUT = 5.0
+GRACE = 10.0
+SYSCTLS = ("net/ipv4/tcp_congestion_control", "net/ipv4/tcp_allowed_congestion_control",
+           "net/ipv4/tcp_ecn", "net/ipv4/tcp_sack", "net/ipv4/tcp_timestamps",
+           "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem", "net/ipv4/tcp_no_metrics_save",
+           "net/ipv4/tcp_slow_start_after_idle", "net/ipv4/ip_forward", "net/core/default_qdisc")
+OFFLOADS = ("tcp-segmentation-offload", "generic-segmentation-offload",
+            "generic-receive-offload", "large-receive-offload")
+
+
+def available_ccs() -> list[str]:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    except OSError:
+        return []
+
+
+def _progress(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"testbed: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread for the duration."""
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; "
+                          "partial results are kept and the testbed is torn down")
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def preflight(workloads: list[Workload]) -> None:
+    """Everything that can be checked before touching the kernel, all problems at once."""
+    problems: list[str] = []
+    ccs = available_ccs()
+    for wl in workloads:
+        for flow in wl.flows:
+            where = f"{wl.file.name}: {flow.yaml_path}"
+            name = default_driver(flow)
+            if name not in DRIVERS:
+                problems.append(f"{where}.driver: unknown driver {name!r} (known: {', '.join(DRIVERS)})")
+                continue
+            problems += [f"{where}: {p}" for p in DRIVERS[name]().check(flow)]
+            if flow.cc and ccs and flow.cc not in ccs:
+                problems.append(f"{where}.cc: congestion control {flow.cc!r} is not available in this "
+                                f"kernel (available: {' '.join(ccs)}); try 'modprobe tcp_{flow.cc}'")
+        if wl.capture.enabled:
+            problems += [f"{wl.file.name}: {p}" for p in cap.tcpdump_check()]
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise PreflightError("; ".join(problems))
+
+
+def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | None = None,
+                 repeat: int | None = None, output: str | os.PathLike[str] | None = None,
+                 testbed_name: str | None = None, progress: bool = True, name: str | None = None,
+                 link_backend: str = "auto", command: list[str] | None = None) -> list[Path]:
+    """Run every point of a workload; return the run directories written.
+
+    Raises after the failing run (its directory kept and marked) so that a
+    sweep does not carry on over a broken setup.
+    """
+    source = load_source(path)
+    points = expand_points(source, variables, repeat)
+    workloads = [load_workload(path, p.variables, source=source) for p in points]
+    preflight(workloads)
+    out = Path(output) if output is not None else None
+    dirs: list[Path] = []
+    with signals_raise():
+        for i, (point, wl) in enumerate(zip(points, workloads)):
+            _progress(progress, f"[{i + 1}/{len(points)}] {wl.name} {point.label}")
+            run = Run(wl, point, output=out, testbed_name=testbed_name, progress=progress,
+                      instance_name=name, link_backend=link_backend,
+                      command=command if command is not None else list(sys.argv))
+            try:
+                dirs.append(run.execute())
+            finally:
+                if run.run_dir is not None and run.run_dir not in dirs:
+                    dirs.append(run.run_dir)
+            _progress(progress, f"result: {run.run_dir}")
+    return dirs
+
+
+def _topology_for(wl: Workload) -> Any:
+    import testbed
+    from testbed import loader
+    from testbed.model.topology import parse_topology
+    if wl.topology_path is not None:
+        return testbed.load_topology(wl.topology_path, wl.variables)
+    doc = loader.Document(file=f"{wl.file} (topology:)", data=wl.topology_inline, lines={},
+                          text="", variables=dict(wl.variables))
+    return parse_topology(doc)
+
+
+def _rate_of(description: str) -> float | None:
+    m = re.search(r"rate (\S+?),?(?:\s|$)", description)
+    if not m:
+        return None
+    try:
+        return Rate.parse(m.group(1).rstrip(",")).bps
+    except ValueError:
+        return None
+
+
+@dataclass
+class Run:
+    """One point of a workload, from up to result.json."""
+
+    wl: Workload
+    point: RunPoint
+    output: Path | None
+    testbed_name: str | None
+    progress: bool
+    instance_name: str | None
+    link_backend: str
+    command: list[str]
+    run_dir: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def execute(self) -> Path:
+        self.run_dir = make_run_dir(self.wl.name, self.output)
+        (self.run_dir / "workload.yaml").write_text(self.wl.rendered_text)
+        started = time.time()
+        status = "failed"
+        results: list[dict[str, Any]] = []
+        summary: dict[str, Any] = {}
+        error: TestbedError | None = None
+        self.manifest = self._static_manifest()
+        write_json(self.run_dir / "manifest.json", self.manifest)
+        collected: dict[str, Any] = {}
+        try:
+            if self.testbed_name:
+                import testbed
+                cm: contextlib.AbstractContextManager[Any] = contextlib.nullcontext(
+                    testbed.attach(self.testbed_name))
+            else:
+                import testbed
+                topo = _topology_for(self.wl)
+                _progress(self.progress, f"bringing up {getattr(topo, 'name', 'topology')}")
+                kwargs: dict[str, Any] = {}
+                if self.link_backend != "auto":
+                    import inspect
+                    if "link_backend" not in inspect.signature(testbed.up).parameters:
+                        raise PreflightError("this testbed cannot choose the link backend yet; "
+                                             "leave --link-backend at auto")
+                    kwargs["link_backend"] = self.link_backend
+                cm = testbed.up(topo, name=self.instance_name, **kwargs)
+            with cm as net:
+                self.manifest["testbed"] = {"instance": net.name, "link_backend": net.link_backend,
+                                            "attached": bool(self.testbed_name)}
+                try:
+                    results, summary = self._run_in(net, collected)
+                    status = "failed" if any(not r["ok"] for r in results) else "complete"
+                finally:
+                    _progress(self.progress, "tearing down" if not self.testbed_name else "done")
+        except Interrupted as exc:
+            status, error = "interrupted", exc
+        except TestbedError as exc:
+            error = exc
+        except subprocess.CalledProcessError as exc:
+            error = WorkloadError(f"command failed: {shlex.join(map(str, exc.cmd))}: "
+                                  f"{(exc.stderr or '').strip()[-200:]}")
+        finally:
+            if not results and collected.get("results"):
+                results = collected["results"]
+            summary = summary or collected.get("summary", {})
+            if status != "complete" and results and status != "interrupted":
+                status = "failed"
+            failed = [f"{r['name']}: {r['error']}" for r in results if not r.get("ok")]
+            if error is None and failed:
+                error = WorkloadError("flow failed: " + "; ".join(failed) +
+                                      f" (partial results in {self.run_dir})")
+            write_json(self.run_dir / "manifest.json", self.manifest)
+            write_json(self.run_dir / "result.json", {
+                "schema_version": SCHEMA_VERSION, "workload": self.wl.name,
+                "run_id": self.run_dir.name, "status": status,
+                "partial": status != "complete", "error": str(error) if error else None,
+                "suspect": summary.get("suspect", False),
+                "suspect_reasons": summary.get("suspect_reasons", []),
+                "point": self.point.point, "repetition": self.point.repetition,
+                "variables": self.wl.variables, "started": started, "finished": time.time(),
+                "flows": results, "summary": summary,
+            })
+        if error is not None:
+            raise error
+        return self.run_dir
+
+    # ---- manifest -------------------------------------------------------
+    def _static_manifest(self) -> dict[str, Any]:
+        def version(argv: list[str]) -> str | None:
+            try:
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
+        import pyroute2
+        import testbed
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "command": self.command, "cwd": os.getcwd(),
+            "kernel": {"release": platform.release(), "version": platform.version(),
+                       "machine": platform.machine(), "available_cc": available_ccs()},
+            "host": {"hostname": socket.gethostname(), "cpus": os.cpu_count()},
+            "tools": {"testbed": getattr(testbed, "__version__", None), "python": platform.python_version(),
+                      "pyroute2": getattr(pyroute2, "__version__", None),
+                      "iperf3": version(["iperf3", "--version"]),
+                      "tcpdump": version(["tcpdump", "--version"])},
+            "workload": {"name": self.wl.name, "file": str(self.wl.file), "rendered": "workload.yaml",
+                         "variables": self.wl.variables, "point": self.point.point,
+                         "repetition": self.point.repetition, "seed": self.wl.seed + self.point.index},
+            "topology": {"file": str(self.wl.topology_path) if self.wl.topology_path else None,
+                         "inline": self.wl.topology_inline},
+        }
+
+    def _node_state(self, net: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for node in net.nodes.values():
+            sysctls: dict[str, str | None] = {}
+            with node.enter():
+                for key in SYSCTLS:
+                    try:
+                        sysctls[key.replace("/", ".")] = Path("/proc/sys", key).read_text().strip()
+                    except OSError:
+                        sysctls[key.replace("/", ".")] = None
+            qd = qdisc.qdisc_tree(lambda argv, n=node: n.run(argv, check=False).stdout)
+            offloads: dict[str, dict[str, str]] = {}
+            for iface in node.interfaces:
+                text = node.run(["ethtool", "-k", iface.ifname], check=False).stdout
+                offloads[iface.ifname] = {k: v for k, v in re.findall(r"^([\w-]+): (\w+)", text, re.M)
+                                          if k in OFFLOADS}
+            out[node.name] = {"netns": node.netns, "kind": node.kind, "sysctls": sysctls,
+                              "qdiscs": qd, "offloads": offloads,
+                              "addresses": [str(a) for i in node.interfaces for a in i.addresses]}
+        return out
+
+    # ---- the run itself ---------------------------------------------------
+    def _check_nodes(self, net: Any) -> None:
+        for flow in self.wl.flows:
+            for key, node in (("from", flow.src), ("to", flow.dst)):
+                if node not in net.nodes:
+                    raise ConfigError(f"unknown node {node!r}; the topology has "
+                                      f"{', '.join(sorted(net.nodes))}",
+                                      file=str(self.wl.file), path=f"{flow.yaml_path}.{key}")
+                if net.nodes[node].ipv4 is None:
+                    raise ConfigError(f"node {node!r} has no IPv4 address",
+                                      file=str(self.wl.file), path=f"{flow.yaml_path}.{key}")
+
+    def _check_reachable(self, net: Any) -> None:
+        pairs = {(f.src, f.dst) for f in self.wl.flows}
+        for src, dst in sorted(pairs):
+            ip = net.nodes[dst].ipv4
+            p = net.nodes[src].run(["ping", "-c", "1", "-W", "2", "-I", net.nodes[src].ipv4, ip],
+                                   check=False, timeout=10)
+            if p.returncode != 0:
+                raise WorkloadError(f"{src} cannot reach {dst} ({ip}): ping failed; check the "
+                                    "topology's links and routes ('testbed plan' shows them)")
+
+    def _plans(self, net: Any) -> list[tuple[FlowPlan, Driver]]:
+        assert self.run_dir is not None
+        plans = []
+        for i, flow in enumerate(self.wl.flows):
+            plan = FlowPlan(flow=flow, port=BASE_PORT + i, src_ip=net.nodes[flow.src].ipv4,
+                            dst_ip=net.nodes[flow.dst].ipv4,
+                            seconds=(flow.duration or self.wl.duration).seconds,
+                            out_dir=self.run_dir / "raw")
+            plans.append((plan, DRIVERS[default_driver(flow)]()))
+        return plans
+
+    def _bottlenecks(self, net: Any) -> list[tuple[Any, str]]:
+        """(node, ifname) pairs to capture on, from the workload's capture interfaces."""
+        picks: list[tuple[Any, str]] = []
+        emulated = [l for l in net.links if l.forward != "none" or l.reverse != "none"]
+        for spec in self.wl.capture.interfaces:
+            if spec == "bottleneck":
+                if not emulated:
+                    continue
+                rated = [(r, l) for l in emulated if (r := _rate_of(l.forward)) is not None]
+                link = min(rated, key=lambda x: x[0])[1] if rated else emulated[0]
+                picks.append((net.nodes[link.a], link.a_ifname))
+            elif ":" in spec:
+                node, ifname = spec.split(":", 1)
+                if node not in net.nodes or ifname not in {i.ifname for i in net.nodes[node].interfaces}:
+                    raise ConfigError(f"no interface {spec!r} in the testbed", file=str(self.wl.file),
+                                      path="capture.interfaces")
+                picks.append((net.nodes[node], ifname))
+            elif "-" in spec and all(p in net.nodes for p in spec.split("-", 1)):
+                a, b = spec.split("-", 1)
+                link = next((l for l in net.links if {l.a, l.b} == {a, b}), None)
+                if link is None:
+                    raise ConfigError(f"no link between {a} and {b}", file=str(self.wl.file),
+                                      path="capture.interfaces")
+                picks.append((net.nodes[a], link.a_ifname if link.a == a else link.b_ifname))
+            elif spec in net.nodes:
+                picks += [(net.nodes[spec], i.ifname) for i in net.nodes[spec].interfaces]
+            else:
+                raise ConfigError(f"capture interface {spec!r}: write 'bottleneck', 'node', "
+                                  "'node:ifname' or 'a-b' (a link)", file=str(self.wl.file),
+                                  path="capture.interfaces")
+        return picks
+
+    def _wait_listening(self, net: Any, plan: FlowPlan, server: subprocess.Popen) -> None:
+        node = net.nodes[plan.flow.dst]
+        with node.enter():
+            sock = tcpinfo.open_diag_socket()
+        proto = socket.IPPROTO_UDP if plan.flow.protocol == "udp" else socket.IPPROTO_TCP
+        deadline = time.monotonic() + SERVER_READY_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                if server.poll() is not None:
+                    raise WorkloadError(
+                        f"flow {plan.flow.name}: server on {node.name} port {plan.port} exited "
+                        f"(status {server.returncode}) before listening: "
+                        f"{_explain(plan.server_out, plan.server_err)}")
+                if tcpinfo.listening(sock, plan.port, protocol=proto):
+                    return
+                time.sleep(0.02)
+        finally:
+            sock.close()
+        raise WorkloadError(f"flow {plan.flow.name}: server on {node.name} port {plan.port} "
+                            f"did not listen within {SERVER_READY_TIMEOUT:g}s")
+
+    def _run_in(self, net: Any, collected: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        assert self.run_dir is not None
+        raw = self.run_dir / "raw"
+        self._check_nodes(net)
+        self._check_reachable(net)
+        self.manifest["nodes_before"] = self._node_state(net)
+        write_json(self.run_dir / "manifest.json", self.manifest)
+        plans = self._plans(net)
+        servers: list[subprocess.Popen] = []
+        clients: dict[str, subprocess.Popen] = {}
+        captures: list[tuple[subprocess.Popen, Path, str]] = []
+        diag: list[tuple[str, socket.socket]] = []
+        sampler: tcpinfo.TcpInfoSampler | None = None
+        qs: qdisc.QdiscSampler | None = None
+        hs = hostload.HostLoadSampler(self.wl.sampling.host.seconds)
+        t0 = time.monotonic()
+        stop_reasons: list[str] = []
+        try:
+            for plan, driver in plans:
+                proc = driver.start_server(net.nodes[plan.flow.dst], plan)
+                servers.append(proc)
+                self._wait_listening(net, plan, proc)
+            if self.wl.capture.enabled:
+                for node, ifname in self._bottlenecks(net):
+                    pcap = raw / f"capture-{node.name}-{ifname}.pcap"
+                    captures.append((cap.start_capture(node, ifname, pcap, self.wl.capture.snaplen),
+                                     pcap, f"{node.name}:{ifname}"))
+            emulated = [l for l in net.links if l.forward != "none" or l.reverse != "none"]
+            targets: dict[str, list[str]] = {}
+            for l in emulated:
+                targets.setdefault(l.a, []).append(l.a_ifname)
+                targets.setdefault(l.b, []).append(l.b_ifname)
+            qs = qdisc.QdiscSampler([(n, net.nodes[n].enter, names) for n, names in targets.items()],
+                                    interval=self.wl.sampling.qdisc.seconds)
+            for name in sorted({p.flow.src for p, _ in plans if p.flow.protocol == "tcp"}):
+                with net.nodes[name].enter():
+                    diag.append((name, tcpinfo.open_diag_socket()))
+            sampler = tcpinfo.TcpInfoSampler(diag, raw / "tcp_info.spool",
+                                             interval=self.wl.sampling.tcp_info.seconds,
+                                             ports=frozenset(p.port for p, _ in plans))
+            time.sleep(0.2 if captures else 0)  # let tcpdump open its socket
+            t0 = time.monotonic()
+            hs.start(t0)
+            qs.start(t0)
+            sampler.start()
+            pending = sorted(plans, key=lambda pd: pd[0].flow.start.seconds)
+            end_by = t0 + max(p.flow.end_bound(self.wl.duration) for p, _ in plans) + GRACE
+            if any(p.flow.size is not None for p, _ in plans):
+                end_by += 3 * self.wl.duration.seconds
+            _progress(self.progress, f"running {len(plans)} flow(s), ~{self.wl.planned_seconds:g}s")
+            last_report = t0
+            while True:
+                now = time.monotonic()
+                while pending and t0 + pending[0][0].flow.start.seconds <= now:
+                    plan, driver = pending.pop(0)
+                    clients[plan.flow.name] = driver.start(net.nodes[plan.flow.src], plan)
+                if not pending and all(c.poll() is not None for c in clients.values()):
+                    break
+                if now > end_by:
+                    stop_reasons.append(f"flows still running {end_by - t0:.0f}s after start were stopped")
+                    break
+                if sampler.error is not None:
+                    raise WorkloadError(f"tcp_info sampler failed: {sampler.error}")
+                if self.progress and now - last_report >= 5:
+                    last_report = now
+                    _progress(True, f"  t={now - t0:.0f}s, {sum(c.poll() is None for c in clients.values())} "
+                              f"client(s) running")
+                time.sleep(0.05)
+        finally:
+            stats = sampler.stop() if sampler is not None else None
+            if qs is not None:
+                qs.stop()
+            hs.stop()
+            drivers = {p.flow.name: d for p, d in plans}
+            for name, proc in clients.items():
+                drivers[name].stop(proc)
+            for (plan, driver), proc in zip(plans, servers):
+                driver.stop(proc, grace=3.0)
+            cap_stats = {label: cap.stop_capture(proc, pcap) for proc, pcap, label in captures}
+            for _, s in diag:
+                s.close()
+            collected["results"], collected["summary"] = self._collect(
+                net, plans, sampler, stats, qs, hs, captures, cap_stats, t0, stop_reasons)
+        self.manifest["nodes_after"] = self._node_state(net)
+        return collected["results"], collected["summary"]
+
+    # ---- afterwards ---------------------------------------------------------
+    def _collect(self, net: Any, plans: list[tuple[FlowPlan, Driver]],
+                 sampler: tcpinfo.TcpInfoSampler | None, stats: tcpinfo.SamplerStats | None,
+                 qs: qdisc.QdiscSampler | None, hs: hostload.HostLoadSampler,
+                 captures: list[tuple[subprocess.Popen, Path, str]], cap_stats: dict[str, Any],
+                 t0: float, stop_reasons: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        assert self.run_dir is not None
+        rows: list[dict[str, Any]] = []
+        if sampler is not None and sampler.spool.exists():
+            rows = tcpinfo.decode_spool(sampler.spool.read_bytes(), sampler.labels, t0)
+        pcap_flows: dict[str, dict[str, Any]] = {}
+        for _, pcap, label in captures:
+            try:
+                for k, v in cap.analyze_pcap(pcap.read_bytes()).items():
+                    v["capture"] = label
+                    pcap_flows.setdefault(k, v)
+            except (OSError, ValueError) as exc:
+                self.errors.append(f"capture {label}: {exc}")
+        flows_out: list[dict[str, Any]] = []
+        ts_rows: list[dict[str, Any]] = []
+        for plan, driver in plans:
+            res = driver.parse(plan)
+            flows_out.append(self._flow_summary(plan, res, rows, pcap_flows, ts_rows))
+        write_table(ts_rows, ("flow",) + tcpinfo.CSV_COLUMNS, self.run_dir / "tcp_info.csv")
+        if qs is not None:
+            write_table(qs.rows, qdisc.CSV_COLUMNS, self.run_dir / "qdisc.csv")
+        host_cols = tuple(hs.rows[0].keys()) if hs.rows else ("t", "cpu_max", "cpu_mean", "load1")
+        write_table(hs.rows, host_cols, self.run_dir / "host.csv")
+        rtt_rows = [{"flow": f["name"], "t": round(t - 0.0, 6), "rtt_ms": r}
+                    for f in flows_out for t, r in f.pop("_pcap_rtt_series", [])]
+        if rtt_rows:
+            write_table(rtt_rows, ("flow", "t", "rtt_ms"), self.run_dir / "pcap_rtt.csv")
+        suspect, reasons = hostload.verdict(hs.rows)
+        if stats is not None and stats.missed_fraction > 0.05:
+            suspect = True
+            reasons.append(f"tcp_info sampler missed {stats.missed_fraction:.1%} of its intervals")
+        if any((c.get("dropped_by_kernel") or 0) > 0 for c in cap_stats.values()):
+            reasons.append("tcpdump dropped packets: capture analysis is incomplete")
+        goodputs = [f["goodput_bps"] for f in flows_out]
+        self.manifest["cc_in_use"] = {f["name"]: f["cc"] for f in flows_out}
+        self.manifest["collectors"] = {"tcp_info": stats.as_dict() if stats else None,
+                                       "capture": cap_stats,
+                                       "qdisc_error": str(qs.error) if qs and qs.error else None}
+        summary = {
+            "flows": len(flows_out), "ok": all(f["ok"] for f in flows_out),
+            "goodput_bps_total": sum(goodputs), "jain_fairness": jain_index(goodputs),
+            "retransmits_total": sum(f["retransmits"] or 0 for f in flows_out),
+            "suspect": suspect, "suspect_reasons": reasons, "notes": stop_reasons + self.errors,
+            "tcp_info_sampler": stats.as_dict() if stats else None,
+            "qdisc_drops": self._qdisc_drops(qs),
+        }
+        return flows_out, summary
+
+    @staticmethod
+    def _qdisc_drops(qs: qdisc.QdiscSampler | None) -> dict[str, Any]:
+        if qs is None or not qs.rows:
+            return {}
+        first: dict[tuple[str, str, str], dict[str, Any]] = {}
+        last: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for r in qs.rows:
+            k = (r["node"], r["ifname"], r["handle"])
+            first.setdefault(k, r)
+            last[k] = r
+        return {f"{k[0]}:{k[1]} {last[k]['kind']} {k[2]}": {
+            "drops": (last[k]["drops"] or 0) - (first[k]["drops"] or 0),
+            "backlog_max": max(r["backlog"] or 0 for r in qs.rows if (r["node"], r["ifname"], r["handle"]) == k)}
+            for k in last}
+
+    def _flow_summary(self, plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
+                      pcap_flows: dict[str, dict[str, Any]], ts_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        flow = plan.flow
+        ports = set(res.local_ports)
+        mine = [r for r in rows if r["node"] == flow.src and r["dport"] == plan.port
+                and r["dst"] == plan.dst_ip and (not ports or r["sport"] in ports)]
+        for r in mine:
+            ts_rows.append({"flow": flow.name, **r})
+        last_by_port: dict[int, dict[str, Any]] = {}
+        for r in mine:
+            last_by_port[r["sport"]] = r
+        cc_seen = sorted({r["cc"] for r in mine if r.get("cc")})
+        cc_reported = sorted({c.get("cc") for c in res.connections if c.get("cc")})
+        srtt = [r["srtt_us"] / 1000.0 for r in mine if r.get("srtt_us")]
+        min_rtt = [r["min_rtt_us"] / 1000.0 for r in mine if r.get("min_rtt_us")]
+        pc = [v for v in pcap_flows.values() if v["src"] == plan.src_ip and v["dst"] == plan.dst_ip
+              and v["dport"] == plan.port and (not ports or v["sport"] in ports)]
+        pcap_rtt = sorted(r for v in pc for _, r in v["rtt_series"])
+        retrans_tcpinfo = sum(r.get("total_retrans") or 0 for r in last_by_port.values()) if last_by_port else None
+        out: dict[str, Any] = {
+            "name": flow.name, "from": flow.src, "to": flow.dst, "protocol": flow.protocol,
+            "kind": flow.kind, "driver": res.driver, "count": flow.count, "port": plan.port,
+            "ok": res.ok, "error": res.error,
+            "cc_requested": flow.cc,
+            # what the sockets used, read back from tcp_info (sock_diag), else the driver's report
+            "cc": (cc_seen[0] if len(cc_seen) == 1 else cc_seen) if cc_seen else
+                  ((cc_reported[0] if len(cc_reported) == 1 else cc_reported) if cc_reported else None),
+            "cc_source": "tcp_info" if cc_seen else ("driver" if cc_reported else None),
+            "start_s": flow.start.seconds, "planned_duration_s": None if flow.size else plan.seconds,
+            "size_bytes": flow.size.bytes if flow.size else None,
+            "bytes": res.bytes, "seconds": res.seconds, "goodput_bps": res.goodput_bps,
+            "retransmits": res.retransmits if res.retransmits is not None else retrans_tcpinfo,
+            "retransmits_tcp_info": retrans_tcpinfo,
+            "fct_s": [c.get("fct_s") for c in res.connections if c.get("fct_s") is not None],
+            "rtt_ms": {"srtt": percentiles(srtt), "min_rtt": min(min_rtt) if min_rtt else None,
+                       "pcap": percentiles(pcap_rtt)},
+            "tcp_info_samples": len(mine),
+            "connections": res.connections,
+            "pcap": [{k: v for k, v in p.items() if k != "rtt_series"} for p in pc],
+            "_pcap_rtt_series": [(t, r) for v in pc for t, r in v["rtt_series"]],
+        }
+        if flow.cc and cc_seen and cc_seen != [flow.cc]:
+            out["ok"] = False
+            out["error"] = f"asked for cc {flow.cc} but the sockets used {', '.join(cc_seen)}"
+        if res.latency_us:
+            out["latency_ms"] = percentiles([x / 1000.0 for x in res.latency_us])
+            out["transactions"] = len(res.latency_us)
+        if flow.protocol == "udp":
+            out["udp"] = {**res.udp, "owd_ms": percentiles([x / 1000.0 for x in res.owd_us])}
+            out["loss"] = res.udp.get("loss")
+        return out
+
+
+def _explain(out: Path, err: Path) -> str:
+    from testbed.traffic.base import read_json, tail
+    data, _ = read_json(out)
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return tail(err) or tail(out) or "(no output)"

@@ -1,0 +1,88 @@
+"""Run directories and what goes in them.
+
+A run directory ``results/<workload>/<timestamp>-<id>/`` holds raw artefacts
+(driver JSON, pcap, tcp_info spool), time series (CSV; Parquet too when
+pyarrow is importable), ``manifest.json`` (what the run ran on) and
+``result.json`` (what happened, versioned by ``SCHEMA_VERSION``). Reports
+read only these files.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+SCHEMA_VERSION = 1
+STATUSES = ("complete", "partial", "failed", "interrupted")
+
+
+def make_run_dir(workload: str, output: Path | None = None) -> Path:
+    """A fresh ``<output or results>/<workload>/<UTC timestamp>-<id>/`` directory."""
+    base = Path(output) if output is not None else Path("results")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = base / workload / f"{stamp}-{secrets.token_hex(3)}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "raw").mkdir()
+    return run_dir
+
+
+def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, float | None]:
+    """Nearest-rank percentiles as ``{"p50": ..}`` plus min, max, mean (None when empty)."""
+    keys = [f"p{p}" for p in points]
+    if not values:
+        return {k: None for k in ["min", *keys, "max", "mean"]}
+    s = sorted(values)
+    out: dict[str, float | None] = {"min": s[0]}
+    for p, k in zip(points, keys):
+        out[k] = s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+    out["max"] = s[-1]
+    out["mean"] = sum(s) / len(s)
+    return out
+
+
+def jain_index(values: Sequence[float]) -> float | None:
+    """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
+    vals = [v for v in values if v is not None]
+    if not vals or not any(vals):
+        return None
+    return sum(vals) ** 2 / (len(vals) * sum(v * v for v in vals))
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_table(rows: list[dict[str, Any]], columns: Sequence[str], path: Path) -> list[Path]:
+    """``path`` (.csv) and, if pyarrow is importable, a .parquet beside it."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    written = [path]
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError:
+        return written
+    table = pyarrow.table({c: [r.get(c) for r in rows] for c in columns})
+    pq.write_table(table, path.with_suffix(".parquet"))
+    written.append(path.with_suffix(".parquet"))
+    return written
+
+
+def load_result(run_dir: Path) -> dict[str, Any]:
+    """A run's result.json, refusing versions this code does not know."""
+    data = json.loads((Path(run_dir) / "result.json").read_text())
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{run_dir}: result schema {data.get('schema_version')}, "
+                         f"this testbed reads {SCHEMA_VERSION}")
+    return data
