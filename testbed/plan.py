@@ -20,6 +20,11 @@ from testbed.model.topology import Link, Topology
 NETNS_PREFIX = "tb-"
 TAG_PREFIX = "testbed."
 DEFAULT_CC = "cubic"
+# Interface indexes are chosen by the plan, not the kernel: 2 per link, far
+# above the small numbers the kernel hands out itself. Both ends of a veth
+# then always differ in ifindex (the kernel delays carrier-on by up to 1 s
+# for a veth whose ifindex equals its peer's) and no lookup is needed later.
+IFINDEX_BASE = 1 << 20
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -30,6 +35,10 @@ def netns_name(instance: str, node: str) -> str:
     return f"{NETNS_PREFIX}{instance}-{node}"
 
 
+def ifindex(link: int, side: int) -> int:
+    return IFINDEX_BASE + 2 * link + side
+
+
 def owner_tag(instance: str, node: str) -> str:
     """The altname put on a namespace's ``lo``: the kernel-side mark of ownership."""
     return f"{TAG_PREFIX}{instance}.{node}"
@@ -38,6 +47,7 @@ def owner_tag(instance: str, node: str) -> str:
 @dataclass(frozen=True)
 class PlannedInterface:
     ifname: str
+    ifindex: int
     link: int                    # index of the link in the topology
     peer: str                    # the node at the other end
     peer_ifname: str
@@ -134,7 +144,7 @@ class Plan:
                     "kind": n.kind, "netns": n.netns, "tag": n.tag, "cc": n.cc,
                     "sysctls": dict(n.sysctls),
                     "interfaces": [
-                        {"ifname": i.ifname, "link": i.link, "peer": i.peer,
+                        {"ifname": i.ifname, "ifindex": i.ifindex, "link": i.link, "peer": i.peer,
                          "peer_ifname": i.peer_ifname, "mtu": i.mtu,
                          "addresses": [str(a) for a in i.addresses]}
                         for i in n.interfaces],
@@ -312,7 +322,8 @@ def make_plan(topo: Topology, instance: str | None = None) -> Plan:
         ifaces = []
         for peer, link, side in adjacency[name]:
             ifaces.append(PlannedInterface(
-                ifname=ifnames[(link.index, side)], link=link.index, peer=peer,
+                ifname=ifnames[(link.index, side)], ifindex=ifindex(link.index, side),
+                link=link.index, peer=peer,
                 peer_ifname=ifnames[(link.index, 1 - side)], mtu=link.mtu,
                 addresses=link_addrs(link.index, side)))
         cc = node.cc or DEFAULT_CC

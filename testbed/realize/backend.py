@@ -23,10 +23,12 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import PreflightError, RealizeError
-from testbed.plan import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, dst_is_default
+from testbed.plan import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
 from testbed.realize import netns, state
+from testbed.realize.rtnl import Rtnl
 
 PROC_SYS = Path("/proc/sys")
+LOOPBACK = 1
 EARLY_SYSCTLS = (
     # before any interface exists, so new interfaces inherit them
     ("net.ipv6.conf.default.accept_dad", "0"),
@@ -118,6 +120,7 @@ def realize(plan: Plan, journal: state.Journal,
                 _make_links(plan, spaces)
                 for node in plan.nodes.values():
                     result.cc[node.name] = _configure_node(node, spaces)
+                _wait_operational(plan, spaces)
                 if after is not None:
                     after(plan, spaces)
         except BaseException as exc:
@@ -137,10 +140,10 @@ def realize(plan: Plan, journal: state.Journal,
 def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespaces) -> None:
     for node in plan.nodes.values():
         journal.record("netns", node.netns)
-        with spaces.create(node.netns):
-            with IPRoute() as ipr:
-                ipr.link("property_add", index=1, altname=node.tag)
-                ipr.link("set", index=1, state="up")
+        with spaces.create(node.netns), Rtnl() as rtnl:
+            rtnl.altname(LOOPBACK, node.tag, f"node {node.name}: tagging lo with {node.tag}")
+            rtnl.up(LOOPBACK, f"node {node.name}: setting lo up")
+            rtnl.commit()
             for key, value in EARLY_SYSCTLS:
                 with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
                     write_sysctl(key, value)
@@ -149,62 +152,71 @@ def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespace
 def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
     fds: dict[str, int] = {}
     try:
-        with IPRoute() as ipr:
+        with Rtnl() as rtnl:
             for link in plan.links:
                 for node in (link.a, link.b):
                     if node not in fds:
                         fds[node] = os.open(netns.path_of(plan.nodes[node].netns),
                                             os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    ipr.link("add", ifname=link.a_ifname, kind="veth", mtu=link.mtu,
-                             net_ns_fd=fds[link.a],
-                             peer={"ifname": link.b_ifname, "net_ns_fd": fds[link.b],
-                                   "mtu": link.mtu})
-                except NetlinkError as exc:
-                    raise RealizeError(f"creating veth {link.a}:{link.a_ifname} <-> "
-                                       f"{link.b}:{link.b_ifname} failed: {exc}") from exc
+                rtnl.veth(link.a_ifname, ifindex(link.index, 0), fds[link.a],
+                          link.b_ifname, ifindex(link.index, 1), fds[link.b], link.mtu,
+                          f"creating veth {link.a}:{link.a_ifname} <-> {link.b}:{link.b_ifname}")
+            rtnl.commit()
     finally:
         for fd in fds.values():
             os.close(fd)
 
 
 def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> str:
-    with spaces.enter(node.netns), IPRoute() as ipr:
-        for iface in node.interfaces:
-            found = ipr.link_lookup(ifname=iface.ifname)
-            if not found:
-                raise RealizeError(f"node {node.name}: interface {iface.ifname} is missing "
-                                   "after creation")
-            index = found[0]
-            for addr in iface.addresses:
+    with spaces.enter(node.netns):
+        with Rtnl() as rtnl:
+            oif = {i.ifname: i.ifindex for i in node.interfaces}
+            for iface in node.interfaces:
+                for addr in iface.addresses:
+                    rtnl.address(iface.ifindex, addr, f"node {node.name}: adding {addr} "
+                                 f"to {iface.ifname}")
+                rtnl.up(iface.ifindex, f"node {node.name}: setting {iface.ifname} up")
+            for route in node.routes:
+                rtnl.route(route.dst, route.gateway, oif[route.ifname],
+                           f"node {node.name}: route {route}")
+            # sysctls before routes are committed would not matter; forwarding first
+            for key, value in node.sysctls:
                 try:
-                    ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise RealizeError(f"node {node.name}: adding {addr} to "
-                                           f"{iface.ifname} failed: {exc}") from exc
-            ipr.link("set", index=index, state="up")
-        for key, value in node.sysctls:
-            try:
-                write_sysctl(key, value)
-            except OSError as exc:
-                raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
-                                   f"{exc.strerror}") from exc
-        for route in node.routes:
-            family = route.dst.version
-            try:
-                ipr.route("replace", dst=str(route.dst.network_address) if not dst_is_default(route.dst)
-                          else ("0.0.0.0" if family == 4 else "::"),
-                          dst_len=route.dst.prefixlen, gateway=str(route.gateway),
-                          oif=ipr.link_lookup(ifname=route.ifname)[0],
-                          family=2 if family == 4 else 10)
-            except NetlinkError as exc:
-                raise RealizeError(f"node {node.name}: route {route} failed: {exc}") from exc
+                    write_sysctl(key, value)
+                except OSError as exc:
+                    raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
+                                       f"{exc.strerror}") from exc
+            rtnl.commit()
         in_force = read_sysctl("net.ipv4.tcp_congestion_control")
     if in_force != node.cc:
         raise RealizeError(f"node {node.name}: asked for congestion control {node.cc!r} but the "
                            f"kernel reports {in_force!r}")
     return in_force
+
+
+def _wait_operational(plan: Plan, spaces: netns.Namespaces, timeout: float = 5.0) -> None:
+    """Wait until the kernel reports every interface operationally up.
+
+    The kernel turns a veth's carrier on asynchronously (linkwatch), and until
+    it has, the device has no working qdisc: packets sent straight after
+    ``up`` would be dropped.
+    """
+    deadline = time.monotonic() + timeout
+    pending = [n for n in plan.nodes.values() if n.interfaces]
+    while pending:
+        still = []
+        for node in pending:
+            with spaces.enter(node.netns), Rtnl() as rtnl:
+                states = rtnl.link_states()
+            if any(states.get(i.ifindex) != "UP" for i in node.interfaces):
+                still.append(node)
+        pending = still
+        if pending:
+            if time.monotonic() > deadline:
+                down = [f"{n.name}:{i.ifname}" for n in pending for i in n.interfaces]
+                raise RealizeError(f"interfaces did not come up within {timeout:g} s: "
+                                   f"{', '.join(down[:10])}")
+            time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- teardown

@@ -1,0 +1,148 @@
+"""``testbed doctor``: what this host offers and lacks, and what to do about each.
+
+Kernel features are probed for real in a scratch namespace of our own
+(tagged like any other, so ``clean`` finds it after a crash); nothing
+outside it is changed, except that the kernel may autoload a qdisc module.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.plan import netns_name, owner_tag
+from testbed.realize import backend, netns
+
+QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "cake", "sfq")
+BINARIES = (
+    # binary, apt package, why
+    ("iperf3", "iperf3", "bulk TCP/UDP workloads"),
+    ("tcpdump", "tcpdump", "packet captures"),
+    ("ping", "iputils-ping", "reachability checks and `testbed validate`"),
+    ("ethtool", "ethtool", "turning offloads off on emulated links"),
+    ("iptables", "iptables", "the NFQUEUE delay line of the userspace link backend"),
+    ("nft", "nftables", "random loss in the userspace link backend"),
+)
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+
+
+@dataclass
+class Check:
+    name: str
+    status: str          # "ok", "warn" (works, with less), "fail" (cannot work)
+    detail: str
+    fix: str = ""
+
+
+def _capabilities() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def probe_qdiscs() -> dict[str, bool]:
+    """Which qdisc kinds the kernel accepts, tried on a dummy device in a scratch namespace."""
+    probe = f"doctor{os.getpid()}"
+    name = netns_name(probe, "probe")
+    result: dict[str, bool] = {}
+    with netns.Namespaces() as spaces:
+        try:
+            with spaces.create(name), IPRoute() as ipr:
+                ipr.link("property_add", index=1, altname=owner_tag(probe, "probe"))
+                ipr.link("add", ifname="probe0", kind="veth", peer={"ifname": "probe1"})
+                index = ipr.link_lookup(ifname="probe0")[0]
+                ipr.link("set", index=index, state="up")
+                for kind in QDISC_KINDS:
+                    result[kind] = _try_qdisc(ipr, index, kind)
+        finally:
+            spaces.remove(name)
+    return result
+
+
+def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
+    args: dict = {}
+    if kind == "tbf":
+        args = {"rate": "10mbit", "burst": 15000, "latency": "50ms"}
+    elif kind == "htb":
+        args = {"default": 1}
+    try:
+        if kind == "ingress":
+            ipr.tc("add", "ingress", index, "ffff:")
+            ipr.tc("del", "ingress", index, "ffff:")
+        else:
+            ipr.tc("add", kind, index, "1:", **args)
+            ipr.tc("del", kind, index, "1:", **args)
+    except NetlinkError:
+        return False
+    return True
+
+
+def run_checks() -> list[Check]:
+    checks: list[Check] = [Check("kernel", "ok", f"Linux {platform.release()}")]
+    caps = _capabilities()
+    privileged = bool(caps & (1 << CAP_NET_ADMIN)) and bool(caps & (1 << CAP_SYS_ADMIN))
+    if privileged:
+        checks.append(Check("privileges", "ok", "CAP_NET_ADMIN and CAP_SYS_ADMIN"))
+    else:
+        checks.append(Check("privileges", "fail", "not root (CAP_NET_ADMIN and CAP_SYS_ADMIN "
+                            "needed to build namespaces)", "run testbed with sudo"))
+    if privileged:
+        try:
+            kinds = probe_qdiscs()
+        except (OSError, NetlinkError) as exc:
+            checks.append(Check("qdiscs", "fail", f"could not probe: {exc}"))
+            kinds = {}
+        if kinds:
+            have = [k for k, ok in kinds.items() if ok]
+            lack = [k for k, ok in kinds.items() if not ok]
+            checks.append(Check("qdiscs", "ok" if kinds.get("tbf") else "fail",
+                                f"available: {', '.join(have) or 'none'}; "
+                                f"missing: {', '.join(lack) or 'none'}",
+                                "" if kinds.get("tbf") else "the kernel needs sch_tbf"))
+            if kinds.get("netem"):
+                checks.append(Check("link emulation", "ok", "sch_netem present: links use the "
+                                    "netem backend"))
+            else:
+                checks.append(Check("link emulation", "warn", "no sch_netem: emulated links use "
+                                    "the userspace backend (tbf for rate, nftables for loss, an "
+                                    "NFQUEUE daemon for delay and jitter)",
+                                    "for netem: apt-get install linux-modules-extra-$(uname -r) "
+                                    "(Ubuntu) or kernel-modules-extra (Fedora), then modprobe "
+                                    "sch_netem; or use vagrant/guest"))
+    available = backend.available_ccs()
+    allowed = backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control").split()
+    checks.append(Check("congestion control", "ok" if {"cubic", "bbr"} <= set(available) else "warn",
+                        f"available: {' '.join(available)}; allowed in namespaces without a host "
+                        f"change: {' '.join(allowed)}",
+                        "" if "bbr" in available else "modprobe tcp_bbr"))
+    not_allowed = [cc for cc in available if cc not in allowed]
+    if not_allowed:
+        checks.append(Check("cc allowed list", "ok", f"{' '.join(not_allowed)} not in "
+                            "tcp_allowed_congestion_control: testbed adds them while a testbed "
+                            "uses them, records it, and restores the list on down"))
+    for binary, package, why in BINARIES:
+        path = shutil.which(binary)
+        checks.append(Check(binary, "ok" if path else "warn", path or f"missing ({why})",
+                            "" if path else f"apt-get install {package}"))
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    lines = []
+    for check in checks:
+        lines.append(f"[{marks[check.status]}] {check.name:<20} {check.detail}")
+        if check.fix:
+            lines.append(f"       {'':<20} fix: {check.fix}")
+    failed = sum(c.status == "fail" for c in checks)
+    warned = sum(c.status == "warn" for c in checks)
+    lines.append(f"{failed} problem(s), {warned} warning(s)")
+    return "\n".join(lines)

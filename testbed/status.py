@@ -1,0 +1,111 @@
+"""What is up, read from the kernel: nodes, interfaces, addresses, routes, cc in force."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.realize import backend, netns, state
+
+
+def _node_facts(node: str, data: dict[str, Any], spaces: netns.Namespaces) -> dict[str, Any]:
+    facts: dict[str, Any] = {"kind": data["kind"], "netns": data["netns"], "present": False}
+    if not netns.exists(data["netns"]):
+        return facts
+    with spaces.enter(data["netns"]), IPRoute() as ipr:
+        facts["present"] = True
+        names = {}
+        interfaces = []
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            names[link["index"]] = name
+            if name == "lo":
+                continue
+            interfaces.append({"ifname": name, "state": link.get_attr("IFLA_OPERSTATE"),
+                               "mtu": link.get_attr("IFLA_MTU"), "addresses": []})
+        by_name = {i["ifname"]: i for i in interfaces}
+        for addr in ipr.get_addr():
+            name = names.get(addr["index"])
+            if name in by_name and addr["scope"] == 0:
+                by_name[name]["addresses"].append(
+                    f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+        routes = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for route in ipr.get_routes(family=family, table=254):
+                gateway = route.get_attr("RTA_GATEWAY")
+                if gateway is None:
+                    continue
+                dst = route.get_attr("RTA_DST")
+                routes.append({"dst": f"{dst}/{route['dst_len']}" if dst else "default",
+                               "gateway": gateway, "ifname": names.get(route.get_attr("RTA_OIF"))})
+        facts["interfaces"] = interfaces
+        facts["routes"] = routes
+        facts["cc"] = backend.read_sysctl("net.ipv4.tcp_congestion_control")
+        facts["forwarding"] = backend.read_sysctl("net.ipv4.ip_forward") == "1"
+    return facts
+
+
+def instance_status(instance: str) -> dict[str, Any]:
+    journal = state.Journal(instance)
+    data = journal.read_state()
+    if data is None:
+        return {"name": instance, "complete": False,
+                "namespaces": [n for n in journal.namespaces() if netns.exists(n)],
+                "note": "no state file: an interrupted 'up'? run 'testbed clean'"}
+    out: dict[str, Any] = {"name": instance, "complete": True, "topology": data["topology"],
+                           "file": data["file"], "link_backend": data.get("link_backend"),
+                           "nodes": {}, "links": data["links"]}
+    with netns.Namespaces() as spaces:
+        for node, ndata in data["nodes"].items():
+            with contextlib.suppress(OSError, NetlinkError):
+                out["nodes"][node] = _node_facts(node, ndata, spaces)
+            out["nodes"].setdefault(node, {"kind": ndata["kind"], "netns": ndata["netns"],
+                                           "present": False})
+    return out
+
+
+def all_status(name: str | None = None) -> dict[str, Any]:
+    names = [name] if name else state.instances()
+    return {"instances": [instance_status(n) for n in names],
+            "host_changes": state.host_changes()}
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = []
+    if not status["instances"]:
+        return "no testbed is up"
+    for inst in status["instances"]:
+        if not inst["complete"]:
+            lines.append(f"{inst['name']}: incomplete ({inst['note']})")
+            continue
+        backend_name = inst.get("link_backend") or "none (no emulated links)"
+        lines.append(f"testbed {inst['name']} (topology {inst['topology']} from {inst['file']}), "
+                     f"link backend: {backend_name}")
+        lines.append(f"  {'node':<10} {'kind':<7} {'cc':<7} {'interface':<10} {'state':<8} addresses")
+        for node, facts in inst["nodes"].items():
+            if not facts["present"]:
+                lines.append(f"  {node:<10} {facts['kind']:<7} MISSING namespace {facts['netns']}")
+                continue
+            first = True
+            for iface in facts["interfaces"] or [{"ifname": "-", "state": "", "addresses": []}]:
+                head = f"  {node:<10} {facts['kind']:<7} {facts['cc']:<7}" if first else " " * 27
+                lines.append(f"{head} {iface['ifname']:<10} {iface['state'] or '':<8} "
+                             f"{', '.join(iface['addresses'])}")
+                first = False
+            for route in facts["routes"]:
+                lines.append(f"{' ' * 27} route {route['dst']} via {route['gateway']} "
+                             f"dev {route['ifname']}")
+        for link in inst["links"]:
+            if link["forward"] != "none" or link["reverse"] != "none":
+                lines.append(f"  link {link['a']}->{link['b']}: {link['forward']}")
+                lines.append(f"  link {link['b']}->{link['a']}: {link['reverse']}")
+    changes = status.get("host_changes") or {}
+    for key, entry in changes.items():
+        lines.append(f"host change: {key} {' '.join(entry['original'])} + "
+                     f"{' '.join(entry['added'])} (for {', '.join(entry['users'])}; restored "
+                     "when the last of them goes down)")
+    return "\n".join(lines)
