@@ -40,7 +40,8 @@ def _pareto_value(j: int) -> int:
 def netem_table(name: str) -> list[int]:
     """The 4096 int16 entries netem would load for distribution ``name``."""
     if name == "normal":
-        return [int(round(x * NETEM_DIST_SCALE)) for x in _normal_quantiles()]
+        return [max(_SHRT_MIN, min(_SHRT_MAX, int(round(x * NETEM_DIST_SCALE))))
+                for x in _normal_quantiles()]
     if name == "pareto":
         return [_pareto_value(j) for j in range(65536, 0, -16)]
     if name == "paretonormal":

@@ -1,9 +1,57 @@
-"""The ``netem`` backend (placeholder while the userspace backend is built)."""
+"""The ``netem`` backend: link emulation with the kernel's sch_netem.
+
+Tree per link direction (egress of ``ifname`` in ``netns``)::
+
+    root netem  handle 7462:   delay line: delay, jitter + distribution table,
+                               loss (random or gemodel), reorder, duplicate, corrupt;
+                               limit sized from BDP so the delay line never drops
+      tbf       handle 7463: parent 7462:1   rate + the configured buffer (limit)
+
+so the bottleneck buffer is tbf's, separate from netem's delay line (the
+same order as the userspace backend: delay line, then bottleneck).
+
+pyroute2 0.9.7's netem plugin cannot send distribution tables, 64-bit
+delays or gemodel loss, so TCA_OPTIONS is built here byte for byte
+(``netem_options``, pure and unit-tested) and sent as RTM_NEWQDISC on a
+netlink route socket; readback uses pyroute2's ``get_qdiscs``.
+This backend cannot run on our CI kernels (no sch_netem); it is exercised
+in the QEMU guest.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import struct
+from dataclasses import dataclass
 from pathlib import Path
+
+from testbed.emulation import tbf as tbf_mod
+from testbed.emulation._netns import enter
+from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, impairment_from_dict,
+                                      impairment_to_dict, read_state, rtt_or_default,
+                                      state_path, write_state)
+from testbed.emulation.distributions import netem_table
+from testbed.errors import RealizeError
+from testbed.model.impairment import GilbertElliott, Impairment, Queue
+from testbed.units import Duration
+
+NETEM_HANDLE = 0x7462 << 16
+TBF_HANDLE = 0x7463 << 16
+TC_H_ROOT = 0xFFFFFFFF
+
+TCA_NETEM_CORR = 1
+TCA_NETEM_DELAY_DIST = 2
+TCA_NETEM_REORDER = 3
+TCA_NETEM_CORRUPT = 4
+TCA_NETEM_LOSS = 5
+TCA_NETEM_LATENCY64 = 10
+TCA_NETEM_JITTER64 = 11
+NETEM_LOSS_GE = 2
+U32_MAX = 2**32 - 1
+MIN_LIMIT = 10_000
+LINE_RATE_GUESS_BPS = 100e9  # delay line sizing when the link has no rate
 
 
 def netem_available() -> tuple[bool, str]:
@@ -22,5 +70,235 @@ def netem_available() -> tuple[bool, str]:
     return False, f"sch_netem is not available on kernel {release}"
 
 
+def prob_u32(fraction: float) -> int:
+    return int(round(fraction * U32_MAX))
+
+
+@dataclass(frozen=True)
+class NetemParams:
+    """Resolved netem parameters (ns, packets, u32 probabilities)."""
+
+    latency_ns: int
+    jitter_ns: int
+    limit: int
+    loss: int
+    duplicate: int
+    reorder: int
+    corrupt: int
+    distribution: str | None
+    gemodel: tuple[int, int, int, int] | None  # p, r, h, 1-k as u32 (kernel a1..a4)
+
+    @property
+    def gap(self) -> int:
+        return 1 if self.reorder else 0
+
+    def describe(self) -> str:
+        parts = [f"netem handle 7462: root limit {self.limit} delay {self.latency_ns}ns"]
+        if self.jitter_ns:
+            parts.append(f"jitter {self.jitter_ns}ns distribution {self.distribution or 'uniform'}")
+        if self.gemodel:
+            parts.append("loss gemodel p/r/h/1-k u32 " + "/".join(map(str, self.gemodel)))
+        for name in ("loss", "reorder", "duplicate", "corrupt"):
+            if getattr(self, name):
+                parts.append(f"{name} {getattr(self, name) / U32_MAX * 100:g}%")
+        return " ".join(parts)
+
+
+def _nla(attr_type: int, payload: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(payload), attr_type) + payload
+    return raw + b"\0" * ((-len(raw)) % 4)
+
+
+def netem_options(p: NetemParams, tick_per_us: float = 1.0) -> bytes:
+    """TCA_OPTIONS payload: struct tc_netem_qopt followed by netem attributes."""
+    def ticks(ns: int) -> int:
+        return min(U32_MAX, int(ns / 1000 * tick_per_us))
+
+    qopt = struct.pack("=IIIIII", ticks(p.latency_ns), p.limit, p.loss, p.gap, p.duplicate,
+                       ticks(p.jitter_ns))
+    attrs = _nla(TCA_NETEM_LATENCY64, struct.pack("=q", p.latency_ns))
+    attrs += _nla(TCA_NETEM_JITTER64, struct.pack("=q", p.jitter_ns))
+    if p.distribution not in (None, "uniform") and p.jitter_ns:
+        table = netem_table(p.distribution)
+        attrs += _nla(TCA_NETEM_DELAY_DIST, struct.pack(f"={len(table)}h", *table))
+    if p.reorder:
+        attrs += _nla(TCA_NETEM_REORDER, struct.pack("=II", p.reorder, 0))
+    if p.corrupt:
+        attrs += _nla(TCA_NETEM_CORRUPT, struct.pack("=II", p.corrupt, 0))
+    if p.gemodel:
+        attrs += _nla(TCA_NETEM_LOSS, _nla(NETEM_LOSS_GE, struct.pack("=IIII", *p.gemodel)))
+    return qopt + attrs
+
+
+@dataclass(frozen=True)
+class NetemPlan:
+    netem: NetemParams
+    tbf: tbf_mod.TbfParams | None
+
+
+def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
+    """Pure: netem + tbf parameters for ``imp``."""
+    delay_ns = int(imp.delay.seconds * 1e9) if imp.delay else 0
+    jitter_ns = int(imp.jitter.seconds * 1e9) if imp.jitter else 0
+    horizon = (delay_ns + 4 * jitter_ns) / 1e9 + 0.001
+    line = imp.rate.bps if imp.rate else LINE_RATE_GUESS_BPS
+    # packets the delay line holds at line rate, with 2x slack; small packets
+    # (ACKs) come at most at half the data packet rate
+    limit = max(MIN_LIMIT, math.ceil(2 * line / 8 * horizon / (mtu + 14)))
+    limit = min(limit, 2**31 - 1)
+    ge = imp.loss if isinstance(imp.loss, GilbertElliott) else None
+    netem = NetemParams(
+        latency_ns=delay_ns, jitter_ns=jitter_ns, limit=limit,
+        loss=prob_u32(imp.loss.fraction) if imp.loss is not None and ge is None else 0,
+        duplicate=prob_u32(imp.duplicate.fraction) if imp.duplicate else 0,
+        reorder=prob_u32(imp.reorder.fraction) if imp.reorder else 0,
+        corrupt=prob_u32(imp.corrupt.fraction) if imp.corrupt else 0,
+        distribution=imp.distribution,
+        gemodel=None if ge is None else (prob_u32(ge.p.fraction), prob_u32(ge.r.fraction),
+                                         prob_u32(ge.h.fraction),
+                                         prob_u32(1.0 - ge.k.fraction)))
+    tbf = None
+    if imp.rate is not None:
+        queue = imp.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
+        tbf = tbf_mod.tbf_params(imp.rate.bps, queue.resolve_bytes(
+            imp.rate, rtt_or_default(rtt_hint), mtu), mtu)
+    return NetemPlan(netem=netem, tbf=tbf)
+
+
+def qdisc_message(ifindex: int, kind: str, handle: int, parent: int, options: bytes,
+                  flags: int) -> bytes:
+    """A complete RTM_NEWQDISC netlink message (pure)."""
+    rtm_newqdisc = 36
+    tcmsg = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, handle, parent, 0)
+    body = tcmsg + _nla(1, kind.encode() + b"\0") + _nla(2, options)  # TCA_KIND, TCA_OPTIONS
+    return struct.pack("=IHHII", 16 + len(body), rtm_newqdisc, flags, 1, 0) + body
+
+
 class NetemBackend:
+    """Link emulation with the kernel's netem (delay line) and tbf (bottleneck)."""
+
     name = "netem"
+
+    def unsupported(self, imp: Impairment) -> list[str]:
+        problems = []
+        if imp.queue is not None and imp.rate is None:
+            problems.append("queue without rate: give the link a rate for its bottleneck buffer")
+        if imp.rate is not None and imp.rate.bps / 8 > tbf_mod.MAX_RATE_BYTES:
+            problems.append(f"rate {imp.rate}: above what tbf without 64-bit rates expresses")
+        return problems
+
+    def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
+             mtu: int) -> list[Step]:
+        p = resolve(imp, rtt_hint, mtu)
+        steps = [Step(netns, ifname, "netem", p.netem.describe())]
+        if p.tbf is not None:
+            steps.append(Step(netns, ifname, "tbf", p.tbf.describe().replace(
+                "handle 7462: root", "handle 7463: parent 7462:1")))
+        return steps
+
+    def apply(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
+              state_dir: str | Path, rtt_hint: Duration | None = None, mtu: int = 1500) -> None:
+        problems = self.unsupported(imp)
+        if problems:
+            raise RealizeError(f"the netem link emulation backend cannot do: {'; '.join(problems)}")
+        plan = resolve(imp, rtt_hint, mtu)
+        self._install(netns, ifname, plan)
+        write_state(state_path(state_dir, netns, ifname),
+                    {"backend": self.name, "owner": owner_tag, "mtu": mtu,
+                     "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
+                     "impairment": impairment_to_dict(imp)})
+
+    def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
+               state_dir: str | Path) -> Impairment:
+        path = state_path(state_dir, netns, ifname)
+        record = read_state(path)
+        if record is None:
+            raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
+        merged = impairment_from_dict(record["impairment"]).merged(imp)
+        rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
+        self.apply(netns, ifname, merged, owner_tag=owner_tag, state_dir=state_dir,
+                   rtt_hint=rtt, mtu=record["mtu"])
+        return merged
+
+    def remove(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        if Path(f"/run/netns/{netns}").exists():
+            with enter(netns), IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=ifname)
+                if found and any(q["handle"] == NETEM_HANDLE and q["parent"] == TC_H_ROOT
+                                 for q in ipr.get_qdiscs(index=found[0])):
+                    try:
+                        ipr.tc("del", index=found[0], handle=NETEM_HANDLE, root=True)
+                    except NetlinkError as exc:
+                        if exc.code != 2:
+                            raise RealizeError(f"removing netem on {netns}/{ifname}: {exc}") from None
+        state_path(state_dir, netns, ifname).unlink(missing_ok=True)
+
+    def check_alive(self, netns: str, ifname: str, *, owner_tag: str,
+                    state_dir: str | Path) -> None:
+        """Nothing runs in user space with netem."""
+
+    def show(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> dict:
+        record = read_state(state_path(state_dir, netns, ifname)) or {}
+        return {"backend": self.name, "impairment": record.get("impairment"),
+                "qdiscs": self._read(netns, ifname)}
+
+    # -- internals --------------------------------------------------------
+    def _send(self, netns: str, message: bytes) -> None:
+        with enter(netns):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            sock.bind((0, 0))
+            sock.send(message)
+            reply = sock.recv(65536)
+        finally:
+            sock.close()
+        _length, msg_type = struct.unpack_from("=IH", reply)
+        if msg_type == 2:  # NLMSG_ERROR
+            (code,) = struct.unpack_from("=i", reply, 16)
+            if code:
+                raise RealizeError(f"netem qdisc in {netns} refused: {os.strerror(-code)}; "
+                                   "does the kernel have sch_netem? (modprobe sch_netem)")
+
+    def _install(self, netns: str, ifname: str, plan: NetemPlan) -> None:
+        from pyroute2 import IPRoute
+
+        with enter(netns), IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise RealizeError(f"interface {ifname!r} not found in namespace {netns!r}")
+        flags = 0x1 | 0x4 | 0x400 | 0x100  # REQUEST | ACK | CREATE | REPLACE
+        from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
+        self._send(netns, qdisc_message(found[0], "netem", NETEM_HANDLE, TC_H_ROOT,
+                                        netem_options(plan.netem, tick_in_usec), flags))
+        if plan.tbf is not None:
+            with enter(netns), IPRoute() as ipr:
+                ipr.tc("replace", "tbf", found[0], TBF_HANDLE, parent=NETEM_HANDLE | 1,
+                       rate=plan.tbf.rate_bytes, burst=plan.tbf.burst, limit=plan.tbf.limit)
+        got = self._read(netns, ifname)
+        netem = got.get("netem")
+        if netem is None or netem["limit"] != plan.netem.limit or netem["loss"] != plan.netem.loss:
+            raise RealizeError(f"netem on {netns}/{ifname} reads back as {netem}, planned "
+                               f"{plan.netem.describe()}")
+        if plan.tbf is not None and (got.get("tbf") or {}).get("rate_bytes") != plan.tbf.rate_bytes:
+            raise RealizeError(f"tbf under netem on {netns}/{ifname} reads back as "
+                               f"{got.get('tbf')}, planned {plan.tbf.describe()}")
+
+    def _read(self, netns: str, ifname: str) -> dict:
+        from pyroute2 import IPRoute
+
+        out: dict = {}
+        with enter(netns), IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return out
+            for q in ipr.get_qdiscs(index=found[0]):
+                opts = q.get_attr("TCA_OPTIONS")
+                if q.get_attr("TCA_KIND") == "netem" and q["handle"] == NETEM_HANDLE:
+                    out["netem"] = {k: opts[k] for k in ("limit", "loss", "duplicate", "gap")}
+                if q.get_attr("TCA_KIND") == "tbf" and q["handle"] == TBF_HANDLE:
+                    parms = opts.get_attr("TCA_TBF_PARMS")
+                    out["tbf"] = {"rate_bytes": parms["rate"], "limit": parms["limit"]}
+        return out
