@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, template=True)
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto",
+                   help="link emulation backend (default auto: netem if the kernel has it)")
 
     p = sub.add_parser("plan", help="print what 'up' would do, touching nothing")
     p.add_argument("topology")
     _add_common(p, template=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto")
 
     p = sub.add_parser("down", help="remove exactly what 'up' made")
     p.add_argument("topology", nargs="?", help="take the instance name from this topology")
@@ -92,9 +95,24 @@ def _pick_instance(name: str | None) -> str:
     raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --name")
 
 
+def _render_plan(plan, requested: str, as_json: bool) -> str:
+    from testbed import links
+    selection = links.choose(plan, requested)
+    if as_json:
+        data = plan.to_dict()
+        if selection:
+            data["link_backend"] = selection.backend.name
+            data["link_steps"] = links.steps(plan, selection)
+        return json.dumps(data, indent=1)
+    text = plan.render()
+    if selection:
+        text += f"\n   link backend: {selection.backend.name} ({selection.reason})"
+        text += "".join(f"\n     {step}" for step in links.steps(plan, selection))
+    return text
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _load_plan(args)
-    print(json.dumps(plan.to_dict(), indent=1) if args.json else plan.render())
+    print(_render_plan(_load_plan(args), args.link_backend, args.json))
     return 0
 
 
@@ -102,9 +120,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from testbed.network import build
     plan = _load_plan(args)
     if args.dry_run:
-        print(plan.render())
+        print(_render_plan(plan, args.link_backend, False))
         return 0
-    net, realized = build(plan)
+    net, realized = build(plan, link_backend=args.link_backend)
     if args.json:
         print(json.dumps({"name": net.name, "seconds": round(realized.seconds, 3),
                           "cc": realized.cc, "host_changes": realized.host_changes,
@@ -118,6 +136,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             addrs = ", ".join(str(a) for i in node.interfaces for a in i.addresses)
             print(f"  {node.name:<10} {node.kind:<7} {realized.cc[node.name]:<7} "
                   f"{node.netns:<28} {addrs}")
+    if net.link_backend:
+        print(f"  emulated links: {len(net.data['emulated'])} directions, backend "
+              f"{net.link_backend} ({net.data['link_backend_reason']})")
+    for note in realized.notes:
+        print(f"  note: {note}")
     if realized.host_changes:
         print(f"  host change: added {' '.join(realized.host_changes)} to "
               "net.ipv4.tcp_allowed_congestion_control (restored on down)")

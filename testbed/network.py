@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from testbed import loader
+from testbed import links, loader
 from testbed.errors import ConfigError, RealizeError, TestbedError
 from testbed.model.topology import Topology, check_name, parse_topology
 from testbed.plan import Plan, make_plan
@@ -177,26 +177,47 @@ class Network:
     def down(self) -> backend.Teardown:
         return backend.teardown(self.name)
 
+    def check_links(self) -> None:
+        """Raise RealizeError if a user-space part of an emulated link has died."""
+        if not self.link_backend:
+            return
+        links.check_alive({n: node.netns for n, node in self.nodes.items()}, self.link_backend,
+                          [(e["node"], e["ifname"], e["tag"]) for e in self.data["emulated"]],
+                          self.state_dir)
 
-def build(plan: Plan) -> tuple[Network, backend.Realized]:
+
+def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.Realized]:
     """Preflight and realize ``plan``; the result owns nothing (see ``up``)."""
+    selection = links.choose(plan, link_backend)
     backend.preflight(plan)
     journal = state.Journal(plan.instance)
-    realized = backend.realize(plan, journal)
+    notes: list[str] = []
+
+    def emulate(plan: Plan, spaces: netns.Namespaces) -> None:
+        if selection is not None:
+            notes.extend(links.apply(plan, selection, journal.dir))
+
+    realized = backend.realize(plan, journal, after=emulate)
     data = plan.to_dict()
+    emulated = [{"node": d.sender, "ifname": d.ifname, "tag": plan.nodes[d.sender].tag,
+                 "direction": d.label} for d in links.directions(plan)]
     data.update(version=STATE_VERSION, cc_in_force=realized.cc,
-                host_changes=realized.host_changes, link_backend=None,
-                topology_source=plan.topology.source)
+                host_changes=realized.host_changes,
+                link_backend=selection.backend.name if selection else None,
+                link_backend_reason=selection.reason if selection else None,
+                emulated=emulated, notes=notes, topology_source=plan.topology.source)
     journal.write_state(data)
+    realized.notes = notes
     return Network(plan.instance, data, owned=False), realized
 
 
 def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
-       variables: Mapping[str, Any] | None = None, use_env: bool = False) -> Network:
+       variables: Mapping[str, Any] | None = None, use_env: bool = False,
+       link_backend: str = "auto") -> Network:
     """Bring a topology up; use as a context manager so it always comes down."""
     topo = topology if isinstance(topology, Topology) else \
         load_topology(topology, variables, use_env=use_env)
-    net, _ = build(plan_for(topo, name))
+    net, _ = build(plan_for(topo, name), link_backend=link_backend)
     net._owned = True
     return net
 

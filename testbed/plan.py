@@ -20,11 +20,13 @@ from testbed.model.topology import Link, Topology
 NETNS_PREFIX = "tb-"
 TAG_PREFIX = "testbed."
 DEFAULT_CC = "cubic"
-# Interface indexes are chosen by the plan, not the kernel: 2 per link, far
+# Interface indexes are chosen by the plan, not the kernel: 2 per link, well
 # above the small numbers the kernel hands out itself. Both ends of a veth
 # then always differ in ifindex (the kernel delays carrier-on by up to 1 s
 # for a veth whose ifindex equals its peer's) and no lookup is needed later.
-IFINDEX_BASE = 1 << 20
+# They stay below 65536 so that they can double as NFQUEUE numbers.
+IFINDEX_BASE = 10000
+MAX_LINKS = (65536 - IFINDEX_BASE) // 2
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -205,6 +207,9 @@ def make_plan(topo: Topology, instance: str | None = None) -> Plan:
     """Turn a topology into a plan. Raises ConfigError for what only shows here."""
     instance = instance or topo.name
     addressing = topo.addressing
+    if len(topo.links) > MAX_LINKS:
+        raise ConfigError(f"{len(topo.links)} links: at most {MAX_LINKS} are supported",
+                          file=topo.file, path="links")
 
     # 1. interface names
     ifnames: dict[tuple[int, int], str] = {}

@@ -88,6 +88,7 @@ class Realized:
 
     cc: dict[str, str] = field(default_factory=dict)
     host_changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 

@@ -1,0 +1,115 @@
+"""Emulated links of a plan: choose the backend, check it can do everything, apply, supervise.
+
+Each direction of a link is applied at the egress of its sending interface,
+in that node's namespace. Everything the chosen backend cannot do is
+reported at once, before the first kernel change, naming the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from testbed.emulation import Selection, select_backend, set_offloads
+from testbed.errors import PreflightError
+from testbed.model.impairment import Impairment
+from testbed.plan import Plan, PlannedLink
+from testbed.units import Duration
+
+PER_PACKET = ("loss", "jitter", "reorder", "duplicate", "corrupt")
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One emulated direction: ``sender`` -> ``receiver``, applied at ``sender:ifname``."""
+
+    link: PlannedLink
+    sender: str
+    ifname: str
+    receiver: str
+    impairment: Impairment
+
+    @property
+    def label(self) -> str:
+        return f"{self.sender}->{self.receiver}"
+
+
+def directions(plan: Plan) -> Iterator[Direction]:
+    for link in plan.links:
+        if not link.forward.is_empty:
+            yield Direction(link, link.a, link.a_ifname, link.b, link.forward)
+        if not link.reverse.is_empty:
+            yield Direction(link, link.b, link.b_ifname, link.a, link.reverse)
+
+
+def rtt_hint(link: PlannedLink) -> Duration:
+    """The round trip this link adds: the base for buffers given as a BDP multiple."""
+    total = sum((d.seconds for d in (link.forward.delay, link.reverse.delay) if d), 0.0)
+    return Duration(total)
+
+
+def needs_per_packet(plan: Plan) -> bool:
+    return any(getattr(d.impairment, key) is not None
+               for d in directions(plan) for key in PER_PACKET)
+
+
+def choose(plan: Plan, requested: str) -> Selection | None:
+    """Pick the backend and check every emulated direction against it (no changes)."""
+    wanted = list(directions(plan))
+    if not wanted:
+        if requested not in ("auto", "netem", "userspace"):
+            raise PreflightError(f"unknown link backend {requested!r}; choose auto, netem, userspace")
+        return None
+    selection = select_backend(requested)
+    problems = []
+    for d in wanted:
+        for problem in selection.backend.unsupported(d.impairment):
+            problems.append(f"link {d.label}: {problem}")
+    if problems:
+        raise PreflightError(f"the {selection.backend.name} link backend cannot emulate what "
+                             f"the topology asks for ({selection.reason}):\n  - " +
+                             "\n  - ".join(problems) +
+                             "\nremove those impairments, or use a kernel with sch_netem "
+                             "(see vagrant/guest)")
+    return selection
+
+
+def steps(plan: Plan, selection: Selection) -> list[str]:
+    out = []
+    for d in directions(plan):
+        node = plan.nodes[d.sender]
+        for step in selection.backend.plan(node.netns, d.ifname, d.impairment,
+                                           rtt_hint(d.link), d.link.mtu):
+            out.append(f"{d.label}: {step}")
+    return out
+
+
+def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
+    """Apply every emulated direction; returns notes for the user (e.g. offloads)."""
+    notes = []
+    if needs_per_packet(plan):
+        # A GSO super-packet is one skb until it leaves the last device: a loss
+        # or delay rule acting on it would act on ~40 segments at once.
+        for node in plan.nodes.values():
+            for iface in node.interfaces:
+                set_offloads(node.netns, iface.ifname, False)
+        notes.append("offloads (TSO/GSO/GRO) turned off on every interface so that loss, "
+                     "jitter and reordering act per packet, not per GSO super-packet")
+    for d in directions(plan):
+        node = plan.nodes[d.sender]
+        selection.backend.apply(node.netns, d.ifname, d.impairment, owner_tag=node.tag,
+                                state_dir=state_dir, rtt_hint=rtt_hint(d.link), mtu=d.link.mtu)
+    return notes
+
+
+def check_alive(plan_nodes: dict[str, str], backend_name: str, links: list[tuple[str, str, str]],
+                state_dir: Path) -> None:
+    """Raise if a user-space part of any emulated link has died.
+
+    ``plan_nodes`` maps node -> (netns), ``links`` lists (node, ifname, tag).
+    """
+    from testbed.emulation import BACKENDS
+    backend = BACKENDS[backend_name]()
+    for node, ifname, tag in links:
+        backend.check_alive(plan_nodes[node], ifname, owner_tag=tag, state_dir=state_dir)
