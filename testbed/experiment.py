@@ -446,7 +446,10 @@ class Run:
                 s.close()
             collected["results"], collected["summary"] = self._collect(
                 net, plans, sampler, stats, qs, hs, captures, cap_stats, t0, stop_reasons)
-        self.manifest["nodes_after"] = self._node_state(net)
+        try:
+            self.manifest["nodes_after"] = self._node_state(net)
+        except (OSError, subprocess.SubprocessError, TestbedError) as exc:
+            collected["summary"]["notes"].append(f"could not read node state after the run: {exc}")
         return collected["results"], collected["summary"]
 
     # ---- afterwards ---------------------------------------------------------

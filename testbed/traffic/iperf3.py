@@ -52,6 +52,11 @@ def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *
         sent = end.get("sum_sent", {})
         res.bytes = int(recv.get("bytes", 0))
         res.seconds = float(sent.get("seconds") or recv.get("seconds") or 0.0)
+        if start.get("test_start", {}).get("bytes"):
+            # size-bounded (-n): iperf3's receiver summary is taken when the sender says it
+            # is done, before the last bytes land; the size is what the flow delivered
+            res.bytes = int(sent.get("bytes", res.bytes))
+            res.seconds = max(float(sent.get("seconds") or 0.0), float(recv.get("seconds") or 0.0))
         res.retransmits = sent.get("retransmits")
     if res.ok and not end:
         res.fail("iperf3 ended without a summary (was it stopped early?)")

@@ -1,0 +1,86 @@
+"""Driver output parsers on real captured output (tests/data)."""
+
+import json
+from pathlib import Path
+
+from testbed.traffic.builtin import parse_builtin
+from testbed.traffic.iperf3 import parse_iperf3
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def load(name):
+    return json.loads((DATA / name).read_text())
+
+
+def test_iperf3_parallel_cubic():
+    res = parse_iperf3(load("iperf3_tcp_p2_cubic.json"), None, name="f", cc_requested="cubic")
+    assert res.ok, res.error
+    assert len(res.connections) == 2
+    assert {c["cc"] for c in res.connections} == {"cubic"}
+    assert all(c["local_port"] for c in res.connections)
+    assert 350e6 < res.goodput_bps < 450e6  # -P 2 at -b 200M each
+    assert res.retransmits == 0
+
+
+def test_iperf3_size_bounded_bbr():
+    res = parse_iperf3(load("iperf3_tcp_size_bbr.json"), None, name="f")
+    assert res.ok
+    assert res.bytes >= 5 * 1024 * 1024
+    assert res.connections[0]["cc"] == "bbr"
+    assert res.connections[0]["fct_s"] > 0
+
+
+def test_iperf3_connection_refused_is_an_error_even_with_status_0():
+    res = parse_iperf3(load("iperf3_refused.json"), None, name="f")
+    assert not res.ok and "Connection refused" in res.error
+
+
+def test_iperf3_server_died_mid_run():
+    res = parse_iperf3(load("iperf3_server_died.json"), None, name="f")
+    assert not res.ok and "closed unexpectedly" in res.error
+
+
+def test_iperf3_no_output():
+    assert not parse_iperf3(None, None, name="f").ok
+
+
+def test_builtin_tcp_bulk_reads_back_cc():
+    res = parse_builtin(load("builtin_tcp_bulk_bbr.client.json"), load("builtin_tcp_bulk_bbr.server.json"),
+                        name="b", protocol="tcp", kind="bulk", cc_requested="bbr")
+    assert res.ok
+    assert res.connections[0]["cc"] == "bbr"
+    assert res.bytes == 3080192000 and 5e9 < res.goodput_bps < 7e9
+
+
+def test_builtin_rr_latencies():
+    res = parse_builtin(load("builtin_rr.client.json"), load("builtin_rr.server.json"),
+                        name="r", protocol="tcp", kind="rr")
+    assert res.ok
+    assert len(res.latency_us) > 5
+    assert all(0 < x < 100_000 for x in res.latency_us)
+    assert res.connections[0]["cc"] == "reno"
+
+
+def test_builtin_udp_loss_jitter_owd():
+    res = parse_builtin(load("builtin_udp.client.json"), load("builtin_udp.server.json"),
+                        name="u", protocol="udp", kind="bulk", packet_size=1200)
+    assert res.ok
+    sent = res.udp["sent"]
+    assert sent > 10 and res.udp["received"] == sent and res.udp["loss"] == 0.0
+    assert res.udp["reordered"] == 0 and res.udp["jitter_us"] >= 0
+    assert len(res.owd_us) == sent and all(x > 0 for x in res.owd_us)
+
+
+def test_builtin_udp_counts_missing_packets_as_lost():
+    client = {"streams": [{"stream": 0, "sent": 100}], "seconds": 1.0}
+    server = {"streams": [{"stream": 0, "received": 90, "bytes": 90 * 1200, "max_seq": 99, "sent": 100,
+                           "reordered": 2, "duplicates": 0, "jitter_us": 10.0, "owd_us": [1.0] * 90}]}
+    res = parse_builtin(client, server, name="u", protocol="udp", kind="bulk")
+    assert res.udp["lost"] == 10 and abs(res.udp["loss"] - 0.1) < 1e-9 and res.udp["reordered"] == 2
+
+
+def test_builtin_client_error_fails_the_flow():
+    res = parse_builtin({"role": "client", "connections": [{}], "errors": ["connect to 10.0.0.9:5201: "
+                         "Connection refused"]}, None, name="x", protocol="tcp", kind="bulk")
+    assert not res.ok and "Connection refused" in res.error
