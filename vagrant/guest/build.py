@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import io
@@ -111,7 +112,7 @@ exec switch_root /newroot /usr/bin/python3 -I /testbed/guest_init.py
 
 
 def log(msg: str) -> None:
-    print(f"[guest-build] {msg}", flush=True)
+    print(f"[guest-build] {msg}", file=sys.stderr, flush=True)
 
 
 def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
@@ -551,6 +552,13 @@ def ensure(cache: Path, mirror: str | None = None, force: bool = False) -> Guest
     if missing:
         raise BuildError(f"missing tools {missing}: apt-get install $(cat {HERE / 'apt-packages.txt'})")
     cache.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per cache (parallel CI jobs, or run.py racing build.py).
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(cache, mirror, force)
+
+
+def _ensure_locked(cache: Path, mirror: str | None, force: bool) -> Guest:
     if force:
         for name in ("kernel", "vmlinux", "rootfs", "rootfs.ext4", "initramfs.cpio.gz"):
             Artefact(cache / name, "").invalidate()

@@ -164,10 +164,27 @@ def main(argv: list[str] | None = None) -> int:
         return boot(qargv, rundir, begin, end, args.timeout, args.verbose)
 
 
+def _die_with_parent() -> None:
+    """In the QEMU child: get SIGKILL when run.py dies, even by SIGKILL (no orphaned guests)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def boot(qargv: list[str], rundir: Path, begin: str, end: str, timeout: float, verbose: bool) -> int:
     t0 = time.monotonic()
     deadline = t0 + timeout
-    proc = subprocess.Popen(qargv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds through the finally below
+    proc = subprocess.Popen(qargv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
     boot_log: list[str] = []
     state = "boot"  # boot -> command -> done
     t_cmd = None
@@ -214,6 +231,11 @@ def boot(qargv: list[str], rundir: Path, begin: str, end: str, timeout: float, v
                         out.flush()
                 elif verbose:
                     print(line, file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, Terminated):
+        note("interrupted: guest killed")
+        proc.kill()
+        proc.wait()
+        return 130
     finally:
         if proc.poll() is None:
             # Give a guest that already reported a moment to power off, then kill our QEMU.
