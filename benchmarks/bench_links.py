@@ -1,0 +1,176 @@
+"""Accuracy and cost of the userspace link emulation backend.
+
+Builds a line  a --(eth0)-- r --(eth1)-- b  of namespaces (tbbench-<random>),
+impairs r's egress towards b, and measures with real packets:
+
+- delay: UDP probes a->b->a, added delay = RTT - base RTT (mean, p99 error);
+- jitter, loss, rate: configured vs measured;
+- throughput through a 20 ms delay line (iperf3, 5 s) with offloads on and
+  off, and the delay daemon's CPU share.
+
+Run as root:  python benchmarks/bench_links.py   (prints a table; ~1 min)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+from emu_fixtures import EmuPair, udp_blast_received, udp_rtts  # noqa: E402
+from testbed.emulation import UserspaceBackend, set_offloads  # noqa: E402
+from testbed.emulation._netns import enter, pids_in_netns  # noqa: E402
+from testbed.model.impairment import parse_impairment  # noqa: E402
+
+
+def sysctl(ns: str, key: str, value: str) -> None:
+    with enter(ns), open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+        f.write(value)
+
+
+@contextmanager
+def line(state_dir: Path):
+    from pyroute2 import IPRoute, netns
+
+    tag = secrets.token_hex(3)
+    a, r, b = (f"tbbench-{tag}-{x}" for x in "arb")
+    try:
+        for ns in (a, r, b):
+            netns.create(ns)
+        with IPRoute() as ipr:
+            for left, right, lname, rname in ((a, r, "eth0", "eth0"), (r, b, "eth1", "eth0")):
+                t1, t2 = f"tbb{tag}{left[-1]}{right[-1]}1", f"tbb{tag}{left[-1]}{right[-1]}2"
+                ipr.link("add", ifname=t1, kind="veth", peer=t2)
+                ipr.link("set", index=ipr.link_lookup(ifname=t1)[0], net_ns_fd=left)
+                ipr.link("set", index=ipr.link_lookup(ifname=t2)[0], net_ns_fd=right)
+                for ns, tmp, name in ((left, t1, lname), (right, t2, rname)):
+                    with enter(ns), IPRoute() as nipr:
+                        idx = nipr.link_lookup(ifname=tmp)[0]
+                        nipr.link("set", index=idx, ifname=name, state="up")
+        addrs = {(a, "eth0"): "10.231.1.1", (r, "eth0"): "10.231.1.2",
+                 (r, "eth1"): "10.231.2.1", (b, "eth0"): "10.231.2.2"}
+        for (ns, ifname), addr in addrs.items():
+            with enter(ns), IPRoute() as ipr:
+                ipr.addr("add", index=ipr.link_lookup(ifname=ifname)[0], address=addr, prefixlen=24)
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        with enter(a), IPRoute() as ipr:
+            ipr.route("add", dst="10.231.2.0/24", gateway="10.231.1.2")
+        with enter(b), IPRoute() as ipr:
+            ipr.route("add", dst="10.231.1.0/24", gateway="10.231.2.1")
+        sysctl(r, "net.ipv4.ip_forward", "1")
+        for ns in (a, r, b):
+            sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+        for ns in (a, b):
+            sysctl(ns, "net.ipv4.tcp_rmem", "4096 131072 67108864")
+            sysctl(ns, "net.ipv4.tcp_wmem", "4096 131072 67108864")
+        yield a, r, b
+    finally:
+        for ns in (a, r, b):
+            for pid in pids_in_netns(ns):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            try:
+                netns.remove(ns)
+            except OSError:
+                pass
+
+
+def iperf(a: str, b: str, seconds: int = 5) -> float:
+    with enter(b):
+        server = subprocess.Popen(["iperf3", "-s", "-1", "-p", "5301"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        with enter(a):
+            out = subprocess.run(["iperf3", "-c", "10.231.2.2", "-p", "5301", "-t", str(seconds),
+                                  "-O", "2", "-J"], capture_output=True, text=True, timeout=60)
+        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+    finally:
+        server.kill()
+        server.wait()
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 1
+    be = UserspaceBackend()
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as d, line(Path(d)) as (a, r, b):
+        owner = "bench"
+        probe = EmuPair(a=a, b=b, addr_a="10.231.1.1", addr_b="10.231.2.2", owner=owner,
+                        state_dir=Path(d))
+
+        def apply(**kw):
+            be.apply(r, "eth1", parse_impairment(kw, file=None, path="bench"), owner_tag=owner,
+                     state_dir=d, rtt_hint=None)
+
+        def remove():
+            be.remove(r, "eth1", owner_tag=owner, state_dir=d)
+
+        base = statistics.median(udp_rtts(probe, 200, 0.002, timeout=0.3))
+        for delay_ms in (5, 20, 100):
+            apply(delay=f"{delay_ms}ms")
+            rtts = udp_rtts(probe, 500, 0.004, timeout=0.3)
+            remove()
+            err = sorted((x - base) * 1e3 - delay_ms for x in rtts)
+            p99 = err[int(0.99 * len(err)) - 1]
+            rows.append((f"delay {delay_ms} ms (n={len(rtts)})",
+                         f"mean err {statistics.mean(err):+.3f} ms",
+                         f"p99 err {p99:+.3f} ms"))
+        apply(delay="20ms", jitter="2ms", distribution="normal")
+        rtts = udp_rtts(probe, 600, 0.01, timeout=0.3)
+        remove()
+        rows.append(("jitter 2 ms normal", f"std {statistics.stdev(rtts) * 1e3:.3f} ms",
+                     "want 2.000 ms"))
+        apply(loss="1%")
+        n = 20000
+        got = udp_blast_received(probe, n)
+        remove()
+        sd = math.sqrt(n * 0.01 * 0.99)
+        rows.append(("loss 1%", f"lost {(n - got) / n * 100:.2f} % (n={n})",
+                     f"95% interval {(n * 0.01 - 2 * sd) / n * 100:.2f}-"
+                     f"{(n * 0.01 + 2 * sd) / n * 100:.2f} %"))
+        apply(rate="100mbit", queue="1bdp")
+        bps = iperf(a, b, 4)
+        remove()
+        rows.append(("rate 100 Mbit/s (tbf)", f"goodput {bps / 1e6:.2f} Mbit/s",
+                     f"{bps / 100e6 * 100:.2f} % (frame-level ideal 95.64 %)"))
+        for label, offloads in (("on", True), ("off", False)):
+            for ns, ifs in ((a, ["eth0"]), (r, ["eth0", "eth1"]), (b, ["eth0"])):
+                for ifname in ifs:
+                    set_offloads(ns, ifname, on=offloads)
+            apply(delay="20ms")
+            pid = json.loads((Path(d) / "emulation" / r / "eth1.json").read_text())["daemon"]["pid"]
+            t0, c0 = time.monotonic(), cpu_ticks(pid)
+            bps = iperf(a, b, 5)
+            cpu = (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+            remove()
+            rows.append((f"20 ms delay line, offloads {label}", f"{bps / 1e9:.2f} Gbit/s",
+                         f"daemon CPU {cpu * 100:.0f} % of a core"))
+    width = max(len(r[0]) for r in rows)
+    for name, v1, v2 in rows:
+        print(f"{name:<{width}}  {v1:<28} {v2}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
