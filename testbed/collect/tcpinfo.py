@@ -270,25 +270,30 @@ class TcpInfoSampler:
         try:
             with open(self.spool, "wb", buffering=1 << 20) as out:
                 write = out.write
-                nxt = time.monotonic()
-                while not self._stop.is_set():
-                    now = time.monotonic()
-                    for idx, (_, sock) in enumerate(self.sockets):
+                unpack_ports = _PORTS.unpack_from
+                monotonic, sleep, interval = time.monotonic, time.sleep, self.interval
+                stop = self._stop.is_set
+                sockets = [(idx, sock) for idx, (_, sock) in enumerate(self.sockets)]
+                records = ticks = missed = 0
+                nxt = monotonic()
+                while not stop():
+                    now = monotonic()
+                    for idx, sock in sockets:
                         for msg in dump(sock, request, buf):
-                            if ports and _PORTS.unpack_from(msg, 4)[1] not in ports:
+                            if ports and unpack_ports(msg, 4)[1] not in ports:
                                 continue
                             write(pack(now, idx, len(msg)))
                             write(msg)
-                            self.stats.records += 1
-                    self.stats.ticks += 1
-                    nxt += self.interval
-                    now = time.monotonic()
-                    if now > nxt:
-                        behind = int((now - nxt) / self.interval)
-                        self.stats.missed += behind
-                        nxt += behind * self.interval
-                    if nxt > now:
-                        self._stop.wait(nxt - now)
+                            records += 1
+                    ticks += 1
+                    nxt += interval
+                    now = monotonic()
+                    if now > nxt:  # late: count the periods skipped, keep the grid
+                        behind = int((now - nxt) / interval)
+                        missed += behind
+                        nxt += behind * interval
+                    sleep(nxt - now)
+                    self.stats.ticks, self.stats.missed, self.stats.records = ticks, missed, records
         except BaseException as exc:  # reported by the orchestrator, not swallowed
             self.error = exc
         finally:
