@@ -15,6 +15,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
+from testbed import cli_run
 from testbed.errors import TestbedError
 
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="what this kernel and host offer and lack, and what to do")
     sub.add_parser("schema", help="print the JSON Schema of topology files")
+    cli_run.register(sub)
     return parser
 
 
@@ -252,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = COMMANDS.get(args.command) or args.func
+        return handler(args)
     except TestbedError as exc:
         if args.verbose:
             traceback.print_exc()

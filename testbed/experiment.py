@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
@@ -181,14 +181,7 @@ class Run:
                 import testbed
                 topo = _topology_for(self.wl)
                 _progress(self.progress, f"bringing up {getattr(topo, 'name', 'topology')}")
-                kwargs: dict[str, Any] = {}
-                if self.link_backend != "auto":
-                    import inspect
-                    if "link_backend" not in inspect.signature(testbed.up).parameters:
-                        raise PreflightError("this testbed cannot choose the link backend yet; "
-                                             "leave --link-backend at auto")
-                    kwargs["link_backend"] = self.link_backend
-                cm = testbed.up(topo, name=self.instance_name, **kwargs)
+                cm = testbed.up(topo, name=self.instance_name, link_backend=self.link_backend)
             with cm as net:
                 self.manifest["testbed"] = {"instance": net.name, "link_backend": net.link_backend,
                                             "attached": bool(self.testbed_name)}

@@ -58,7 +58,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _split_variables(text: str, file: str) -> tuple[dict[str, Any], str, int]:
+def split_variables(text: str, file: str) -> tuple[dict[str, Any], str, int]:
     """Separate a leading ``variables:`` document. Returns (vars, body, body's first line)."""
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
@@ -82,7 +82,7 @@ def _split_variables(text: str, file: str) -> tuple[dict[str, Any], str, int]:
 def render(text: str, file: str, variables: Mapping[str, Any], *,
            use_env: bool = False) -> tuple[str, dict[str, Any]]:
     """Template ``text`` with jinja2. Undefined variables are errors."""
-    defaults, body, _ = _split_variables(text, file)
+    defaults, body, _ = split_variables(text, file)
     context: dict[str, Any] = dict(defaults)
     context.update(variables)
     if use_env:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from testbed import links, loader
-from testbed.errors import ConfigError, RealizeError, TestbedError
+from testbed.errors import TestbedError
 from testbed.model.topology import Topology, check_name, parse_topology
 from testbed.plan import Plan, make_plan
 from testbed.realize import backend, netns, state

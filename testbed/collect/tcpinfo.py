@@ -292,7 +292,7 @@ class TcpInfoSampler:
                         behind = int((now - nxt) / interval)
                         missed += behind
                         nxt += behind * interval
-                    sleep(nxt - now)
+                    sleep(max(0.0, nxt - now))
                     self.stats.ticks, self.stats.missed, self.stats.records = ticks, missed, records
         except BaseException as exc:  # reported by the orchestrator, not swallowed
             self.error = exc

@@ -39,7 +39,7 @@ def enter(name: str) -> Iterator[None]:
         raise RealizeError(f"network namespace {name!r} does not exist "
                            f"(no {netns_path(name)}); create it first") from None
     try:
-        home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             try:
                 _setns(target)

@@ -42,10 +42,6 @@ def _run(netns: str, argv: list[str], stdin: str | None = None,
     return proc
 
 
-def _ident(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
-
-
 def queue_rule(owner_tag: str, ifname: str, queue_num: int) -> list[str]:
     """The POSTROUTING rule spec (without -A/-D/-C) sending ``ifname`` to the queue."""
     return ["-o", ifname, "-m", "comment", "--comment", f"testbed:{owner_tag}",

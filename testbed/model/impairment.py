@@ -70,7 +70,11 @@ class Queue:
                 return cls(packets=n)
         except ValueError as exc:
             raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}") from exc
-        size = Size.parse(value)
+        try:
+            size = Size.parse(value)
+        except UnitError:
+            raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', "
+                            f"got {value!r}") from None
         if size.bytes <= 0:
             raise UnitError("a queue must hold at least one byte")
         return cls(bytes=size.bytes)

@@ -118,8 +118,15 @@ def _check_keys(doc: Document, data: Any, allowed: set[str], path: str, what: st
     return data
 
 
+SYNONYMS = {"latency": "delay", "bandwidth": "rate", "bw": "rate", "buffer": "queue",
+            "limit": "queue", "drop": "loss", "type": "kind", "interfaces": "links",
+            "hosts": "nodes", "routers": "nodes", "congestion_control": "cc"}
+
+
 def _closest(word: str, options: set[str]) -> str | None:
     import difflib
+    if SYNONYMS.get(word) in options:
+        return SYNONYMS[word]
     match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
     return match[0] if match else None
 
@@ -276,7 +283,10 @@ def _parse_links(doc: Document, data: Any, nodes: dict[str, Node]) -> tuple[Link
                         f"the {direction} direction of a link")
             directional[direction] = spec
         # validate the shared part once so its errors carry its own path
-        parse_impairment(both, file=doc.file, path=path, partial=True)
+        try:
+            parse_impairment(both, file=doc.file, path=path, partial=True)
+        except ConfigError as exc:
+            raise doc.error(exc.path or path, exc.message) from None
         imps = {}
         for direction, spec in directional.items():
             merged = dict(both)

@@ -11,13 +11,12 @@ left.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -101,6 +100,25 @@ def _signals_raise() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while rolling back, so a second Ctrl-C cannot cut it short."""
+    caught: list[int] = []
+    try:
+        previous = {sig: signal.signal(sig, lambda num, frame: caught.append(num))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:        # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def realize(plan: Plan, journal: state.Journal,
             after: Callable[[Plan, netns.Namespaces], None] | None = None) -> Realized:
     """Make ``plan`` real. On any failure or signal, undo everything and re-raise.
@@ -112,20 +130,23 @@ def realize(plan: Plan, journal: state.Journal,
     restore_signals = _signals_raise()
     result = Realized()
     journal.open()
+    spaces = netns.Namespaces()
     try:
         try:
             result.host_changes = state.allow_congestion_controls(plan.instance, list(plan.ccs))
             (journal.dir / "hosts").write_text(plan.hosts_file())
-            with netns.Namespaces() as spaces:
-                _make_namespaces(plan, journal, spaces)
-                _make_links(plan, spaces)
-                for node in plan.nodes.values():
-                    result.cc[node.name] = _configure_node(node, spaces)
-                _wait_operational(plan, spaces)
-                if after is not None:
-                    after(plan, spaces)
+            _make_namespaces(plan, journal, spaces)
+            _make_links(plan, spaces)
+            for node in plan.nodes.values():
+                result.cc[node.name] = _configure_node(node, spaces)
+            _wait_operational(plan, spaces)
+            if after is not None:
+                after(plan, spaces)
         except BaseException as exc:
-            teardown(plan.instance)
+            with signals_deferred():
+                # a signal can land between a setns and its undo: be home first
+                spaces.go_home()
+                teardown(plan.instance)
             if isinstance(exc, (KeyboardInterrupt, RealizeError, PreflightError)):
                 raise
             if isinstance(exc, (OSError, NetlinkError)):
@@ -133,6 +154,7 @@ def realize(plan: Plan, journal: state.Journal,
                                    "everything made so far was removed") from exc
             raise
     finally:
+        spaces.close()
         restore_signals()
     result.seconds = time.monotonic() - started
     return result

@@ -89,6 +89,10 @@ class Namespaces:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def go_home(self) -> None:
+        """Return this thread to the namespace it was in when this object was made."""
+        self._go_home()
+
     def _go_home(self) -> None:
         # failing to return would leave this thread in a namespace we may delete
         if self._libc.setns(self._home, CLONE_NEWNET) < 0:

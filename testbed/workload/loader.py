@@ -51,7 +51,7 @@ class WorkloadSource:
 
 def _lenient_body(text: str, file: Path) -> tuple[dict[str, Any], Any]:
     """The header defaults and the body rendered with unknown variables left empty."""
-    defaults, body, _ = tb_loader._split_variables(text, str(file))
+    defaults, body, _ = tb_loader.split_variables(text, str(file))
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
     try:
         rendered = env.from_string(body).render(**defaults)

@@ -9,7 +9,6 @@ import signal
 import statistics
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,33 @@
+"""Integration fixtures: real namespaces, and proof that a test left nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tb_helpers import leftovers
+
+from testbed.realize import backend, state
+
+
+@pytest.fixture
+def clean_instance(instance_name):
+    """An instance name; after the test nothing of it may remain (then it is removed anyway)."""
+    allowed_before = backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control")
+    yield instance_name
+    left = leftovers(instance_name)
+    if left:
+        backend.teardown(instance_name, extra_namespaces=[n for n in left if "/" not in n])
+    assert not left, f"the test left these behind: {left}"
+    others = [u for e in state.host_changes().values() for u in e.get("users", [])]
+    if not others:
+        assert backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control") == allowed_before
+
+
+@pytest.fixture
+def write_topology(tmp_path):
+    def write(text: str, name: str = "topo.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+    return write

@@ -1,0 +1,42 @@
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.loader import load_text, parse_assignment
+
+
+def test_file_variables_are_defaults_and_set_overrides():
+    text = "variables:\n  rate: 10mbit\n---\nrate: {{ rate }}\nline: 5\n"
+    assert load_text(text, "f.yaml").data == {"rate": "10mbit", "line": 5}
+    assert load_text(text, "f.yaml", {"rate": "1gbit"}).data["rate"] == "1gbit"
+
+
+def test_line_numbers_survive_the_variables_header():
+    text = "variables:\n  n: 1\n---\na: 1\nb:\n  c: {{ n }}\n"
+    doc = load_text(text, "f.yaml")
+    assert doc.lines["b.c"] == 6
+
+
+def test_environment_only_when_asked(monkeypatch):
+    monkeypatch.setenv("TB_TEST_RATE", "7mbit")
+    with pytest.raises(ConfigError, match="only with --env"):
+        load_text("rate: {{ env.TB_TEST_RATE }}\n", "f.yaml")
+    assert load_text("rate: {{ env.TB_TEST_RATE }}\n", "f.yaml", use_env=True).data == \
+        {"rate": "7mbit"}
+
+
+def test_loops_expand():
+    text = "variables:\n  n: 3\n---\nnodes:\n{% for i in range(n) %}  h{{ i }}: {}\n{% endfor %}"
+    assert list(load_text(text, "f.yaml").data["nodes"]) == ["h0", "h1", "h2"]
+
+
+@pytest.mark.parametrize("text,key,value", [("n=5", "n", 5), ("rate=10mbit", "rate", "10mbit"),
+                                            ("loss=1%", "loss", "1%"), ("x=", "x", "")])
+def test_parse_assignment(text, key, value):
+    assert parse_assignment(text) == (key, value)
+
+
+def test_parse_assignment_rejects():
+    with pytest.raises(ConfigError):
+        parse_assignment("novalue")
+    with pytest.raises(ConfigError):
+        parse_assignment("bad-name=1")
