@@ -524,7 +524,10 @@ class Run:
         last_by_port: dict[int, dict[str, Any]] = {}
         for r in mine:
             last_by_port[r["sport"]] = r
-        cc_seen = sorted({r["cc"] for r in mine if r.get("cc")})
+        # the cc each socket ran with is its last sample's: iperf3 sets TCP_CONGESTION
+        # only after connecting, so a socket's first samples show the host default
+        cc_seen = sorted({r["cc"] for r in last_by_port.values() if r.get("cc")})
+        cc_before = sorted({r["cc"] for r in mine if r.get("cc")} - set(cc_seen))
         cc_reported = sorted({c.get("cc") for c in res.connections if c.get("cc")})
         srtt = [r["srtt_us"] / 1000.0 for r in mine if r.get("srtt_us")]
         min_rtt = [r["min_rtt_us"] / 1000.0 for r in mine if r.get("min_rtt_us")]
@@ -541,6 +544,7 @@ class Run:
             "cc": (cc_seen[0] if len(cc_seen) == 1 else cc_seen) if cc_seen else
                   ((cc_reported[0] if len(cc_reported) == 1 else cc_reported) if cc_reported else None),
             "cc_source": "tcp_info" if cc_seen else ("driver" if cc_reported else None),
+            "cc_at_connect": cc_before or None,
             "start_s": flow.start.seconds, "planned_duration_s": None if flow.size else plan.seconds,
             "size_bytes": flow.size.bytes if flow.size else None,
             "bytes": res.bytes, "seconds": res.seconds, "goodput_bps": res.goodput_bps,
