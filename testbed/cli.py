@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     p = sub.add_parser("clean", help="remove every leftover the testbed owns (after kill -9)")
+    p.add_argument("--name", help="only this instance (default: every instance)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed")
 
     sub.add_parser("doctor", help="what this kernel and host offer and lack, and what to do")
@@ -206,8 +207,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from testbed.realize import backend, state
-    owned = backend.find_owned()
+    owned = backend.find_owned(args.name)
     instances = set(state.instances()) | set(owned.values())
+    if args.name:
+        instances &= {args.name}
     if args.dry_run:
         for inst in sorted(instances):
             names = sorted(set(state.Journal(inst).namespaces()) |
@@ -221,7 +224,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         total_procs += len(report.processes)
         print(f"cleaned {inst}: {len(report.namespaces)} namespaces, "
               f"{len(report.processes)} processes")
-    restored = state.release_host_changes("")
+    restored = [] if args.name else state.release_host_changes("")
     if restored:
         print(f"restored net.ipv4.tcp_allowed_congestion_control (removed {' '.join(restored)})")
     if not instances and not restored:

@@ -163,23 +163,27 @@ def preexec_into(name: str, hosts_file: str | None = None):
 
     The child also gets a private mount namespace with /sys remounted for the
     namespace (so tools see its interfaces) and, if given, ``hosts_file``
-    bind-mounted on /etc/hosts so node names resolve.
+    bind-mounted on /etc/hosts so node names resolve. Everything the child
+    needs is prepared here, in the parent: between fork and exec only system
+    calls run (the parent may have other threads holding locks).
     """
     ns_path = bytes(path_of(name))
     hosts = hosts_file.encode() if hosts_file else None
+    libc = _libc()
+    setns, unshare, mount, umount2 = libc.setns, libc.unshare, libc.mount, libc.umount2
+    open_, close, exit_ = os.open, os.close, os._exit
 
-    def child() -> None:  # runs between fork and exec: keep it to system calls
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(ns_path, os.O_RDONLY)
-        if libc.setns(fd, CLONE_NEWNET) < 0:
-            os._exit(126)
-        os.close(fd)
-        if libc.unshare(CLONE_NEWNS) < 0:
+    def child() -> None:
+        fd = open_(ns_path, os.O_RDONLY)
+        if setns(fd, CLONE_NEWNET) < 0:
+            exit_(126)
+        close(fd)
+        if unshare(CLONE_NEWNS) < 0:
             return
-        libc.mount(b"", b"/", b"none", MS_SLAVE | MS_REC, None)
-        if libc.umount2(b"/sys", MNT_DETACH) == 0:
-            libc.mount(ns_path, b"/sys", b"sysfs", 0, None)
+        mount(b"", b"/", b"none", MS_SLAVE | MS_REC, None)
+        if umount2(b"/sys", MNT_DETACH) == 0:
+            mount(ns_path, b"/sys", b"sysfs", 0, None)
         if hosts:
-            libc.mount(hosts, b"/etc/hosts", b"none", MS_BIND, None)
+            mount(hosts, b"/etc/hosts", b"none", MS_BIND, None)
 
     return child

@@ -80,14 +80,13 @@ def test_up_status_exec_down(topo, instance_name):
 def test_bad_input_one_clear_line_nonzero_exit_nothing_created(tmp_path, instance_name, text, where):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    before = netns.list_names()
     proc = cli("up", str(path), "--name", instance_name)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"testbed: error: {path}") and where in lines[0]
     assert "Traceback" not in proc.stderr
-    assert netns.list_names() == before
+    assert mine(instance_name) == []
     assert not state.instance_dir(instance_name).exists()
 
 
@@ -97,11 +96,10 @@ def test_unsafe_instance_name_is_rejected(topo):
 
 
 def test_plan_touches_nothing(topo, instance_name):
-    before = netns.list_names()
     proc = cli("plan", str(topo), "--name", instance_name)
     assert proc.returncode == 0
     assert f"tb-{instance_name}-h1" in proc.stdout and "route default via" in proc.stdout
-    assert netns.list_names() == before
+    assert mine(instance_name) == [] and not state.instance_dir(instance_name).exists()
 
 
 def test_doctor_reports_what_the_kernel_offers():

@@ -13,7 +13,7 @@ import pytest
 
 import testbed
 from testbed.errors import RealizeError
-from testbed.realize import netns, state
+from testbed.realize import backend, netns, state
 
 from tb_helpers import leftovers, run_cli, wait_for
 
@@ -136,7 +136,12 @@ def test_kill_9_during_up_then_clean_removes_it_and_spares_foreign(tmp_path, cle
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert leftovers(clean_instance), "kill -9 came too late to test anything"
-        out = run_cli("clean").stdout
+        # what a plain `clean` would remove: the killed instance, never the foreign ones
+        listed = run_cli("clean", "--dry-run").stdout
+        assert f"{clean_instance}:" in listed
+        assert not any(name in listed for name in foreign)
+        # (--name keeps this test from cleaning up other testbeds running on this machine)
+        out = run_cli("clean", "--name", clean_instance).stdout
         assert f"cleaned {clean_instance}" in out
         assert leftovers(clean_instance) == []
         assert all(netns.exists(name) for name in foreign)
@@ -168,3 +173,28 @@ def test_dumbbell_with_emulated_bottleneck(clean_instance):
         assert 19.5 < avg < 30, out          # 10 ms each way over the bottleneck
         net.check_links()
     assert leftovers(clean_instance) == []
+
+
+def test_unavailable_congestion_control_lists_the_available_ones(write_topology, clean_instance):
+    topo = write_topology(PLAIN.replace("h3: {cc: cubic}", "h3: {cc: nosuchcc}"))
+    with pytest.raises(testbed.PreflightError) as info:
+        testbed.up(topo, name=clean_instance)
+    message = str(info.value)
+    assert "'nosuchcc' is not available" in message
+    for cc in backend.available_ccs():
+        assert cc in message
+
+
+def test_clean_with_name_touches_only_that_instance(write_topology, instance_name):
+    topo = write_topology(PLAIN)
+    keep, drop = instance_name + "k", instance_name + "d"
+    run_cli("up", str(topo), "--name", keep)
+    run_cli("up", str(topo), "--name", drop)
+    try:
+        out = run_cli("clean", "--name", drop).stdout
+        assert f"cleaned {drop}" in out and keep not in out
+        assert leftovers(drop) == []
+        assert len(leftovers(keep)) == 6          # 5 namespaces + the state directory
+    finally:
+        run_cli("down", "--name", keep)
+    assert leftovers(keep) == []
