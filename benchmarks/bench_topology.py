@@ -1,0 +1,544 @@
+"""Build and tear down big topologies: testbed (CLI and API) vs the floor vs Mininet 2.3.0.
+
+Scenarios (GitHub issue 2):
+
+- ``line-N`` (N = 10, 100, 1000): testbed's ``topologies/line.yaml`` with
+  ``--set routers=N``: h1 - r1 - ... - rN - h2, N+2 namespaces, N+1 veth
+  pairs, addresses, static routes to every host subnet, forwarding sysctls.
+- ``star-100``: ``topologies/star.yaml --set hosts=100``: 100 hosts around
+  one router, 101 namespaces, 100 veth pairs.
+
+Tools, each timed as wall time, median of ``--runs`` (1 run for N=1000):
+
+- ``testbed CLI``: ``testbed up TOPO --set ... --name X`` and ``testbed down
+  --name X``, two separate processes, so Python start-up and imports count;
+  RSS is the peak resident set of those processes (``wait4``).
+- ``testbed API``: a fresh Python process times ``testbed.up(...)`` and
+  ``net.down()`` (imports excluded); RSS is that process's peak.
+- ``floor``: ``ip -batch`` creating only the same namespaces and veth pairs
+  (no addresses, routes, sysctls, links left down), then ``ip -batch``
+  deleting the namespaces. Names are ``tbbench-<pid>-<n>``.
+- ``Mininet API`` / ``Mininet CLI``: Mininet 2.3.0 from Debian with
+  ``LinuxBridge`` switches and no controller. Mininet has no routers: a
+  ``line-N`` is the same shape with switches in place of routers
+  (h1 - s1 - ... - sN - h2, a ``chain`` topology defined at the end of this
+  file and loaded by ``mn --custom``), i.e. the same node and link count,
+  but Mininet's switches are Linux bridges in the root namespace with a
+  shell each, not namespaces, and it configures one address per host and no
+  routes. ``star-100`` is ``--topo single,100``: the same shape exactly.
+  API: ``Mininet(topo, switch=LinuxBridge, controller=None)`` + ``start()``
+  is "up", ``stop()`` is "down". CLI: ``mn --custom ... --topo ... --switch
+  lxbr --controller none --test none`` is one process; "up" runs until it
+  prints ``*** Stopping``, "down" from there to its exit.
+
+Mininet kills by name (``killall``, ``pkill -9 -f``) and deletes
+``/tmp/*.log`` on errors and in ``mn -c``, so every Mininet process runs
+inside private pid, mount and network namespaces with its own /tmp
+(``unshare --pid --fork --mount-proc --mount --net``): it can only see and
+kill its own processes, its bridges and root-side veths live in a throwaway
+network namespace, and everything it made dies with it on a timeout.
+
+After every run the benchmark checks that nothing is left: no namespace
+named for the run, no /run/testbed/<name>.
+
+Run as root on a quiet machine (load < 1):
+
+    /tmp/venv/bin/python benchmarks/bench_topology.py [--runs 3] [--json out.json]
+        [--scenarios line-10,line-100,line-1000,star-100] [--no-mininet]
+        [--mininet-timeout 300]
+
+It asserts nothing about time (a benchmark is not a test); it marks each
+target of issue 2 as met or missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# `mn --custom` executes this file without __file__; it needs only `topos` (at the end)
+HERE = Path(globals().get("__file__", ".")).resolve().parent
+REPO = HERE.parent
+SYSTEM_PYTHON = "/usr/bin/python3"        # Debian's mininet module lives here
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--net", "--",
+           "sh", "-c", 'mount -t tmpfs tmpfs /tmp && ip link set lo up && exec "$@"', "sh"]
+
+# name: (topology file, variable, N, Mininet --topo argument)
+SCENARIOS = {
+    "line-10": ("line.yaml", "routers", 10, "chain,10"),
+    "line-100": ("line.yaml", "routers", 100, "chain,100"),
+    "line-1000": ("line.yaml", "routers", 1000, "chain,1000"),
+    "star-100": ("star.yaml", "hosts", 100, "single,100"),
+}
+TOOLS = ("testbed CLI", "testbed API", "floor", "Mininet API", "Mininet CLI")
+
+
+# ----------------------------------------------------------------- results
+
+
+@dataclass
+class Sample:
+    up: float | None = None
+    down: float | None = None
+    rss_mb: float | None = None       # peak resident set of the controller process(es)
+    error: str | None = None
+
+
+@dataclass
+class Cell:
+    scenario: str
+    tool: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str) -> float | None:
+        values = [getattr(s, attr) for s in self.samples if getattr(s, attr) is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def error(self) -> str | None:
+        errors = [s.error for s in self.samples if s.error]
+        return errors[0] if errors else None
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def run_rss(argv: list[str], *, timeout: float | None = None) -> tuple[float, float, int, str]:
+    """Run ``argv``: (wall seconds, peak RSS in MB of its process tree, rc, output).
+
+    On timeout, kills its whole process group and raises TimeoutError.
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    chunks: list[bytes] = []
+    deadline = None if timeout is None else started + timeout
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            reader.join()
+            raise TimeoutError(f"{' '.join(argv[:3])} timed out after {timeout:g} s")
+        time.sleep(0.002)
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    return wall, usage.ru_maxrss / 1024, proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def leftovers(prefix: str, instance: str | None = None) -> list[str]:
+    """Namespaces starting with ``prefix`` and the instance's state dir, if any exist."""
+    found = [n for n in _netns_names() if n.startswith(prefix)]
+    if instance and Path("/run/testbed", instance).exists():
+        found.append(f"/run/testbed/{instance}")
+    return found
+
+
+def _netns_names() -> list[str]:
+    try:
+        return os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+
+
+def shape(scenario: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Node and link names of a scenario, in testbed's order (for the floor)."""
+    _, var, n, _ = SCENARIOS[scenario]
+    if var == "routers":
+        nodes = ["h1", "h2"] + [f"r{i}" for i in range(1, n + 1)]
+        links = [("h1", "r1")] + [(f"r{i}", f"r{i + 1}") for i in range(1, n)] + \
+                [(f"r{n}", "h2")]
+    else:
+        nodes = ["r0"] + [f"h{i}" for i in range(1, n + 1)]
+        links = [(f"h{i}", "r0") for i in range(1, n + 1)]
+    return nodes, links
+
+
+# ----------------------------------------------------------------- testbed
+
+
+def bench_testbed_cli(scenario: str, run: int, testbed_bin: str) -> Sample:
+    topo, var, n, _ = SCENARIOS[scenario]
+    name = f"tbb{os.getpid()}c{run}"
+    up_argv = [testbed_bin, "up", str(REPO / "topologies" / topo), "--set", f"{var}={n}",
+               "--name", name]
+    sample = Sample()
+    try:
+        wall, rss_up, rc, out = run_rss(up_argv)
+        if rc != 0:
+            sample.error = f"up failed ({rc}): {out.strip().splitlines()[-1:]}"
+            return sample
+        sample.up = wall
+        wall, rss_down, rc, out = run_rss([testbed_bin, "down", "--name", name])
+        if rc != 0:
+            sample.error = f"down failed ({rc}): {out.strip().splitlines()[-1:]}"
+            return sample
+        sample.down = wall
+        sample.rss_mb = max(rss_up, rss_down)
+    finally:
+        _ensure_testbed_gone(name, testbed_bin)
+    return sample
+
+
+API_SCRIPT = r"""
+import json, resource, sys, time
+import testbed
+path, var, n, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+t0 = time.monotonic()
+net = testbed.up(path, variables={var: n}, name=name)
+t1 = time.monotonic()
+net.down()
+t2 = time.monotonic()
+print(json.dumps({"up": t1 - t0, "down": t2 - t1,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_testbed_api(scenario: str, run: int, python: str) -> Sample:
+    topo, var, n, _ = SCENARIOS[scenario]
+    name = f"tbb{os.getpid()}a{run}"
+    sample = Sample()
+    try:
+        _, _, rc, out = run_rss([python, "-c", API_SCRIPT, str(REPO / "topologies" / topo), var,
+                                 str(n), name])
+        if rc != 0:
+            sample.error = f"API run failed ({rc}): {out.strip().splitlines()[-1:]}"
+            return sample
+        data = json.loads(out.strip().splitlines()[-1])
+        sample.up, sample.down, sample.rss_mb = data["up"], data["down"], data["rss_mb"]
+    finally:
+        _ensure_testbed_gone(name, str(Path(python).with_name("testbed")))
+    return sample
+
+
+def _ensure_testbed_gone(name: str, testbed_bin: str) -> None:
+    left = leftovers(f"tb-{name}-", name)
+    if left:
+        subprocess.run([testbed_bin, "down", "--name", name], capture_output=True)
+        left = leftovers(f"tb-{name}-", name)
+        raise RuntimeError(f"testbed left {len(left)} things behind for {name}: {left[:3]}")
+
+
+# ----------------------------------------------------------------- floor
+
+
+def bench_floor(scenario: str, run: int) -> Sample:
+    nodes, links = shape(scenario)
+    prefix = f"tbbench-{os.getpid()}-{run}-"
+    ns = {node: f"{prefix}{node}" for node in nodes}
+    next_if: dict[str, int] = {node: 0 for node in nodes}
+    up_lines = [f"netns add {ns[node]}" for node in nodes]
+    for a, b in links:
+        ia, ib = next_if[a], next_if[b]
+        next_if[a] += 1
+        next_if[b] += 1
+        up_lines.append(f"link add eth{ia} netns {ns[a]} type veth peer name eth{ib} "
+                        f"netns {ns[b]}")
+    down_lines = [f"netns delete {ns[node]}" for node in nodes]
+    sample = Sample()
+    with tempfile.TemporaryDirectory() as tmp:
+        up_file, down_file = Path(tmp, "up"), Path(tmp, "down")
+        up_file.write_text("\n".join(up_lines) + "\n")
+        down_file.write_text("\n".join(down_lines) + "\n")
+        try:
+            wall, rss, rc, out = run_rss(["ip", "-batch", str(up_file)])
+            if rc != 0:
+                sample.error = f"ip -batch up failed: {out.strip()[:200]}"
+                return sample
+            sample.up, sample.rss_mb = wall, rss
+            wall, rss, rc, out = run_rss(["ip", "-batch", str(down_file)])
+            if rc != 0:
+                sample.error = f"ip -batch down failed: {out.strip()[:200]}"
+                return sample
+            sample.down = wall
+            sample.rss_mb = max(sample.rss_mb, rss)
+        finally:
+            left = leftovers(prefix)
+            if left:      # only ever our own exact names
+                subprocess.run(["ip", "-force", "-batch", "-"], input="".join(
+                    f"netns delete {n}\n" for n in left).encode(), capture_output=True)
+    return sample
+
+
+# ----------------------------------------------------------------- Mininet
+
+
+MN_API_SCRIPT = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[3])
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.nodelib import LinuxBridge
+from mininet.topo import SingleSwitchTopo
+import bench_topology
+kind, n = sys.argv[1], int(sys.argv[2])
+setLogLevel("warning")
+topo = bench_topology.topos["chain"](n) if kind == "chain" else SingleSwitchTopo(n)
+t0 = time.monotonic()
+net = Mininet(topo=topo, switch=LinuxBridge, controller=None)
+net.start()
+t1 = time.monotonic()
+net.stop()
+t2 = time.monotonic()
+print(json.dumps({"up": t1 - t0, "down": t2 - t1,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def mininet_available() -> str | None:
+    """None if Mininet can be benchmarked here, else why not."""
+    if shutil.which("mn") is None or shutil.which("mnexec") is None:
+        return "mn not installed (apt-get install mininet bridge-utils)"
+    if shutil.which("brctl") is None:
+        return "brctl missing (apt-get install bridge-utils), needed by --switch lxbr"
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import mininet.net, mininet.nodelib"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"{SYSTEM_PYTHON} cannot import mininet: {probe.stderr.strip()[-200:]}"
+    return None
+
+
+def bench_mininet_api(scenario: str, timeout: float) -> Sample:
+    kind, _, n = SCENARIOS[scenario][3].partition(",")
+    sample = Sample()
+    try:
+        _, _, rc, out = run_rss(UNSHARE + [SYSTEM_PYTHON, "-c", MN_API_SCRIPT, kind, n,
+                                           str(HERE)],
+                                timeout=timeout)
+    except TimeoutError:
+        sample.error = "timeout"
+        return sample
+    if rc != 0:
+        sample.error = f"failed ({rc}): {out.strip().splitlines()[-1:]}"
+        return sample
+    data = json.loads(out.strip().splitlines()[-1])
+    sample.up, sample.down, sample.rss_mb = data["up"], data["down"], data["rss_mb"]
+    return sample
+
+
+def bench_mininet_cli(scenario: str, timeout: float) -> Sample:
+    """``mn ... --test none``; up = start to '*** Stopping', down = from there to exit."""
+    argv = UNSHARE + ["mn", "--custom", str(HERE / "bench_topology.py"),
+                      "--topo", SCENARIOS[scenario][3], "--switch", "lxbr",
+                      "--controller", "none", "--test", "none"]
+    sample = Sample()
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    stopping: list[float] = []
+    lines: list[str] = []
+
+    def read() -> None:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if line.startswith("*** Stopping") and not stopping:
+                stopping.append(time.monotonic())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = started + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)   # pid 1 of its pid namespace: all of it dies
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            sample.error = "timeout"
+            return sample
+        time.sleep(0.002)
+    ended = time.monotonic()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=5)
+    if proc.returncode != 0 or not stopping:
+        tail = [l.strip() for l in lines[-3:]]
+        sample.error = f"mn failed ({proc.returncode}): {tail}"
+        return sample
+    sample.up, sample.down = stopping[0] - started, ended - stopping[0]
+    sample.rss_mb = usage.ru_maxrss / 1024
+    return sample
+
+
+def _mn_chain(n: str | int = 2):
+    """Mininet topology of a testbed line: h1 - s1 - ... - sN - h2 (for ``mn --custom``)."""
+    from mininet.topo import Topo
+
+    n = int(n)
+    topo = Topo()
+    h1, h2 = topo.addHost("h1"), topo.addHost("h2")
+    switches = [topo.addSwitch(f"s{i}") for i in range(1, n + 1)]
+    topo.addLink(h1, switches[0])
+    for a, b in zip(switches, switches[1:]):
+        topo.addLink(a, b)
+    topo.addLink(switches[-1], h2)
+    return topo
+
+
+topos = {"chain": _mn_chain}      # read by `mn --custom bench_topology.py --topo chain,N`
+
+
+# ----------------------------------------------------------------- report
+
+
+TARGETS = [
+    # (scenario, tool, attribute, limit, description)
+    ("line-100", "testbed CLI", "up", 1.0, "100 nodes up < 1 s (CLI)"),
+    ("line-100", "testbed CLI", "down", 0.5, "100 nodes down < 0.5 s (CLI)"),
+    ("star-100", "testbed CLI", "up", 1.0, "100-host star up < 1 s (CLI)"),
+    ("star-100", "testbed CLI", "down", 0.5, "100-host star down < 0.5 s (CLI)"),
+    ("line-1000", "testbed CLI", "up", 10.0, "1000 nodes up < 10 s (CLI)"),
+    ("line-1000", "testbed CLI", "rss_mb", 150.0, "controller RSS < 150 MB at 1000 nodes (CLI)"),
+    ("line-1000", "testbed API", "rss_mb", 150.0, "controller RSS < 150 MB at 1000 nodes (API)"),
+]
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def render(cells: dict[tuple[str, str], Cell], scenarios: list[str]) -> str:
+    lines = ["| scenario | tool | runs | up s | down s | peak RSS MB | up vs floor | "
+             "up vs Mininet API / CLI | down vs Mininet API / CLI |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for scenario in scenarios:
+        floor = cells.get((scenario, "floor"))
+        mn_api = cells.get((scenario, "Mininet API"))
+        mn_cli = cells.get((scenario, "Mininet CLI"))
+        for tool in TOOLS:
+            cell = cells.get((scenario, tool))
+            if cell is None:
+                continue
+            up, down = cell.median("up"), cell.median("down")
+            if up is None and cell.error:
+                lines.append(f"| {scenario} | {tool} | {len(cell.samples)} | {cell.error[:60]} "
+                             "| | | | | |")
+                continue
+            vs_floor = vs_mn_up = vs_mn_down = ""
+            if tool.startswith("testbed"):
+                vs_floor = _ratio(up, floor.median("up") if floor else None)
+                # CLI against CLI and API against API first; both shown
+                api_up = mn_api.median("up") if mn_api else None
+                cli_up = mn_cli.median("up") if mn_cli else None
+                api_down = mn_api.median("down") if mn_api else None
+                cli_down = mn_cli.median("down") if mn_cli else None
+                vs_mn_up = f"{_ratio(up, api_up)} / {_ratio(up, cli_up)}"
+                vs_mn_down = f"{_ratio(down, api_down)} / {_ratio(down, cli_down)}"
+            lines.append(f"| {scenario} | {tool} | {len(cell.samples)} | {_fmt(up)} | "
+                         f"{_fmt(down)} | {_fmt(cell.median('rss_mb'))} | {vs_floor} | "
+                         f"{vs_mn_up} | {vs_mn_down} |")
+    lines.append("")
+    lines.append("Ratios are testbed / other (below 1 = testbed faster).")
+    lines.append("")
+    lines.append("Issue 2 targets:")
+    for scenario, tool, attr, limit, text in TARGETS:
+        cell = cells.get((scenario, tool))
+        value = cell.median(attr) if cell else None
+        verdict = "not measured" if value is None else \
+            ("met" if value < limit else "MISSED") + f" ({value:.2f})"
+        lines.append(f"- {text}: {verdict}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per cell (default 3)")
+    parser.add_argument("--big-runs", type=int, default=1,
+                        help="runs for N >= 1000 (default 1)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
+    parser.add_argument("--no-mininet", action="store_true", help="skip Mininet")
+    parser.add_argument("--mininet-timeout", type=float, default=300.0,
+                        help="seconds per Mininet run before it is killed (default 300)")
+    parser.add_argument("--testbed", default=str(Path(sys.executable).with_name("testbed")),
+                        help="the testbed executable (default: next to this Python)")
+    parser.add_argument("--json", metavar="FILE", help="also write the samples as JSON")
+    args = parser.parse_args(argv)
+
+    if os.geteuid() != 0:
+        print("bench_topology: needs root (it builds namespaces)", file=sys.stderr)
+        return 2
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if args.no_mininet:
+        tools = [t for t in tools if not t.startswith("Mininet")]
+    if any(t.startswith("Mininet") for t in tools):
+        why = mininet_available()
+        if why:
+            print(f"skipping Mininet: {why}", file=sys.stderr)
+            tools = [t for t in tools if not t.startswith("Mininet")]
+
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+          f"({os.cpu_count()} CPUs)", file=sys.stderr)
+    cells: dict[tuple[str, str], Cell] = {}
+    for scenario in scenarios:
+        runs = args.big_runs if SCENARIOS[scenario][2] >= 1000 else args.runs
+        for tool in tools:
+            cell = cells[scenario, tool] = Cell(scenario, tool)
+            for run in range(runs):
+                if tool == "testbed CLI":
+                    sample = bench_testbed_cli(scenario, run, args.testbed)
+                elif tool == "testbed API":
+                    sample = bench_testbed_api(scenario, run, sys.executable)
+                elif tool == "floor":
+                    sample = bench_floor(scenario, run)
+                elif tool == "Mininet API":
+                    sample = bench_mininet_api(scenario, args.mininet_timeout)
+                else:
+                    sample = bench_mininet_cli(scenario, args.mininet_timeout)
+                cell.samples.append(sample)
+                print(f"{scenario:<10} {tool:<12} run {run + 1}/{runs}: up {_fmt(sample.up)} s, "
+                      f"down {_fmt(sample.down)} s, RSS {_fmt(sample.rss_mb)} MB"
+                      + (f"  [{sample.error}]" if sample.error else ""),
+                      file=sys.stderr, flush=True)
+                if sample.error == "timeout":
+                    break          # a second timeout teaches nothing
+    end_load = os.getloadavg()
+    print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}",
+          file=sys.stderr)
+    print(render(cells, scenarios))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "load_start": load, "load_end": end_load, "cpus": os.cpu_count(),
+            "kernel": os.uname().release,
+            "cells": [{"scenario": c.scenario, "tool": c.tool,
+                       "up": c.median("up"), "down": c.median("down"),
+                       "rss_mb": c.median("rss_mb"),
+                       "samples": [asdict(s) for s in c.samples]} for c in cells.values()],
+        }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
