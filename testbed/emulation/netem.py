@@ -174,6 +174,44 @@ def qdisc_message(ifindex: int, kind: str, handle: int, parent: int, options: by
     return struct.pack("=IHHII", 16 + len(body), rtm_newqdisc, flags, 1, 0) + body
 
 
+def _netem_readback(opts, parent: int) -> dict:
+    """The parts of a dumped netem qdisc we check (u32 probabilities, ticks, packets).
+
+    pyroute2 does not parse TCA_NETEM_LATENCY64/JITTER64, so delay and jitter
+    come from struct tc_netem_qopt, which the kernel fills in psched ticks.
+    """
+    from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
+
+    out = {k: opts[k] for k in ("limit", "loss", "duplicate", "gap")}
+    out["root"] = parent == TC_H_ROOT
+    out["delay_ns"] = int(round(opts["delay"] * 1000 / tick_in_usec))
+    out["jitter_ns"] = int(round(opts["jitter"] * 1000 / tick_in_usec))
+    reorder = opts.get_attr("TCA_NETEM_REORDER")
+    out["reorder"] = reorder["prob_reorder"] if reorder is not None else 0
+    corrupt = opts.get_attr("TCA_NETEM_CORRUPT")
+    out["corrupt"] = corrupt["prob_corrupt"] if corrupt is not None else 0
+    return out
+
+
+def readback_differences(planned: NetemParams, got: dict | None,
+                         tick_per_us: float) -> list[str]:
+    """Pure: where the netem the kernel reports differs from the plan (empty: none)."""
+    if got is None:
+        return ["no netem qdisc with handle 7462: on the interface"]
+    problems = []
+    if not got.get("root", True):
+        problems.append("netem is not the root qdisc")
+    for key in ("limit", "loss", "duplicate", "gap", "reorder", "corrupt"):
+        if got.get(key) != getattr(planned, key):
+            problems.append(f"{key} {got.get(key)} != {getattr(planned, key)}")
+    tick_ns = 1000 / tick_per_us
+    for key, want in (("delay_ns", planned.latency_ns), ("jitter_ns", planned.jitter_ns)):
+        # the qopt field is in ticks (64 ns here); saturates at 2^32 ticks
+        if want < U32_MAX * tick_ns and abs(got.get(key, -1) - want) > tick_ns:
+            problems.append(f"{key} {got.get(key)} != {want}")
+    return problems
+
+
 class NetemBackend:
     """Link emulation with the kernel's netem (delay line) and tbf (bottleneck)."""
 
@@ -279,9 +317,10 @@ class NetemBackend:
                        rate=plan.tbf.rate_bytes, burst=plan.tbf.burst, limit=plan.tbf.limit)
         got = self._read(netns, ifname)
         netem = got.get("netem")
-        if netem is None or netem["limit"] != plan.netem.limit or netem["loss"] != plan.netem.loss:
+        differs = readback_differences(plan.netem, netem, tick_in_usec)
+        if differs:
             raise RealizeError(f"netem on {netns}/{ifname} reads back as {netem}, planned "
-                               f"{plan.netem.describe()}")
+                               f"{plan.netem.describe()} ({'; '.join(differs)})")
         if plan.tbf is not None and (got.get("tbf") or {}).get("rate_bytes") != plan.tbf.rate_bytes:
             raise RealizeError(f"tbf under netem on {netns}/{ifname} reads back as "
                                f"{got.get('tbf')}, planned {plan.tbf.describe()}")
@@ -297,7 +336,7 @@ class NetemBackend:
             for q in ipr.get_qdiscs(index=found[0]):
                 opts = q.get_attr("TCA_OPTIONS")
                 if q.get_attr("TCA_KIND") == "netem" and q["handle"] == NETEM_HANDLE:
-                    out["netem"] = {k: opts[k] for k in ("limit", "loss", "duplicate", "gap")}
+                    out["netem"] = _netem_readback(opts, q["parent"])
                 if q.get_attr("TCA_KIND") == "tbf" and q["handle"] == TBF_HANDLE:
                     parms = opts.get_attr("TCA_TBF_PARMS")
                     out["tbf"] = {"rate_bytes": parms["rate"], "limit": parms["limit"]}
