@@ -60,8 +60,19 @@ def _progress(enabled: bool, message: str) -> None:
 
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread for the duration."""
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread for the duration.
+
+    Only the first one raises: a second Ctrl-C while the run is stopping must
+    not cut the teardown short, so it is reported and otherwise ignored.
+    """
+    raised: list[int] = []
+
     def handler(signum: int, frame: object) -> None:
+        if raised:
+            print(f"testbed: {signal.Signals(signum).name} again: still stopping and tearing "
+                  "down, please wait", file=sys.stderr, flush=True)
+            return
+        raised.append(signum)
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; "
                           "partial results are kept and the testbed is torn down")
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -160,6 +171,15 @@ class Run:
     run_dir: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    flow_failures: dict[str, str] = field(default_factory=dict)
+
+    def _record_process(self, proc: subprocess.Popen, role: str, flow: str, node: str) -> None:
+        """Note a process this run started, in raw/processes.json, as soon as it exists."""
+        assert self.run_dir is not None
+        self.processes.append({"pid": proc.pid, "role": role, "flow": flow, "node": node,
+                               "argv": [str(a) for a in proc.args]})
+        write_json(self.run_dir / "raw" / "processes.json", self.processes)
 
     def execute(self) -> Path:
         self.run_dir = make_run_dir(self.wl.name, self.output)
@@ -356,6 +376,42 @@ class Run:
         raise WorkloadError(f"flow {plan.flow.name}: server on {node.name} port {plan.port} "
                             f"did not listen within {SERVER_READY_TIMEOUT:g}s")
 
+    def _check_ports_free(self, net: Any, plans: list[tuple[FlowPlan, Driver]]) -> None:
+        """Refuse to start when another socket already holds a flow's port on its receiver."""
+        busy: list[str] = []
+        for plan, _ in plans:
+            node = net.nodes[plan.flow.dst]
+            proto = socket.IPPROTO_UDP if plan.flow.protocol == "udp" else socket.IPPROTO_TCP
+            with node.enter():
+                sock = tcpinfo.open_diag_socket()
+            try:
+                if tcpinfo.listening(sock, plan.port, protocol=proto):
+                    busy.append(f"flow {plan.flow.name}: {plan.flow.protocol} port {plan.port} on "
+                                f"{node.name} is already in use by another socket")
+            finally:
+                sock.close()
+        if busy:
+            raise WorkloadError("; ".join(busy) + " (stop what holds it: 'testbed exec "
+                                f"{net.name} <node> ss -tulpn' shows it)")
+
+    def _check_servers(self, plans: list[tuple[FlowPlan, Driver]], servers: list[subprocess.Popen],
+                       clients: dict[str, subprocess.Popen], elapsed: float) -> None:
+        """A server that died (signal or error status) before the run stopped it fails its
+        flow: the client is stopped so it writes what it has, and the reason is kept.
+        (A one-test iperf3 server exits 0 on its own when its flow is done.)"""
+        for (plan, driver), server in zip(plans, servers):
+            name = plan.flow.name
+            code = server.poll()
+            if code is None or code == 0 or name in self.flow_failures:
+                continue
+            client = clients.get(name)
+            how = _exit_how(code)
+            self.flow_failures[name] = (f"server on {plan.flow.dst} port {plan.port} (pid "
+                                        f"{server.pid}) {how} {elapsed:.1f}s into the run")
+            _progress(self.progress, f"flow {name}: {self.flow_failures[name]}")
+            if client is not None:
+                driver.stop(client)
+
     def _run_in(self, net: Any, collected: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         assert self.run_dir is not None
         raw = self.run_dir / "raw"
@@ -374,8 +430,10 @@ class Run:
         t0 = time.monotonic()
         stop_reasons: list[str] = []
         try:
+            self._check_ports_free(net, plans)
             for plan, driver in plans:
                 proc = driver.start_server(net.nodes[plan.flow.dst], plan)
+                self._record_process(proc, "server", plan.flow.name, plan.flow.dst)
                 servers.append(proc)
                 self._wait_listening(net, plan, proc)
             if self.wl.capture.enabled:
@@ -383,6 +441,7 @@ class Run:
                     pcap = raw / f"capture-{node.name}-{ifname}.pcap"
                     captures.append((cap.start_capture(node, ifname, pcap, self.wl.capture.snaplen),
                                      pcap, f"{node.name}:{ifname}"))
+                    self._record_process(captures[-1][0], "capture", "", node.name)
             emulated = [l for l in net.links if l.forward != "none" or l.reverse != "none"]
             targets: dict[str, list[str]] = {}
             for l in emulated:
@@ -409,10 +468,16 @@ class Run:
             last_report = t0
             while True:
                 now = time.monotonic()
+                self._check_servers(plans, servers, clients, now - t0)
                 while pending and t0 + pending[0][0].flow.start.seconds <= now:
                     plan, driver = pending.pop(0)
+                    if plan.flow.name in self.flow_failures:
+                        continue  # its server is gone: starting the client would only add noise
                     clients[plan.flow.name] = driver.start(net.nodes[plan.flow.src], plan)
+                    self._record_process(clients[plan.flow.name], "client", plan.flow.name,
+                                         plan.flow.src)
                 if not pending and all(c.poll() is not None for c in clients.values()):
+                    self._check_servers(plans, servers, clients, time.monotonic() - t0)
                     break
                 if now > end_by:
                     stop_reasons.append(f"flows still running {end_by - t0:.0f}s after start were stopped")
@@ -485,6 +550,7 @@ class Run:
             reasons.append("tcpdump dropped packets: capture analysis is incomplete")
         goodputs = [f["goodput_bps"] for f in flows_out]
         self.manifest["cc_in_use"] = {f["name"]: f["cc"] for f in flows_out}
+        self.manifest["processes"] = self.processes
         self.manifest["collectors"] = {"tcp_info": stats.as_dict() if stats else None,
                                        "capture": cap_stats,
                                        "qdisc_error": str(qs.error) if qs and qs.error else None}
@@ -558,6 +624,9 @@ class Run:
             "pcap": [{k: v for k, v in p.items() if k != "rtt_series"} for p in pc],
             "_pcap_rtt_series": [(t, r) for v in pc for t, r in v["rtt_series"]],
         }
+        if flow.name in self.flow_failures:
+            out["ok"] = False
+            out["error"] = self.flow_failures[flow.name] + (f" ({res.error})" if res.error else "")
         if flow.cc and cc_seen and cc_seen != [flow.cc]:
             out["ok"] = False
             out["error"] = f"asked for cc {flow.cc} but the sockets used {', '.join(cc_seen)}"
@@ -568,6 +637,16 @@ class Run:
             out["udp"] = {**res.udp, "owd_ms": percentiles([x / 1000.0 for x in res.owd_us])}
             out["loss"] = res.udp.get("loss")
         return out
+
+
+def _exit_how(code: int) -> str:
+    """'was killed by SIGKILL' or 'exited with status 1', for a Popen return code."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _explain(out: Path, err: Path) -> str:

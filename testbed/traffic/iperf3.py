@@ -51,6 +51,10 @@ def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *
         recv = end.get("sum_received", {})
         sent = end.get("sum_sent", {})
         res.bytes = int(recv.get("bytes", 0))
+        server_recv = ((server or {}).get("end") or {}).get("sum_received") or {}
+        if not res.bytes and server_recv.get("bytes"):
+            # interrupted: the client never got the server's totals; the server has them
+            res.bytes = int(server_recv["bytes"])
         res.seconds = float(sent.get("seconds") or recv.get("seconds") or 0.0)
         if start.get("test_start", {}).get("bytes"):
             # size-bounded (-n): iperf3's receiver summary is taken when the sender says it

@@ -84,3 +84,11 @@ def test_builtin_client_error_fails_the_flow():
     res = parse_builtin({"role": "client", "connections": [{}], "errors": ["connect to 10.0.0.9:5201: "
                          "Connection refused"]}, None, name="x", protocol="tcp", kind="bulk")
     assert not res.ok and "Connection refused" in res.error
+
+
+def test_iperf3_interrupted_takes_bytes_from_the_server():
+    # Ctrl-C: both ends print JSON; the client's receiver totals are 0 (it never got them)
+    res = parse_iperf3(load("iperf3_interrupted.client.json"), load("iperf3_interrupted.server.json"),
+                       name="f", cc_requested="cubic")
+    assert not res.ok and "interrupt" in res.error
+    assert res.bytes == 2221232 and 15e6 < res.goodput_bps < 21e6
