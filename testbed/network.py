@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from testbed import links, loader
 from testbed.errors import TestbedError
 from testbed.model.topology import Topology, check_name, parse_topology
-from testbed.plan import Plan, make_plan
+from testbed.plan import Plan, first_address, make_plan
 from testbed.realize import backend, netns, state
 
 STATE_VERSION = 1
@@ -79,19 +79,11 @@ class Node:
 
     @property
     def ipv4(self) -> str | None:
-        for iface in self.interfaces:
-            for addr in iface.addresses:
-                if addr.version == 4:
-                    return str(addr.ip)
-        return None
+        return first_address(self.interfaces, 4)
 
     @property
     def ipv6(self) -> str | None:
-        for iface in self.interfaces:
-            for addr in iface.addresses:
-                if addr.version == 6:
-                    return str(addr.ip)
-        return None
+        return first_address(self.interfaces, 6)
 
     def _preexec(self):
         hosts = self.network.state_dir / "hosts"

@@ -69,6 +69,15 @@ class PlannedRoute:
         return f"{dst} via {self.gateway} dev {self.ifname} ({self.origin})"
 
 
+def first_address(interfaces, version: int) -> str | None:
+    """A node's primary address of one IP version: the first on its first interfaces."""
+    for iface in interfaces:
+        for addr in iface.addresses:
+            if addr.version == version:
+                return str(addr.ip)
+    return None
+
+
 def dst_is_default(net: IPNet) -> bool:
     return net.prefixlen == 0
 
@@ -86,19 +95,11 @@ class PlannedNode:
 
     @property
     def ipv4(self) -> str | None:
-        for iface in self.interfaces:
-            for addr in iface.addresses:
-                if addr.version == 4:
-                    return str(addr.ip)
-        return None
+        return first_address(self.interfaces, 4)
 
     @property
     def ipv6(self) -> str | None:
-        for iface in self.interfaces:
-            for addr in iface.addresses:
-                if addr.version == 6:
-                    return str(addr.ip)
-        return None
+        return first_address(self.interfaces, 6)
 
 
 @dataclass(frozen=True)

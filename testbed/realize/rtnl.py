@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Iterator
 
 from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                               NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR)
@@ -149,19 +150,13 @@ class Rtnl:
             failures = []
             pending = set(by_seq)
             while pending:
-                data = self.sock.recv(1 << 20)
-                offset = 0
-                while offset + _HEADER.size <= len(data):
-                    length, msg_type, _flags, seq, _pid = _HEADER.unpack_from(data, offset)
-                    if length < _HEADER.size:
-                        break
+                for msg_type, seq, body in self._receive():
                     if msg_type == NLMSG_ERROR and seq in pending:
                         pending.discard(seq)
-                        code = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
+                        code = -struct.unpack_from("=i", body, _HEADER.size)[0]
                         request = by_seq[seq]
                         if code and code not in request.ok_errnos:
                             failures.append((request, code))
-                    offset += (length + 3) & ~3
             if failures:
                 request, code = failures[0]
                 more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -179,20 +174,26 @@ class Rtnl:
         self.sock.send(msg.data)
         states: dict[int, str] = {}
         while True:
-            data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, msg_type, _flags, seq, _pid = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    break
-                if seq == self.seq:
-                    if msg_type == NLMSG_DONE:
-                        return states
-                    if msg_type == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
-                        raise RealizeError(f"listing interfaces failed: {os.strerror(code)}")
-                    if msg_type == RTM_NEWLINK:
-                        link = ifinfmsg(data[offset:offset + length])
-                        link.decode()
-                        states[link["index"]] = link.get_attr("IFLA_OPERSTATE")
-                offset += (length + 3) & ~3
+            for msg_type, seq, body in self._receive():
+                if seq != self.seq:
+                    continue
+                if msg_type == NLMSG_DONE:
+                    return states
+                if msg_type == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", body, _HEADER.size)[0]
+                    raise RealizeError(f"listing interfaces failed: {os.strerror(code)}")
+                if msg_type == RTM_NEWLINK:
+                    link = ifinfmsg(body)
+                    link.decode()
+                    states[link["index"]] = link.get_attr("IFLA_OPERSTATE")
+
+    def _receive(self) -> Iterator[tuple[int, int, bytes]]:
+        """The messages of one ``recv``: (type, sequence number, whole message)."""
+        data = self.sock.recv(1 << 20)
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            length, msg_type, _flags, seq, _pid = _HEADER.unpack_from(data, offset)
+            if length < _HEADER.size:
+                return
+            yield msg_type, seq, data[offset:offset + length]
+            offset += (length + 3) & ~3
