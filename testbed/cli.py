@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from testbed import cli_run
+from testbed import cli_compare, cli_links, cli_run
 from testbed.errors import TestbedError
 
 
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="what this kernel and host offer and lack, and what to do")
     sub.add_parser("schema", help="print the JSON Schema of topology files")
     cli_run.register(sub)
+    cli_compare.register(sub)
+    cli_links.register(sub)
     return parser
 
 

@@ -1,0 +1,102 @@
+"""The ``testbed validate`` and ``testbed link show|set`` subcommands.
+
+``register(subparsers)`` adds them to the main parser; each handler returns
+an exit code and raises ``TestbedError`` subclasses for errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "validate", help="measure every emulated link and compare with its configuration",
+        description="Bring the topology up (or use --testbed NAME, already up), measure RTT, "
+                    "loss and rate of each emulated link direction and print configured vs "
+                    "measured. Exit code 1 if any link is outside tolerance.")
+    p.add_argument("topology", nargs="?", help="topology file (not needed with --testbed)")
+    p.add_argument("--testbed", dest="testbed_name", default=None,
+                   help="validate a testbed already up, leaving it up")
+    p.add_argument("--name", default=None, help="instance name for the testbed brought up")
+    p.add_argument("--set", dest="assignments", action="append", default=[],
+                   metavar="KEY=VALUE", help="template variable (repeatable)")
+    p.add_argument("--link-backend", default="auto", choices=("auto", "netem", "userspace"))
+    p.add_argument("--link", dest="links", action="append", default=[], metavar="A-B",
+                   help="only this link (repeatable)")
+    p.add_argument("--thorough", action="store_true",
+                   help="100k-packet loss checks and longer rate runs (minutes per link)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=validate_command)
+
+    p = subparsers.add_parser("link", help="show or change emulated links of a testbed that is up")
+    sub = p.add_subparsers(dest="link_command", metavar="show|set")
+    sub.required = True
+    s = sub.add_parser("show", help="each emulated direction: configured, backend, kernel view")
+    s.add_argument("--name", dest="link_name", default=None, metavar="A-B", help="only this link")
+    s.add_argument("--testbed", dest="testbed_name", default=None,
+                   help="testbed instance (default: the only one up)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=link_show_command)
+    s = sub.add_parser("set", help="change some impairments of a link, keeping the others",
+                       description="e.g. testbed link set r1-r2 delay=50ms loss=1%%. "
+                                   "forward is the direction as named (r1->r2 for r1-r2).")
+    s.add_argument("link", metavar="A-B")
+    s.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    s.add_argument("--direction", choices=("forward", "reverse", "both"), default="both")
+    s.add_argument("--testbed", dest="testbed_name", default=None,
+                   help="testbed instance (default: the only one up)")
+    s.set_defaults(func=link_set_command)
+
+
+def _instance(name: str | None) -> str:
+    from testbed.errors import TestbedError
+    from testbed.realize import state
+    if name:
+        return name
+    up = state.instances()
+    if len(up) == 1:
+        return up[0]
+    if not up:
+        raise TestbedError("no testbed is up (start one with: testbed up TOPOLOGY)")
+    raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --testbed")
+
+
+def link_show_command(args: argparse.Namespace) -> int:
+    from testbed.emulation import live
+    entries = live.show(_instance(args.testbed_name), args.link_name)
+    if args.json:
+        print(json.dumps(entries, indent=1, default=str))
+        return 0
+    for e in entries:
+        if e["configured"] is None:
+            print(f"{e['link']:<12} {e['direction']:<16} not emulated")
+            continue
+        print(f"{e['link']:<12} {e['direction']:<16} {e['backend']}: {e['configured']}  "
+              f"(at {e['at']})")
+        print(f"{'':<12} kernel: {json.dumps(e['kernel'], default=str)}")
+    return 0
+
+
+def link_set_command(args: argparse.Namespace) -> int:
+    from testbed.emulation import live
+    imp = live.parse_settings(args.settings)
+    for d, merged in live.change(_instance(args.testbed_name), args.link, imp, args.direction):
+        print(f"{args.link} {d.label}: {merged.describe()}")
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    from testbed import validate
+    from testbed.errors import ConfigError
+    from testbed.loader import parse_assignment
+    if not args.testbed_name and not args.topology:
+        raise ConfigError("give a topology file, or --testbed NAME for one already up")
+    report = validate.validate_cli(
+        topology=args.topology, testbed_name=args.testbed_name, name=args.name,
+        variables=dict(parse_assignment(a) for a in args.assignments),
+        link_backend=args.link_backend, links=args.links or None, thorough=args.thorough)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.render())
+    return 0 if report.ok else 1
