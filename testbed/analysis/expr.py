@@ -1,0 +1,362 @@
+"""``--assert`` expressions: a small, safe grammar over the summary. No eval.
+
+    assertion := sum (CMP sum)+                 CMP: < <= > >= == !=
+    sum       := product (("+" | "-") product)*
+    product   := unary (("*" | "/") unary)*
+    unary     := "-" unary | primary
+    primary   := NUMBER [UNIT] | metric | "(" sum ")"
+    metric    := NAME ["[" selector ("," selector)* "]"]
+    selector  := NAME "=" VALUE                  VALUE: bbr, 1%, 100mbit, cubic-alone, "a b"
+
+NAME must be a known metric (``testbed.analysis.metrics.METRICS``; a suffix
+``_lo``/``_hi`` gives the 95 % CI bounds, ``_n`` the number of runs).
+Numbers take units and are read in base units: ``50mbit`` = 50e6 bit/s,
+``100ms`` = 0.1 s, ``1%`` = 0.01, ``64KB`` = 64000 bytes. A metric's value
+is the mean over the repetitions of the group its selector picks.
+Nothing else parses: no attribute access, calls, subscripts of expressions,
+strings outside selectors or names starting with an underscore.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from testbed.errors import ConfigError
+
+# unit -> (kind, factor to base units)
+UNITS: dict[str, tuple[str, float]] = {
+    "%": ("fraction", 0.01),
+    "bit": ("rate", 1.0), "bps": ("rate", 1.0), "kbit": ("rate", 1e3), "kbps": ("rate", 1e3),
+    "mbit": ("rate", 1e6), "mbps": ("rate", 1e6), "gbit": ("rate", 1e9), "gbps": ("rate", 1e9),
+    "ns": ("time", 1e-9), "us": ("time", 1e-6), "ms": ("time", 1e-3), "s": ("time", 1.0),
+    "b": ("size", 1.0), "kb": ("size", 1e3), "mb": ("size", 1e6), "gb": ("size", 1e9),
+    "kib": ("size", 1024.0), "mib": ("size", 1024.0 ** 2),
+}
+SUFFIXES = ("_lo", "_hi", "_n")
+COMPARATORS = ("<=", ">=", "==", "!=", "<", ">")
+
+_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?:%|[A-Za-z]+)?)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op><=|>=|==|!=|<|>|\+|-|\*|/|\(|\)|\[|\]|,|=)
+""", re.VERBOSE)
+_VALUE = re.compile(r"""\s*(?:"(?P<dq>[^"\\]*)"|'(?P<sq>[^'\\]*)'|(?P<bare>[^\s,\]\[()"'=]+))""")
+
+
+class ExpressionError(ConfigError):
+    """A malformed or unsafe assertion expression."""
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str   # number, name, op, value, end, error
+    text: str
+    pos: int
+
+
+def _error(text: str, pos: int, message: str) -> ExpressionError:
+    pointer = f"\n  {text}\n  {' ' * pos}^"
+    return ExpressionError(f"bad assertion at column {pos + 1}: {message}{pointer}")
+
+
+def tokenize(text: str) -> list[Token]:
+    """The tokens of ``text``; raises at the first character that is not one."""
+    tokens = scan(text)
+    if tokens[-1].kind == "error":
+        raise _error(text, tokens[-1].pos, tokens[-1].text)
+    return tokens
+
+
+def scan(text: str) -> list[Token]:
+    """Tokens up to the end, or up to an ``error`` token (message in ``text``),
+    so that the parser reports problems in the order a reader meets them."""
+    tokens: list[Token] = []
+    pos, depth = 0, 0
+    expect_value = False
+    while pos < len(text):
+        if expect_value:
+            m = _VALUE.match(text, pos)
+            if not m:
+                tokens.append(Token("error", "expected a selector value after '=', "
+                                    "e.g. cc=bbr or loss=1%", pos))
+                return tokens
+            value = next(g for g in (m.group("dq"), m.group("sq"), m.group("bare")) if g is not None)
+            tokens.append(Token("value", value, pos))
+            pos, expect_value = m.end(), False
+            continue
+        m = _TOKEN.match(text, pos)
+        if not m:
+            ch = text[pos]
+            hint = {".": "attribute access is not allowed", '"': "strings are only allowed as "
+                    "selector values", "'": "strings are only allowed as selector values",
+                    ";": "one assertion per --assert", "!": "use != for 'not equal'",
+                    "&": "use one --assert per condition", "|": "use one --assert per condition",
+                    "%": "'%' must follow a number", "*": "", "@": "", "{": "", "}": ""}.get(ch, "")
+            tokens.append(Token("error", f"unexpected character {ch!r}" + (f" ({hint})" if hint else ""),
+                                pos))
+            return tokens
+        kind = m.lastgroup or ""
+        if kind != "space":
+            tok = Token(kind, m.group(), pos)
+            if kind == "op" and tok.text == "[":
+                depth += 1
+            elif kind == "op" and tok.text == "]":
+                depth -= 1
+            elif kind == "op" and tok.text == "=" and depth > 0:
+                expect_value = True
+            tokens.append(tok)
+        pos = m.end()
+    if expect_value:
+        tokens.append(Token("error", "expected a selector value after '='", len(text)))
+        return tokens
+    tokens.append(Token("end", "", len(text)))
+    return tokens
+
+
+# ---- the tree ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Number:
+    value: float
+    text: str
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    metric: str         # base metric name
+    stat: str           # "mean", "lo", "hi", "n"
+    selectors: tuple[tuple[str, str], ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Node"
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str
+    left: "Node"
+    right: "Node"
+
+
+@dataclass(frozen=True)
+class Compare:
+    operands: tuple["Node", ...]
+    ops: tuple[str, ...]
+
+
+Node = Union[Number, MetricRef, Neg, BinOp, Compare]
+
+
+def parse_number(text: str) -> float:
+    m = re.fullmatch(r"((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(%|[A-Za-z]*)", text)
+    if not m:
+        raise ValueError(text)
+    unit = m.group(2).lower()
+    if unit and unit not in UNITS:
+        raise KeyError(unit)
+    return float(m.group(1)) * (UNITS[unit][1] if unit else 1.0)
+
+
+class Parser:
+    """Recursive descent over the tokens; ``metrics`` are the names allowed."""
+
+    def __init__(self, text: str, metrics: set[str]) -> None:
+        self.text = text
+        self.metrics = metrics
+        self.tokens = scan(text)
+        self.i = 0
+
+    @property
+    def tok(self) -> Token:
+        tok = self.tokens[self.i]
+        if tok.kind == "error":
+            raise _error(self.text, tok.pos, tok.text)
+        return tok
+
+    def take(self) -> Token:
+        tok = self.tok
+        self.i += 1
+        return tok
+
+    def expect(self, text: str, what: str) -> Token:
+        if self.tok.kind == "op" and self.tok.text == text:
+            return self.take()
+        raise _error(self.text, self.tok.pos, f"expected {what}, found {self._desc(self.tok)}")
+
+    @staticmethod
+    def _desc(tok: Token) -> str:
+        return "the end" if tok.kind == "end" else repr(tok.text)
+
+    def parse(self) -> Compare:
+        if self.tok.kind == "end":
+            raise _error(self.text, 0, "empty assertion")
+        first = self.sum()
+        operands, ops = [first], []
+        while self.tok.kind == "op" and self.tok.text in COMPARATORS:
+            ops.append(self.take().text)
+            operands.append(self.sum())
+        if self.tok.kind != "end":
+            extra = self.tok
+            if extra.kind == "op" and extra.text == "(":
+                raise _error(self.text, extra.pos, "calls are not allowed")
+            if extra.kind == "op" and extra.text == "=":
+                raise _error(self.text, extra.pos, "use == to compare")
+            raise _error(self.text, extra.pos, f"unexpected {self._desc(extra)}")
+        if not ops:
+            raise _error(self.text, len(self.text), "an assertion must compare two values, "
+                         "e.g. goodput[cc=bbr] > 2 * goodput[cc=cubic]")
+        return Compare(tuple(operands), tuple(ops))
+
+    def sum(self) -> Node:
+        node = self.product()
+        while self.tok.kind == "op" and self.tok.text in ("+", "-"):
+            op = self.take().text
+            node = BinOp(op, node, self.product())
+        return node
+
+    def product(self) -> Node:
+        node = self.unary()
+        while self.tok.kind == "op" and self.tok.text in ("*", "/"):
+            op = self.take().text
+            node = BinOp(op, node, self.unary())
+        return node
+
+    def unary(self) -> Node:
+        if self.tok.kind == "op" and self.tok.text == "-":
+            self.take()
+            return Neg(self.unary())
+        return self.primary()
+
+    def primary(self) -> Node:
+        tok = self.tok
+        if tok.kind == "number":
+            self.take()
+            try:
+                return Number(parse_number(tok.text), tok.text)
+            except KeyError as exc:
+                raise _error(self.text, tok.pos, f"unknown unit {exc.args[0]!r} (use %, bit/kbit/mbit/"
+                             "gbit, ns/us/ms/s, B/KB/MB)") from None
+        if tok.kind == "op" and tok.text == "(":
+            self.take()
+            node = self.sum()
+            self.expect(")", "')'")
+            return node
+        if tok.kind == "name":
+            return self.metric()
+        raise _error(self.text, tok.pos, f"expected a number, a metric or '(', found {self._desc(tok)}")
+
+    def _metric_name(self, tok: Token) -> tuple[str, str]:
+        name = tok.text
+        if name.startswith("_"):
+            raise _error(self.text, tok.pos, f"names starting with '_' are not allowed ({name!r})")
+        if name in self.metrics:
+            return name, "mean"
+        for suffix in SUFFIXES:
+            if name.endswith(suffix) and name[:-len(suffix)] in self.metrics:
+                return name[:-len(suffix)], suffix[1:]
+        raise _error(self.text, tok.pos, f"unknown metric {name!r} (known: "
+                     f"{', '.join(sorted(self.metrics))}; suffix _lo/_hi for the CI, _n for run count)")
+
+    def metric(self) -> MetricRef:
+        tok = self.take()
+        metric, stat = self._metric_name(tok)
+        selectors: list[tuple[str, str]] = []
+        if self.tok.kind == "op" and self.tok.text == "[":
+            self.take()
+            while True:
+                key = self.tok
+                if key.kind != "name":
+                    raise _error(self.text, key.pos, f"expected a selector name, found {self._desc(key)}")
+                if key.text.startswith("_"):
+                    raise _error(self.text, key.pos, f"names starting with '_' are not allowed ({key.text!r})")
+                self.take()
+                self.expect("=", "'=' after the selector name")
+                value = self.take()
+                if value.kind != "value":
+                    raise _error(self.text, value.pos, "expected a selector value")
+                if any(k == key.text for k, _ in selectors):
+                    raise _error(self.text, key.pos, f"selector {key.text!r} given twice")
+                selectors.append((key.text, value.text))
+                if self.tok.kind == "op" and self.tok.text == ",":
+                    self.take()
+                    continue
+                self.expect("]", "',' or ']'")
+                break
+        end = self.tokens[self.i - 1]
+        text = self.text[tok.pos:end.pos + len(end.text)]
+        if self.tok.kind == "op" and self.tok.text == "(":
+            raise _error(self.text, self.tok.pos, "calls are not allowed")
+        if self.tok.kind == "op" and self.tok.text == "[":
+            raise _error(self.text, self.tok.pos, "only one selector list per metric")
+        return MetricRef(metric, stat, tuple(selectors), text)
+
+
+def parse(text: str, metrics: set[str]) -> Compare:
+    """Parse one assertion; ``ExpressionError`` (a ConfigError) when it is not one."""
+    if len(text) > 2000:
+        raise ExpressionError("assertion too long (over 2000 characters)")
+    return Parser(text, metrics).parse()
+
+
+# ---- evaluation ----------------------------------------------------------------
+
+class Missing(Exception):
+    """A metric has no value for the selected runs."""
+
+
+Resolver = Callable[[MetricRef], float | None]
+
+
+def evaluate(node: Node, resolve: Resolver) -> float:
+    if isinstance(node, Number):
+        return node.value
+    if isinstance(node, MetricRef):
+        value = resolve(node)
+        if value is None:
+            raise Missing(f"{node.text} has no value (no matching run or flow measured it)")
+        return value
+    if isinstance(node, Neg):
+        return -evaluate(node.operand, resolve)
+    if isinstance(node, BinOp):
+        a, b = evaluate(node.left, resolve), evaluate(node.right, resolve)
+        if node.op == "+":
+            return a + b
+        if node.op == "-":
+            return a - b
+        if node.op == "*":
+            return a * b
+        if b == 0:
+            raise Missing("division by zero")
+        return a / b
+    raise TypeError(f"not an arithmetic node: {node!r}")
+
+
+_CMP: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+@dataclass
+class Verdict:
+    text: str
+    passed: bool
+    values: list[float]
+    message: str
+
+
+def check(tree: Compare, text: str, resolve: Resolver) -> Verdict:
+    """Evaluate a parsed assertion; a missing value fails it (with the reason)."""
+    try:
+        values = [evaluate(n, resolve) for n in tree.operands]
+    except Missing as exc:
+        return Verdict(text, False, [], str(exc))
+    ok = all(_CMP[op](a, b) for op, a, b in zip(tree.ops, values, values[1:]))
+    shown = " ".join(f"{v:.6g}" if i == 0 else f"{tree.ops[i - 1]} {v:.6g}" for i, v in enumerate(values))
+    return Verdict(text, ok, values, f"{'holds' if ok else 'fails'}: {shown}")

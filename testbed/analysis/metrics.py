@@ -1,0 +1,272 @@
+"""Metrics of one run over a chosen set of its flows, in base units.
+
+Every metric is a pure function ``(RunView, flow names) -> float | None`` in a
+literal registry (``METRICS``). Base units: bit/s, seconds, fractions, bytes,
+counts, so that assertions can say ``rtt_p99 < 100ms`` or ``retrans < 1%``.
+
+Sources, per metric:
+- goodput: the drivers' byte counts over the flow duration (``result.json``);
+- RTT percentiles and queueing delay: the kernel's smoothed RTT in
+  ``tcp_info.csv`` (samples of established sockets), queueing delay being each
+  sample's srtt minus the socket's min_rtt;
+- retransmission rate: bytes retransmitted / bytes sent from each socket's
+  last tcp_info sample;
+- utilisation: goodput / the bottleneck rate (the rate of the tbf qdisc that
+  carried the most bytes, from the manifest; else the ``rate`` variable);
+- backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from testbed.analysis.runs import Run
+from testbed.results import jain_index
+
+FLOW_KEYS = ("cc", "flow", "from", "to", "protocol")
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (as in testbed.results.percentiles)."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+
+
+def flow_attr(flow: dict[str, Any], key: str) -> str | None:
+    """A flow's value for a selector key (cc as read back from its sockets)."""
+    if key == "cc":
+        cc = flow.get("cc") or flow.get("cc_requested")
+        return ",".join(cc) if isinstance(cc, list) else cc
+    if key == "flow":
+        return flow.get("name")
+    value = flow.get(key)
+    return None if value is None else str(value)
+
+
+@dataclass
+class RunView:
+    """A run with derived per-flow data, computed once."""
+
+    run: Run
+    _srtt: dict[str, list[float]] | None = field(default=None, repr=False)
+    _qdelay: dict[str, list[float]] | None = field(default=None, repr=False)
+    _last: dict[str, list[dict[str, Any]]] | None = field(default=None, repr=False)
+
+    @property
+    def flows(self) -> list[dict[str, Any]]:
+        return self.run.flows
+
+    def flow_names(self) -> list[str]:
+        return [f["name"] for f in self.flows]
+
+    def _index(self) -> None:
+        srtt: dict[str, list[float]] = {}
+        qdelay: dict[str, list[float]] = {}
+        last: dict[tuple[str, Any], dict[str, Any]] = {}
+        for row in self.run.tcp_info():
+            name = row.get("flow")
+            if not name:
+                continue
+            last[(name, row.get("sport"))] = row
+            if row.get("state") != "ESTABLISHED" or not row.get("srtt_us"):
+                continue
+            s = row["srtt_us"] / 1e6
+            srtt.setdefault(name, []).append(s)
+            if row.get("min_rtt_us"):
+                qdelay.setdefault(name, []).append(max(0.0, s - row["min_rtt_us"] / 1e6))
+        self._srtt, self._qdelay = srtt, qdelay
+        self._last = {}
+        for (name, _), row in last.items():
+            self._last.setdefault(name, []).append(row)
+
+    def srtt(self, names: Sequence[str]) -> list[float]:
+        if self._srtt is None:
+            self._index()
+        assert self._srtt is not None
+        return [v for n in names for v in self._srtt.get(n, [])]
+
+    def qdelay(self, names: Sequence[str]) -> list[float]:
+        if self._qdelay is None:
+            self._index()
+        assert self._qdelay is not None
+        return [v for n in names for v in self._qdelay.get(n, [])]
+
+    def last_samples(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        if self._last is None:
+            self._index()
+        assert self._last is not None
+        return [r for n in names for r in self._last.get(n, [])]
+
+    def selected(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        wanted = set(names)
+        return [f for f in self.flows if f.get("name") in wanted]
+
+
+# ---- the bottleneck ------------------------------------------------------
+
+def _tbf_bytes(nodes: dict[str, Any]) -> dict[tuple[str, str], tuple[int, float | None]]:
+    out = {}
+    for node, facts in (nodes or {}).items():
+        for q in facts.get("qdiscs") or []:
+            if q.get("kind") == "tbf":
+                rate = (q.get("options") or {}).get("rate")
+                out[(node, q.get("dev"))] = (q.get("bytes") or 0, rate * 8.0 if rate else None)
+    return out
+
+
+def bottleneck(run: Run) -> tuple[str | None, float | None]:
+    """``("node:ifname", rate in bit/s)`` of the busiest rate-limited qdisc."""
+    before = _tbf_bytes(run.manifest.get("nodes_before") or {})
+    after = _tbf_bytes(run.manifest.get("nodes_after") or {})
+    best: tuple[float, str, float | None] | None = None
+    for key, (b_after, rate) in after.items():
+        moved = b_after - before.get(key, (0, None))[0]
+        if best is None or moved > best[0]:
+            best = (moved, f"{key[0]}:{key[1]}", rate)
+    if best is None and before:
+        key, (_, rate) = next(iter(before.items()))
+        best = (0, f"{key[0]}:{key[1]}", rate)
+    where, rate = (best[1], best[2]) if best else (None, None)
+    if rate is None and "rate" in run.variables:
+        from testbed.units import Rate, UnitError
+        try:
+            rate = Rate.parse(run.variables["rate"]).bps
+        except UnitError:
+            rate = None
+    return where, rate
+
+
+def backlog_series(run: Run) -> tuple[str | None, list[tuple[float, float]]]:
+    """(label, [(t, backlog bytes)]) of the qdisc in qdisc.csv that moved the most bytes."""
+    rows = [r for r in run.qdisc() if r.get("t") is not None]
+    if not rows:
+        return None, []
+    moved: dict[tuple[Any, ...], tuple[float, float]] = {}
+    for r in rows:
+        k = (r["node"], r["ifname"], r["kind"], r["handle"])
+        b = r.get("bytes") or 0.0
+        lo, hi = moved.get(k, (b, b))
+        moved[k] = (min(lo, b), max(hi, b))
+    key = max(moved, key=lambda k: moved[k][1] - moved[k][0])
+    series = [(r["t"], r.get("backlog") or 0.0) for r in rows
+              if (r["node"], r["ifname"], r["kind"], r["handle"]) == key]
+    return f"{key[0]}:{key[1]} {key[2]}", series
+
+
+# ---- metrics ---------------------------------------------------------------
+
+def _goodput(v: RunView, names: Sequence[str]) -> float | None:
+    vals = [f.get("goodput_bps") for f in v.selected(names)]
+    vals = [x for x in vals if x is not None]
+    return sum(vals) if vals else None
+
+
+def _rtt(p: float) -> Callable[[RunView, Sequence[str]], float | None]:
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        return percentile(v.srtt(names), p)
+    return metric
+
+
+def _qdelay(p: float) -> Callable[[RunView, Sequence[str]], float | None]:
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        return percentile(v.qdelay(names), p)
+    return metric
+
+
+def _retrans(v: RunView, names: Sequence[str]) -> float | None:
+    rows = v.last_samples(names)
+    sent = sum(r.get("bytes_sent") or 0 for r in rows)
+    if rows and sent > 0:
+        return sum(r.get("bytes_retrans") or 0 for r in rows) / sent
+    return None
+
+
+def _udp_loss(v: RunView, names: Sequence[str]) -> float | None:
+    vals = [f.get("loss") for f in v.selected(names) if f.get("protocol") == "udp"]
+    vals = [float(x) for x in vals if x is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _fct(v: RunView, names: Sequence[str]) -> float | None:
+    vals = [float(x) for f in v.selected(names) for x in (f.get("fct_s") or []) if x is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _jain(v: RunView, names: Sequence[str]) -> float | None:
+    vals = [f.get("goodput_bps") for f in v.selected(names)]
+    if len(vals) < 2 or any(x is None for x in vals):
+        return None
+    return jain_index(vals)
+
+
+def _utilisation(v: RunView, names: Sequence[str]) -> float | None:
+    g = _goodput(v, names)
+    _, rate = bottleneck(v.run)
+    return g / rate if g is not None and rate else None
+
+
+def _backlog_p95(v: RunView, names: Sequence[str]) -> float | None:
+    return percentile([b for _, b in backlog_series(v.run)[1]], 95)
+
+
+def _drops(v: RunView, names: Sequence[str]) -> float | None:
+    drops = ((v.run.result.get("summary") or {}).get("qdisc_drops") or {})
+    vals = [d.get("drops") for d in drops.values() if d.get("drops") is not None]
+    return float(max(vals)) if vals else None
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str            # bps, s, fraction, ratio, bytes, count
+    better: str          # "higher", "lower" or ""
+    help: str
+    fn: Callable[[RunView, Sequence[str]], float | None]
+    per_flow: bool = True  # False: a property of the run (the bottleneck), not of flows
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("goodput", "bps", "higher", "sum of the flows' goodput", _goodput),
+    Metric("rtt_p50", "s", "lower", "median smoothed RTT (tcp_info)", _rtt(50)),
+    Metric("rtt_p95", "s", "lower", "95th percentile smoothed RTT", _rtt(95)),
+    Metric("rtt_p99", "s", "lower", "99th percentile smoothed RTT", _rtt(99)),
+    Metric("qdelay_p50", "s", "lower", "median queueing delay (srtt - min_rtt)", _qdelay(50)),
+    Metric("qdelay_p95", "s", "lower", "95th percentile queueing delay", _qdelay(95)),
+    Metric("retrans", "fraction", "lower", "bytes retransmitted / bytes sent", _retrans),
+    Metric("udp_loss", "fraction", "lower", "UDP loss reported by the receiver", _udp_loss),
+    Metric("fct", "duration", "lower", "mean flow (connection) completion time", _fct),
+    Metric("jain", "ratio", "higher", "Jain's fairness index of goodput across the flows", _jain),
+    Metric("utilisation", "fraction", "higher", "goodput / bottleneck rate", _utilisation),
+    Metric("backlog_p95", "bytes", "lower", "95th percentile bottleneck queue backlog",
+           _backlog_p95, per_flow=False),
+    Metric("drops", "count", "lower", "drops at the bottleneck qdisc", _drops, per_flow=False),
+)}
+
+DEFAULT_COLUMNS = ("goodput", "rtt_p50", "rtt_p95", "rtt_p99", "qdelay_p50", "retrans", "udp_loss",
+                   "fct", "jain", "utilisation")
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    """A value for people: Mbit/s, ms, %, KB."""
+    if value is None:
+        return "-"
+    if unit == "bps":
+        return f"{value / 1e6:.2f}"
+    if unit == "s":
+        return f"{value * 1e3:.1f}"
+    if unit == "duration":
+        return f"{value:.3g}"
+    if unit == "fraction":
+        return f"{value * 100:.2f}"
+    if unit == "bytes":
+        return f"{value / 1e3:.1f}"
+    if unit == "ratio":
+        return f"{value:.3f}"
+    return f"{value:g}"
+
+
+UNIT_LABEL = {"bps": "Mbit/s", "s": "ms", "duration": "s", "fraction": "%", "bytes": "KB", "ratio": "", "count": ""}

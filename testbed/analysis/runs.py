@@ -1,0 +1,203 @@
+"""Finding and loading run directories, and refusing what cannot be compared.
+
+A run directory is any directory holding ``result.json`` (written by
+``testbed run``). Paths given by the user are run directories or trees of
+them (``results/cubic-vs-bbr/``). Only files are read; nothing needs root.
+Time series (``tcp_info.csv``, ``qdisc.csv``) are read lazily.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from testbed.errors import TestbedError
+from testbed.results import SCHEMA_VERSION
+
+
+class ResultsError(TestbedError):
+    """Run directories that cannot be read or compared (missing, mixed, unknown schema)."""
+
+    exit_code = 6
+
+
+def _num(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@dataclass
+class Run:
+    """One run directory: its result, manifest and (lazily) time series."""
+
+    path: Path
+    result: dict[str, Any]
+    manifest: dict[str, Any]
+    _tcp_info: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _qdisc: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.result.get("run_id") or self.path.name)
+
+    @property
+    def workload(self) -> str:
+        return str(self.result.get("workload"))
+
+    @property
+    def variables(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (self.result.get("variables") or {}).items()}
+
+    @property
+    def flows(self) -> list[dict[str, Any]]:
+        return list(self.result.get("flows") or [])
+
+    @property
+    def suspect(self) -> bool:
+        return bool(self.result.get("suspect"))
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.result.get("partial")) or self.result.get("status") != "complete"
+
+    @property
+    def link_backend(self) -> str | None:
+        return (self.manifest.get("testbed") or {}).get("link_backend")
+
+    def tcp_info(self) -> list[dict[str, Any]]:
+        """Rows of tcp_info.csv, numbers as floats (None when empty)."""
+        if self._tcp_info is None:
+            rows = []
+            for r in read_csv(self.path / "tcp_info.csv"):
+                row: dict[str, Any] = {k: r[k] for k in ("flow", "node", "state", "cc", "src", "dst")
+                                       if k in r}
+                for k in ("t", "sport", "dport", "cwnd", "srtt_us", "min_rtt_us", "bytes_acked",
+                          "bytes_sent", "bytes_retrans", "total_retrans", "delivery_rate_bps", "mss"):
+                    row[k] = _num(r.get(k))
+                rows.append(row)
+            self._tcp_info = rows
+        return self._tcp_info
+
+    def qdisc(self) -> list[dict[str, Any]]:
+        if self._qdisc is None:
+            rows = []
+            for r in read_csv(self.path / "qdisc.csv"):
+                row: dict[str, Any] = {k: r.get(k) for k in ("node", "ifname", "kind", "handle")}
+                for k in ("t", "bytes", "packets", "drops", "backlog", "qlen"):
+                    row[k] = _num(r.get(k))
+                rows.append(row)
+            self._qdisc = rows
+        return self._qdisc
+
+
+def load_run(path: Path) -> Run:
+    """One run directory; ``ResultsError`` for unreadable files or an unknown schema."""
+    path = Path(path)
+    try:
+        result = json.loads((path / "result.json").read_text())
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read result.json: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}/result.json: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(result, dict):
+        raise ResultsError(f"{path}/result.json: not a result object")
+    version = result.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{path}/result.json: result schema version {version!r} is unknown to "
+                           f"this testbed (it reads version {SCHEMA_VERSION}); use the testbed "
+                           "version that wrote it, or re-run the workload")
+    manifest: dict[str, Any] = {}
+    mpath = path / "manifest.json"
+    if mpath.exists():
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ResultsError(f"{mpath}: cannot read the manifest: {exc}") from None
+    return Run(path=path, result=result, manifest=manifest)
+
+
+def find_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
+    """Every run directory at or under ``paths``, in a stable order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ResultsError(f"{p}: no such file or directory")
+        if p.is_file():
+            if p.name == "result.json":
+                found.append(p.parent)
+                continue
+            raise ResultsError(f"{p}: not a run directory (give a directory holding result.json, "
+                               "or a directory of runs)")
+        if (p / "result.json").exists():
+            found.append(p)
+        else:
+            found.extend(sorted(r.parent for r in p.rglob("result.json")))
+    unique = list(dict.fromkeys(d.resolve() for d in found))
+    if not unique:
+        raise ResultsError(f"no runs found under {', '.join(map(str, paths))}: a run directory holds "
+                           "result.json (written by 'testbed run')")
+    return unique
+
+
+@dataclass
+class RunSet:
+    """The runs being compared, and those left out (with why)."""
+
+    runs: list[Run]
+    excluded_suspect: list[Run]
+    excluded_partial: list[Run]
+    workload: str
+
+    @property
+    def total(self) -> int:
+        return len(self.runs) + len(self.excluded_suspect) + len(self.excluded_partial)
+
+    def exclusion_note(self) -> str:
+        parts = []
+        if self.excluded_suspect:
+            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated; --include-suspect)")
+        if self.excluded_partial:
+            parts.append(f"{len(self.excluded_partial)} partial/failed (--include-partial)")
+        return "excluded: " + ", ".join(parts) if parts else "nothing excluded"
+
+
+def load_runs(paths: Iterable[Path | str], *, include_suspect: bool = False,
+              include_partial: bool = False) -> RunSet:
+    """Load and check the runs at ``paths``: one workload, known schema, something left."""
+    paths = list(paths)
+    runs = [load_run(d) for d in find_run_dirs(paths)]
+    workloads: dict[str, list[Run]] = {}
+    for r in runs:
+        workloads.setdefault(r.workload, []).append(r)
+    if len(workloads) > 1:
+        desc = "; ".join(f"{w} ({len(rs)} run{'s' if len(rs) > 1 else ''}, e.g. {rs[0].path})"
+                         for w, rs in sorted(workloads.items()))
+        raise ResultsError(f"runs of different workloads are mixed: {desc}. Compare one workload "
+                           "at a time (give its results directory)")
+    kept, suspect, partial = [], [], []
+    for r in runs:
+        if r.partial and not include_partial:
+            partial.append(r)
+        elif r.suspect and not include_suspect:
+            suspect.append(r)
+        else:
+            kept.append(r)
+    rs = RunSet(kept, suspect, partial, next(iter(workloads)))
+    if not kept:
+        raise ResultsError(f"all {rs.total} run(s) of {rs.workload} were left out ({rs.exclusion_note()}); "
+                           "nothing to compare")
+    return rs

@@ -1,0 +1,110 @@
+"""The ``testbed compare`` and ``testbed report`` subcommands. They read run
+directories only (no root). ``register(subparsers)`` adds both."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_DIR",
+                   help="run directories, or directories of runs (e.g. results/cubic-vs-bbr/)")
+    p.add_argument("--by", action="append", default=[], metavar="KEY",
+                   help="also split groups by a flow attribute (cc, flow, from, to, protocol) or "
+                        "show this variable (repeatable)")
+    p.add_argument("--include-suspect", action="store_true",
+                   help="include runs marked suspect (host saturated); excluded and counted by default")
+    p.add_argument("--include-partial", action="store_true",
+                   help="include partial, failed or interrupted runs")
+
+
+def register(subparsers: Any) -> None:
+    from testbed.analysis.metrics import METRICS
+    from testbed.analysis.tables import FORMATS
+    names = ", ".join(METRICS)
+    p = subparsers.add_parser(
+        "compare", help="compare runs: tables per group, CIs over repetitions, --assert verdicts",
+        description="Group runs by matrix point, show each metric's mean and 95 %% CI over "
+                    f"repetitions, test differences (Mann-Whitney U). Metrics: {names}.",
+        epilog='example: testbed compare results/loss-sweep --by cc '
+               '--assert "goodput[cc=bbr,loss=1%%] > 2 * goodput[cc=cubic,loss=1%%]" --junit out.xml')
+    _add_selection(p)
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--metrics", default=None, metavar="M1,M2",
+                   help="columns to show (default: those with data among goodput, RTT, qdelay, "
+                        "retrans, udp_loss, fct, jain, utilisation)")
+    p.add_argument("--test-metric", default="goodput", metavar="METRIC",
+                   help="metric for the significance tests between groups (default: goodput)")
+    p.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
+                   help="a condition over the summary, e.g. 'goodput[cc=bbr] > 50mbit'; "
+                        "exit code 1 if one fails (repeatable)")
+    p.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                   help="write the assertions' verdicts as JUnit XML")
+    p.set_defaults(func=compare_command)
+
+    p = subparsers.add_parser(
+        "report", help="one self-contained HTML page with tables, plots and manifests",
+        description="Write an HTML report (plots embedded, readable offline) of the runs.")
+    _add_selection(p)
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"),
+                   help="HTML file to write (default: report.html)")
+    p.add_argument("--png-dir", type=Path, default=None,
+                   help="also write each plot as a PNG file into this directory")
+    p.set_defaults(func=report_command)
+
+
+def _metrics(arg: str | None, summary: Any) -> list[str]:
+    from testbed.analysis.metrics import METRICS
+    from testbed.analysis.tables import default_metrics, visible_metrics
+    from testbed.errors import ConfigError
+    if arg is None:
+        return visible_metrics(summary, default_metrics())
+    wanted = [m.strip() for m in arg.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"--metrics: unknown {', '.join(unknown)} (known: {', '.join(METRICS)})")
+    return wanted
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from testbed.analysis import load_runs, summarize
+    from testbed.analysis import tables, verdicts
+    from testbed.analysis.metrics import METRICS
+    from testbed.errors import ConfigError
+    if args.test_metric not in METRICS:
+        raise ConfigError(f"--test-metric: unknown {args.test_metric!r} (known: {', '.join(METRICS)})")
+    if args.junit is not None and not args.assertions:
+        raise ConfigError("--junit needs at least one --assert")
+    runset = load_runs(args.paths, include_suspect=args.include_suspect,
+                       include_partial=args.include_partial)
+    summary = summarize(runset, args.by)
+    metrics = _metrics(args.metrics, summary)
+    # parse and resolve every assertion before printing anything
+    results = verdicts.check_assertions(summary, args.assertions) if args.assertions else []
+    comparisons = summary.comparisons(args.test_metric)
+    if args.format == "table":
+        tables.print_table(summary, metrics, comparisons)
+    elif args.format == "csv":
+        sys.stdout.write(tables.to_csv(summary, metrics))
+    elif args.format == "json":
+        print(tables.to_json(summary, metrics, comparisons))
+    else:
+        sys.stdout.write(tables.to_markdown(summary, metrics, comparisons))
+    out = sys.stdout if args.format == "table" else sys.stderr
+    for v in results:
+        print(f"{'PASS' if v.passed else 'FAIL'}: {v.text}  ({v.message})", file=out)
+    if args.junit is not None:
+        verdicts.write_junit(results, args.junit)
+    return 1 if any(not v.passed for v in results) else 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from testbed.analysis import load_runs, report
+    runset = load_runs(args.paths, include_suspect=args.include_suspect,
+                       include_partial=args.include_partial)
+    path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir)
+    print(path)
+    return 0
