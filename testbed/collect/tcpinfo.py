@@ -3,11 +3,13 @@
 ``open_diag_socket`` opens a NETLINK_SOCK_DIAG socket in the current
 namespace (call it inside ``Node.enter()``: the socket stays bound to the
 namespace it was made in). ``TcpInfoSampler`` dumps TCP sockets of every
-given namespace at a fixed period on a thread of its own and spools the raw
-netlink messages of the sockets it was asked about to a file, so the hot
-loop only walks message headers; ``decode_spool`` turns the file into rows
-afterwards. Decoding is pure and tested against pyroute2's own ``tcp_info``
-layout on captured dumps.
+given namespace at a fixed period on a thread of its own. The kernel does
+the filtering (an inet_diag bytecode program on the destination ports of
+the flows), so what comes back is only the flows' sockets and the hot loop
+writes each netlink read to a spool file as it is, with a time stamp: no
+per-socket Python work while sampling. ``decode_spool`` turns the file into
+rows afterwards. Decoding is pure and tested against pyroute2's own
+``tcp_info`` layout on captured dumps.
 
 Why raw messages and not ``pyroute2.DiagSocket.get_sock_stats``: the same
 dump decoded by pyroute2's marshal costs ~20x more CPU per socket (see
@@ -18,14 +20,16 @@ the same (``inet_diag_req_v2``, ``inet_diag_msg``, ``tcp_info``).
 
 from __future__ import annotations
 
+import ctypes
 import io
+import os
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -37,6 +41,9 @@ INET_DIAG_INFO = 2
 INET_DIAG_VEGASINFO = 3
 INET_DIAG_CONG = 4
 INET_DIAG_BBRINFO = 16
+INET_DIAG_REQ_BYTECODE = 1
+# inet_diag bytecode operations (include/uapi/linux/inet_diag.h)
+BC_JMP, BC_D_GE, BC_D_LE, BC_D_EQ = 1, 4, 5, 12
 # idiag_ext is a u8: BBR info is returned for the VEGASINFO bit (as ss does)
 EXT_MASK = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_VEGASINFO - 1)) | (1 << (INET_DIAG_CONG - 1))
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
@@ -51,7 +58,12 @@ _REQ = struct.Struct("=BBBBI HH 16s16s I 8s".replace(" ", ""))  # inet_diag_req_
 _MSG_HEAD = struct.Struct("=BBBB")
 _PORTS = struct.Struct(">HH")
 _RTA = struct.Struct("=HH")
-_SPOOL = struct.Struct("=dHI")  # time, namespace index, message length
+_SPOOL = struct.Struct("=dHI")  # time, namespace index, length of what follows
+# spool v2: this magic, then records of (time, namespace index, length) + one netlink
+# read as received (whole messages, NLMSG_DONE included). Without it: v1, records of
+# one inet_diag message each (no netlink header).
+SPOOL_MAGIC = b"TBSPOOL2"
+_OP = struct.Struct("=BBH")
 
 # struct tcp_info (include/uapi/linux/tcp.h), in order, as far as we read it
 TCP_INFO_FIELDS: tuple[tuple[str, str], ...] = (
@@ -88,10 +100,54 @@ def open_diag_socket() -> socket.socket:
     return s
 
 
+def port_filter(ports: frozenset[int] | set[int] | list[int]) -> bytes:
+    """inet_diag bytecode accepting sockets whose destination port is in ``ports``.
+
+    Ports are grouped into ranges; each range is a block (``dport == p``, or
+    ``dport >= lo`` and ``dport <= hi``) and the blocks are OR-ed: a failed
+    test jumps to the next block (past the end, i.e. reject, from the last),
+    a passed block jumps to the end (accept). Every jump lands on an op of the
+    fall-through chain, which is what the kernel's audit requires.
+    """
+    if not ports:
+        raise ValueError("port_filter needs at least one port")
+    ranges: list[list[int]] = []
+    for p in sorted(set(ports)):
+        if not 0 < p < 65536:
+            raise ValueError(f"port {p} out of range")
+        if ranges and p == ranges[-1][1] + 1:
+            ranges[-1][1] = p
+        else:
+            ranges.append([p, p])
+    blocks = [[(BC_D_EQ, lo)] if lo == hi else [(BC_D_GE, lo), (BC_D_LE, hi)] for lo, hi in ranges]
+    sizes = [8 * len(b) + (4 if i < len(blocks) - 1 else 0) for i, b in enumerate(blocks)]
+    total = sum(sizes)
+    out = bytearray()
+    start = 0
+    for i, block in enumerate(blocks):
+        nxt = start + sizes[i]
+        last = i == len(blocks) - 1
+        for code, port in block:
+            off = len(out)
+            out += _OP.pack(code, 8, (total - off + 4) if last else (nxt - off))
+            out += _OP.pack(0, 0, port)
+        if not last:
+            off = len(out)
+            out += _OP.pack(BC_JMP, 4, total - off)
+        start = nxt
+    assert len(out) == total
+    return bytes(out)
+
+
 def build_request(*, protocol: int = socket.IPPROTO_TCP, states: int = DATA_STATES,
-                  ext: int = EXT_MASK, family: int = socket.AF_INET, seq: int = 1) -> bytes:
-    """A SOCK_DIAG_BY_FAMILY dump request (nlmsghdr + inet_diag_req_v2)."""
+                  ext: int = EXT_MASK, family: int = socket.AF_INET, seq: int = 1,
+                  dports: frozenset[int] | None = None) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY dump request (nlmsghdr + inet_diag_req_v2), with a kernel-side
+    filter on destination ports when ``dports`` is given."""
     body = _REQ.pack(family, protocol, ext, 0, states, 0, 0, b"", b"", 0, b"")
+    if dports:
+        bc = port_filter(dports)
+        body += _RTA.pack(4 + len(bc), INET_DIAG_REQ_BYTECODE) + bc + b"\0" * (-len(bc) % 4)
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
                           NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
@@ -177,12 +233,24 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
 
 
 def iter_spool(data: bytes) -> Iterator[tuple[float, int, bytes]]:
-    """(time, namespace index, message) records of a spool file's contents."""
-    off = 0
+    """(time, namespace index, inet_diag message) records of a spool file's contents."""
+    v2 = data.startswith(SPOOL_MAGIC)
+    off = len(SPOOL_MAGIC) if v2 else 0
     while off + _SPOOL.size <= len(data):
         t, idx, length = _SPOOL.unpack_from(data, off)
         off += _SPOOL.size
-        yield t, idx, data[off: off + length]
+        if not v2:
+            yield t, idx, data[off: off + length]
+        else:
+            end = min(off + length, len(data))
+            pos = off
+            while pos + 16 <= end:
+                mlen, mtype = _NLMSGHDR.unpack_from(data, pos)[:2]
+                if mlen < 16:
+                    break
+                if mtype == SOCK_DIAG_BY_FAMILY:
+                    yield t, idx, data[pos + 16: pos + mlen]
+                pos += (mlen + 3) & ~3
         off += length
 
 
@@ -213,9 +281,10 @@ class SamplerStats:
     interval: float
     ticks: int = 0
     missed: int = 0
-    records: int = 0
+    reads: int = 0  # netlink reads spooled (one per namespace and tick, unless a dump is big)
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    realtime: bool = False
 
     @property
     def missed_fraction(self) -> float:
@@ -224,8 +293,9 @@ class SamplerStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"interval_s": self.interval, "ticks": self.ticks, "missed": self.missed,
-                "missed_fraction": self.missed_fraction, "records": self.records,
+                "missed_fraction": self.missed_fraction, "reads": self.reads,
                 "cpu_seconds": self.cpu_seconds, "wall_seconds": self.wall_seconds,
+                "sched_fifo": self.realtime,
                 "cpu_fraction": self.cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0}
 
 
@@ -261,44 +331,104 @@ class TcpInfoSampler:
         return self.stats
 
     def _run(self) -> None:
-        request = build_request()
-        buf = bytearray(1 << 18)
-        ports = self.ports
-        pack = _SPOOL.pack
         cpu0 = time.thread_time()
         wall0 = time.monotonic()
         try:
-            with open(self.spool, "wb", buffering=1 << 20) as out:
-                write = out.write
-                unpack_ports = _PORTS.unpack_from
-                monotonic, sleep, interval = time.monotonic, time.sleep, self.interval
-                stop = self._stop.is_set
-                sockets = [(idx, sock) for idx, (_, sock) in enumerate(self.sockets)]
-                records = ticks = missed = 0
-                nxt = monotonic()
-                while not stop():
-                    now = monotonic()
-                    for idx, sock in sockets:
-                        for msg in dump(sock, request, buf):
-                            if ports and unpack_ports(msg, 4)[1] not in ports:
-                                continue
-                            write(pack(now, idx, len(msg)))
-                            write(msg)
-                            records += 1
-                    ticks += 1
-                    nxt += interval
-                    now = monotonic()
-                    if now > nxt:  # late: count the periods skipped, keep the grid
-                        behind = int((now - nxt) / interval)
-                        missed += behind
-                        nxt += behind * interval
-                    sleep(max(0.0, nxt - now))
-                    self.stats.ticks, self.stats.missed, self.stats.records = ticks, missed, records
+            self.stats.realtime = _try_realtime()
+            self._loop()
         except BaseException as exc:  # reported by the orchestrator, not swallowed
             self.error = exc
         finally:
             self.stats.cpu_seconds = time.thread_time() - cpu0
             self.stats.wall_seconds = time.monotonic() - wall0
+
+    def _loop(self) -> None:
+        """The hot loop: per tick and namespace one send and (usually) one recv_into of a
+        pre-built request into one buffer, written out as it came. Sleeps to absolute
+        deadlines on the period's grid; a period that is over before its tick started is
+        counted as missed and skipped."""
+        request = build_request(dports=self.ports or None)
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        pack, hdr = _SPOOL.pack, _NLMSGHDR.unpack_from
+        sleep_until = _absolute_sleeper()
+        monotonic, interval = time.monotonic, self.interval
+        stop = self._stop.is_set
+        stats = self.stats
+        socks = [(idx, sock.send, sock.recv_into) for idx, (_, sock) in enumerate(self.sockets)]
+        for _, sock in self.sockets:  # the kernel audits the filter: fail here, loudly, if it objects
+            for _ in dump(sock, request, buf):
+                pass
+        with open(self.spool, "wb", buffering=1 << 20) as out:
+            write = out.write
+            write(SPOOL_MAGIC)
+            ticks = missed = reads = 0
+            nxt = monotonic()
+            while not stop():
+                now = monotonic()
+                for idx, send, recv_into in socks:
+                    send(request)
+                    while True:
+                        n = recv_into(buf)
+                        write(pack(now, idx, n))
+                        write(view[:n])
+                        reads += 1
+                        # done when this read ends with NLMSG_DONE (or an error): walk headers
+                        off = last = 0
+                        while off + 16 <= n:
+                            length, last = hdr(buf, off)[:2]
+                            off += (length + 3) & ~3
+                        if n == 0 or last == NLMSG_DONE:
+                            break
+                        if last == NLMSG_ERROR:
+                            err = -struct.unpack_from("=i", buf, off - ((length + 3) & ~3) + 16)[0]
+                            raise OSError(err, f"sock_diag dump failed: errno {err}")
+                ticks += 1
+                nxt += interval
+                now = monotonic()
+                if now > nxt:  # late: count the periods skipped, keep the grid
+                    behind = int((now - nxt) / interval)
+                    missed += behind
+                    nxt += behind * interval
+                sleep_until(nxt)
+                stats.ticks, stats.missed, stats.reads = ticks, missed, reads
+
+
+def _try_realtime(priority: int = 10) -> bool:
+    """Run the calling thread under SCHED_FIFO (root only); False if not allowed."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _absolute_sleeper() -> Callable[[float], None]:
+    """sleep_until(t): sleep to CLOCK_MONOTONIC time ``t`` with clock_nanosleep(TIMER_ABSTIME)
+    (no drift from computing a relative delay; ctypes releases the GIL), else time.sleep."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        nanosleep = libc.clock_nanosleep
+    except (OSError, AttributeError):
+        nanosleep = None
+    if nanosleep is None:
+        def fallback(t: float) -> None:
+            time.sleep(max(0.0, t - time.monotonic()))
+        return fallback
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+    ts = Timespec()
+    ref = ctypes.byref(ts)
+    nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    clock, flags = time.CLOCK_MONOTONIC, 1  # TIMER_ABSTIME
+
+    def sleep_until(t: float) -> None:
+        sec = int(t)
+        ts.tv_sec, ts.tv_nsec = sec, int((t - sec) * 1e9)
+        while nanosleep(clock, flags, ref, None) == 4:  # EINTR: sleep again to the same time
+            pass
+    return sleep_until
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] = CSV_COLUMNS) -> None:

@@ -52,6 +52,36 @@ def test_spool_roundtrip():
     assert [r["node"] for r in rows] == ["h1", "h2", "h1", "h2"]
 
 
+def test_spool_v2_holds_whole_netlink_reads():
+    msgs = list(messages((DATA / "sockdiag_tcp_cubic_bbr.bin").read_bytes()))
+
+    def nl(m, mtype=20):
+        return struct.pack("=IHHII", 16 + len(m), mtype, 2, 1, 0) + m + b"\0" * (-len(m) % 4)
+    read1 = nl(msgs[0]) + nl(msgs[1])
+    read2 = nl(msgs[2]) + nl(msgs[3]) + nl(struct.pack("=i", 0), mtype=3)  # ends with NLMSG_DONE
+    spool = tcpinfo.SPOOL_MAGIC + b"".join(struct.pack("=dHI", 5.0 + i, i, len(r)) + r
+                                           for i, r in enumerate((read1, read2)))
+    rows = tcpinfo.decode_spool(spool, ["h1", "h2"], t0=5.0)
+    assert [(r["t"], r["node"]) for r in rows] == [(0.0, "h1"), (0.0, "h1"), (1.0, "h2"), (1.0, "h2")]
+    assert rows == [dict(tcpinfo.decode_message(m), t=r["t"], node=r["node"])
+                    for m, r in zip(msgs, rows)]
+
+
+def test_port_filter_bytecode_layout():
+    op = struct.Struct("=BBH")
+    # one range (5201-5203) and a single port (6000): GE, LE, JMP, EQ
+    bc = tcpinfo.port_filter({5201, 5202, 5203, 6000})
+    ops = [op.unpack_from(bc, o) for o in (0, 4, 8, 12, 16, 20, 24)]
+    assert len(bc) == 28
+    assert ops[0] == (tcpinfo.BC_D_GE, 8, 20) and ops[1][2] == 5201     # fail -> next block
+    assert ops[2] == (tcpinfo.BC_D_LE, 8, 12) and ops[3][2] == 5203
+    assert ops[4] == (tcpinfo.BC_JMP, 4, 12)                           # passed -> end (accept)
+    assert ops[5] == (tcpinfo.BC_D_EQ, 8, 12) and ops[6][2] == 6000    # fail -> past end (reject)
+    req = tcpinfo.build_request(dports=frozenset({5201}))
+    assert struct.unpack_from("=I", req)[0] == len(req) == 16 + 56 + 4 + 8
+    assert struct.unpack_from("=HH", req, 72) == (12, tcpinfo.INET_DIAG_REQ_BYTECODE)
+
+
 def test_request_layout():
     req = tcpinfo.build_request()
     length, mtype, flags = struct.unpack_from("=IHH", req)
