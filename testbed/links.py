@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from testbed.emulation import Selection, select_backend, set_offloads
 from testbed.errors import PreflightError
 from testbed.model.impairment import Impairment
 from testbed.plan import Plan, PlannedLink
 from testbed.units import Duration
+
+if TYPE_CHECKING:     # testbed.emulation imports pyroute2 (~0.25 s): only when a link needs it
+    from testbed.emulation import Selection
 
 PER_PACKET = ("loss", "jitter", "reorder", "duplicate", "corrupt")
 
@@ -61,6 +63,7 @@ def choose(plan: Plan, requested: str) -> Selection | None:
         if requested not in ("auto", "netem", "userspace"):
             raise PreflightError(f"unknown link backend {requested!r}; choose auto, netem, userspace")
         return None
+    from testbed.emulation import select_backend
     selection = select_backend(requested)
     problems = []
     for d in wanted:
@@ -87,6 +90,7 @@ def steps(plan: Plan, selection: Selection) -> list[str]:
 
 def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
     """Apply every emulated direction; returns notes for the user (e.g. offloads)."""
+    from testbed.emulation import set_offloads
     notes = []
     if needs_per_packet(plan):
         # A GSO super-packet is one skb until it leaves the last device: a loss

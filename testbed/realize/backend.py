@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from testbed.errors import PreflightError, RealizeError
 from testbed.plan import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
 from testbed.realize import netns, state
@@ -149,6 +146,8 @@ def realize(plan: Plan, journal: state.Journal,
                 teardown(plan.instance)
             if isinstance(exc, (KeyboardInterrupt, RealizeError, PreflightError)):
                 raise
+            # pyroute2 (used by link emulation) costs 0.25 s to import: only on this path
+            from pyroute2.netlink.exceptions import NetlinkError
             if isinstance(exc, (OSError, NetlinkError)):
                 raise RealizeError(f"bringing up {plan.instance!r} failed: {exc}; "
                                    "everything made so far was removed") from exc
@@ -248,16 +247,10 @@ def _wait_operational(plan: Plan, spaces: netns.Namespaces, timeout: float = 5.0
 def namespace_tags(name: str, spaces: netns.Namespaces) -> list[str]:
     """The altnames on a namespace's lo (empty if unreadable)."""
     try:
-        with spaces.enter(name), IPRoute() as ipr:
-            links = ipr.get_links(1)
-    except (OSError, NetlinkError):
+        with spaces.enter(name), Rtnl() as rtnl:
+            return rtnl.altnames(LOOPBACK)
+    except (OSError, RealizeError):
         return []
-    if not links:
-        return []
-    prop = links[0].get_attr("IFLA_PROP_LIST")
-    if prop is None:
-        return []
-    return [v for k, v in prop["attrs"] if k == "IFLA_ALT_IFNAME"]
 
 
 def find_owned(instance: str | None = None) -> dict[str, str]:
@@ -267,7 +260,9 @@ def find_owned(instance: str | None = None) -> dict[str, str]:
     so a foreign namespace that merely looks like ours is never touched.
     """
     owned: dict[str, str] = {}
-    candidates = [n for n in netns.list_names() if n.startswith(NETNS_PREFIX)]
+    # an instance's namespaces are all named tb-<instance>-<node>: look only at those
+    prefix = NETNS_PREFIX if instance is None else f"{NETNS_PREFIX}{instance}-"
+    candidates = [n for n in netns.list_names() if n.startswith(prefix)]
     if not candidates:
         return owned
     with netns.Namespaces() as spaces:
