@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="testbed", description="Network experiments on real Linux kernel stacks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version="testbed 0.1.0")
+    from testbed import cli_remote
+    cli_remote.add_options(parser)  # --host/--hosts/...: handled in main() before parsing
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -256,6 +258,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     # behave like other Unix tools when piped into `head`
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    from testbed import cli_remote
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if cli_remote.wants_remote(raw):
+        return cli_remote.main(raw)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
