@@ -1,0 +1,389 @@
+"""Measure every emulated link of a running testbed and compare with its configuration.
+
+    report = validate(net)            # net: testbed.up(...) or testbed.attach(name)
+    print(report.render()); report.ok
+
+Per link (round trip, once): ping -i 0.01 from one end to the other; RTT
+mean/p50/p99 against the sum of both directions' delays. Per emulated
+direction (sender -> receiver, traffic only between the link's two nodes):
+
+- loss: numbered UDP datagrams counted at the receiver (one way), with a
+  Wilson interval at 99.9 %; flagged if the configured loss lies outside it
+  (Gilbert-Elliott loss is correlated: reported, not judged).
+- rate (when configured): the on-the-wire rate from the tbf's byte counter
+  while iperf3 offers UDP above the rate (frames, as tc counts them; the
+  best 0.5 s window, see ``steady_rate``), and
+  TCP goodput with iperf3 (expected (mtu-52)/(mtu+14) of the rate; judged
+  only on loss-free directions).
+
+Tolerances (chosen to hold on a loaded 2-core machine with the userspace
+backend, and to catch a mis-set link): RTT p50 within max(1 ms, 5 %) and
+mean within max(3 ms, 10 %), each plus the configured jitter; wire rate within 5 %; goodput
+between 85 % and 105 % of the expected value. A default run takes a few
+seconds per link; ``thorough`` sends 100k datagrams per direction and runs
+rate tests for 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import statistics
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from testbed.emulation import live
+from testbed.emulation._netns import enter
+from testbed.errors import TestbedError
+from testbed.model.impairment import GilbertElliott, Impairment
+
+Z_999 = 3.29  # two-sided 99.9 % normal quantile
+PROBE_PORT = 47_311
+IPERF_PORT = 47_312
+
+
+@dataclass
+class Check:
+    """One quantity: configured vs measured, and whether it is within tolerance."""
+
+    name: str
+    configured: str
+    measured: str
+    ok: bool | None          # None: reported, not judged
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DirectionReport:
+    link: str
+    direction: str
+    configured: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok is not False for c in self.checks)
+
+
+@dataclass
+class Report:
+    instance: str
+    backend: str | None
+    directions: list[DirectionReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(d.ok for d in self.directions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance, "backend": self.backend, "ok": self.ok,
+                "directions": [dict(asdict(d), ok=d.ok) for d in self.directions]}
+
+    def render(self) -> str:
+        out = [f"testbed {self.instance}: link backend {self.backend}"]
+        for d in self.directions:
+            out.append(f"{d.link} {d.direction}: {d.configured}  "
+                       f"[{'ok' if d.ok else 'OUT OF TOLERANCE'}]")
+            for c in d.checks:
+                mark = {True: "ok", False: "FAIL", None: "--"}[c.ok]
+                out.append(f"   {c.name:<9} configured {c.configured:<22} measured "
+                           f"{c.measured:<40} {mark}")
+        if not self.directions:
+            out.append("no emulated links")
+        out.append("all links within tolerance" if self.ok else "some links are OUT OF TOLERANCE")
+        return "\n".join(out)
+
+
+# -- statistics (pure) ------------------------------------------------------
+def wilson(lost: int, sent: int, z: float = Z_999) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion."""
+    if sent <= 0:
+        return 0.0, 1.0
+    p = lost / sent
+    denom = 1 + z * z / sent
+    centre = (p + z * z / (2 * sent)) / denom
+    half = z * math.sqrt(p * (1 - p) / sent + z * z / (4 * sent * sent)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
+
+
+def rtt_check(rtts_ms: list[float], sent: int, configured_ms: float,
+              jitter_ms: float) -> Check:
+    """RTT mean and p50 against the configured round trip (pure)."""
+    if not rtts_ms:
+        return Check("rtt", f"{configured_ms:g} ms", f"no replies of {sent}", False)
+    mean, p50, p99 = statistics.mean(rtts_ms), percentile(rtts_ms, 50), percentile(rtts_ms, 99)
+    tol = max(1.0, 0.05 * configured_ms) + jitter_ms
+    # the mean takes the tail: a CPU-starved moment adds tens of ms to a few probes
+    mean_tol = max(3.0, 0.10 * configured_ms) + jitter_ms
+    ok = abs(mean - configured_ms) <= mean_tol and abs(p50 - configured_ms) <= tol
+    return Check("rtt", f"{configured_ms:g} ms", f"mean {mean:.2f} p50 {p50:.2f} p99 {p99:.2f} ms",
+                 ok, {"mean_ms": mean, "p50_ms": p50, "p99_ms": p99, "replies": len(rtts_ms),
+                      "sent": sent, "tolerance_p50_ms": tol, "tolerance_mean_ms": mean_tol})
+
+
+def loss_check(lost: int, sent: int, imp: Impairment) -> Check:
+    lo, hi = wilson(lost, sent)
+    measured = f"{100 * lost / max(sent, 1):.3g}% ({lost}/{sent}, 99.9% CI {100 * lo:.3g}-{100 * hi:.3g}%)"
+    detail = {"lost": lost, "sent": sent, "ci_low": lo, "ci_high": hi}
+    if isinstance(imp.loss, GilbertElliott):
+        return Check("loss", f"GE mean {100 * imp.loss.mean_loss:.3g}%", measured, None, detail)
+    want = imp.loss.fraction if imp.loss is not None else 0.0
+    return Check("loss", f"{100 * want:g}%", measured, lo <= want <= hi, detail)
+
+
+def wire_rate_check(measured_bps: float, configured_bps: float) -> Check:
+    ok = abs(measured_bps - configured_bps) <= 0.05 * configured_bps
+    return Check("wire rate", _bps(configured_bps), _bps(measured_bps) + " (tbf byte counter)", ok,
+                 {"bps": measured_bps})
+
+
+def goodput_check(measured_bps: float, configured_bps: float, mtu: int, judged: bool) -> Check:
+    expected = configured_bps * (mtu - 52) / (mtu + 14)
+    ok = 0.85 * expected <= measured_bps <= 1.05 * expected if judged else None
+    return Check("goodput", f"{_bps(expected)} (TCP)", _bps(measured_bps) + " (iperf3)", ok,
+                 {"bps": measured_bps, "expected_bps": expected})
+
+
+def _bps(bps: float) -> str:
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.3g} {unit}"
+    return f"{bps:.3g} bit/s"
+
+
+# -- measurements -----------------------------------------------------------
+def _address(net, node: str, peer: str, peer_ifname: str) -> str:
+    for iface in net[node].interfaces:
+        if iface.peer == peer and iface.peer_ifname == peer_ifname:
+            for family in (4, 6):
+                for addr in iface.addresses:
+                    if addr.version == family:
+                        return str(addr.ip)
+    raise TestbedError(f"node {node} has no address on its link to {peer}")
+
+
+def measure_rtt(net, sender: str, addr: str, count: int) -> tuple[list[float], int]:
+    net[sender].run(["ping", "-n", "-q", "-c", "3", "-i", "0.05", "-W", "1", addr], check=False)
+    proc = net[sender].run(["ping", "-n", "-c", str(count), "-i", "0.01", "-W", "2", addr],
+                           check=False, timeout=count * 0.05 + 30)
+    rtts = [float(line.split("time=")[1].split()[0]) for line in proc.stdout.splitlines()
+            if "time=" in line]
+    return rtts, count
+
+
+def measure_loss(net, d: live.LiveDirection, addr: str, count: int, pps: float) -> tuple[int, int]:
+    """Send ``count`` numbered datagrams sender -> receiver; (lost, sent)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with enter(net[d.receiver].netns):
+        rx = socket.socket(family, socket.SOCK_DGRAM)
+    with enter(net[d.sender].netns):
+        tx = socket.socket(family, socket.SOCK_DGRAM)
+    seen: set[int] = set()
+    done = threading.Event()
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        rx.bind((addr, PROBE_PORT))
+        rx.settimeout(0.2)
+
+        def receive() -> None:
+            quiet_since = None
+            while True:
+                try:
+                    data = rx.recv(64)
+                except socket.timeout:
+                    if done.is_set():
+                        quiet_since = quiet_since or time.monotonic()
+                        if time.monotonic() - quiet_since > 1.0:
+                            return
+                    continue
+                if len(data) >= 8:
+                    seen.add(struct.unpack_from("!Q", data)[0])
+
+        thread = threading.Thread(target=receive, name="validate-loss-rx")
+        thread.start()
+        try:
+            payload = b"\0" * 56
+            start = time.monotonic()
+            for i in range(count):
+                target = start + i / pps
+                delay = target - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                tx.sendto(struct.pack("!Q", i) + payload, (addr, PROBE_PORT))
+        finally:
+            done.set()
+            thread.join()
+    finally:
+        rx.close()
+        tx.close()
+    received = len([s for s in seen if s < count])
+    return count - received, count
+
+
+class _TbfCounter:
+    """Reads the byte counter of the tbf on one interface (one netlink socket, reused)."""
+
+    def __init__(self, netns: str, ifname: str) -> None:
+        from pyroute2 import IPRoute
+        with enter(netns):
+            self.ipr = IPRoute()
+            found = self.ipr.link_lookup(ifname=ifname)
+        self.index = found[0] if found else None
+
+    def read(self) -> int | None:
+        if self.index is None:
+            return None
+        for q in self.ipr.get_qdiscs(index=self.index):
+            if q.get_attr("TCA_KIND") == "tbf":
+                return q.get_attr("TCA_STATS")["bytes"]
+        return None
+
+    def close(self) -> None:
+        self.ipr.close()
+
+
+def _iperf3(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: float
+            ) -> tuple[dict, list[tuple[float, int]]]:
+    """One iperf3 test sender -> receiver; its JSON and tbf byte samples (t, bytes)."""
+    server = net[d.receiver].popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT), "-B", addr],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples: list[tuple[float, int]] = []
+    counter = _TbfCounter(d.netns, d.ifname)
+    try:
+        argv = ["iperf3", "-c", addr, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}", *extra]
+        for _attempt in range(50):  # the server may not listen yet
+            client = net[d.sender].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)
+            while client.poll() is None:
+                b = counter.read()
+                if b is not None:
+                    samples.append((time.monotonic(), b))
+                time.sleep(0.05)
+            out, _err = client.communicate()
+            try:
+                result = json.loads(out)
+            except json.JSONDecodeError:
+                result = {"error": out[-300:]}
+            if "error" in result and "refused" in str(result["error"]).lower():
+                time.sleep(0.05)
+                samples.clear()
+                continue
+            return result, samples
+        return {"error": "iperf3 server never listened"}, samples
+    finally:
+        counter.close()
+        server.kill()
+        server.wait()
+
+
+def steady_rate(samples: list[tuple[float, int]], window: float = 0.5) -> float | None:
+    """The highest rate (bit/s) over any ``window`` seconds of (time, bytes) samples.
+
+    While the tbf is backlogged it sends at exactly its rate (plus at most
+    its small burst); anything upstream that pauses (a CPU-starved delay
+    daemon, the sender) only lowers a window, so the maximum is the rate
+    the tbf enforces, robust to a loaded machine.
+    """
+    best = None
+    j = 0
+    for i in range(len(samples)):
+        while j < len(samples) and samples[j][0] - samples[i][0] < window:
+            j += 1
+        if j == len(samples):
+            break
+        (t0, b0), (t1, b1) = samples[i], samples[j]
+        rate = (b1 - b0) * 8 / (t1 - t0)
+        best = rate if best is None else max(best, rate)
+    return best
+
+
+def validate(net, *, links: list[str] | None = None, thorough: bool = False,
+             rtt_count: int | None = None) -> Report:
+    """Measure each emulated link direction of ``net`` (see the module docstring)."""
+    data = net.data
+    state_dir = net.state_dir
+    report = Report(net.name, data.get("link_backend"))
+    chosen = [d for name in links for d in live.directions(data, name)] if links else \
+        live.all_directions(data)
+    emulated = [d for d in chosen if live.is_emulated(data, d)]
+    rtt_done: dict[int, Check] = {}
+    for d in emulated:
+        imp = live.configured(data, d, state_dir) or Impairment()
+        link = f"{next(l for l in data['links'] if l['index'] == d.link_index)['a']}-" \
+               f"{next(l for l in data['links'] if l['index'] == d.link_index)['b']}"
+        entry = DirectionReport(link, d.label, imp.describe())
+        addr = _address(net, d.receiver, d.sender, d.ifname)
+        if d.link_index not in rtt_done:
+            both = [live.configured(data, x, state_dir) or Impairment()
+                    for x in live.directions(data, link)]
+            cfg = sum(i.delay.seconds * 1e3 for i in both if i.delay)
+            jit = sum(i.jitter.seconds * 1e3 for i in both if i.jitter)
+            lossy = any(i.loss is not None for i in both)
+            if any(isinstance(i.loss, GilbertElliott) or (i.loss and i.loss.fraction >= 0.5)
+                   for i in both):
+                rtt_done[d.link_index] = Check("rtt", f"{cfg:g} ms", "not measured (heavy loss)",
+                                               None)
+            else:
+                count = rtt_count or (1000 if thorough else 200)
+                rtts, sent = measure_rtt(net, d.sender, addr, count)
+                check = rtt_check(rtts, sent, cfg, jit)
+                if lossy and rtts:
+                    check.detail["note"] = "some pings lost to the configured loss"
+                rtt_done[d.link_index] = check
+        entry.checks.append(rtt_done[d.link_index])
+
+        heavy = imp.loss is not None and not isinstance(imp.loss, GilbertElliott) \
+            and imp.loss.fraction >= 0.5
+        pps = 2000.0
+        if imp.rate is not None:
+            pps = min(pps, 0.5 * imp.rate.bps / (8 * (64 + 42)))
+        count = 100_000 if thorough else max(200, min(2000, int(pps * 1.5)))
+        if thorough:
+            pps = min(pps * 2.5 if imp.rate is None else pps, 5000.0)
+        lost, sent = measure_loss(net, d, addr, count, pps)
+        entry.checks.append(loss_check(lost, sent, imp))
+
+        if imp.rate is not None and not heavy:
+            seconds = 10 if thorough else 2
+            loss = imp.loss.fraction if imp.loss is not None and not \
+                isinstance(imp.loss, GilbertElliott) else 0.0
+            offered = imp.rate.bps * 1.5 / max(0.5, 1 - loss)
+            result, samples = _iperf3(net, d, addr, ["-u", "-b", f"{int(offered)}", "-l", "1400"],
+                                      seconds)
+            wire = steady_rate(samples)
+            if wire is None:
+                entry.checks.append(Check("wire rate", _bps(imp.rate.bps),
+                                          f"not measured: {result.get('error', 'no tbf')}", False))
+            else:
+                entry.checks.append(wire_rate_check(wire, imp.rate.bps))
+            result, _ = _iperf3(net, d, addr, ["-O", "1"], seconds)
+            try:
+                goodput = result["end"]["sum_received"]["bits_per_second"]
+            except (KeyError, TypeError):
+                entry.checks.append(Check("goodput", _bps(imp.rate.bps),
+                                          f"iperf3 failed: {result.get('error')}", False))
+            else:
+                entry.checks.append(goodput_check(goodput, imp.rate.bps, d.mtu,
+                                                  judged=imp.loss is None))
+        report.directions.append(entry)
+    return report
+
+
+def validate_cli(*, topology: str | None, testbed_name: str | None, name: str | None,
+                 variables: Mapping[str, Any], link_backend: str, links: list[str] | None,
+                 thorough: bool) -> Report:
+    import testbed
+    if testbed_name:
+        return validate(testbed.attach(testbed_name), links=links, thorough=thorough)
+    with testbed.up(topology, name=name, variables=variables, link_backend=link_backend) as net:
+        return validate(net, links=links, thorough=thorough)

@@ -1,0 +1,67 @@
+"""``testbed validate``: measured vs configured on a small topology (userspace backend)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from tb_helpers import run_cli
+
+import testbed
+from testbed.validate import validate
+
+pytestmark = [pytest.mark.root]
+
+TOPO = """
+name: validate
+nodes:
+  h1: {kind: host}
+  h2: {kind: host}
+links:
+  - endpoints: [h1, h2]
+    forward: {delay: 10ms, loss: 2%, rate: 20mbit}
+    reverse: {delay: 5ms}
+"""
+
+
+def checks(report, direction):
+    entry = next(d for d in report.directions if d.direction == direction)
+    return {c.name: c for c in entry.checks}
+
+
+def test_within_tolerance_then_a_mis_set_rate_is_flagged(clean_instance, write_topology):
+    with testbed.up(write_topology(TOPO), name=clean_instance, link_backend="userspace") as net:
+        report = validate(net)
+        fwd, rev = checks(report, "h1->h2"), checks(report, "h2->h1")
+        assert fwd["rtt"].ok, report.render()
+        assert fwd["loss"].ok and rev["loss"].ok, report.render()
+        assert fwd["wire rate"].ok, report.render()
+        assert 19e6 < fwd["wire rate"].detail["bps"] < 21e6
+        assert fwd["goodput"].ok is None     # lossy direction: reported, not judged
+        assert "wire rate" not in rev
+
+        # change the tbf behind the testbed's back: 20 -> 12 Mbit/s
+        link = net.links[0]
+        subprocess.run(["ip", "netns", "exec", net["h1"].netns, "tc", "qdisc", "change", "dev",
+                        link.a_ifname, "root", "handle", "7462:", "tbf", "rate", "12mbit",
+                        "burst", "3025", "limit", "40000"], check=True)
+        report = validate(net, links=["h1-h2"])
+        assert not report.ok
+        fwd = checks(report, "h1->h2")
+        assert fwd["wire rate"].ok is False, report.render()
+        assert 11e6 < fwd["wire rate"].detail["bps"] < 13e6
+        assert "OUT OF TOLERANCE" in report.render()
+
+
+def test_cli_exit_code_and_unknown_link(clean_instance, write_topology):
+    clean = write_topology(TOPO.replace("forward: {delay: 10ms, loss: 2%, rate: 20mbit}",
+                                        "forward: {delay: 3ms}").replace(
+                                            "reverse: {delay: 5ms}", "reverse: {delay: 2ms}"))
+    proc = run_cli("validate", str(clean), "--name", clean_instance, "--link-backend", "userspace",
+                   check=False)
+    assert "h1->h2: delay 3ms" in proc.stdout, proc.stdout + proc.stderr
+    assert "rtt" in proc.stdout and "configured 5 ms" in proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = run_cli("validate", str(clean), "--name", clean_instance, "--link", "h1-h9",
+                  "--link-backend", "userspace", check=False)
+    assert bad.returncode != 0 and "no link 'h1-h9'" in bad.stderr, bad.stderr
