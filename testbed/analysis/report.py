@@ -1,0 +1,114 @@
+"""The HTML report: one self-contained file (plots as data URIs, no scripts,
+no network), rendered from ``testbed/templates/report.html.j2``, with the
+summary table, significance tests, plots and every run's manifest."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from testbed.analysis import plots
+from testbed.analysis.metrics import METRICS, UNIT_LABEL
+from testbed.analysis.runs import Run, RunSet
+from testbed.analysis.stats import CI_METHOD, TEST_METHOD
+from testbed.analysis.summary import Summary, summarize
+from testbed.analysis.tables import _cell, _comparison_line, default_metrics, header, visible_metrics
+
+
+def _template() -> Any:
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.PackageLoader("testbed", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2")
+
+
+def _run_facts(run: Run, labels: str) -> dict[str, Any]:
+    m = run.manifest
+    tools = m.get("tools") or {}
+    host = m.get("host") or {}
+    return {
+        "id": run.run_id, "path": str(run.path), "labels": labels,
+        "status": run.result.get("status"), "suspect": run.suspect,
+        "reasons": "; ".join(run.result.get("suspect_reasons") or []),
+        "error": run.result.get("error"),
+        "kernel": (m.get("kernel") or {}).get("release", "?"),
+        "backend": run.link_backend or "?",
+        "variables": ", ".join(f"{k}={v}" for k, v in run.variables.items()),
+        "cc": ", ".join(f"{k}: {v}" for k, v in (m.get("cc_in_use") or {}).items()) or "-",
+        "tools": ", ".join(f"{k} {v}" for k, v in tools.items() if v) or "-",
+        "host": ", ".join(f"{k} {v}" for k, v in host.items()) or "-",
+        "command": " ".join(map(str, m.get("command") or [])) or "-",
+        "manifest": json.dumps(m, indent=1, default=str),
+    }
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def render_report(summary: Summary, *, test_metric: str = "goodput",
+                  png_dir: Path | None = None) -> str:
+    """The report's HTML text; with ``png_dir``, each plot also as a PNG file there."""
+    import testbed
+    metrics = visible_metrics(summary, default_metrics())
+    keys = summary.dims + summary.flow_by
+    figures: list[tuple[str, str, bytes]] = []          # (section, title, png)
+    sweep = plots.loss_sweep(summary)
+    if sweep is not None:
+        figures.append(("overview", "Goodput vs random loss rate", sweep))
+    figures.append(("overview", "Throughput vs queueing delay (Pantheon-style)",
+                    plots.throughput_delay(summary.rows)))
+    figures.append(("overview", "RTT CDF", plots.rtt_cdf(summary.rows)))
+    seen: set[str] = set()
+    for row in summary.rows:
+        view = row.views[0]
+        if view.run.run_id in seen:
+            continue  # a run split by --by appears once
+        seen.add(view.run.run_id)
+        group = ", ".join(f"{k}={v}" for k, v in row.labels.items() if k in summary.dims) or "all runs"
+        figures.append(("series", f"{group} (run {view.run.run_id})",
+                        plots.timeseries(view, f"{summary.runset.workload}: {group}")))
+    if png_dir is not None:
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for i, (_, title, png) in enumerate(figures):
+            slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:60]
+            (png_dir / f"{i:02d}-{slug}.png").write_bytes(png)
+    rs = summary.runset
+    labels_of: dict[str, str] = {}
+    for row in summary.rows:
+        for v in row.views:
+            labels_of.setdefault(v.run.run_id, ", ".join(f"{k}={x}" for k, x in row.labels.items()
+                                                        if k in summary.dims))
+    excluded = ([{"id": r.run_id, "why": "suspect: " + "; ".join(r.result.get("suspect_reasons") or [])}
+                 for r in rs.excluded_suspect] +
+                [{"id": r.run_id, "why": f"status {r.result.get('status')}"} for r in rs.excluded_partial])
+    return _template().render(
+        workload=rs.workload, header=header(summary), ci_method=CI_METHOD, test_method=TEST_METHOD,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        version=getattr(testbed, "__version__", "?"), excluded=excluded, keys=keys,
+        metrics=[{"heading": f"{m} ({UNIT_LABEL[METRICS[m].unit]})" if UNIT_LABEL[METRICS[m].unit] else m,
+                  "help": METRICS[m].help} for m in metrics],
+        rows=[{"labels": [r.labels.get(k, "") for k in keys], "n": len(r.views),
+               "cells": [_cell(r.estimate(m), METRICS[m].unit) for m in metrics]} for r in summary.rows],
+        test_metric=test_metric,
+        comparisons=[_comparison_line(c) for c in summary.comparisons(test_metric)],
+        overview=[{"title": t, "data": _b64(p)} for s, t, p in figures if s == "overview"],
+        series=[{"title": t, "data": _b64(p)} for s, t, p in figures if s == "series"],
+        runs=[_run_facts(r, labels_of.get(r.run_id, "")) for r in rs.runs],
+    )
+
+
+def write_report(runset: RunSet, output: Path, *, by: Sequence[str] = (),
+                 png_dir: Path | None = None) -> Path:
+    """Write the report of ``runset`` to ``output`` (HTML); returns the path."""
+    html = render_report(summarize(runset, by), png_dir=png_dir)
+    output = Path(output)
+    if output.parent and not output.parent.exists():
+        output.parent.mkdir(parents=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(html)
+    tmp.replace(output)
+    return output

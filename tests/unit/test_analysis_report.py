@@ -1,0 +1,85 @@
+"""The HTML report and its plots, from synthetic run directories."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+
+from testbed import cli
+from testbed.analysis import load_runs, summarize
+from testbed.analysis import plots
+from testbed.analysis.metrics import RunView
+from testbed.analysis.report import render_report
+from testbed.analysis.synthetic import FakeFlow, write_run
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    base = tmp_path / "results" / "loss-sweep"
+    for cc, rates in (("cubic", (95, 40, 8)), ("bbr", (95, 93, 90))):
+        for loss, mbit in zip(("0%", "0.1%", "1%"), rates):
+            for rep in range(2):
+                write_run(base, f"{cc}-{loss}-{rep}", workload="loss-sweep", repetition=rep,
+                          variables={"cc": cc, "loss": loss},
+                          flows=[FakeFlow("bulk", cc, (mbit + rep) * 1e6, rtt_ms=110, min_rtt_ms=100)])
+    write_run(base, "hot", workload="loss-sweep", suspect=True, variables={"cc": "bbr", "loss": "0%"},
+              flows=[FakeFlow("bulk", "bbr", 1e6)])
+    return base
+
+
+def _pngs(html: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+
+
+def test_report_is_self_contained_with_plots_and_manifests(sweep):
+    html = render_report(summarize(load_runs([sweep])))
+    images = _pngs(html)
+    # loss sweep, throughput-delay, RTT CDF + one time series per group (6)
+    assert len(images) == 3 + 6
+    assert all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in images)
+    assert "Goodput vs random loss rate" in html and "RTT CDF" in html
+    # no external resource: nothing to fetch when offline
+    assert not re.search(r'(src|href)="(?!data:)', html)
+    assert "<script" not in html
+    # the manifest of each run, and what was left out
+    assert html.count("link backend userspace") == 12
+    assert "6.0-synthetic" in html
+    assert "Left out" in html and "hot" in html and "host CPU saturated" in html
+    assert "<td>90.50 ± 6.35</td>" in html  # bbr 1%: 90, 91 Mbit/s; t(0.975,1) * 0.5
+
+
+def test_report_escapes_what_runs_contain(tmp_path):
+    write_run(tmp_path, "r", variables={"note": "<script>alert(1)</script>"},
+              flows=[FakeFlow("<b>x</b>", "bbr", 1e6)])
+    html = render_report(summarize(load_runs([tmp_path])))
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+def test_plot_pixels_show_the_data(sweep):
+    from PIL import Image
+    s = summarize(load_runs([sweep]))
+    png = plots.loss_sweep(s)
+    assert png is not None
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 24)}
+    assert (0x1f, 0x77, 0xb4) in colours and (0xd6, 0x27, 0x28) in colours  # one line per cc
+    assert plots.loss_sweep(summarize(load_runs([sweep / "bbr-0%-0"]))) is None  # no loss dimension
+
+
+def test_throughput_series_from_tcp_info(tmp_path):
+    run = write_run(tmp_path, "r", variables={}, flows=[FakeFlow("f", "bbr", 40e6, seconds=10)])
+    view = RunView(load_runs([run]).runs[0])
+    series = plots.throughput_series(view, bin_s=1.0)["f"]
+    # samples every 0.1 s from 0.1 to 10 s: bytes acked grow 40 Mbit/s; the first bin misses one delta
+    assert [round(v / 1e6, 3) for _, v in series[1:9]] == [40.0] * 8
+
+
+def test_report_command_writes_html_and_pngs(sweep, tmp_path, capsys):
+    out = tmp_path / "out" / "report.html"
+    assert cli.main(["report", str(sweep), "-o", str(out), "--png-dir", str(tmp_path / "png")]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert len(list((tmp_path / "png").glob("*.png"))) == 9
