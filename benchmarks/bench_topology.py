@@ -65,11 +65,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # `mn --custom` executes this file without __file__; it needs only `topos` (at the end)
 HERE = Path(globals().get("__file__", ".")).resolve().parent
 REPO = HERE.parent
-SYSTEM_PYTHON = "/usr/bin/python3"        # Debian's mininet module lives here
+SYSTEM_PYTHON = "/usr/bin/python3"
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")     # apt-get install time        # Debian's mininet module lives here
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--net", "--",
            "sh", "-c", 'mount -t tmpfs tmpfs /tmp && ip link set lo up && exec "$@"', "sh"]
 
@@ -113,33 +115,49 @@ class Cell:
 # ----------------------------------------------------------------- helpers
 
 
-def run_rss(argv: list[str], *, timeout: float | None = None) -> tuple[float, float, int, str]:
+def run_rss(argv: list[str], *, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> tuple[float, float, int, str]:
     """Run ``argv``: (wall seconds, peak RSS in MB of its process tree, rc, output).
 
-    On timeout, kills its whole process group and raises TimeoutError.
+    The RSS comes from GNU time around the command: ru_maxrss of a child of
+    this process would start at this process's own size (exec keeps the
+    forked image's high-water mark), hiding anything smaller. ``on_line`` is
+    called with each output line as it arrives. On timeout, kills the whole
+    process group and raises TimeoutError.
     """
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    chunks: list[bytes] = []
-    deadline = None if timeout is None else started + timeout
-    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
-    reader.start()
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            reader.join()
-            raise TimeoutError(f"{' '.join(argv[:3])} timed out after {timeout:g} s")
-        time.sleep(0.002)
-    wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join()
-    return wall, usage.ru_maxrss / 1024, proc.returncode, b"".join(chunks).decode(errors="replace")
+    with tempfile.NamedTemporaryFile("r", prefix="tbbench-rss-") as rss_file:
+        wrapped = ([GNU_TIME, "-f", "%M", "-o", rss_file.name] if GNU_TIME else []) + argv
+        started = time.monotonic()
+        proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        lines: list[str] = []
+
+        def read() -> None:
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)   # Mininet: its pid namespace's init dies too
+            proc.wait()
+            reader.join(timeout=5)
+            raise TimeoutError(f"{' '.join(argv[:3])} timed out after {timeout:g} s") from None
+        wall = time.monotonic() - started
+        reader.join(timeout=5)
+        rss_lines = rss_file.read().split()
+    rss_mb = int(rss_lines[-1]) / 1024 if rss_lines and rss_lines[-1].isdigit() else None
+    return wall, rss_mb, proc.returncode, "".join(lines)
+
+
+def _max(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def leftovers(prefix: str, instance: str | None = None) -> list[str]:
@@ -190,7 +208,7 @@ def bench_testbed_cli(scenario: str, run: int, testbed_bin: str) -> Sample:
             sample.error = f"down failed ({rc}): {out.strip().splitlines()[-1:]}"
             return sample
         sample.down = wall
-        sample.rss_mb = max(rss_up, rss_down)
+        sample.rss_mb = _max(rss_up, rss_down)
     finally:
         _ensure_testbed_gone(name, testbed_bin)
     return sample
@@ -267,7 +285,7 @@ def bench_floor(scenario: str, run: int) -> Sample:
                 sample.error = f"ip -batch down failed: {out.strip()[:200]}"
                 return sample
             sample.down = wall
-            sample.rss_mb = max(sample.rss_mb, rss)
+            sample.rss_mb = _max(sample.rss_mb, rss)
         finally:
             left = leftovers(prefix)
             if left:      # only ever our own exact names
@@ -338,42 +356,24 @@ def bench_mininet_cli(scenario: str, timeout: float) -> Sample:
                       "--topo", SCENARIOS[scenario][3], "--switch", "lxbr",
                       "--controller", "none", "--test", "none"]
     sample = Sample()
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
     stopping: list[float] = []
-    lines: list[str] = []
 
-    def read() -> None:
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            lines.append(line)
-            if line.startswith("*** Stopping") and not stopping:
-                stopping.append(time.monotonic())
+    def watch(line: str) -> None:
+        if line.startswith("*** Stopping") and not stopping:
+            stopping.append(time.monotonic())
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)   # pid 1 of its pid namespace: all of it dies
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            sample.error = "timeout"
-            return sample
-        time.sleep(0.002)
-    ended = time.monotonic()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(timeout=5)
-    if proc.returncode != 0 or not stopping:
-        tail = [l.strip() for l in lines[-3:]]
-        sample.error = f"mn failed ({proc.returncode}): {tail}"
+    started = time.monotonic()
+    try:
+        wall, rss, rc, out = run_rss(argv, timeout=timeout, on_line=watch)
+    except TimeoutError:
+        sample.error = "timeout"
         return sample
-    sample.up, sample.down = stopping[0] - started, ended - stopping[0]
-    sample.rss_mb = usage.ru_maxrss / 1024
+    if rc != 0 or not stopping:
+        sample.error = f"mn failed ({rc}): {[l.strip() for l in out.splitlines()[-3:]]}"
+        return sample
+    sample.up = stopping[0] - started
+    sample.down = started + wall - stopping[0]
+    sample.rss_mb = rss
     return sample
 
 
