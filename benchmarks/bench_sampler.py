@@ -14,6 +14,7 @@ not saturated), then measures:
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testbed.collect import tcpinfo  # noqa: E402
+
+SPOOL_DIR = os.environ.get("SPOOL_DIR")  # e.g. /dev/shm, to take the disk out of the picture
 
 
 def flows(port: int, n: int, seconds: float) -> tuple[subprocess.Popen, subprocess.Popen]:
@@ -38,7 +41,7 @@ def flows(port: int, n: int, seconds: float) -> tuple[subprocess.Popen, subproce
 
 
 def sample(port: int, interval: float, seconds: float) -> tcpinfo.SamplerStats:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=SPOOL_DIR) as tmp:
         s = tcpinfo.TcpInfoSampler([("lo", tcpinfo.open_diag_socket())], Path(tmp) / "spool",
                                    interval=interval, ports=frozenset({port}))
         s.start()
@@ -96,17 +99,23 @@ def pyroute2_cost(port: int, reps: int = 200) -> tuple[float, float]:
     return theirs, ours
 
 
+def load() -> str:
+    return "load " + " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     secs = args.seconds
     procs = []
+    print(f"{load()}, {os.cpu_count()} CPUs, kernel {os.uname().release}")
     try:
         print("1) 100 flows, 10 ms")
         procs += flows(15601, 100, secs * 2 + 2)
         st = sample(15601, 0.010, secs)
-        print(f"  sampler CPU {st.as_dict()['cpu_fraction']:.1%} of a core, missed {st.missed_fraction:.2%}")
+        print(f"  sampler CPU {st.as_dict()['cpu_fraction']:.1%} of a core, missed {st.missed_fraction:.2%}, "
+              f"SCHED_FIFO {st.realtime}, {load()}")
         print("3) ss -tin, same 100 flows, 10 ms")
         ss = ss_loop(15601, 0.010, secs)
         print(f"  ss CPU {ss:.1%} of a core -> ss / sampler = {ss / max(st.as_dict()['cpu_fraction'], 1e-9):.1f}x")
@@ -121,7 +130,7 @@ def main() -> int:
         procs += flows(15602, 10, secs + 2)
         st = sample(15602, 0.001, secs)
         print(f"  sampler CPU {st.as_dict()['cpu_fraction']:.1%} of a core, ticks {st.ticks}, "
-              f"missed {st.missed} ({st.missed_fraction:.2%})")
+              f"missed {st.missed} ({st.missed_fraction:.2%}), SCHED_FIFO {st.realtime}, {load()}")
     finally:
         for p in procs:
             if p.poll() is None:

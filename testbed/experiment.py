@@ -58,6 +58,82 @@ def _progress(enabled: bool, message: str) -> None:
         print(f"testbed: {message}", file=sys.stderr, flush=True)
 
 
+def _mbit(bps: float) -> str:
+    return f"{bps / 1e6:.1f}" if bps < 1e9 else f"{bps / 1e9:.2f}G"
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressLine:
+    """Progress of a ``run_workload`` call on stderr: point i/N, elapsed and expected time,
+    each flow's current throughput. On a terminal one line is rewritten in place every
+    0.5 s; otherwise (a log, CI) a plain line every 5 s. Messages go on lines of their own."""
+
+    OVERHEAD_GUESS = 6.0  # seconds of up, checks, teardown per point, until one is measured
+
+    def __init__(self, enabled: bool, planned: list[float], stream: Any = None) -> None:
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval = 0.5 if self.tty else 5.0
+        self.planned = planned
+        self.started = time.monotonic()
+        self.index = 0
+        self.label = ""
+        self.overheads: list[float] = []
+        self._point_started = self.started
+        self._next = 0.0
+        self._width = 0
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self._clear()
+            print(f"testbed: {text}", file=self.stream, flush=True)
+
+    def begin_point(self, index: int, label: str) -> None:
+        self.index, self.label = index, label
+        self._point_started = time.monotonic()
+        self._next = 0.0
+        self.message(f"[{index + 1}/{len(self.planned)}] {label}")
+
+    def end_point(self) -> None:
+        self._clear()
+        took = time.monotonic() - self._point_started
+        self.overheads.append(max(0.0, took - self.planned[self.index]))
+
+    def expected_total(self) -> float:
+        overhead = (sum(self.overheads) / len(self.overheads)) if self.overheads else self.OVERHEAD_GUESS
+        return sum(self.planned) + overhead * len(self.planned)
+
+    def due(self, now: float) -> bool:
+        return self.enabled and now >= self._next
+
+    def show(self, now: float, t_run: float, rates: dict[str, float], running: int) -> None:
+        """The live line: ``t_run`` seconds into the traffic of the current point."""
+        self._next = now + self.interval
+        flows = "  ".join(f"{name} {_mbit(bps)}" for name, bps in rates.items())
+        text = (f"[{self.index + 1}/{len(self.planned)}] {self.label}  "
+                f"t={t_run:.0f}/{self.planned[self.index]:g}s  "
+                f"elapsed {_clock(now - self.started)} of ~{_clock(self.expected_total())}  "
+                f"{running} running" + (f"  Mbit/s: {flows}" if flows else ""))
+        if self.tty:
+            pad = max(0, self._width - len(text))
+            self.stream.write("\r" + text + " " * pad)
+            self.stream.flush()
+            self._width = len(text)
+        else:
+            print(f"testbed: {text}", file=self.stream, flush=True)
+
+    def _clear(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Interrupted`` in the main thread for the duration.
@@ -120,18 +196,20 @@ def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | No
     preflight(workloads)
     out = Path(output) if output is not None else None
     dirs: list[Path] = []
+    line = ProgressLine(progress, [wl.planned_seconds for wl in workloads])
     with signals_raise():
         for i, (point, wl) in enumerate(zip(points, workloads)):
-            _progress(progress, f"[{i + 1}/{len(points)}] {wl.name} {point.label}")
+            line.begin_point(i, f"{wl.name} {point.label}")
             run = Run(wl, point, output=out, testbed_name=testbed_name, progress=progress,
                       instance_name=name, link_backend=link_backend,
-                      command=command if command is not None else list(sys.argv))
+                      command=command if command is not None else list(sys.argv), line=line)
             try:
                 dirs.append(run.execute())
             finally:
+                line.end_point()
                 if run.run_dir is not None and run.run_dir not in dirs:
                     dirs.append(run.run_dir)
-            _progress(progress, f"result: {run.run_dir}")
+            line.message(f"result: {run.run_dir}")
     return dirs
 
 
@@ -173,6 +251,13 @@ class Run:
     errors: list[str] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
     flow_failures: dict[str, str] = field(default_factory=dict)
+    line: ProgressLine | None = None
+
+    def _say(self, message: str) -> None:
+        if self.line is not None:
+            self.line.message(message)
+        else:
+            _progress(self.progress, message)
 
     def _record_process(self, proc: subprocess.Popen, role: str, flow: str, node: str) -> None:
         """Note a process this run started, in raw/processes.json, as soon as it exists."""
@@ -200,7 +285,7 @@ class Run:
             else:
                 import testbed
                 topo = _topology_for(self.wl)
-                _progress(self.progress, f"bringing up {getattr(topo, 'name', 'topology')}")
+                self._say(f"bringing up {getattr(topo, 'name', 'topology')}")
                 cm = testbed.up(topo, name=self.instance_name, link_backend=self.link_backend)
             with cm as net:
                 self.manifest["testbed"] = {"instance": net.name, "link_backend": net.link_backend,
@@ -209,7 +294,7 @@ class Run:
                     results, summary = self._run_in(net, collected)
                     status = "failed" if any(not r["ok"] for r in results) else "complete"
                 finally:
-                    _progress(self.progress, "tearing down" if not self.testbed_name else "done")
+                    self._say("tearing down" if not self.testbed_name else "done")
         except Interrupted as exc:
             status, error = "interrupted", exc
         except TestbedError as exc:
@@ -306,11 +391,14 @@ class Run:
         pairs = {(f.src, f.dst) for f in self.wl.flows}
         for src, dst in sorted(pairs):
             ip = net.nodes[dst].ipv4
-            p = net.nodes[src].run(["ping", "-c", "1", "-W", "2", "-I", net.nodes[src].ipv4, ip],
-                                   check=False, timeout=10)
+            # up to 15 echo requests over 3 s, done at the first reply: one lost to the
+            # link's own random loss must not fail the run
+            p = net.nodes[src].run(["ping", "-c", "1", "-i", "0.2", "-w", "3", "-I",
+                                    net.nodes[src].ipv4, ip], check=False, timeout=10)
             if p.returncode != 0:
-                raise WorkloadError(f"{src} cannot reach {dst} ({ip}): ping failed; check the "
-                                    "topology's links and routes ('testbed plan' shows them)")
+                raise WorkloadError(f"{src} cannot reach {dst} ({ip}): ping failed (no reply in "
+                                    "3 s); check the topology's links, routes and loss "
+                                    "('testbed plan' shows them)")
 
     def _plans(self, net: Any) -> list[tuple[FlowPlan, Driver]]:
         assert self.run_dir is not None
@@ -408,7 +496,7 @@ class Run:
             how = _exit_how(code)
             self.flow_failures[name] = (f"server on {plan.flow.dst} port {plan.port} (pid "
                                         f"{server.pid}) {how} {elapsed:.1f}s into the run")
-            _progress(self.progress, f"flow {name}: {self.flow_failures[name]}")
+            self._say(f"flow {name}: {self.flow_failures[name]}")
             if client is not None:
                 driver.stop(client)
 
@@ -425,6 +513,7 @@ class Run:
         captures: list[tuple[subprocess.Popen, Path, str]] = []
         diag: list[tuple[str, socket.socket]] = []
         sampler: tcpinfo.TcpInfoSampler | None = None
+        meter: _RateMeter | None = None
         qs: qdisc.QdiscSampler | None = None
         hs = hostload.HostLoadSampler(self.wl.sampling.host.seconds)
         t0 = time.monotonic()
@@ -464,8 +553,8 @@ class Run:
             end_by = t0 + max(p.flow.end_bound(self.wl.duration) for p, _ in plans) + GRACE
             if any(p.flow.size is not None for p, _ in plans):
                 end_by += 3 * self.wl.duration.seconds
-            _progress(self.progress, f"running {len(plans)} flow(s), ~{self.wl.planned_seconds:g}s")
-            last_report = t0
+            self._say(f"running {len(plans)} flow(s), ~{self.wl.planned_seconds:g}s")
+            meter = _RateMeter(net, plans) if self.line is not None and self.line.enabled else None
             while True:
                 now = time.monotonic()
                 self._check_servers(plans, servers, clients, now - t0)
@@ -484,12 +573,13 @@ class Run:
                     break
                 if sampler.error is not None:
                     raise WorkloadError(f"tcp_info sampler failed: {sampler.error}")
-                if self.progress and now - last_report >= 5:
-                    last_report = now
-                    _progress(True, f"  t={now - t0:.0f}s, {sum(c.poll() is None for c in clients.values())} "
-                              f"client(s) running")
+                if meter is not None and self.line is not None and self.line.due(now):
+                    self.line.show(now, now - t0, meter.rates(now),
+                                   sum(c.poll() is None for c in clients.values()))
                 time.sleep(0.05)
         finally:
+            if meter is not None:
+                meter.close()
             stats = sampler.stop() if sampler is not None else None
             if qs is not None:
                 qs.stop()
@@ -637,6 +727,42 @@ class Run:
             out["udp"] = {**res.udp, "owd_ms": percentiles([x / 1000.0 for x in res.owd_us])}
             out["loss"] = res.udp.get("loss")
         return out
+
+
+class _RateMeter:
+    """Each TCP flow's current throughput for the progress line: bytes acked by its
+    sockets (one filtered sock_diag dump per sender namespace, on sockets of its own,
+    not the sampler's), differenced between calls."""
+
+    def __init__(self, net: Any, plans: list[tuple[FlowPlan, Driver]]) -> None:
+        tcp = [p for p, _ in plans if p.flow.protocol == "tcp"]
+        self.flow_of = {(p.flow.src, p.port): p.flow.name for p in tcp}
+        self.socks: list[tuple[str, socket.socket]] = []
+        for node in sorted({p.flow.src for p in tcp}):
+            with net.nodes[node].enter():
+                self.socks.append((node, tcpinfo.open_diag_socket()))
+        self.request = tcpinfo.build_request(dports=frozenset(p.port for p in tcp)) if tcp else b""
+        self.buf = bytearray(1 << 20)
+        self.last: tuple[float, dict[str, int]] | None = None
+
+    def rates(self, now: float) -> dict[str, float]:
+        acked: dict[str, int] = {name: 0 for name in self.flow_of.values()}
+        for node, sock in self.socks:
+            for msg in tcpinfo.dump(sock, self.request, self.buf):
+                row = tcpinfo.decode_message(msg)
+                name = self.flow_of.get((node, row["dport"]))
+                if name is not None:
+                    acked[name] += row.get("bytes_acked") or 0
+        previous, self.last = self.last, (now, acked)
+        if previous is None or now <= previous[0]:
+            return {}
+        dt = now - previous[0]
+        # a socket that closed takes its bytes with it: never show a negative rate
+        return {n: max(0, acked[n] - previous[1].get(n, 0)) * 8 / dt for n in acked}
+
+    def close(self) -> None:
+        for _, sock in self.socks:
+            sock.close()
 
 
 def _exit_how(code: int) -> str:
