@@ -277,6 +277,7 @@ class Run:
         self.manifest = self._static_manifest()
         write_json(self.run_dir / "manifest.json", self.manifest)
         collected: dict[str, Any] = {}
+        internal: str | None = None
         try:
             if self.testbed_name:
                 import testbed
@@ -302,6 +303,9 @@ class Run:
         except subprocess.CalledProcessError as exc:
             error = WorkloadError(f"command failed: {shlex.join(map(str, exc.cmd))}: "
                                   f"{(exc.stderr or '').strip()[-200:]}")
+        except BaseException as exc:  # a bug: still say in result.json why the run failed
+            internal = f"internal error: {type(exc).__name__}: {exc}"
+            raise
         finally:
             if not results and collected.get("results"):
                 results = collected["results"]
@@ -316,7 +320,7 @@ class Run:
             write_json(self.run_dir / "result.json", {
                 "schema_version": SCHEMA_VERSION, "workload": self.wl.name,
                 "run_id": self.run_dir.name, "status": status,
-                "partial": status != "complete", "error": str(error) if error else None,
+                "partial": status != "complete", "error": str(error) if error else internal,
                 "suspect": summary.get("suspect", False),
                 "suspect_reasons": summary.get("suspect_reasons", []),
                 "point": self.point.point, "repetition": self.point.repetition,
