@@ -29,6 +29,7 @@ from typing import Any, Iterator
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
 from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
+from testbed.schedule import Scheduler
 from testbed.results import (SCHEMA_VERSION, jain_index, make_run_dir, percentiles, write_json,
                              write_table)
 from testbed.traffic import DRIVERS, Driver, FlowPlan, FlowResult, default_driver
@@ -522,6 +523,7 @@ class Run:
         hs = hostload.HostLoadSampler(self.wl.sampling.host.seconds)
         t0 = time.monotonic()
         stop_reasons: list[str] = []
+        link_schedule = Scheduler.for_network(net)  # the topology's schedule: (may be empty)
         try:
             self._check_ports_free(net, plans)
             for plan, driver in plans:
@@ -553,6 +555,7 @@ class Run:
             hs.start(t0)
             qs.start(t0)
             sampler.start()
+            link_schedule.start(t0)
             pending = sorted(plans, key=lambda pd: pd[0].flow.start.seconds)
             end_by = t0 + max(p.flow.end_bound(self.wl.duration) for p, _ in plans) + GRACE
             if any(p.flow.size is not None for p, _ in plans):
@@ -588,6 +591,7 @@ class Run:
             if qs is not None:
                 qs.stop()
             hs.stop()
+            self.manifest["link_schedule"] = link_schedule.stop()
             drivers = {p.flow.name: d for p, d in plans}
             for name, proc in clients.items():
                 drivers[name].stop(proc)

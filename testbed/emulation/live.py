@@ -195,3 +195,32 @@ def _read(instance: str) -> dict[str, Any]:
         raise TestbedError(f"no testbed named {instance!r} is up"
                            + (f" (up: {', '.join(up)})" if up else " (none is up)"))
     return data
+
+
+def put(instance: str, d: LiveDirection, imp: Impairment | None) -> None:
+    """Put exactly ``imp`` in force on one direction (None: no emulation); update state.json.
+
+    Used to undo a change (a scheduled ``for``): unlike ``change`` it can
+    take impairments away again.
+    """
+    from testbed.emulation.common import read_state, state_path
+    journal = state.Journal(instance)
+    data = _read(instance)
+    backend = backend_of(data)
+    link = next(l for l in data["links"] if l["index"] == d.link_index)
+    if imp is None or imp.is_empty:
+        backend.remove(d.netns, d.ifname, owner_tag=d.tag, state_dir=journal.dir)
+        data["emulated"] = [e for e in data.get("emulated", [])
+                            if not (e["node"] == d.sender and e["ifname"] == d.ifname)]
+        link[d.side] = Impairment().describe()
+    else:
+        record = read_state(state_path(journal.dir, d.netns, d.ifname)) or {}
+        rtt = record.get("rtt_hint")
+        backend.apply(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
+                      rtt_hint=_rtt_hint(data, d, journal.dir, imp) if rtt is None else Duration(rtt),
+                      mtu=record.get("mtu", d.mtu))
+        if not is_emulated(data, d):
+            data.setdefault("emulated", []).append(
+                {"node": d.sender, "ifname": d.ifname, "tag": d.tag, "direction": d.label})
+        link[d.side] = imp.describe()
+    journal.write_state(data)

@@ -17,6 +17,7 @@ from typing import Any
 from testbed.errors import ConfigError
 from testbed.loader import Document
 from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
+from testbed.model.schedule import ScheduleEntry, parse_schedule
 
 NODE_KINDS = ("host", "router")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -89,13 +90,14 @@ class Topology:
     description: str = ""
     source: str = ""             # the YAML after templating, for results
     variables: dict[str, Any] = field(default_factory=dict)
+    schedule: tuple[ScheduleEntry, ...] = ()   # run-time link changes (model/schedule.py)
 
     @property
     def hosts(self) -> list[str]:
         return [n.name for n in self.nodes.values() if n.kind == "host"]
 
 
-TOP_KEYS = {"name", "description", "addressing", "defaults", "nodes", "links"}
+TOP_KEYS = {"name", "description", "addressing", "defaults", "nodes", "links", "schedule"}
 NODE_KEYS = {"kind", "cc", "sysctls", "routes"}
 LINK_KEYS = {"endpoints", "mtu", "forward", "reverse"} | set(IMPAIRMENT_KEYS)
 ENDPOINT_KEYS = {"node", "ifname", "ipv4", "ipv6"}
@@ -354,7 +356,8 @@ def parse_topology(doc: Document, *, require_name: bool = True) -> Topology:
         raise doc.error("description", "description must be text")
     topo = Topology(name=name or "testbed", nodes=nodes, links=links, addressing=addressing,
                     file=doc.file, description=description, source=doc.text,
-                    variables=dict(doc.variables))
+                    variables=dict(doc.variables),
+                    schedule=parse_schedule(doc, data.get("schedule"), links))
     _check_interfaces(doc, topo)
     return topo
 

@@ -1,0 +1,133 @@
+"""Carry out a topology's ``schedule:`` on a running testbed (testbed.model.schedule).
+
+    sched = Scheduler(instance, topology.schedule)
+    sched.start(t0)          # t0: time.monotonic() when flows start
+    ...
+    events = sched.stop()    # what was done, when (also ``sched.events``)
+
+One thread; each entry is applied at ``t0 + at`` with the backend's
+``change`` (merged into what is in force, like ``tc qdisc change``); an
+entry with ``for`` puts back exactly what was in force before it, after
+that long. Every action is recorded with its planned and actual offset;
+a failed action is recorded with its error (``errors``) and the rest
+still run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from testbed.emulation import live
+from testbed.errors import TestbedError
+from testbed.model.impairment import Impairment
+from testbed.model.schedule import ScheduleEntry
+from testbed.realize import state
+
+
+@dataclass(frozen=True)
+class _Action:
+    offset: float
+    order: int
+    entry: ScheduleEntry
+    revert: bool
+
+
+class Scheduler:
+    """Applies scheduled link changes at their times, in a thread."""
+
+    def __init__(self, instance: str, entries: Sequence[ScheduleEntry]) -> None:
+        self.instance = instance
+        self.entries = tuple(entries)
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._before: dict[int, list[tuple[live.LiveDirection, Impairment | None]]] = {}
+        self.t0: float | None = None
+
+    @classmethod
+    def for_network(cls, net: Any) -> "Scheduler":
+        """The schedule of the topology a running testbed was brought up from (may be empty)."""
+        import yaml
+
+        from testbed.loader import Document
+        from testbed.model.topology import parse_topology
+        source = net.data.get("topology_source") or ""
+        data = yaml.safe_load(source) if source.strip() else None
+        if not isinstance(data, dict) or not data.get("schedule"):
+            return cls(net.name, ())
+        topo = parse_topology(Document(file=net.data.get("file") or "<topology>", data=data),
+                              require_name=False)
+        return cls(net.name, topo.schedule)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e["error"] for e in self.events if e.get("error")]
+
+    def actions(self) -> list[_Action]:
+        out = []
+        for i, e in enumerate(self.entries):
+            out.append(_Action(e.at.seconds, 2 * i, e, False))
+            if e.duration is not None:
+                out.append(_Action(e.at.seconds + e.duration.seconds, 2 * i + 1, e, True))
+        return sorted(out, key=lambda a: (a.offset, a.order))
+
+    def start(self, t0: float | None = None) -> None:
+        if self._thread is not None:
+            raise TestbedError("the link schedule was already started")
+        self.t0 = time.monotonic() if t0 is None else t0
+        if not self.entries:
+            return
+        self._thread = threading.Thread(target=self._run, name="link-schedule", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop (actions not yet due are skipped and recorded as such); the events."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return list(self.events)
+
+    def _run(self) -> None:
+        assert self.t0 is not None
+        pending = self.actions()
+        while pending:
+            wait = self.t0 + pending[0].offset - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            self._do(pending.pop(0))
+        for action in pending:
+            self.events.append(self._event(action, skipped=True))
+
+    def _event(self, action: _Action, **extra: Any) -> dict[str, Any]:
+        e = action.entry
+        return {"entry": e.index, "action": "revert" if action.revert else "set",
+                "link": e.link, "direction": e.direction, "set": e.set.describe(),
+                "planned_s": action.offset, **extra}
+
+    def _do(self, action: _Action) -> None:
+        assert self.t0 is not None
+        e = action.entry
+        done: list[str] = []
+        error = None
+        started = time.time()
+        try:
+            if not action.revert:
+                if e.duration is not None:
+                    data = state.Journal(self.instance).read_state() or {}
+                    self._before[e.index] = [
+                        (d, live.configured(data, d, state.instance_dir(self.instance)))
+                        for d in live.directions(data, e.link, e.direction)]
+                for d, merged in live.change(self.instance, e.link, e.set, e.direction):
+                    done.append(f"{d.label}: {merged.describe()}")
+            else:
+                for d, before in self._before.pop(e.index, []):
+                    live.put(self.instance, d, before)
+                    done.append(f"{d.label}: {before.describe() if before else 'none'}")
+        except (TestbedError, OSError) as exc:
+            error = str(exc)
+        self.events.append(self._event(action, at_s=round(time.monotonic() - self.t0, 4),
+                                       started_wall=started, wall=time.time(),
+                                       result=done, error=error))
