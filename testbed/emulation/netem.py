@@ -221,6 +221,11 @@ class NetemBackend:
         problems = []
         if imp.queue is not None and imp.rate is None:
             problems.append("queue without rate: give the link a rate for its bottleneck buffer")
+        if imp.reorder is not None and imp.reorder.fraction > 0 and imp.delay is None:
+            # netem sends "reordered" packets at once, so without a delay there is
+            # nothing to overtake and the setting would be silently ignored
+            problems.append("reorder without delay: netem reorders by letting packets skip "
+                            "the delay; give the link a delay")
         if imp.rate is not None and imp.rate.bps / 8 > tbf_mod.MAX_RATE_BYTES:
             problems.append(f"rate {imp.rate}: above what tbf without 64-bit rates expresses")
         return problems
