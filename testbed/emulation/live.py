@@ -19,6 +19,7 @@ from testbed.realize import state
 from testbed.units import Duration
 
 DIRECTIONS = ("forward", "reverse", "both")
+PER_PACKET = ("loss", "jitter", "reorder", "duplicate", "corrupt")
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,13 @@ def change(instance: str, name: str, imp: Impairment,
         (configured(data, d, journal.dir) or Impairment()).merged(imp))]
     if problems:
         raise TestbedError(f"the {backend.name} link backend cannot do: " + "; ".join(problems))
+    if any(getattr(imp, key) is not None for key in PER_PACKET):
+        # as ``up`` does (testbed.links.apply): per-packet impairments must not
+        # meet 64 KB GSO super-packets anywhere on the path
+        from testbed.emulation import set_offloads
+        for node in data["nodes"].values():
+            for iface in node["interfaces"]:
+                set_offloads(node["netns"], iface["ifname"], False)
     done = []
     for d in chosen:
         if is_emulated(data, d):
