@@ -289,6 +289,45 @@ def test_remote_run_brings_results_home_and_leaves_nothing(fresh_server, tmp_pat
     print(f"remote run of a 2 s workload took {elapsed:.1f} s")
 
 
+SWEEP = """\
+name: remote-sweep
+topology: topo.yaml
+duration: 2s
+matrix:
+  cc: [cubic, bbr]
+flows:
+  - {name: f1, from: a, to: b, cc: "{{ cc }}", driver: builtin}
+"""
+
+
+@pytest.mark.slow
+def test_sweep_over_two_hosts_merges_results(fresh_server, tmp_path):
+    kh = fresh_server.known_hosts(tmp_path / "known_hosts")
+    d = tmp_path / "wl"
+    d.mkdir()
+    (d / "topo.yaml").write_text(WORKLOAD_TOPOLOGY)
+    (d / "sweep.yaml").write_text(SWEEP)
+    hosts = tmp_path / "hosts.yaml"
+    # two "hosts": the same server reached twice (one experiment per connection at a time)
+    hosts.write_text(f"hosts:\n  - {fresh_server.spec}\n  - {fresh_server.spec}\n")
+    out_dir = tmp_path / "results"
+    argv = [sys.executable, "-m", "testbed", "run", str(d / "sweep.yaml"), "--output", str(out_dir),
+            "--hosts", str(hosts), "--known-hosts", str(kh), "--identity",
+            str(fresh_server.client_key), "--ssh-config", os.devnull, *_remote_opts(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    env["HOME"] = str(fresh_server.home)
+    p = fresh_server.net["h1"].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    dirs = [Path(line) for line in out.split()]
+    assert len(dirs) == 2 and {x.parent for x in dirs} == {out_dir / "remote-sweep"}, out
+    ccs = sorted(json.loads((x / "result.json").read_text())["variables"]["cc"] for x in dirs)
+    assert ccs == ["bbr", "cubic"]
+    assert all(json.loads((x / "result.json").read_text())["status"] == "complete" for x in dirs)
+    assert f"[{fresh_server.spec}] testbed:" in err     # per-host progress, prefixed
+
+
 @pytest.mark.slow
 def test_server_killed_mid_run_is_a_clear_error_with_partial_record(server, tmp_path):
     if server.proc.poll() is not None:
@@ -340,3 +379,4 @@ def test_server_killed_mid_run_is_a_clear_error_with_partial_record(server, tmp_
     remote_result = json.loads((remote_results[0] / "result.json").read_text())
     assert remote_result["status"] == "interrupted", remote_result
     shutil.rmtree(tmp_path / "remote")
+

@@ -168,3 +168,19 @@ def test_wrapper_passes_exit_codes_and_a_stop_request(tmp_path):
     proc.stdin.flush()
     assert proc.wait(timeout=10) == 130
     proc.stdin.close()
+
+
+def test_hosts_file_and_per_point_argv(tmp_path):
+    from testbed.remote import sweep
+    from testbed.workload.matrix import RunPoint
+    f = tmp_path / "hosts.yaml"
+    f.write_text("hosts:\n  - alice@lab1\n  - lab2:2222\n")
+    assert sweep.load_hosts(str(f)) == ["alice@lab1", "lab2:2222"]
+    f.write_text("hosts: lab1\n")
+    with pytest.raises(ConfigError):
+        sweep.load_hosts(str(f))
+    point = RunPoint(variables={"loss": "1%", "cc": "bbr"}, point={"cc": "bbr"}, repetition=1,
+                     index=3)
+    base = ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%"]
+    assert sweep.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--set", "loss=1%",
+                                             "--set", "cc=bbr", "--repeat", "1"]
