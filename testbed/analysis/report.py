@@ -15,7 +15,7 @@ from testbed.analysis.metrics import METRICS, UNIT_LABEL
 from testbed.analysis.runs import Run, RunSet
 from testbed.analysis.stats import CI_METHOD, TEST_METHOD
 from testbed.analysis.summary import Summary, summarize
-from testbed.analysis.tables import _cell, _comparison_line, default_metrics, header, visible_metrics
+from testbed.analysis.tables import cell, comparison_line, default_metrics, header, visible_metrics
 
 
 def _template() -> Any:
@@ -92,9 +92,9 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
         metrics=[{"heading": f"{m} ({UNIT_LABEL[METRICS[m].unit]})" if UNIT_LABEL[METRICS[m].unit] else m,
                   "help": METRICS[m].help} for m in metrics],
         rows=[{"labels": [r.labels.get(k, "") for k in keys], "n": len(r.views),
-               "cells": [_cell(r.estimate(m), METRICS[m].unit) for m in metrics]} for r in summary.rows],
+               "cells": [cell(r.estimate(m), METRICS[m].unit) for m in metrics]} for r in summary.rows],
         test_metric=test_metric,
-        comparisons=[_comparison_line(c) for c in summary.comparisons(test_metric)],
+        comparisons=[comparison_line(c) for c in summary.comparisons(test_metric)],
         overview=[{"title": t, "data": _b64(p)} for s, t, p in figures if s == "overview"],
         series=[{"title": t, "data": _b64(p)} for s, t, p in figures if s == "series"],
         runs=[_run_facts(r, labels_of.get(r.run_id, "")) for r in rs.runs],

@@ -20,7 +20,7 @@ from testbed.analysis.summary import Comparison, Summary
 FORMATS = ("table", "csv", "json", "markdown")
 
 
-def _cell(est: Estimate, unit: str) -> str:
+def cell(est: Estimate, unit: str) -> str:
     if est.mean is None:
         return "-"
     text = fmt_value(est.mean, unit)
@@ -84,7 +84,7 @@ def to_csv(summary: Summary, metrics: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def _comparison_line(c: Comparison) -> list[str]:
+def comparison_line(c: Comparison) -> list[str]:
     unit = METRICS[c.metric].unit
     ea, eb = c.a.estimate(c.metric), c.b.estimate(c.metric)
     if c.test is None:
@@ -107,13 +107,13 @@ def to_markdown(summary: Summary, metrics: Sequence[str], comparisons: list[Comp
              "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in summary.rows:
         cells = [r.labels.get(k, "") for k in keys] + [str(len(r.views))]
-        cells += [_cell(r.estimate(m), METRICS[m].unit) for m in metrics]
+        cells += [cell(r.estimate(m), METRICS[m].unit) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if comparisons:
         metric = comparisons[0].metric
         lines += ["", f"Differences in {metric} ({TEST_METHOD}):", "",
                   "| A | B | mean A | mean B | A/B | p | verdict |", "|---|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(_comparison_line(c)) + " |" for c in comparisons]
+        lines += ["| " + " | ".join(comparison_line(c)) + " |" for c in comparisons]
     return "\n".join(lines) + "\n"
 
 
@@ -134,14 +134,14 @@ def print_table(summary: Summary, metrics: Sequence[str], comparisons: list[Comp
         table.add_column(_heading(m, "\n"), justify="right")
     for r in summary.rows:
         table.add_row(*[r.labels.get(k, "") for k in keys], str(len(r.views)),
-                      *[_cell(r.estimate(m), METRICS[m].unit) for m in metrics])
+                      *[cell(r.estimate(m), METRICS[m].unit) for m in metrics])
     console.print(table)
     if comparisons:
         ct = Table(title=f"Differences in {comparisons[0].metric} ({TEST_METHOD})", title_justify="left")
         for h in ("A", "B", "mean A", "mean B", "A/B", "p", "verdict"):
             ct.add_column(h)
         for c in comparisons:
-            ct.add_row(*_comparison_line(c))
+            ct.add_row(*comparison_line(c))
         console.print(ct)
 
 
