@@ -94,6 +94,7 @@ class Sample:
     down: float | None = None
     rss_mb: float | None = None       # peak resident set of the controller process(es)
     error: str | None = None
+    load: float | None = None         # 1-minute load average when the run started
 
 
 @dataclass
@@ -115,6 +116,14 @@ class Cell:
 # ----------------------------------------------------------------- helpers
 
 
+class Timeout(Exception):
+    """A run was killed at its time limit; ``output`` is what it printed until then."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__("timeout")
+        self.output = output
+
+
 def run_rss(argv: list[str], *, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None) -> tuple[float, float, int, str]:
     """Run ``argv``: (wall seconds, peak RSS in MB of its process tree, rc, output).
@@ -123,7 +132,7 @@ def run_rss(argv: list[str], *, timeout: float | None = None,
     this process would start at this process's own size (exec keeps the
     forked image's high-water mark), hiding anything smaller. ``on_line`` is
     called with each output line as it arrives. On timeout, kills the whole
-    process group and raises TimeoutError.
+    process group and raises Timeout.
     """
     with tempfile.NamedTemporaryFile("r", prefix="tbbench-rss-") as rss_file:
         wrapped = ([GNU_TIME, "-f", "%M", "-o", rss_file.name] if GNU_TIME else []) + argv
@@ -147,7 +156,7 @@ def run_rss(argv: list[str], *, timeout: float | None = None,
             os.killpg(proc.pid, signal.SIGKILL)   # Mininet: its pid namespace's init dies too
             proc.wait()
             reader.join(timeout=5)
-            raise TimeoutError(f"{' '.join(argv[:3])} timed out after {timeout:g} s") from None
+            raise Timeout("".join(lines)) from None
         wall = time.monotonic() - started
         reader.join(timeout=5)
         rss_lines = rss_file.read().split()
@@ -312,6 +321,7 @@ t0 = time.monotonic()
 net = Mininet(topo=topo, switch=LinuxBridge, controller=None)
 net.start()
 t1 = time.monotonic()
+print(json.dumps({"up": t1 - t0}), flush=True)
 net.stop()
 t2 = time.monotonic()
 print(json.dumps({"up": t1 - t0, "down": t2 - t1,
@@ -339,7 +349,9 @@ def bench_mininet_api(scenario: str, timeout: float) -> Sample:
         _, _, rc, out = run_rss(UNSHARE + [SYSTEM_PYTHON, "-c", MN_API_SCRIPT, kind, n,
                                            str(HERE)],
                                 timeout=timeout)
-    except TimeoutError:
+    except Timeout as exc:
+        lines = [l for l in exc.output.splitlines() if l.startswith("{")]
+        sample.up = json.loads(lines[0])["up"] if lines else None
         sample.error = "timeout"
         return sample
     if rc != 0:
@@ -365,7 +377,8 @@ def bench_mininet_cli(scenario: str, timeout: float) -> Sample:
     started = time.monotonic()
     try:
         wall, rss, rc, out = run_rss(argv, timeout=timeout, on_line=watch)
-    except TimeoutError:
+    except Timeout:
+        sample.up = stopping[0] - started if stopping else None
         sample.error = "timeout"
         return sample
     if rc != 0 or not stopping:
@@ -445,8 +458,9 @@ def render(cells: dict[tuple[str, str], Cell], scenarios: list[str]) -> str:
                 cli_down = mn_cli.median("down") if mn_cli else None
                 vs_mn_up = f"{_ratio(up, api_up)} / {_ratio(up, cli_up)}"
                 vs_mn_down = f"{_ratio(down, api_down)} / {_ratio(down, cli_down)}"
+            down_text = cell.error[:40] if down is None and cell.error else _fmt(down)
             lines.append(f"| {scenario} | {tool} | {len(cell.samples)} | {_fmt(up)} | "
-                         f"{_fmt(down)} | {_fmt(cell.median('rss_mb'))} | {vs_floor} | "
+                         f"{down_text} | {_fmt(cell.median('rss_mb'))} | {vs_floor} | "
                          f"{vs_mn_up} | {vs_mn_down} |")
     lines.append("")
     lines.append("Ratios are testbed / other (below 1 = testbed faster).")
@@ -502,28 +516,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"({os.cpu_count()} CPUs)", file=sys.stderr)
     cells: dict[tuple[str, str], Cell] = {}
-    for scenario in scenarios:
+    # Mininet last, biggest last: a Mininet killed at its time limit leaves the kernel
+    # destroying a thousand bridges for a while, which slows whatever runs next
+    order = [(scenario, tool) for scenario in scenarios for tool in tools
+             if not tool.startswith("Mininet")]
+    order += sorted(((scenario, tool) for scenario in scenarios for tool in tools
+                     if tool.startswith("Mininet")), key=lambda st: SCENARIOS[st[0]][2])
+    for scenario, tool in order:
         runs = args.big_runs if SCENARIOS[scenario][2] >= 1000 else args.runs
-        for tool in tools:
-            cell = cells[scenario, tool] = Cell(scenario, tool)
-            for run in range(runs):
-                if tool == "testbed CLI":
-                    sample = bench_testbed_cli(scenario, run, args.testbed)
-                elif tool == "testbed API":
-                    sample = bench_testbed_api(scenario, run, sys.executable)
-                elif tool == "floor":
-                    sample = bench_floor(scenario, run)
-                elif tool == "Mininet API":
-                    sample = bench_mininet_api(scenario, args.mininet_timeout)
-                else:
-                    sample = bench_mininet_cli(scenario, args.mininet_timeout)
-                cell.samples.append(sample)
-                print(f"{scenario:<10} {tool:<12} run {run + 1}/{runs}: up {_fmt(sample.up)} s, "
-                      f"down {_fmt(sample.down)} s, RSS {_fmt(sample.rss_mb)} MB"
-                      + (f"  [{sample.error}]" if sample.error else ""),
-                      file=sys.stderr, flush=True)
-                if sample.error == "timeout":
-                    break          # a second timeout teaches nothing
+        cell = cells[scenario, tool] = Cell(scenario, tool)
+        for run in range(runs):
+            started_load = os.getloadavg()[0]
+            if tool == "testbed CLI":
+                sample = bench_testbed_cli(scenario, run, args.testbed)
+            elif tool == "testbed API":
+                sample = bench_testbed_api(scenario, run, sys.executable)
+            elif tool == "floor":
+                sample = bench_floor(scenario, run)
+            elif tool == "Mininet API":
+                sample = bench_mininet_api(scenario, args.mininet_timeout)
+            else:
+                sample = bench_mininet_cli(scenario, args.mininet_timeout)
+            sample.load = started_load
+            cell.samples.append(sample)
+            print(f"{scenario:<10} {tool:<12} run {run + 1}/{runs} (load {started_load:.2f}): "
+                  f"up {_fmt(sample.up)} s, "
+                  f"down {_fmt(sample.down)} s, RSS {_fmt(sample.rss_mb)} MB"
+                  + (f"  [{sample.error}]" if sample.error else ""),
+                  file=sys.stderr, flush=True)
+            if sample.error == "timeout":
+                break          # a second timeout teaches nothing
     end_load = os.getloadavg()
     print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}",
           file=sys.stderr)
