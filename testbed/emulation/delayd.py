@@ -33,6 +33,16 @@ from testbed.emulation.delayline import ACCEPT_NOW, DROP, DelayConfig, DelayLine
 
 PR_SET_TIMERSLACK = 29
 _DRAIN_MAX = 512
+# Wake-up lateness compensation: the daemon wakes ``lead`` ns before a packet
+# falls due and releases what is due within ``lead``; ``lead`` follows a low
+# quantile of the lateness observed on timer wake-ups (it drops by half the
+# gap at once, rises by 1/32), capped, so a CPU-starved moment cannot make
+# packets leave early. A packet read right after a
+# wake-up is stamped as having arrived ``lead`` earlier (the same scheduler
+# latency delayed our reading it; the kernel gives no queueing timestamp for
+# locally sent packets).
+_LEAD_MAX_NS = 200_000
+_LEAD_SHIFT = 5
 
 
 def _read_config(path: str) -> tuple[int, DelayConfig]:
@@ -97,14 +107,24 @@ def run(queue_num: int, config_path: str, status_path: str, maxlen: int,
     now_ns = time.monotonic_ns
     rlist = [sock, wake_r]
     enobufs = 0
+    lead = 0
     while not flags["stop"]:
         due = line.next_due()
         if due is None:
             timeout = None
         else:
-            timeout = max(0.0, (due - now_ns()) / 1e9)
+            timeout = max(0.0, (due - lead - now_ns()) / 1e9)
         if timeout != 0.0:
             ready, _, _ = select.select(rlist, [], [], timeout)
+            if not ready and due is not None:
+                # a timer wake-up: how late was it against the wake-up we asked for?
+                late = min(_LEAD_MAX_NS, max(0, now_ns() - (due - lead)))
+                # follow a LOW quantile of the lateness: down fast, up slowly, so
+                # that a loaded machine's stalls do not make packets leave early
+                if late < lead:
+                    lead -= (lead - late) >> 1
+                else:
+                    lead += (late - lead) >> _LEAD_SHIFT
             if wake_r in ready:
                 try:
                     wake_r.recv(4096)
@@ -116,6 +136,8 @@ def run(queue_num: int, config_path: str, status_path: str, maxlen: int,
             line.configure(config)
             status.update(generation=generation, config=config.to_dict())
             _write_status(status_path, status)
+        # a packet that woke us queued about one wake-up latency ago
+        woke_late = lead if timeout != 0.0 else 0
         for _ in range(_DRAIN_MAX):
             try:
                 n = recv_into(buf)
@@ -131,12 +153,13 @@ def run(queue_num: int, config_path: str, status_path: str, maxlen: int,
                 if n >= 20 and nfqueue.ack_error(bytes(buf[:n])):
                     print(f"delayd: kernel error on queue {queue_num}", file=sys.stderr)
                 continue
-            action = arrive(pid, now_ns())
+            action = arrive(pid, now_ns() - woke_late)
+            woke_late = 0
             if action == DROP:
                 send(nfqueue.verdict(queue_num, pid, nfqueue.NF_DROP))
             elif action == ACCEPT_NOW:
                 send(nfqueue.verdict(queue_num, pid, nfqueue.NF_ACCEPT))
-        last = line.release(now_ns())
+        last = line.release(now_ns() + lead)
         if last is not None:
             send(nfqueue.batch_verdict(queue_num, last))
     last = line.release_all()
