@@ -4,6 +4,8 @@ Builds a line  a --(eth0)-- r --(eth1)-- b  of namespaces (tbbench-<random>),
 impairs r's egress towards b, and measures with real packets:
 
 - delay: UDP probes a->b->a, added delay = RTT - base RTT (mean, p99 error);
+  RTTs from kernel receive timestamps minus the echo's own turnaround, so
+  the probing processes' scheduling does not count (the delay line's does);
 - jitter, loss, rate: configured vs measured;
 - throughput through a 20 ms delay line (iperf3, 5 s) with offloads on and
   off, and the delay daemon's CPU share.
@@ -17,10 +19,13 @@ import json
 import math
 import os
 import secrets
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from emu_fixtures import EmuPair, udp_blast_received, udp_rtts  # noqa: E402
+from emu_fixtures import EmuPair, udp_blast_received  # noqa: E402
 from testbed.emulation import UserspaceBackend, set_offloads  # noqa: E402
 from testbed.emulation._netns import enter, pids_in_netns  # noqa: E402
 from testbed.model.impairment import parse_impairment  # noqa: E402
@@ -86,6 +91,85 @@ def line(state_dir: Path):
                 netns.remove(ns)
             except OSError:
                 pass
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+def _kernel_rx(sock: socket.socket) -> tuple[bytes, tuple, int] | None:
+    """One datagram with the kernel's receive timestamp (ns, CLOCK_REALTIME)."""
+    try:
+        data, anc, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(16))
+    except socket.timeout:
+        return None
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("=qq", raw[:16])
+            return data, peer, sec * 1_000_000_000 + nsec
+    return data, peer, time.time_ns()
+
+
+def udp_rtts(pair: EmuPair, count: int, interval: float, port: int = 7779,
+             timeout: float = 0.3) -> list[float]:
+    """RTTs (s) of ``count`` UDP probes a -> b -> a, timed so that neither
+    Python process's scheduling counts: both ends take the kernel's receive
+    timestamp (SO_TIMESTAMPNS), and the echo reports its own turnaround
+    (its send time minus its kernel receive time), which is subtracted."""
+    with enter(pair.b):
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with enter(pair.a):
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (server, client):
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.settimeout(0.1)
+    server.bind((pair.addr_b, port))
+    client.bind((pair.addr_a, 0))
+    stop = threading.Event()
+    rtts: dict[int, float] = {}
+
+    def echo() -> None:
+        while not stop.is_set():
+            got = _kernel_rx(server)
+            if got is None:
+                continue
+            data, peer, rx = got
+            server.sendto(data[:12] + struct.pack("!q", time.time_ns() - rx), peer)
+
+    def receive() -> None:
+        quiet = None
+        while True:
+            got = _kernel_rx(client)
+            if got is None:
+                if stop.is_set():
+                    quiet = quiet or time.monotonic()
+                    if time.monotonic() - quiet > timeout:
+                        return
+                continue
+            quiet = None
+            data, _peer, rx = got
+            seq, sent, turnaround = struct.unpack("!Iqq", data[:20])
+            rtts[seq] = (rx - sent - turnaround) / 1e9
+
+    threads = [threading.Thread(target=echo, daemon=True),
+               threading.Thread(target=receive, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        start = time.monotonic()
+        for seq in range(count):
+            target = start + seq * interval
+            while (now := time.monotonic()) < target:
+                time.sleep(min(target - now, 0.001))
+            client.sendto(struct.pack("!Iq", seq, time.time_ns()) + b"x" * 52,
+                          (pair.addr_b, port))
+        time.sleep(timeout)  # the last probes are still in the delay line
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout + 1)
+        server.close()
+        client.close()
+    return [rtts[k] for k in sorted(rtts)]
 
 
 def iperf(a: str, b: str, seconds: int = 5) -> float:
