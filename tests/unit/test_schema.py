@@ -29,3 +29,10 @@ def test_cli_prints_the_schema():
     out = subprocess.run([sys.executable, "-m", "testbed", "schema"], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out)["title"] == "testbed topology"
+
+
+def test_schema_accepts_a_schedule():
+    topo = {"name": "t", "nodes": {"r1": {"kind": "router"}, "r2": {"kind": "router"}},
+            "links": [{"endpoints": ["r1", "r2"], "rate": "10mbit"}],
+            "schedule": [{"at": "5s", "for": "2s", "link": "r1-r2", "set": {"loss": "100%"}}]}
+    jsonschema.validate(topo, topology_schema())
