@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="link_command", metavar="show|set")
     sub.required = True
     s = sub.add_parser("show", help="each emulated direction: configured, backend, kernel view")
-    s.add_argument("--name", dest="link_name", default=None, metavar="A-B", help="only this link")
-    s.add_argument("--testbed", dest="testbed_name", default=None,
+    s.add_argument("--link", dest="link_name", default=None, metavar="A-B", help="only this link")
+    s.add_argument("--name", "--testbed", dest="testbed_name", default=None,
                    help="testbed instance (default: the only one up)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=link_show_command)
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("link", metavar="A-B")
     s.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     s.add_argument("--direction", choices=("forward", "reverse", "both"), default="both")
-    s.add_argument("--testbed", dest="testbed_name", default=None,
+    s.add_argument("--name", "--testbed", dest="testbed_name", default=None,
                    help="testbed instance (default: the only one up)")
     s.set_defaults(func=link_set_command)
 
@@ -61,7 +61,7 @@ def _instance(name: str | None) -> str:
         return up[0]
     if not up:
         raise TestbedError("no testbed is up (start one with: testbed up TOPOLOGY)")
-    raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --testbed")
+    raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --name")
 
 
 def link_show_command(args: argparse.Namespace) -> int:

@@ -102,8 +102,20 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
                      "jitter and reordering act per packet, not per GSO super-packet")
     for d in directions(plan):
         node = plan.nodes[d.sender]
+        if selection.backend.name == "userspace" and node.kind == "host" \
+                and plan.nodes[d.receiver].kind == "host" and d.impairment.delay:
+            notes.append(f"link {d.label}: the userspace delay line sits in {d.sender}'s own "
+                         "egress, where TCP Small Queues cap a bulk TCP sender at a few "
+                         "Mbit/s per 10 ms of delay; put a router between hosts for bulk TCP")
+        extra = {}
+        if selection.backend.name == "userspace" and node.kind == "host" \
+                and plan.nodes[d.receiver].kind == "router":
+            # a host's own packets are delayed after crossing the link (see userspace.py)
+            peer_ifname = d.link.b_ifname if d.sender == d.link.a else d.link.a_ifname
+            extra["ingress"] = (plan.nodes[d.receiver].netns, peer_ifname)
         selection.backend.apply(node.netns, d.ifname, d.impairment, owner_tag=node.tag,
-                                state_dir=state_dir, rtt_hint=rtt_hint(d.link), mtu=d.link.mtu)
+                                state_dir=state_dir, rtt_hint=rtt_hint(d.link), mtu=d.link.mtu,
+                                **extra)
     return notes
 
 

@@ -84,6 +84,16 @@ def all_directions(data: dict[str, Any]) -> list[LiveDirection]:
     return out
 
 
+def placement(data: dict[str, Any], d: LiveDirection, backend: Backend) -> dict[str, Any]:
+    """Extra ``apply`` arguments: the userspace backend delays a host's traffic at the receiver."""
+    if backend.name != "userspace" or data["nodes"][d.sender]["kind"] != "host" \
+            or data["nodes"][d.receiver]["kind"] != "router":
+        return {}
+    link = next(l for l in data["links"] if l["index"] == d.link_index)
+    peer_ifname = link["b_ifname"] if d.sender == link["a"] else link["a_ifname"]
+    return {"ingress": (data["nodes"][d.receiver]["netns"], peer_ifname)}
+
+
 def is_emulated(data: dict[str, Any], d: LiveDirection) -> bool:
     return any(e["node"] == d.sender and e["ifname"] == d.ifname for e in data.get("emulated", []))
 
@@ -171,7 +181,8 @@ def change(instance: str, name: str, imp: Impairment,
         else:
             merged = imp
             backend.apply(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
-                          rtt_hint=_rtt_hint(data, d, journal.dir, imp), mtu=d.mtu)
+                          rtt_hint=_rtt_hint(data, d, journal.dir, imp), mtu=d.mtu,
+                          **placement(data, d, backend))
             data.setdefault("emulated", []).append(
                 {"node": d.sender, "ifname": d.ifname, "tag": d.tag, "direction": d.label})
             if not data.get("link_backend"):
@@ -226,7 +237,7 @@ def put(instance: str, d: LiveDirection, imp: Impairment | None) -> None:
         rtt = record.get("rtt_hint")
         backend.apply(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
                       rtt_hint=_rtt_hint(data, d, journal.dir, imp) if rtt is None else Duration(rtt),
-                      mtu=record.get("mtu", d.mtu))
+                      mtu=record.get("mtu", d.mtu), **placement(data, d, backend))
         if not is_emulated(data, d):
             data.setdefault("emulated", []).append(
                 {"node": d.sender, "ifname": d.ifname, "tag": d.tag, "direction": d.label})

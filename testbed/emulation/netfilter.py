@@ -42,28 +42,35 @@ def _run(netns: str, argv: list[str], stdin: str | None = None,
     return proc
 
 
-def queue_rule(owner_tag: str, ifname: str, queue_num: int) -> list[str]:
-    """The POSTROUTING rule spec (without -A/-D/-C) sending ``ifname`` to the queue."""
-    return ["-o", ifname, "-m", "comment", "--comment", f"testbed:{owner_tag}",
+# Where a delay line hooks in: a sender's egress (POSTROUTING -o) or, for a
+# host's own traffic, the receiver's ingress (PREROUTING -i; see userspace.py).
+HOOKS = {"egress": ("POSTROUTING", "-o"), "ingress": ("PREROUTING", "-i")}
+
+
+def queue_rule(owner_tag: str, ifname: str, queue_num: int, hook: str = "egress") -> list[str]:
+    """The rule spec (without -A/-D/-C) sending ``ifname``'s packets to the queue."""
+    return [HOOKS[hook][1], ifname, "-m", "comment", "--comment", f"testbed:{owner_tag}",
             "-j", "NFQUEUE", "--queue-num", str(queue_num)]
 
 
-def has_queue_rule(netns: str, tool: str, spec: list[str]) -> bool:
-    proc = _run(netns, [tool, "-w", "-t", "mangle", "-C", "POSTROUTING", *spec], check=False)
+def has_queue_rule(netns: str, tool: str, spec: list[str], hook: str = "egress") -> bool:
+    proc = _run(netns, [tool, "-w", "-t", "mangle", "-C", HOOKS[hook][0], *spec], check=False)
     return proc.returncode == 0
 
 
-def apply_queue(netns: str, owner_tag: str, ifname: str, queue_num: int) -> None:
-    spec = queue_rule(owner_tag, ifname, queue_num)
+def apply_queue(netns: str, owner_tag: str, ifname: str, queue_num: int,
+                hook: str = "egress") -> None:
+    spec = queue_rule(owner_tag, ifname, queue_num, hook)
     for tool in IPTABLES:
-        if not has_queue_rule(netns, tool, spec):
-            _run(netns, [tool, "-w", "-t", "mangle", "-A", "POSTROUTING", *spec])
-        if not has_queue_rule(netns, tool, spec):
+        if not has_queue_rule(netns, tool, spec, hook):
+            _run(netns, [tool, "-w", "-t", "mangle", "-A", HOOKS[hook][0], *spec])
+        if not has_queue_rule(netns, tool, spec, hook):
             raise RealizeError(f"{tool} NFQUEUE rule for {netns}/{ifname} did not read back")
 
 
-def remove_queue(netns: str, owner_tag: str, ifname: str, queue_num: int) -> None:
-    spec = queue_rule(owner_tag, ifname, queue_num)
+def remove_queue(netns: str, owner_tag: str, ifname: str, queue_num: int,
+                 hook: str = "egress") -> None:
+    spec = queue_rule(owner_tag, ifname, queue_num, hook)
     for tool in IPTABLES:
-        while has_queue_rule(netns, tool, spec):
-            _run(netns, [tool, "-w", "-t", "mangle", "-D", "POSTROUTING", *spec])
+        while has_queue_rule(netns, tool, spec, hook):
+            _run(netns, [tool, "-w", "-t", "mangle", "-D", HOOKS[hook][0], *spec])

@@ -53,7 +53,7 @@ def test_set_delay_then_loss_only(clean_instance, write_topology):
 
         run_cli("link", "set", "h1-h2", "loss=1%", "--direction", "forward",
                 "--testbed", clean_instance)
-        shown = json.loads(run_cli("link", "show", "--name", "h1-h2", "--json",
+        shown = json.loads(run_cli("link", "show", "--link", "h1-h2", "--json",
                                    "--testbed", clean_instance).stdout)
         by_dir = {e["direction"]: e for e in shown}
         assert "delay 10ms" in by_dir["h1->h2"]["configured"], shown
