@@ -51,7 +51,7 @@ def build_wheel(root: Path = PROJECT_ROOT) -> Wheel:
     for path in sorted((root / "testbed").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             files.append((path.relative_to(root).as_posix(), path.read_bytes()))
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
             f"Summary: {project.get('description', '')}",
             f"Requires-Python: {project.get('requires-python', '>=3')}"]
     meta += [f"Requires-Dist: {dep}" for dep in project.get("dependencies", [])]
