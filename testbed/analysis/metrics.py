@@ -259,7 +259,7 @@ def fmt_value(value: float | None, unit: str) -> str:
     if unit == "s":
         return f"{value * 1e3:.1f}"
     if unit == "duration":
-        return f"{value:.3g}"
+        return f"{value:.2f}"
     if unit == "fraction":
         return f"{value * 100:.2f}"
     if unit == "bytes":
