@@ -24,7 +24,7 @@ from testbed.emulation._netns import enter, netns_inode, pids_in_netns
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
 
-START_TIMEOUT = 5.0
+START_TIMEOUT = 20.0   # a Python start-up on a saturated 2-core machine took over 5 s
 STOP_TIMEOUT = 3.0
 MODULE = "testbed.emulation.delayd"
 

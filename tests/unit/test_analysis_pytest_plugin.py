@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from testbed import pytest_plugin
 from testbed.analysis.synthetic import FakeFlow, write_run
