@@ -90,18 +90,6 @@ def _load_plan(args: argparse.Namespace):
     return plan_for(topo, args.name)
 
 
-def _pick_instance(name: str | None) -> str:
-    from testbed.realize import state
-    if name:
-        return name
-    up = state.instances()
-    if len(up) == 1:
-        return up[0]
-    if not up:
-        raise TestbedError("no testbed is up (start one with: testbed up TOPOLOGY)")
-    raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --name")
-
-
 def _render_plan(plan, requested: str, as_json: bool) -> str:
     from testbed import links
     selection = links.choose(plan, requested)
@@ -194,11 +182,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     from testbed.network import attach
-    from testbed.realize import netns
+    from testbed.realize import netns, state
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise TestbedError("give the command after --, e.g. testbed exec h1 -- ping -c 3 h3")
-    net = attach(_pick_instance(args.name))
+    net = attach(state.pick_instance(args.name))
     node = net[args.node]
     hosts = net.state_dir / "hosts"
     netns.preexec_into(node.netns, str(hosts) if hosts.exists() else None)()

@@ -51,22 +51,10 @@ def register(subparsers: Any) -> None:
     s.set_defaults(func=link_set_command)
 
 
-def _instance(name: str | None) -> str:
-    from testbed.errors import TestbedError
-    from testbed.realize import state
-    if name:
-        return name
-    up = state.instances()
-    if len(up) == 1:
-        return up[0]
-    if not up:
-        raise TestbedError("no testbed is up (start one with: testbed up TOPOLOGY)")
-    raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --name")
-
-
 def link_show_command(args: argparse.Namespace) -> int:
     from testbed.emulation import live
-    entries = live.show(_instance(args.testbed_name), args.link_name)
+    from testbed.realize.state import pick_instance
+    entries = live.show(pick_instance(args.testbed_name), args.link_name)
     if args.json:
         print(json.dumps(entries, indent=1, default=str))
         return 0
@@ -82,8 +70,9 @@ def link_show_command(args: argparse.Namespace) -> int:
 
 def link_set_command(args: argparse.Namespace) -> int:
     from testbed.emulation import live
+    from testbed.realize.state import pick_instance
     imp = live.parse_settings(args.settings)
-    for d, merged in live.change(_instance(args.testbed_name), args.link, imp, args.direction):
+    for d, merged in live.change(pick_instance(args.testbed_name), args.link, imp, args.direction):
         print(f"{args.link} {d.label}: {merged.describe()}")
     return 0
 

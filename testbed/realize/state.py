@@ -48,6 +48,19 @@ def instances() -> list[str]:
         return []
 
 
+def pick_instance(name: str | None) -> str:
+    """``name``, or the only instance up; an error naming them when that is ambiguous."""
+    from testbed.errors import TestbedError
+    if name:
+        return name
+    up = instances()
+    if len(up) == 1:
+        return up[0]
+    if not up:
+        raise TestbedError("no testbed is up (start one with: testbed up TOPOLOGY)")
+    raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --name")
+
+
 @dataclass
 class Journal:
     """Append-only record of what an instance made, flushed line by line."""
