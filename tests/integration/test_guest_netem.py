@@ -6,35 +6,14 @@ vagrant/guest/cache/ or $TESTBED_GUEST_CACHE), one boot about 10-15 s.
 """
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-GUEST = ROOT / "vagrant" / "guest"
-TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "dpkg-deb", "apt-get", "depmod")
+from guest_helpers import GUEST, GUEST_MARKS  # noqa: E402
 
-
-def _missing():
-    if os.geteuid() != 0:
-        return "needs root (debootstrap, mkfs.ext4 -d)"
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if not any(Path(p).exists() for p in ("/bin/busybox", "/usr/bin/busybox")):
-        missing.append("busybox (busybox-static)")
-    if missing:
-        return f"missing {', '.join(missing)}: apt-get install $(cat {GUEST / 'apt-packages.txt'})"
-    return None
-
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
-]
+pytestmark = GUEST_MARKS
 
 
 @pytest.fixture(scope="module")
