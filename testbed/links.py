@@ -45,10 +45,15 @@ def directions(plan: Plan) -> Iterator[Direction]:
             yield Direction(link, link.b, link.b_ifname, link.a, link.reverse)
 
 
-def rtt_hint(link: PlannedLink) -> Duration:
-    """The round trip this link adds: the base for buffers given as a BDP multiple."""
+def rtt_hint(link: PlannedLink) -> Duration | None:
+    """The round trip this link adds: the base for buffers given as a BDP multiple.
+
+    None for a link without delay: the backend then sizes BDP buffers (and the
+    default buffer of a rate without ``queue``) for a 100 ms path, not for the
+    microseconds of a veth, which would leave a 2-packet buffer.
+    """
     total = sum((d.seconds for d in (link.forward.delay, link.reverse.delay) if d), 0.0)
-    return Duration(total)
+    return Duration(total) if total > 0 else None
 
 
 def needs_per_packet(plan: Plan) -> bool:

@@ -195,11 +195,12 @@ def change(instance: str, name: str, imp: Impairment,
 
 
 def _rtt_hint(data: dict[str, Any], d: LiveDirection, state_dir: Path,
-              imp: Impairment) -> Duration:
+              imp: Impairment) -> Duration | None:
+    """As testbed.links.rtt_hint: the link's round-trip delay, None (100 ms) without one."""
     other = [o for o in directions(data, f"{_link(data, d)}") if o.side != d.side][0]
     theirs = configured(data, other, state_dir)
     total = sum(x.delay.seconds for x in (imp, theirs) if x is not None and x.delay)
-    return Duration(total)
+    return Duration(total) if total > 0 else None
 
 
 def _link(data: dict[str, Any], d: LiveDirection) -> str:
