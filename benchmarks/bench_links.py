@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 
 from emu_fixtures import EmuPair, udp_blast_received  # noqa: E402
 from testbed.emulation import UserspaceBackend, set_offloads  # noqa: E402
-from testbed.emulation._netns import enter, pids_in_netns  # noqa: E402
+from testbed.realize.netns import enter, processes_in  # noqa: E402
 from testbed.model.impairment import parse_impairment  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def line(state_dir: Path):
         yield a, r, b
     finally:
         for ns in (a, r, b):
-            for pid in pids_in_netns(ns):
+            for pid in processes_in([ns]):
                 try:
                     os.kill(pid, 9)
                 except ProcessLookupError:

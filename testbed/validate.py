@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from testbed.emulation import live
-from testbed.emulation._netns import enter
+from testbed.realize.netns import enter
 from testbed.errors import TestbedError
 from testbed.model.impairment import GilbertElliott, Impairment
 

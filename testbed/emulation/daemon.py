@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.emulation import nfqueue
-from testbed.emulation._netns import enter, netns_inode, pids_in_netns
+from testbed.realize.netns import enter, inode, processes_in
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
 
@@ -184,7 +184,7 @@ def check_alive(netns: str, ifname: str, handle: DaemonHandle) -> None:
                            "packets on this link are being dropped, not delayed; "
                            "re-apply the link or run `testbed down`")
     try:
-        same_ns = os.stat(f"/proc/{handle.pid}/ns/net").st_ino == netns_inode(netns)
+        same_ns = os.stat(f"/proc/{handle.pid}/ns/net").st_ino == inode(netns)
     except OSError:
         same_ns = False
     if not same_ns:
@@ -199,7 +199,7 @@ def check_alive(netns: str, ifname: str, handle: DaemonHandle) -> None:
 def find_daemons(netns: str, owner_tag: str, ifname: str | None = None) -> list[int]:
     """Pids of our delay daemons in ``netns`` (matched by namespace and exact argv)."""
     found = []
-    for pid in pids_in_netns(netns):
+    for pid in processes_in([netns]):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:

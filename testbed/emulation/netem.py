@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.emulation import tbf as tbf_mod
-from testbed.emulation._netns import enter
+from testbed.realize.netns import enter
 from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, impairment_from_dict,
                                       impairment_to_dict, read_state, rtt_or_default,
                                       state_path, write_state)

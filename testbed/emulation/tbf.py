@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.emulation._netns import enter
+from testbed.realize.netns import enter
 from testbed.errors import RealizeError
 
 ETH_HEADER = 14

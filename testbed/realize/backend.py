@@ -277,25 +277,6 @@ def find_owned(instance: str | None = None) -> dict[str, str]:
     return owned
 
 
-def processes_in(namespaces: Iterable[str]) -> list[int]:
-    """PIDs of every process whose network namespace is one of ``namespaces``."""
-    inodes = {ino for ino in (netns.inode(n) for n in namespaces) if ino is not None}
-    if not inodes:
-        return []
-    wanted = {f"net:[{ino}]" for ino in inodes}
-    me = os.getpid()
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if os.readlink(f"/proc/{entry.name}/ns/net") in wanted:
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 def _proc_start(pid: int) -> float | None:
     try:
         import psutil
@@ -352,7 +333,7 @@ def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown
     # processes recorded by pid + start time, then anything still inside our namespaces
     recorded = [pid for pid, start in journal.processes()
                 if (s := _proc_start(pid)) is not None and abs(s - start) < 0.05]
-    report.processes = kill_processes(set(recorded) | set(processes_in(names)))
+    report.processes = kill_processes(set(recorded) | set(netns.processes_in(names)))
     with netns.Namespaces() as spaces:
         for name in sorted(names):
             if spaces.remove(name):

@@ -13,7 +13,7 @@ import ctypes
 import errno
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -152,10 +152,33 @@ class Namespaces:
 def enter(name: str) -> Iterator[None]:
     """Run the body with the current thread inside namespace ``name``.
 
-    Sockets opened in the body (netlink, sock_diag, TCP) stay in that namespace.
+    Sockets opened in the body (netlink, sock_diag, TCP) stay in that namespace;
+    subprocesses forked in the body start in it.
     """
+    from testbed.errors import RealizeError
+    if not exists(name):
+        raise RealizeError(f"network namespace {name!r} does not exist (no {path_of(name)})")
     with Namespaces() as spaces, spaces.enter(name):
         yield
+
+
+def processes_in(namespaces: Iterable[str]) -> list[int]:
+    """PIDs of every process whose network namespace is one of ``namespaces``."""
+    inodes = {ino for ino in (inode(n) for n in namespaces) if ino is not None}
+    if not inodes:
+        return []
+    wanted = {f"net:[{ino}]" for ino in inodes}
+    me = os.getpid()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/net") in wanted:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
 
 
 def preexec_into(name: str, hosts_file: str | None = None):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.emulation._netns import enter, pids_in_netns
+from testbed.realize.netns import enter, processes_in
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0,
                                    reason="needs root to create network namespaces")
@@ -68,7 +68,7 @@ def make_pair(state_dir: Path) -> Iterator[EmuPair]:
         yield pair
     finally:
         for ns in (a, b):
-            leftover = pids_in_netns(ns)
+            leftover = processes_in([ns])
             for pid in leftover:
                 try:
                     os.kill(pid, 9)
@@ -101,7 +101,7 @@ def left_behind(pair: EmuPair) -> list[str]:
                 rules = subprocess.run([tool, "-w", "-t", "mangle", "-S"], capture_output=True,
                                        text=True).stdout
                 found += [f"{ns}: {r}" for r in rules.splitlines() if "NFQUEUE" in r]
-        for pid in pids_in_netns(ns):
+        for pid in processes_in([ns]):
             found.append(f"{ns}: process {pid}")
     return found
 
