@@ -14,7 +14,9 @@ direction (sender -> receiver, traffic only between the link's two nodes):
   while iperf3 offers UDP above the rate (frames, as tc counts them; the
   best 0.5 s window, see ``steady_rate``), and
   TCP goodput with iperf3 (expected (mtu-52)/(mtu+14) of the rate; judged
-  only on loss-free directions).
+  only on loss-free directions). A failed or hung iperf3 test is tried
+  again (see ``_iperf3``); one that never succeeds is "not measured", never
+  a rate read off an idle link.
 
 Tolerances (chosen to hold on a loaded 2-core machine with the userspace
 backend, and to catch a mis-set link): RTT p50 within max(1 ms, 5 %) and
@@ -45,6 +47,8 @@ from testbed.model.impairment import GilbertElliott, Impairment
 Z_999 = 3.29  # two-sided 99.9 % normal quantile
 PROBE_PORT = 47_311
 IPERF_PORT = 47_312
+IPERF_ATTEMPTS = 6
+IPERF_HANG_GRACE = 6.0  # s past a test's end before its client counts as hung
 
 
 @dataclass
@@ -254,21 +258,47 @@ class _TbfCounter:
 
 def _iperf3(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: float
             ) -> tuple[dict, list[tuple[float, int]]]:
-    """One iperf3 test sender -> receiver; its JSON and tbf byte samples (t, bytes)."""
+    """One iperf3 test sender -> receiver: its JSON and tbf byte samples (t, bytes).
+
+    A test that fails is tried again (up to ``IPERF_ATTEMPTS``) with a fresh
+    server: iperf3 (3.12) does not resend the datagram that starts a UDP
+    test, so on a lossy link the client can wait for ever; a client still
+    running ``IPERF_HANG_GRACE`` s after its test should have ended is
+    stopped and counts as failed. The last failure's JSON is returned.
+    """
+    counter = _TbfCounter(d.netns, d.ifname)
+    result: dict = {"error": "iperf3 never ran"}
+    try:
+        for _attempt in range(IPERF_ATTEMPTS):
+            result, samples = _iperf3_once(net, d, addr, extra, seconds, counter)
+            if "error" not in result:
+                return result, samples
+    finally:
+        counter.close()
+    return result, []
+
+
+def _iperf3_once(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: float,
+                 counter: _TbfCounter) -> tuple[dict, list[tuple[float, int]]]:
     server = net[d.receiver].popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT), "-B", addr],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples: list[tuple[float, int]] = []
-    counter = _TbfCounter(d.netns, d.ifname)
     try:
         argv = ["iperf3", "-c", addr, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}", *extra]
-        for _attempt in range(50):  # the server may not listen yet
+        for _try in range(50):  # the server may not listen yet
             client = net[d.sender].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True)
-            while client.poll() is None:
+            give_up = time.monotonic() + seconds + IPERF_HANG_GRACE
+            while client.poll() is None and time.monotonic() < give_up:
                 b = counter.read()
                 if b is not None:
                     samples.append((time.monotonic(), b))
                 time.sleep(0.05)
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+                return {"error": f"iperf3 client had not ended {IPERF_HANG_GRACE:g}s after its "
+                                 f"{seconds:g}s test (a lost UDP start datagram?)"}, samples
             out, _err = client.communicate()
             try:
                 result = json.loads(out)
@@ -281,7 +311,6 @@ def _iperf3(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: fl
             return result, samples
         return {"error": "iperf3 server never listened"}, samples
     finally:
-        counter.close()
         server.kill()
         server.wait()
 
@@ -361,7 +390,7 @@ def validate(net, *, links: list[str] | None = None, thorough: bool = False,
             result, samples = _iperf3(net, d, addr, ["-u", "-b", f"{int(offered)}", "-l", "1400"],
                                       seconds)
             wire = steady_rate(samples)
-            if wire is None:
+            if wire is None or "error" in result:
                 entry.checks.append(Check("wire rate", _bps(imp.rate.bps),
                                           f"not measured: {result.get('error', 'no tbf')}", False))
             else:
