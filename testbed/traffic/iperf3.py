@@ -64,6 +64,11 @@ def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *
         res.retransmits = sent.get("retransmits")
     if res.ok and not end:
         res.fail("iperf3 ended without a summary (was it stopped early?)")
+    if protocol == "udp" and start.get("cookie") and not start.get("connected"):
+        # the control connection was made, the UDP stream never was
+        res.error = (f"{res.error or 'iperf3 client: no data'}: the UDP test never started; "
+                     "iperf3 does not resend the datagram that starts it, so loss on the "
+                     "path can leave it waiting (driver: builtin has no such step)")
     return res
 
 

@@ -41,6 +41,15 @@ def test_iperf3_server_died_mid_run():
     assert not res.ok and "closed unexpectedly" in res.error
 
 
+def test_iperf3_udp_test_that_never_started_says_why():
+    # captured: the start datagram dropped, the waiting client stopped with SIGTERM
+    res = parse_iperf3(load("iperf3_udp_start_lost.json"), None, name="f", protocol="udp")
+    assert not res.ok and "the client has terminated" in res.error
+    assert "never started" in res.error and "driver: builtin" in res.error
+    refused = parse_iperf3(load("iperf3_refused.json"), None, name="f", protocol="udp")
+    assert "never started" not in refused.error  # no control connection: not this case
+
+
 def test_iperf3_no_output():
     assert not parse_iperf3(None, None, name="f").ok
 
