@@ -217,6 +217,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"cleaned {inst}: {len(report.namespaces)} namespaces, "
               f"{len(report.processes)} processes")
     restored = [] if args.name else state.release_host_changes("")
+    state.tidy()
     if restored:
         print(f"restored net.ipv4.tcp_allowed_congestion_control (removed {' '.join(restored)})")
     if not instances and not restored:

@@ -340,5 +340,6 @@ def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown
                 report.namespaces.append(name)
     report.host_restored = state.release_host_changes(instance)
     journal.remove()
+    state.tidy()
     report.seconds = time.monotonic() - started
     return report

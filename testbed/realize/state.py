@@ -27,11 +27,26 @@ RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created if needed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+    """An exclusive advisory lock on ``path`` (created if needed).
+
+    The last holder may delete the file (``tidy``); a waiter that then gets
+    the lock on the deleted file notices (another inode is, or nothing is,
+    at ``path``) and locks afresh, so two holders never coexist.
+    """
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # the directory was tidied away in between
+            continue
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)
@@ -76,6 +91,12 @@ class Journal:
         return self.dir / "journal"
 
     def open(self) -> None:
+        for _ in range(10):  # ``tidy`` may remove RUN_DIR between mkdir's two steps
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                return
+            except FileNotFoundError:
+                continue
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def record(self, kind: str, *fields: object) -> None:
@@ -191,3 +212,16 @@ def release_host_changes(instance: str) -> list[str]:
 
 def host_changes() -> dict[str, Any]:
     return _read_host()
+
+
+def tidy() -> None:
+    """Remove the lock file and RUN_DIR itself once no instance and no host change is left."""
+    if not RUN_DIR.exists():
+        return
+    with locked(RUN_DIR / HOST_LOCK):
+        if instances() or _read_host():
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (RUN_DIR / HOST_LOCK).unlink()  # still held: waiters re-check and lock afresh
+        with contextlib.suppress(OSError):  # not empty: someone else's file; leave it
+            RUN_DIR.rmdir()

@@ -24,6 +24,9 @@ def clean_instance(instance_name):
     if not others and not others_before:
         # only meaningful when no other testbed (another test run) shares the host change
         assert backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control") == allowed_before
+    if not state.instances() and not others:
+        # the last one out removes the testbed's run directory and lock file too
+        assert not state.RUN_DIR.exists(), sorted(p.name for p in state.RUN_DIR.iterdir())
 
 
 @pytest.fixture
