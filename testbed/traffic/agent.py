@@ -78,7 +78,6 @@ def _conn_info(s: socket.socket) -> dict[str, Any]:
 def tcp_client(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = [{} for _ in range(args.count)]
     errors: list[str] = []
-    deadline = time.monotonic() + args.duration if args.duration else None
     stop = threading.Event()
 
     def one(i: int) -> None:
@@ -88,6 +87,9 @@ def tcp_client(args: argparse.Namespace) -> dict[str, Any]:
         except OSError as exc:
             errors.append(f"connect to {args.host}:{args.port}: {exc.strerror or exc}")
             return
+        # the duration counts from this connection's start (as iperf3's -t does): a
+        # handshake slowed by lost SYNs must not eat the time the flow was asked to send
+        deadline = time.monotonic() + args.duration if args.duration else None
         rec.update(_conn_info(s))
         rec["start_ns"] = _now_ns()
         try:
@@ -326,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--packet-size", type=int, default=1200)
     p.add_argument("--packets-out", default="")
     p.add_argument("--idle-timeout", type=float, default=0.0)
-    p.add_argument("--connect-timeout", type=float, default=5.0)
+    p.add_argument("--connect-timeout", type=float, default=10.0)
     return p
 
 

@@ -18,6 +18,11 @@ from typing import Any, Protocol
 
 from testbed.workload.model import Flow
 
+# How long a client waits for its connection. TCP resends a lost SYN 1, 2, 3, 4 s after the
+# first (tcp_syn_linear_timeouts=4, Linux >= 6.5) or 1, 3, 7 s after it (older kernels): 10 s
+# lets a flow on a lossy link survive three lost SYNs either way, as a real application would.
+CONNECT_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True)
 class FlowPlan:

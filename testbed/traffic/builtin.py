@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.traffic.base import Driver, FlowPlan, FlowResult, read_json, tail
+from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, read_json, tail
 from testbed.workload.model import Flow
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -79,6 +79,9 @@ def parse_builtin(client: dict[str, Any] | None, server: dict[str, Any] | None, 
     res.seconds = span
     if not res.connections and res.ok:
         res.fail("no connection was established")
+    elif res.ok and not total:
+        res.fail("connected, but no data arrived" if kind == "bulk"
+                 else "connected, but no request was answered")
     return res
 
 
@@ -123,6 +126,8 @@ class BuiltinDriver(Driver):
             argv += ["--duration", f"{plan.seconds:g}"]
         if f.cc:
             argv += ["--cc", f.cc]
+        if f.protocol == "tcp":
+            argv += ["--connect-timeout", f"{CONNECT_TIMEOUT:g}"]
         if f.protocol == "udp":
             assert f.rate is not None
             argv += ["--rate", f"{f.rate.bps:g}", "--packet-size", str(f.packet_size.bytes)]

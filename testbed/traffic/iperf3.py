@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from testbed.traffic.base import Driver, FlowPlan, FlowResult, read_json, tail
+from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, read_json, tail
 from testbed.workload.model import Flow
 
 
@@ -91,7 +91,7 @@ class Iperf3Driver(Driver):
     def client_argv(self, plan: FlowPlan) -> list[str]:
         f = plan.flow
         argv = ["iperf3", "-c", plan.dst_ip, "-p", str(plan.port), "-B", plan.src_ip, "--json",
-                "-i", "1", "-P", str(f.count), "--connect-timeout", "3000"]
+                "-i", "1", "-P", str(f.count), "--connect-timeout", f"{CONNECT_TIMEOUT * 1000:.0f}"]
         if f.size is not None:
             argv += ["-n", str(f.size.bytes)]
         else:

@@ -204,3 +204,30 @@ def test_unreachable_flow_target_is_reported_before_traffic(tmp_path, clean_inst
     assert "cannot reach" in result["error"] and result["flows"] == []
     assert not (run_dir / "raw" / "processes.json").exists()
     assert not leftovers(clean_instance)
+
+
+@pytest.mark.parametrize("driver", ["iperf3", "builtin"])
+def test_a_flow_whose_first_three_syns_are_lost_still_runs(tmp_path, clean_instance, driver):
+    """On a lossy link a SYN can be lost more than once; TCP resends it (here at 1, 2, 3 s)
+    and the flow must then run for its whole duration, not fail on a short connect timeout
+    (iperf3 had 3 s, the builtin agent 5 s and a clock that started before the handshake)."""
+    out = tmp_path / "res"
+    wl = write(tmp_path, "2s")
+    wl.write_text(wl.read_text().replace("cc: cubic}", f"cc: cubic, driver: {driver}}}"))
+    with testbed.up(REPO / "topologies" / "dumbbell.yaml", name=clean_instance,
+                    variables={"delay": "5ms"}) as net:
+        for _ in range(3):  # each rule drops the first SYN that reaches it, then no other
+            net.nodes["h3"].run(["iptables", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-p",
+                                 "tcp", "--syn", "--dport", str(BASE_PORT), "-m", "statistic",
+                                 "--mode", "nth", "--every", "100000", "--packet", "0",
+                                 "-j", "DROP"])
+        [run_dir] = run_workload(wl, output=out, testbed_name=clean_instance, progress=False)
+        table = net.nodes["h3"].run(["iptables", "-w", "-t", "raw", "-L", "PREROUTING", "-v",
+                                     "-x", "-n"]).stdout
+        drops = [int(line.split()[0]) for line in table.splitlines() if "DROP" in line]
+        assert drops == [1, 1, 1], table
+    result = json.loads((run_dir / "result.json").read_text())
+    flow = result["flows"][0]
+    assert result["status"] == "complete" and flow["ok"], flow.get("error")
+    assert flow["goodput_bps"] > 1e6, flow
+    assert not leftovers(clean_instance)

@@ -101,3 +101,17 @@ def test_iperf3_interrupted_takes_bytes_from_the_server():
                        name="f", cc_requested="cubic")
     assert not res.ok and "interrupt" in res.error
     assert res.bytes == 2221232 and 15e6 < res.goodput_bps < 21e6
+
+
+def test_builtin_connection_that_carried_nothing_fails_the_flow():
+    conn = {"local_host": "10.0.0.1", "local_port": 40000, "cc": "bbr", "bytes": 0,
+            "start_ns": 0, "end_ns": 2_000_000_000}
+    res = parse_builtin({"role": "client", "connections": [conn], "errors": []}, None,
+                        name="x", protocol="tcp", kind="bulk")
+    assert not res.ok and "no data arrived" in res.error
+    rr = parse_builtin({"role": "client", "connections": [dict(conn, transactions=0)],
+                        "errors": []}, None, name="x", protocol="tcp", kind="rr")
+    assert not rr.ok and "no request was answered" in rr.error
+    fine = parse_builtin({"role": "client", "connections": [dict(conn, bytes=1000)], "errors": []},
+                         None, name="x", protocol="tcp", kind="bulk")
+    assert fine.ok and fine.bytes == 1000
