@@ -33,12 +33,14 @@ from testbed.schedule import Scheduler
 from testbed.results import (SCHEMA_VERSION, jain_index, make_run_dir, percentiles, write_json,
                              write_table)
 from testbed.traffic import DRIVERS, Driver, FlowPlan, FlowResult, default_driver
+from testbed.traffic.base import CONNECT_TIMEOUT
 from testbed.units import Rate
 from testbed.workload import (RunPoint, Workload, expand_points, load_source, load_workload)
 
 BASE_PORT = 5201
 SERVER_READY_TIMEOUT = 5.0
-GRACE = 10.0
+# past a flow's planned end before it is stopped: a handshake may take CONNECT_TIMEOUT first
+GRACE = CONNECT_TIMEOUT + 10.0
 SYSCTLS = ("net/ipv4/tcp_congestion_control", "net/ipv4/tcp_allowed_congestion_control",
            "net/ipv4/tcp_ecn", "net/ipv4/tcp_sack", "net/ipv4/tcp_timestamps",
            "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem", "net/ipv4/tcp_no_metrics_save",
