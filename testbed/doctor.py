@@ -93,7 +93,7 @@ def run_checks() -> list[Check]:
         checks.append(Check("privileges", "ok", "CAP_NET_ADMIN and CAP_SYS_ADMIN"))
     else:
         checks.append(Check("privileges", "fail", "not root (CAP_NET_ADMIN and CAP_SYS_ADMIN "
-                            "needed to build namespaces)", "run testbed with sudo"))
+                            "needed to build namespaces)", "run testbed as root (in a root shell, or with sudo)"))
     if privileged:
         try:
             kinds = probe_qdiscs()

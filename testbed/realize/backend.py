@@ -53,7 +53,7 @@ def preflight(plan: Plan) -> None:
     problems = []
     if os.geteuid() != 0:
         problems.append("testbed needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to build "
-                        "namespaces: run it with sudo")
+                        "namespaces: run it as root (in a root shell, or with sudo)")
     else:
         available = available_ccs()
         for cc in plan.ccs:
