@@ -34,8 +34,8 @@ def locked(path: Path) -> Iterator[None]:
     at ``path``) and locks afresh, so two holders never coexist.
     """
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            _mkdir(path.parent)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:  # the directory was tidied away in between
             continue
@@ -50,6 +50,19 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _mkdir(path: Path) -> None:
+    """``mkdir -p`` that holds while ``tidy`` removes RUN_DIR under it: Path.mkdir's
+    steps (make the parent, then the child; on "exists", check it is a directory) can
+    each find RUN_DIR gone, and are simply tried again."""
+    for _ in range(100):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except (FileNotFoundError, FileExistsError):
+            continue
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def instance_dir(instance: str) -> Path:
@@ -91,13 +104,7 @@ class Journal:
         return self.dir / "journal"
 
     def open(self) -> None:
-        for _ in range(10):  # ``tidy`` may remove RUN_DIR between mkdir's two steps
-            try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                return
-            except FileNotFoundError:
-                continue
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.dir)
 
     def record(self, kind: str, *fields: object) -> None:
         line = " ".join([kind, *(str(f) for f in fields)]) + "\n"
