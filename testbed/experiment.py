@@ -29,13 +29,14 @@ from typing import Any, Iterator
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
 from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
+from testbed.progress import ProgressLine, RateMeter
+from testbed.results import SCHEMA_VERSION, jain_index, make_run_dir, write_json, write_table
 from testbed.schedule import Scheduler
-from testbed.results import (SCHEMA_VERSION, jain_index, make_run_dir, percentiles, write_json,
-                             write_table)
-from testbed.traffic import DRIVERS, Driver, FlowPlan, FlowResult, default_driver
+from testbed.summary import flow_summary, qdisc_drops
+from testbed.traffic import DRIVERS, Driver, FlowPlan, default_driver
 from testbed.traffic.base import CONNECT_TIMEOUT
 from testbed.units import Rate
-from testbed.workload import (RunPoint, Workload, expand_points, load_source, load_workload)
+from testbed.workload import RunPoint, Workload, expand_points, load_source, load_workload
 
 BASE_PORT = 5201
 SERVER_READY_TIMEOUT = 5.0
@@ -59,82 +60,6 @@ def available_ccs() -> list[str]:
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
         print(f"testbed: {message}", file=sys.stderr, flush=True)
-
-
-def _mbit(bps: float) -> str:
-    return f"{bps / 1e6:.1f}" if bps < 1e9 else f"{bps / 1e9:.2f}G"
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-class ProgressLine:
-    """Progress of a ``run_workload`` call on stderr: point i/N, elapsed and expected time,
-    each flow's current throughput. On a terminal one line is rewritten in place every
-    0.5 s; otherwise (a log, CI) a plain line every 5 s. Messages go on lines of their own."""
-
-    OVERHEAD_GUESS = 6.0  # seconds of up, checks, teardown per point, until one is measured
-
-    def __init__(self, enabled: bool, planned: list[float], stream: Any = None) -> None:
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.interval = 0.5 if self.tty else 5.0
-        self.planned = planned
-        self.started = time.monotonic()
-        self.index = 0
-        self.label = ""
-        self.overheads: list[float] = []
-        self._point_started = self.started
-        self._next = 0.0
-        self._width = 0
-
-    def message(self, text: str) -> None:
-        if self.enabled:
-            self._clear()
-            print(f"testbed: {text}", file=self.stream, flush=True)
-
-    def begin_point(self, index: int, label: str) -> None:
-        self.index, self.label = index, label
-        self._point_started = time.monotonic()
-        self._next = 0.0
-        self.message(f"[{index + 1}/{len(self.planned)}] {label}")
-
-    def end_point(self) -> None:
-        self._clear()
-        took = time.monotonic() - self._point_started
-        self.overheads.append(max(0.0, took - self.planned[self.index]))
-
-    def expected_total(self) -> float:
-        overhead = (sum(self.overheads) / len(self.overheads)) if self.overheads else self.OVERHEAD_GUESS
-        return sum(self.planned) + overhead * len(self.planned)
-
-    def due(self, now: float) -> bool:
-        return self.enabled and now >= self._next
-
-    def show(self, now: float, t_run: float, rates: dict[str, float], running: int) -> None:
-        """The live line: ``t_run`` seconds into the traffic of the current point."""
-        self._next = now + self.interval
-        flows = "  ".join(f"{name} {_mbit(bps)}" for name, bps in rates.items())
-        text = (f"[{self.index + 1}/{len(self.planned)}] {self.label}  "
-                f"t={t_run:.0f}/{self.planned[self.index]:g}s  "
-                f"elapsed {_clock(now - self.started)} of ~{_clock(self.expected_total())}  "
-                f"{running} running" + (f"  Mbit/s: {flows}" if flows else ""))
-        if self.tty:
-            pad = max(0, self._width - len(text))
-            self.stream.write("\r" + text + " " * pad)
-            self.stream.flush()
-            self._width = len(text)
-        else:
-            print(f"testbed: {text}", file=self.stream, flush=True)
-
-    def _clear(self) -> None:
-        if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0
 
 
 @contextlib.contextmanager
@@ -343,6 +268,7 @@ class Run:
                 return None
             return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
         import pyroute2
+
         import testbed
         return {
             "schema_version": SCHEMA_VERSION,
@@ -520,7 +446,7 @@ class Run:
         captures: list[tuple[subprocess.Popen, Path, str]] = []
         diag: list[tuple[str, socket.socket]] = []
         sampler: tcpinfo.TcpInfoSampler | None = None
-        meter: _RateMeter | None = None
+        meter: RateMeter | None = None
         qs: qdisc.QdiscSampler | None = None
         hs = hostload.HostLoadSampler(self.wl.sampling.host.seconds)
         t0 = time.monotonic()
@@ -563,7 +489,7 @@ class Run:
             if any(p.flow.size is not None for p, _ in plans):
                 end_by += 3 * self.wl.duration.seconds
             self._say(f"running {len(plans)} flow(s), ~{self.wl.planned_seconds:g}s")
-            meter = _RateMeter(net, plans) if self.line is not None and self.line.enabled else None
+            meter = RateMeter(net, plans) if self.line is not None and self.line.enabled else None
             while True:
                 now = time.monotonic()
                 self._check_servers(plans, servers, clients, now - t0)
@@ -632,7 +558,8 @@ class Run:
         ts_rows: list[dict[str, Any]] = []
         for plan, driver in plans:
             res = driver.parse(plan)
-            flows_out.append(self._flow_summary(plan, res, rows, pcap_flows, ts_rows))
+            flows_out.append(flow_summary(plan, res, rows, pcap_flows, ts_rows,
+                                          self.flow_failures.get(plan.flow.name)))
         write_table(ts_rows, ("flow",) + tcpinfo.CSV_COLUMNS, self.run_dir / "tcp_info.csv")
         if qs is not None:
             write_table(qs.rows, qdisc.CSV_COLUMNS, self.run_dir / "qdisc.csv")
@@ -660,119 +587,9 @@ class Run:
             "retransmits_total": sum(f["retransmits"] or 0 for f in flows_out),
             "suspect": suspect, "suspect_reasons": reasons, "notes": stop_reasons + self.errors,
             "tcp_info_sampler": stats.as_dict() if stats else None,
-            "qdisc_drops": self._qdisc_drops(qs),
+            "qdisc_drops": qdisc_drops(qs.rows if qs is not None else []),
         }
         return flows_out, summary
-
-    @staticmethod
-    def _qdisc_drops(qs: qdisc.QdiscSampler | None) -> dict[str, Any]:
-        if qs is None or not qs.rows:
-            return {}
-        first: dict[tuple[str, str, str], dict[str, Any]] = {}
-        last: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for r in qs.rows:
-            k = (r["node"], r["ifname"], r["handle"])
-            first.setdefault(k, r)
-            last[k] = r
-        return {f"{k[0]}:{k[1]} {last[k]['kind']} {k[2]}": {
-            "drops": (last[k]["drops"] or 0) - (first[k]["drops"] or 0),
-            "backlog_max": max(r["backlog"] or 0 for r in qs.rows if (r["node"], r["ifname"], r["handle"]) == k)}
-            for k in last}
-
-    def _flow_summary(self, plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
-                      pcap_flows: dict[str, dict[str, Any]], ts_rows: list[dict[str, Any]]) -> dict[str, Any]:
-        flow = plan.flow
-        ports = set(res.local_ports)
-        mine = [r for r in rows if r["node"] == flow.src and r["dport"] == plan.port
-                and r["dst"] == plan.dst_ip and (not ports or r["sport"] in ports)]
-        for r in mine:
-            ts_rows.append({"flow": flow.name, **r})
-        last_by_port: dict[int, dict[str, Any]] = {}
-        for r in mine:
-            last_by_port[r["sport"]] = r
-        # the cc each socket ran with is its last sample's: iperf3 sets TCP_CONGESTION
-        # only after connecting, so a socket's first samples show the host default
-        cc_seen = sorted({r["cc"] for r in last_by_port.values() if r.get("cc")})
-        cc_before = sorted({r["cc"] for r in mine if r.get("cc")} - set(cc_seen))
-        cc_reported = sorted({c.get("cc") for c in res.connections if c.get("cc")})
-        srtt = [r["srtt_us"] / 1000.0 for r in mine if r.get("srtt_us")]
-        min_rtt = [r["min_rtt_us"] / 1000.0 for r in mine if r.get("min_rtt_us")]
-        pc = [v for v in pcap_flows.values() if v["src"] == plan.src_ip and v["dst"] == plan.dst_ip
-              and v["dport"] == plan.port and (not ports or v["sport"] in ports)]
-        pcap_rtt = sorted(r for v in pc for _, r in v["rtt_series"])
-        retrans_tcpinfo = sum(r.get("total_retrans") or 0 for r in last_by_port.values()) if last_by_port else None
-        out: dict[str, Any] = {
-            "name": flow.name, "from": flow.src, "to": flow.dst, "protocol": flow.protocol,
-            "kind": flow.kind, "driver": res.driver, "count": flow.count, "port": plan.port,
-            "ok": res.ok, "error": res.error,
-            "cc_requested": flow.cc,
-            # what the sockets used, read back from tcp_info (sock_diag), else the driver's report
-            "cc": (cc_seen[0] if len(cc_seen) == 1 else cc_seen) if cc_seen else
-                  ((cc_reported[0] if len(cc_reported) == 1 else cc_reported) if cc_reported else None),
-            "cc_source": "tcp_info" if cc_seen else ("driver" if cc_reported else None),
-            "cc_at_connect": cc_before or None,
-            "start_s": flow.start.seconds, "planned_duration_s": None if flow.size else plan.seconds,
-            "size_bytes": flow.size.bytes if flow.size else None,
-            "bytes": res.bytes, "seconds": res.seconds, "goodput_bps": res.goodput_bps,
-            "retransmits": res.retransmits if res.retransmits is not None else retrans_tcpinfo,
-            "retransmits_tcp_info": retrans_tcpinfo,
-            "fct_s": [c.get("fct_s") for c in res.connections if c.get("fct_s") is not None],
-            "rtt_ms": {"srtt": percentiles(srtt), "min_rtt": min(min_rtt) if min_rtt else None,
-                       "pcap": percentiles(pcap_rtt)},
-            "tcp_info_samples": len(mine),
-            "connections": res.connections,
-            "pcap": [{k: v for k, v in p.items() if k != "rtt_series"} for p in pc],
-            "_pcap_rtt_series": [(t, r) for v in pc for t, r in v["rtt_series"]],
-        }
-        if flow.name in self.flow_failures:
-            out["ok"] = False
-            out["error"] = self.flow_failures[flow.name] + (f" ({res.error})" if res.error else "")
-        if flow.cc and cc_seen and cc_seen != [flow.cc]:
-            out["ok"] = False
-            out["error"] = f"asked for cc {flow.cc} but the sockets used {', '.join(cc_seen)}"
-        if res.latency_us:
-            out["latency_ms"] = percentiles([x / 1000.0 for x in res.latency_us])
-            out["transactions"] = len(res.latency_us)
-        if flow.protocol == "udp":
-            out["udp"] = {**res.udp, "owd_ms": percentiles([x / 1000.0 for x in res.owd_us])}
-            out["loss"] = res.udp.get("loss")
-        return out
-
-
-class _RateMeter:
-    """Each TCP flow's current throughput for the progress line: bytes acked by its
-    sockets (one filtered sock_diag dump per sender namespace, on sockets of its own,
-    not the sampler's), differenced between calls."""
-
-    def __init__(self, net: Any, plans: list[tuple[FlowPlan, Driver]]) -> None:
-        tcp = [p for p, _ in plans if p.flow.protocol == "tcp"]
-        self.flow_of = {(p.flow.src, p.port): p.flow.name for p in tcp}
-        self.socks: list[tuple[str, socket.socket]] = []
-        for node in sorted({p.flow.src for p in tcp}):
-            with net.nodes[node].enter():
-                self.socks.append((node, tcpinfo.open_diag_socket()))
-        self.request = tcpinfo.build_request(dports=frozenset(p.port for p in tcp)) if tcp else b""
-        self.buf = bytearray(1 << 20)
-        self.last: tuple[float, dict[str, int]] | None = None
-
-    def rates(self, now: float) -> dict[str, float]:
-        acked: dict[str, int] = {name: 0 for name in self.flow_of.values()}
-        for node, sock in self.socks:
-            for msg in tcpinfo.dump(sock, self.request, self.buf):
-                row = tcpinfo.decode_message(msg)
-                name = self.flow_of.get((node, row["dport"]))
-                if name is not None:
-                    acked[name] += row.get("bytes_acked") or 0
-        previous, self.last = self.last, (now, acked)
-        if previous is None or now <= previous[0]:
-            return {}
-        dt = now - previous[0]
-        # a socket that closed takes its bytes with it: never show a negative rate
-        return {n: max(0, acked[n] - previous[1].get(n, 0)) * 8 / dt for n in acked}
-
-    def close(self) -> None:
-        for _, sock in self.socks:
-            sock.close()
 
 
 def _exit_how(code: int) -> str:

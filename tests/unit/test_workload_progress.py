@@ -2,7 +2,7 @@
 
 import io
 
-from testbed.experiment import ProgressLine
+from testbed.progress import ProgressLine
 
 
 class Tty(io.StringIO):
