@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment, parse_impairment
 from testbed.units import Duration, Rate
 
@@ -80,6 +81,29 @@ def read_state(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+@dataclass
+class Applied:
+    """What is applied on one link direction (its state record), and ``imp`` merged into it."""
+
+    path: Path
+    record: dict
+    merged: Impairment
+    rtt_hint: Duration | None
+    mtu: int
+
+
+def applied_with(state_dir: str | os.PathLike, netns: str, ifname: str,
+                 imp: Impairment) -> Applied:
+    """The start of every backend's ``change``: the direction's record, or a clear error."""
+    path = state_path(state_dir, netns, ifname)
+    record = read_state(path)
+    if record is None:
+        raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
+    rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
+    return Applied(path, record, impairment_from_dict(record["impairment"]).merged(imp), rtt,
+                   record["mtu"])
 
 
 def rtt_or_default(rtt_hint: Duration | None) -> Duration:

@@ -29,9 +29,8 @@ from pathlib import Path
 
 from testbed.emulation import tbf as tbf_mod
 from testbed.realize.netns import enter
-from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, impairment_from_dict,
-                                      impairment_to_dict, read_state, rtt_or_default,
-                                      state_path, write_state)
+from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
+                                      read_state, rtt_or_default, state_path, write_state)
 from testbed.emulation.distributions import netem_table
 from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment, Queue
@@ -253,15 +252,10 @@ class NetemBackend:
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path) -> Impairment:
-        path = state_path(state_dir, netns, ifname)
-        record = read_state(path)
-        if record is None:
-            raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
-        merged = impairment_from_dict(record["impairment"]).merged(imp)
-        rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
-        self.apply(netns, ifname, merged, owner_tag=owner_tag, state_dir=state_dir,
-                   rtt_hint=rtt, mtu=record["mtu"])
-        return merged
+        now = applied_with(state_dir, netns, ifname, imp)
+        self.apply(netns, ifname, now.merged, owner_tag=owner_tag, state_dir=state_dir,
+                   rtt_hint=now.rtt_hint, mtu=now.mtu)
+        return now.merged
 
     def remove(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> None:
         from pyroute2 import IPRoute

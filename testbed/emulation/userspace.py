@@ -39,9 +39,8 @@ from pyroute2 import IPRoute
 
 from testbed.emulation import daemon, netfilter, offload, tbf
 from testbed.realize.netns import enter
-from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, impairment_from_dict,
-                                      impairment_to_dict, read_state, rtt_or_default,
-                                      state_path, write_state)
+from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
+                                      read_state, rtt_or_default, state_path, write_state)
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment, Queue
@@ -204,21 +203,16 @@ class UserspaceBackend:
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path) -> Impairment:
         """Merge ``imp`` into the applied impairment (tc qdisc change) and return the result."""
-        path = state_path(state_dir, netns, ifname)
-        record = read_state(path)
-        if record is None:
-            raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
-        merged = impairment_from_dict(record["impairment"]).merged(imp)
-        self._refuse_unsupported(merged)
-        rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
-        new = resolve(merged, rtt, record["mtu"])
+        now = applied_with(state_dir, netns, ifname, imp)
+        self._refuse_unsupported(now.merged)
+        new = resolve(now.merged, now.rtt_hint, now.mtu)
         try:
-            self._converge(netns, ifname, UserspacePlan.from_dict(record["plan"]), new, record,
-                           owner_tag, path.parent)
-            record["impairment"] = impairment_to_dict(merged)
+            self._converge(netns, ifname, UserspacePlan.from_dict(now.record["plan"]), new,
+                           now.record, owner_tag, now.path.parent)
+            now.record["impairment"] = impairment_to_dict(now.merged)
         finally:
-            write_state(path, record)
-        return merged
+            write_state(now.path, now.record)
+        return now.merged
 
     def remove(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> None:
         """Undo everything this backend made on the link; safe to repeat."""
