@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 
 from emu_fixtures import EmuPair, udp_blast_received  # noqa: E402
 from testbed.emulation import UserspaceBackend, set_offloads  # noqa: E402
-from testbed.realize.netns import enter, processes_in  # noqa: E402
+from testbed.realize.netns import discard, enter  # noqa: E402
 from testbed.model.impairment import parse_impairment  # noqa: E402
 
 
@@ -81,16 +81,7 @@ def line(state_dir: Path):
             sysctl(ns, "net.ipv4.tcp_wmem", "4096 131072 67108864")
         yield a, r, b
     finally:
-        for ns in (a, r, b):
-            for pid in processes_in([ns]):
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            try:
-                netns.remove(ns)
-            except OSError:
-                pass
+        discard([a, r, b])
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import signal
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -179,6 +180,18 @@ def processes_in(namespaces: Iterable[str]) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def discard(names: Iterable[str]) -> None:
+    """Scratch namespaces (a benchmark's, a test fixture's): SIGKILL every process inside
+    them, then remove them. Names that are not there are skipped."""
+    names = [n for n in names if exists(n)]
+    for pid in processes_in(names):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with Namespaces() as spaces:
+        for name in names:
+            spaces.remove(name)
 
 
 def preexec_into(name: str, hosts_file: str | None = None):

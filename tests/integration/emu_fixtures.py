@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.realize.netns import enter, processes_in
+from testbed.realize.netns import discard, enter, processes_in
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0,
                                    reason="needs root to create network namespaces")
@@ -67,17 +67,7 @@ def make_pair(state_dir: Path) -> Iterator[EmuPair]:
                     f.write("1")
         yield pair
     finally:
-        for ns in (a, b):
-            leftover = processes_in([ns])
-            for pid in leftover:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            try:
-                netns.remove(ns)
-            except OSError:
-                pass
+        discard([a, b])
 
 
 def left_behind(pair: EmuPair) -> list[str]:
