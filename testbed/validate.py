@@ -5,7 +5,8 @@
 
 Per link (round trip, once): ping -i 0.01 from one end to the other; RTT
 mean/p50/p99 against the sum of both directions' delays. Per emulated
-direction (sender -> receiver, traffic only between the link's two nodes):
+direction (sender -> receiver; traffic between the link's two nodes, except
+the rate tests of a router's direction, see ``rate_path``):
 
 - loss: numbered UDP datagrams counted at the receiver (one way), with a
   Wilson interval at 99.9 %; flagged if the configured loss lies outside it
@@ -14,7 +15,11 @@ direction (sender -> receiver, traffic only between the link's two nodes):
   while iperf3 offers UDP above the rate (frames, as tc counts them; the
   best 0.5 s window, see ``steady_rate``), and
   TCP goodput with iperf3 (expected (mtu-52)/(mtu+14) of the rate; judged
-  only on loss-free directions). A failed or hung iperf3 test is tried
+  only on loss-free directions). A router's own sockets sit behind its
+  egress delay line, where TCP small queues and the socket buffer cap them
+  far below the link rate, so a router's direction is measured with traffic
+  between two hosts whose path crosses it and nothing that could lower the
+  rate; without such a pair it is measured from the router, not judged. A failed or hung iperf3 test is tried
   again (see ``_iperf3``); one that never succeeds is "not measured", never
   a rate read off an idle link.
 
@@ -28,6 +33,7 @@ rate tests for 10 s.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import socket
@@ -37,7 +43,7 @@ import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from testbed.emulation import live
 from testbed.realize.netns import enter
@@ -97,6 +103,8 @@ class Report:
                 mark = {True: "ok", False: "FAIL", None: "--"}[c.ok]
                 out.append(f"   {c.name:<9} configured {c.configured:<22} measured "
                            f"{c.measured:<40} {mark}")
+                if c.detail.get("note"):
+                    out.append(f"             ({c.detail['note']})")
         if not self.directions:
             out.append("no emulated links")
         out.append("all links within tolerance" if self.ok else "some links are OUT OF TOLERANCE")
@@ -174,6 +182,100 @@ def _address(net, node: str, peer: str, peer_ifname: str) -> str:
                     if addr.version == family:
                         return str(addr.ip)
     raise TestbedError(f"node {node} has no address on its link to {peer}")
+
+
+def next_hop(data: dict[str, Any], node: str, dst: str) -> tuple[int, str] | None:
+    """(link index, peer) over which ``node`` sends to address ``dst``, from its planned
+    addresses (connected) and routes (longest prefix); None: no route."""
+    ip = ipaddress.ip_address(dst)
+    n = data["nodes"][node]
+    for iface in n["interfaces"]:
+        if any(ip in ipaddress.ip_interface(a).network for a in iface["addresses"]):
+            return iface["link"], iface["peer"]
+    best: tuple[int, str] | None = None
+    best_len = -1
+    for r in n.get("routes", []):
+        net_ = ipaddress.ip_network(r["dst"], strict=False)
+        if net_.version == ip.version and ip in net_ and net_.prefixlen > best_len:
+            iface = next((i for i in n["interfaces"] if i["ifname"] == r.get("ifname")), None)
+            if iface is not None:
+                best, best_len = (iface["link"], iface["peer"]), net_.prefixlen
+    return best
+
+
+def forwarding_path(data: dict[str, Any], src: str, dst: str) -> list[tuple[str, int, str]] | None:
+    """The hops (node, link index, next node) from node ``src`` to address ``dst``."""
+    owner = node_of(data, dst)
+    hops: list[tuple[str, int, str]] = []
+    node = src
+    while node != owner:
+        hop = next_hop(data, node, dst)
+        if hop is None or len(hops) > len(data["nodes"]):
+            return None
+        hops.append((node, hop[0], hop[1]))
+        node = hop[1]
+    return hops
+
+
+def rate_path(data: dict[str, Any], d: live.LiveDirection,
+              impairment_of: Callable[[str, int, str], Impairment | None]
+              ) -> tuple[str, str] | None:
+    """A host pair (sender host, receiver address) whose traffic crosses direction ``d``
+    and no other hop that could lower its rate (loss, jitter, reorder, a lower rate),
+    shortest first; None if there is none. Rate tests of a router's direction go
+    this way: a router's own sockets sit behind its egress delay line, where TCP small
+    queues and the socket buffer cap them far below the link rate."""
+    target = impairment_of(d.sender, d.link_index, d.receiver)
+    rate = target.rate.bps if target and target.rate else math.inf
+    hosts = sorted(n for n, v in data["nodes"].items() if v["kind"] == "host")
+    best: tuple[int, str, str] | None = None
+    for a in hosts:
+        for b in hosts:
+            addr = first_address_of(data, b)
+            if a == b or addr is None:
+                continue
+            hops = forwarding_path(data, a, addr)
+            if not hops or (d.sender, d.link_index, d.receiver) not in hops:
+                continue
+            clean = True
+            for hop in hops:
+                if hop == (d.sender, d.link_index, d.receiver):
+                    continue
+                imp = impairment_of(*hop)
+                if imp is not None and (_loss_fraction(imp) > 0 or imp.jitter is not None
+                                        or any(p is not None and p.fraction > 0 for p in
+                                               (imp.reorder, imp.duplicate, imp.corrupt))
+                                        or imp.rate is not None and imp.rate.bps < rate):
+                    clean = False
+            if clean and (best is None or len(hops) < best[0]):
+                best = (len(hops), a, addr)
+    return None if best is None else (best[1], best[2])
+
+
+def node_of(data: dict[str, Any], addr: str) -> str | None:
+    """The node that has address ``addr``."""
+    ip = ipaddress.ip_address(addr)
+    return next((name for name, n in data["nodes"].items() for i in n["interfaces"]
+                 if any(ipaddress.ip_interface(a).ip == ip for a in i["addresses"])), None)
+
+
+def first_address_of(data: dict[str, Any], node: str) -> str | None:
+    for family in (4, 6):
+        for iface in data["nodes"][node]["interfaces"]:
+            for a in iface["addresses"]:
+                ip = ipaddress.ip_interface(a).ip
+                if ip.version == family:
+                    return str(ip)
+    return None
+
+
+def _loss_fraction(imp: Impairment) -> float:
+    """The random loss of ``imp`` (Gilbert-Elliott counts as lossy: 1.0); 0 if none."""
+    if imp.loss is None:
+        return 0.0
+    if isinstance(imp.loss, GilbertElliott):
+        return 1.0
+    return imp.loss.fraction
 
 
 def measure_rtt(net, sender: str, addr: str, count: int) -> tuple[list[float], int]:
@@ -256,9 +358,10 @@ class _TbfCounter:
         self.ipr.close()
 
 
-def _iperf3(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: float
+def _iperf3(net, d: live.LiveDirection, src: str, addr: str, extra: list[str], seconds: float
             ) -> tuple[dict, list[tuple[float, int]]]:
-    """One iperf3 test sender -> receiver: its JSON and tbf byte samples (t, bytes).
+    """One iperf3 test from node ``src`` to ``addr`` (through direction ``d``): its JSON and
+    the byte samples (t, bytes) of ``d``'s tbf.
 
     A test that fails is tried again (up to ``IPERF_ATTEMPTS``) with a fresh
     server: iperf3 (3.12) does not resend the datagram that starts a UDP
@@ -270,7 +373,8 @@ def _iperf3(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: fl
     result: dict = {"error": "iperf3 never ran"}
     try:
         for _attempt in range(IPERF_ATTEMPTS):
-            result, samples = _iperf3_once(net, d, addr, extra, seconds, counter)
+            result, samples = _iperf3_once(net, src, node_of(net.data, addr), addr, extra,
+                                           seconds, counter)
             if "error" not in result:
                 return result, samples
     finally:
@@ -278,15 +382,15 @@ def _iperf3(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: fl
     return result, []
 
 
-def _iperf3_once(net, d: live.LiveDirection, addr: str, extra: list[str], seconds: float,
+def _iperf3_once(net, src: str, dst: str, addr: str, extra: list[str], seconds: float,
                  counter: _TbfCounter) -> tuple[dict, list[tuple[float, int]]]:
-    server = net[d.receiver].popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT), "-B", addr],
+    server = net[dst].popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT), "-B", addr],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples: list[tuple[float, int]] = []
     try:
         argv = ["iperf3", "-c", addr, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}", *extra]
         for _try in range(50):  # the server may not listen yet
-            client = net[d.sender].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            client = net[src].popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True)
             give_up = time.monotonic() + seconds + IPERF_HANG_GRACE
             while client.poll() is None and time.monotonic() < give_up:
@@ -345,6 +449,12 @@ def validate(net, *, links: list[str] | None = None, thorough: bool = False,
     chosen = [d for name in links for d in live.directions(data, name)] if links else \
         live.all_directions(data)
     emulated = [d for d in chosen if live.is_emulated(data, d)]
+    every = live.all_directions(data)
+
+    def impairment_of(node: str, link_index: int, peer: str) -> Impairment | None:
+        x = next((x for x in every if (x.sender, x.link_index, x.receiver) ==
+                  (node, link_index, peer)), None)
+        return None if x is None else live.configured(data, x, state_dir)
     rtt_done: dict[int, Check] = {}
     for d in emulated:
         imp = live.configured(data, d, state_dir) or Impairment()
@@ -357,9 +467,8 @@ def validate(net, *, links: list[str] | None = None, thorough: bool = False,
                     for x in live.directions(data, link)]
             cfg = sum(i.delay.seconds * 1e3 for i in both if i.delay)
             jit = sum(i.jitter.seconds * 1e3 for i in both if i.jitter)
-            lossy = any(i.loss is not None for i in both)
-            if any(isinstance(i.loss, GilbertElliott) or (i.loss and i.loss.fraction >= 0.5)
-                   for i in both):
+            lossy = any(_loss_fraction(i) > 0 for i in both)
+            if any(_loss_fraction(i) >= 0.5 for i in both):
                 rtt_done[d.link_index] = Check("rtt", f"{cfg:g} ms", "not measured (heavy loss)",
                                                None)
             else:
@@ -373,6 +482,7 @@ def validate(net, *, links: list[str] | None = None, thorough: bool = False,
 
         heavy = imp.loss is not None and not isinstance(imp.loss, GilbertElliott) \
             and imp.loss.fraction >= 0.5
+        lossless = _loss_fraction(imp) == 0
         pps = 2000.0
         if imp.rate is not None:
             pps = min(pps, 0.5 * imp.rate.bps / (8 * (64 + 42)))
@@ -387,23 +497,43 @@ def validate(net, *, links: list[str] | None = None, thorough: bool = False,
             loss = imp.loss.fraction if imp.loss is not None and not \
                 isinstance(imp.loss, GilbertElliott) else 0.0
             offered = imp.rate.bps * 1.5 / max(0.5, 1 - loss)
-            result, samples = _iperf3(net, d, addr, ["-u", "-b", f"{int(offered)}", "-l", "1400"],
-                                      seconds)
+            # who sends: the link's own sender if it is a host (its delay sits at the
+            # router's ingress), else a host pair whose path crosses this direction
+            src, dst, note = d.sender, addr, None
+            if data["nodes"][d.sender]["kind"] != "host":
+                via = rate_path(data, d, impairment_of)
+                if via is not None:
+                    src, dst = via
+                    note = f"traffic {src}->{node_of(data, dst)} through {d.label}"
+                else:
+                    note = (f"sent by {d.sender} itself (no host path crosses only this link): "
+                            "a router's own sockets sit behind its egress delay line, where "
+                            "TCP small queues and the socket buffer cap them; not judged")
+            result, samples = _iperf3(net, d, src, dst,
+                                      ["-u", "-b", f"{int(offered)}", "-l", "1400"], seconds)
             wire = steady_rate(samples)
             if wire is None or "error" in result:
                 entry.checks.append(Check("wire rate", _bps(imp.rate.bps),
                                           f"not measured: {result.get('error', 'no tbf')}", False))
             else:
-                entry.checks.append(wire_rate_check(wire, imp.rate.bps))
-            result, _ = _iperf3(net, d, addr, ["-O", "1"], seconds)
+                check = wire_rate_check(wire, imp.rate.bps)
+                if note:
+                    check.detail["note"] = note
+                    if src == d.sender:
+                        check.ok = None
+                entry.checks.append(check)
+            result, _ = _iperf3(net, d, src, dst, ["-O", "1"], seconds)
             try:
                 goodput = result["end"]["sum_received"]["bits_per_second"]
             except (KeyError, TypeError):
                 entry.checks.append(Check("goodput", _bps(imp.rate.bps),
                                           f"iperf3 failed: {result.get('error')}", False))
             else:
-                entry.checks.append(goodput_check(goodput, imp.rate.bps, d.mtu,
-                                                  judged=imp.loss is None))
+                own = src == d.sender and data["nodes"][d.sender]["kind"] != "host"
+                check = goodput_check(goodput, imp.rate.bps, d.mtu, judged=lossless and not own)
+                if note:
+                    check.detail["note"] = note
+                entry.checks.append(check)
         report.directions.append(entry)
     return report
 
