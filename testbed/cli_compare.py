@@ -27,10 +27,10 @@ def register(subparsers: Any) -> None:
     names = ", ".join(METRICS)
     p = subparsers.add_parser(
         "compare", help="compare runs: tables per group, CIs over repetitions, --assert verdicts",
-        description="Group runs by matrix point, show each metric's mean and 95 %% CI over "
+        description="Group runs by matrix point, show each metric's mean and 95 % CI over "
                     f"repetitions, test differences (Mann-Whitney U). Metrics: {names}.",
         epilog='example: testbed compare results/loss-sweep --by cc '
-               '--assert "goodput[cc=bbr,loss=1%%] > 2 * goodput[cc=cubic,loss=1%%]" --junit out.xml')
+               '--assert "goodput[cc=bbr,loss=1%] > 2 * goodput[cc=cubic,loss=1%]" --junit out.xml')
     _add_selection(p)
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--metrics", default=None, metavar="M1,M2",

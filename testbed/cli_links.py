@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=link_show_command)
     s = sub.add_parser("set", help="change some impairments of a link, keeping the others",
-                       description="e.g. testbed link set r1-r2 delay=50ms loss=1%%. "
+                       description="e.g. testbed link set r1-r2 delay=50ms loss=1%. "
                                    "forward is the direction as named (r1->r2 for r1-r2).")
     s.add_argument("link", metavar="A-B")
     s.add_argument("settings", nargs="+", metavar="KEY=VALUE")

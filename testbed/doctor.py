@@ -26,7 +26,6 @@ BINARIES = (
     ("ping", "iputils-ping", "reachability checks and `testbed validate`"),
     ("ethtool", "ethtool", "turning offloads off on emulated links"),
     ("iptables", "iptables", "the NFQUEUE delay line of the userspace link backend"),
-    ("nft", "nftables", "random loss in the userspace link backend"),
 )
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -112,8 +111,8 @@ def run_checks() -> list[Check]:
                                     "netem backend"))
             else:
                 checks.append(Check("link emulation", "warn", "no sch_netem: emulated links use "
-                                    "the userspace backend (tbf for rate, nftables for loss, an "
-                                    "NFQUEUE daemon for delay and jitter)",
+                                    "the userspace backend (tbf for rate, an NFQUEUE daemon for "
+                                    "delay, jitter and loss)",
                                     "for netem: apt-get install linux-modules-extra-$(uname -r) "
                                     "(Ubuntu) or kernel-modules-extra (Fedora), then modprobe "
                                     "sch_netem; or use vagrant/guest"))

@@ -55,7 +55,7 @@ def instance_status(instance: str) -> dict[str, Any]:
     if data is None:
         return {"name": instance, "complete": False,
                 "namespaces": [n for n in journal.namespaces() if netns.exists(n)],
-                "note": "no state file: an interrupted 'up'? run 'testbed clean'"}
+                "note": f"no state file: an interrupted 'up'? run 'testbed down --name {instance}'"}
     out: dict[str, Any] = {"name": instance, "complete": True, "topology": data["topology"],
                            "file": data["file"], "link_backend": data.get("link_backend"),
                            "nodes": {}, "links": data["links"]}

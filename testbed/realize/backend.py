@@ -67,13 +67,21 @@ def preflight(plan: Plan) -> None:
                 if not sysctl_path(key).exists():
                     problems.append(f"node {node.name}: sysctl {key} does not exist in this kernel")
         taken = [n.netns for n in plan.nodes.values() if netns.exists(n.netns)]
-        if taken:
-            problems.append(f"instance {plan.instance!r} is already up ({len(taken)} of its "
-                            f"namespaces exist, e.g. {taken[0]}): run `testbed down --name "
+        foreign = {name: owner for name in taken
+                   if (owner := _owner_of(name)) not in (None, plan.instance)}
+        ours = [name for name in taken if name not in foreign]
+        if ours:
+            problems.append(f"instance {plan.instance!r} is already up ({len(ours)} of its "
+                            f"namespaces exist, e.g. {ours[0]}): run `testbed down --name "
                             f"{plan.instance}` first, or choose another --name")
+        for name, owner in sorted(foreign.items()):
+            problems.append(f"namespace {name}, needed by this topology, belongs to instance "
+                            f"{owner!r} (instance and node names meet at '-'): choose another "
+                            "--name, or take that instance down")
         if state.instance_dir(plan.instance).exists() and not taken:
             problems.append(f"instance {plan.instance!r} has a leftover state directory "
-                            f"{state.instance_dir(plan.instance)}: run `testbed clean`")
+                            f"{state.instance_dir(plan.instance)}: run `testbed down --name "
+                            f"{plan.instance}`")
     if problems:
         raise PreflightError("cannot bring the testbed up:\n  - " + "\n  - ".join(problems))
 
@@ -242,6 +250,17 @@ def _wait_operational(plan: Plan, spaces: netns.Namespaces, timeout: float = 5.0
 
 
 # ---------------------------------------------------------------- teardown
+
+
+def _owner_of(name: str) -> str | None:
+    """The instance whose tag is on namespace ``name`` (None: untagged or unreadable)."""
+    with netns.Namespaces() as spaces:
+        tags = namespace_tags(name, spaces)
+    for tag in tags:
+        parts = tag.split(".")
+        if len(parts) >= 3 and parts[0] == "testbed":
+            return ".".join(parts[1:-1])
+    return None
 
 
 def namespace_tags(name: str, spaces: netns.Namespaces) -> list[str]:

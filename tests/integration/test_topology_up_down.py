@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import testbed
-from testbed.errors import RealizeError
+from testbed.errors import PreflightError, RealizeError
 from testbed.realize import backend, netns, state
 
 from tb_helpers import leftovers, run_cli, wait_for
@@ -91,6 +91,27 @@ def test_two_instances_of_one_topology_at_once(write_topology, instance_name):
             assert all(c == 0 for c in ping_all(a).values())
     finally:
         for name in (a_name, b_name):
+            assert leftovers(name) == [], name
+
+
+def test_a_namespace_name_taken_by_another_instance_names_that_instance(write_topology,
+                                                                         instance_name):
+    """Instance 'X-a' with node h1 and instance 'X' with node a-h1 both want tb-X-a-h1."""
+    first = write_topology("name: t\nnodes: {h1: {kind: host}, h2: {kind: host}}\n"
+                           "links: [{endpoints: [h1, h2]}]\n", "first.yaml")
+    second = write_topology("name: t\nnodes: {a-h1: {kind: host}, h2: {kind: host}}\n"
+                            "links: [{endpoints: [a-h1, h2]}]\n", "second.yaml")
+    owner, clashing = instance_name + "-a", instance_name
+    try:
+        with testbed.up(first, name=owner):
+            with pytest.raises(PreflightError) as exc:
+                testbed.up(second, name=clashing)
+            message = str(exc.value)
+            assert f"belongs to instance '{owner}'" in message, message
+            assert f"instance '{clashing}' is already up" not in message, message
+            assert not state.instance_dir(clashing).exists()
+    finally:
+        for name in (owner, clashing):
             assert leftovers(name) == [], name
 
 
