@@ -64,10 +64,13 @@ def flow_summary(plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
         "cc_source": "tcp_info" if cc_seen else ("driver" if cc_reported else None),
         "cc_at_connect": cc_before or None,
         "start_s": flow.start.seconds, "planned_duration_s": None if flow.size else plan.seconds,
+        # a flow's size is per connection (each of its count connections sends it)
         "size_bytes": flow.size.bytes if flow.size else None,
+        "size_bytes_total": flow.size.bytes * flow.count if flow.size else None,
         "bytes": res.bytes, "seconds": res.seconds, "goodput_bps": res.goodput_bps,
         "retransmits": res.retransmits if res.retransmits is not None else retrans_tcpinfo,
         "retransmits_tcp_info": retrans_tcpinfo,
+        # per connection that delivered its whole size (drivers give None otherwise)
         "fct_s": [c.get("fct_s") for c in res.connections if c.get("fct_s") is not None],
         "rtt_ms": {"srtt": percentiles(srtt), "min_rtt": min(min_rtt) if min_rtt else None,
                    "pcap": percentiles(pcap_rtt)},

@@ -19,10 +19,17 @@ DRIVERS: dict[str, type[Driver]] = {
 
 
 def default_driver(flow: Flow) -> str:
-    """iperf3 for TCP bulk transfers; the built-in driver for UDP and request/response."""
+    """iperf3 for TCP bulk transfers of a duration; the built-in driver for UDP,
+    request/response and size-bounded flows.
+
+    A size-bounded flow is a flow completion time experiment: each of its ``count``
+    connections sends ``size`` and its FCT is when the receiver has it all. iperf3
+    cannot do that (``-n`` is a total over all ``-P`` streams, and its summary is taken
+    before the last bytes land), the built-in agent does.
+    """
     if flow.driver:
         return flow.driver
-    if flow.protocol == "udp" or flow.rr is not None:
+    if flow.protocol == "udp" or flow.rr is not None or flow.size is not None:
         return "builtin"
     return "iperf3"
 

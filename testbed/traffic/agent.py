@@ -124,7 +124,8 @@ def tcp_client(args: argparse.Namespace) -> dict[str, Any]:
                 s.settimeout(max(5.0, args.duration or 0))
                 s.recv(1)  # wait for the receiver to close: every byte delivered
         except OSError as exc:
-            errors.append(f"connection {i} (port {rec.get('local_port')}): {exc.strerror or exc}")
+            rec["error"] = exc.strerror or str(exc)
+            errors.append(f"connection {i} (port {rec.get('local_port')}): {rec['error']}")
         finally:
             rec["end_ns"] = _now_ns()
             s.close()

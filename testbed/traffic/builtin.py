@@ -21,8 +21,14 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 def parse_builtin(client: dict[str, Any] | None, server: dict[str, Any] | None, *,
                   name: str, protocol: str, kind: str, cc_requested: str | None = None,
-                  packet_size: int = 0) -> FlowResult:
-    """Turn the agent's client and server JSON into a ``FlowResult``. Pure."""
+                  packet_size: int = 0, size: int | None = None) -> FlowResult:
+    """Turn the agent's client and server JSON into a ``FlowResult``. Pure.
+
+    ``size``: bytes each connection was to send (a size-bounded flow). A connection's
+    ``fct_s`` (from its connect to the receiver having closed after reading it all) is
+    given only when the receiver got all ``size`` bytes without an error: a duration-
+    bounded or cut-short connection has no completion time.
+    """
     res = FlowResult(name=name, driver="builtin", protocol=protocol, kind=kind,
                      cc_requested=cc_requested)
     if client is None:
@@ -68,10 +74,15 @@ def parse_builtin(client: dict[str, Any] | None, server: dict[str, Any] | None, 
         srv = server_conns.get(c.get("local_port"), {})
         secs = (c.get("end_ns", 0) - c.get("start_ns", 0)) / 1e9
         got = srv.get("bytes", c.get("bytes", 0)) if kind == "bulk" else c.get("bytes", 0)
+        completed = (size is not None and kind == "bulk" and (got or 0) >= size
+                     and not c.get("error") and not srv.get("error"))
         res.connections.append({"local_host": c.get("local_host"), "local_port": c.get("local_port"),
                                 "cc": c.get("cc"), "bytes": got, "bytes_sent": c.get("bytes"),
-                                "seconds": secs, "fct_s": secs,
+                                "seconds": secs, "fct_s": secs if completed else None,
                                 "transactions": c.get("transactions")})
+        if size is not None and kind == "bulk" and not completed:
+            res.fail(f"connection (port {c.get('local_port')}): {got or 0} of its {size} bytes "
+                     "arrived")
         res.latency_us.extend(c.get("latencies_us", []))
         total += got or 0
         span = max(span, secs)
@@ -138,7 +149,8 @@ class BuiltinDriver(Driver):
         server, _ = read_json(plan.server_out)
         res = parse_builtin(client, server, name=plan.flow.name, protocol=plan.flow.protocol,
                             kind=plan.flow.kind, cc_requested=plan.flow.cc,
-                            packet_size=plan.flow.packet_size.bytes)
+                            packet_size=plan.flow.packet_size.bytes,
+                            size=plan.flow.size.bytes if plan.flow.size else None)
         if client is None:
             res.error = f"builtin client: {why}; stderr: {tail(plan.client_err) or '(empty)'}"
         return res

@@ -4,6 +4,13 @@ One iperf3 server (``-1``: one test, then exit) per flow line, one client
 with ``-P count``; ``-C cc`` sets the congestion control of its sockets.
 iperf3 reports its own errors in the JSON ``error`` key, sometimes with exit
 status 0, so ``parse`` looks there first.
+
+A flow's ``size`` is per connection (as in the built-in driver). iperf3's ``-n``
+is a total over all ``-P`` streams, so a size with ``count`` > 1 is refused
+(``check``) rather than run as something else. iperf3 reports no flow completion
+time: with ``-n`` its end times are when the sender had written the bytes and
+when the receiver's summary was taken (captured: 3.0 of 5.2 MB had arrived
+then), not when the last byte arrived; ``fct_s`` is left out.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *
             "seconds": snd.get("seconds"), "retransmits": snd.get("retransmits"),
             "mean_rtt_us": snd.get("mean_rtt"), "min_rtt_us": snd.get("min_rtt"),
             "max_rtt_us": snd.get("max_rtt"), "max_snd_cwnd": snd.get("max_snd_cwnd"),
-            "fct_s": rcv.get("end", snd.get("end")),
+            "fct_s": None,  # iperf3 cannot tell when the last byte arrived (module docstring)
         })
     if protocol == "udp":
         s = end.get("sum", {})
@@ -83,6 +90,11 @@ class Iperf3Driver(Driver):
         problems = super().check(flow)
         if flow.rr is not None:
             problems.append("iperf3 cannot do request/response traffic; use driver: builtin")
+        if flow.size is not None and flow.count > 1:
+            problems.append(f"size {flow.size} with count {flow.count}: each connection sends "
+                            "'size', but iperf3 -n sends it in total over all its streams and "
+                            "reports no completion time per connection; use driver: builtin "
+                            "(the default for size-bounded flows)")
         return problems
 
     def server_argv(self, plan: FlowPlan) -> list[str]:

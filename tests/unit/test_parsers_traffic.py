@@ -3,8 +3,13 @@
 import json
 from pathlib import Path
 
+import pytest
+
+from testbed.traffic import default_driver
 from testbed.traffic.builtin import parse_builtin
-from testbed.traffic.iperf3 import parse_iperf3
+from testbed.traffic.iperf3 import Iperf3Driver, parse_iperf3
+from testbed.units import Size
+from testbed.workload import Flow
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -28,7 +33,6 @@ def test_iperf3_size_bounded_bbr():
     assert res.ok
     assert res.bytes >= 5 * 1024 * 1024
     assert res.connections[0]["cc"] == "bbr"
-    assert res.connections[0]["fct_s"] > 0
 
 
 def test_iperf3_connection_refused_is_an_error_even_with_status_0():
@@ -115,3 +119,56 @@ def test_builtin_connection_that_carried_nothing_fails_the_flow():
     fine = parse_builtin({"role": "client", "connections": [dict(conn, bytes=1000)], "errors": []},
                          None, name="x", protocol="tcp", kind="bulk")
     assert fine.ok and fine.bytes == 1000
+
+
+# ---- size and count: size is per connection, FCT per connection or none --------------
+
+def _bulk_pair(sizes_got, size, seconds):
+    """Agent JSON for len(sizes_got) connections of a size-bounded flow."""
+    client = {"role": "client", "errors": [], "connections": [
+        {"local_host": "10.0.0.1", "local_port": 40000 + i, "cc": "cubic", "bytes": size,
+         "start_ns": 1_000_000_000, "end_ns": 1_000_000_000 + int(s * 1e9)}
+        for i, s in enumerate(seconds)]}
+    server = {"role": "server", "connections": [
+        {"remote_host": "10.0.0.1", "remote_port": 40000 + i, "bytes": got}
+        for i, got in enumerate(sizes_got)]}
+    return client, server
+
+
+def test_builtin_size_and_count_gives_each_connection_its_own_fct():
+    client, server = _bulk_pair([2_000_000] * 3, 2_000_000, [1.69, 0.86, 0.94])
+    res = parse_builtin(client, server, name="b", protocol="tcp", kind="bulk", size=2_000_000)
+    assert res.ok, res.error
+    assert res.bytes == 6_000_000                       # 2 MB per connection
+    assert [c["fct_s"] for c in res.connections] == pytest.approx([1.69, 0.86, 0.94])
+
+
+def test_builtin_connection_that_did_not_deliver_its_size_has_no_fct_and_fails():
+    client, server = _bulk_pair([2_000_000, 500_000], 2_000_000, [1.0, 9.0])
+    res = parse_builtin(client, server, name="b", protocol="tcp", kind="bulk", size=2_000_000)
+    assert [c["fct_s"] for c in res.connections] == [pytest.approx(1.0), None]
+    assert not res.ok and "500000 of its 2000000 bytes" in res.error
+
+
+def test_builtin_duration_flow_has_no_completion_time():
+    client, server = _bulk_pair([5_000_000], 5_000_000, [3.0])
+    res = parse_builtin(client, server, name="b", protocol="tcp", kind="bulk")
+    assert res.ok and res.connections[0]["fct_s"] is None
+
+
+def test_iperf3_reports_no_fct_it_cannot_measure():
+    # captured -n 5 MiB: the receiver summary at its "end" holds 3.0 of the 5.2 MB
+    data = load("iperf3_tcp_size_bbr.json")
+    assert data["end"]["streams"][0]["receiver"]["bytes"] < data["start"]["test_start"]["bytes"]
+    res = parse_iperf3(data, None, name="f")
+    assert [c["fct_s"] for c in res.connections] == [None]
+
+
+def test_iperf3_refuses_size_with_count_and_size_flows_default_to_builtin():
+    flow = Flow(name="f", src="h1", dst="h3", size=Size.parse("2MB"), count=3)
+    assert default_driver(flow) == "builtin"
+    [problem] = [p for p in Iperf3Driver().check(flow) if "count" in p]
+    assert "driver: builtin" in problem
+    one = Flow(name="g", src="h1", dst="h3", size=Size.parse("2MB"))
+    assert not [p for p in Iperf3Driver().check(one) if "count" in p]
+    assert default_driver(Flow(name="d", src="h1", dst="h3", count=3)) == "iperf3"
