@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Mapping, Union
 
 from testbed.errors import ConfigError
 
@@ -297,11 +297,72 @@ class Parser:
         return MetricRef(metric, stat, tuple(selectors), text)
 
 
-def parse(text: str, metrics: set[str]) -> Compare:
-    """Parse one assertion; ``ExpressionError`` (a ConfigError) when it is not one."""
+def parse(text: str, metrics: set[str] | Mapping[str, str | None]) -> Compare:
+    """Parse one assertion; ``ExpressionError`` (a ConfigError) when it is not one.
+
+    With ``metrics`` a mapping of metric name to kind (rate, time, fraction, size or None
+    for a plain number), values of different kinds may not be compared, added or
+    subtracted: ``goodput > 1ms`` is an error, not a verdict.
+    """
     if len(text) > 2000:
         raise ExpressionError("assertion too long (over 2000 characters)")
-    return Parser(text, metrics).parse()
+    tree = Parser(text, set(metrics)).parse()
+    if isinstance(metrics, Mapping):
+        kinds = [kind_of(n, metrics) for n in tree.operands]
+        for (a, ka), (b, kb) in zip(zip(tree.operands, kinds), zip(tree.operands[1:], kinds[1:])):
+            _same_kind(text, a, ka, b, kb, "compares")
+    return tree
+
+
+MIXED = "mixed"   # a product or quotient of two kinds: not checked further
+
+
+def kind_of(node: Node, metrics: Mapping[str, str | None]) -> str | None:
+    """What ``node`` measures: rate, time, fraction, size, None (a plain number) or MIXED."""
+    if isinstance(node, Number):
+        m = re.fullmatch(r"[0-9.eE+-]+(%|[A-Za-z]*)", node.text)
+        unit = m.group(1).lower() if m else ""
+        return UNITS[unit][0] if unit in UNITS else None
+    if isinstance(node, MetricRef):
+        return None if node.stat == "n" else metrics.get(node.metric)
+    if isinstance(node, Neg):
+        return kind_of(node.operand, metrics)
+    if isinstance(node, BinOp):
+        a, b = kind_of(node.left, metrics), kind_of(node.right, metrics)
+        if node.op in ("+", "-"):
+            _same_kind("", node.left, a, node.right, b, "adds" if node.op == "+" else "subtracts")
+            return a or b
+        if node.op == "*":
+            return a if b is None else b if a is None else MIXED
+        return a if b is None else None if a == b else MIXED
+    return None
+
+
+def _describe(node: Node) -> str:
+    return node.text if isinstance(node, (Number, MetricRef)) else "an expression"
+
+
+def _same_kind(text: str, a: Node, ka: str | None, b: Node, kb: str | None, verb: str) -> None:
+    if ka and kb and MIXED not in (ka, kb) and ka != kb:
+        raise ExpressionError(f"bad assertion{f' {text!r}' if text else ''}: {verb} "
+                              f"{_describe(a)} (a {ka}) with {_describe(b)} (a {kb}); "
+                              "give numbers the unit of the metric (e.g. 50mbit, 20ms, 1%)")
+
+
+def show_value(value: float, kind: str | None) -> str:
+    """A value of ``kind`` for people: 80.9 Mbit/s, 12.5 ms, 1.2 %, 64 KB."""
+    if kind == "rate":
+        for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.4g} {unit}"
+        return f"{value:.4g} bit/s"
+    if kind == "time":
+        return f"{value * 1e3:.4g} ms" if abs(value) < 10 else f"{value:.4g} s"
+    if kind == "fraction":
+        return f"{value * 100:.4g} %"
+    if kind == "size":
+        return f"{value / 1e3:.4g} KB" if abs(value) >= 1e3 else f"{value:.4g} B"
+    return f"{value:.6g}"
 
 
 # ---- evaluation ----------------------------------------------------------------
@@ -351,12 +412,19 @@ class Verdict:
     message: str
 
 
-def check(tree: Compare, text: str, resolve: Resolver) -> Verdict:
-    """Evaluate a parsed assertion; a missing value fails it (with the reason)."""
+def check(tree: Compare, text: str, resolve: Resolver,
+          metrics: Mapping[str, str | None] | None = None) -> Verdict:
+    """Evaluate a parsed assertion; a missing value fails it (with the reason).
+    With ``metrics`` (name -> kind, as for ``parse``) values are shown in their units."""
     try:
         values = [evaluate(n, resolve) for n in tree.operands]
     except Missing as exc:
         return Verdict(text, False, [], str(exc))
     ok = all(_CMP[op](a, b) for op, a, b in zip(tree.ops, values, values[1:]))
-    shown = " ".join(f"{v:.6g}" if i == 0 else f"{tree.ops[i - 1]} {v:.6g}" for i, v in enumerate(values))
+    kinds = [kind_of(n, metrics) if metrics is not None else None for n in tree.operands]
+    known = {k for k in kinds if k and k != MIXED}
+    kinds = [k if k and k != MIXED else (next(iter(known)) if len(known) == 1 else None)
+             for k in kinds]
+    shown = " ".join(show_value(v, k) if i == 0 else f"{tree.ops[i - 1]} {show_value(v, k)}"
+                     for i, (v, k) in enumerate(zip(values, kinds)))
     return Verdict(text, ok, values, f"{'holds' if ok else 'fails'}: {shown}")

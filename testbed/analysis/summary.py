@@ -143,6 +143,10 @@ class Summary:
                 raise ConfigError(f"{prefix}unknown selector {key!r}: use a workload variable "
                                   f"({', '.join(self.variables) or 'none'}) or a flow attribute "
                                   f"({', '.join(FLOW_KEYS)})")
+        if flow_sel:  # only runs that have such a flow can be meant
+            views = [v for v in views if any(
+                all(normalize(flow_attr(f, k) or "") == normalize(w) for k, w in flow_sel.items())
+                for f in v.flows)]
         free = [d for d in self.dims if d not in selectors]
         points = {tuple(v.run.variables.get(d, "") for d in free) for v in views}
         if len(points) > 1:

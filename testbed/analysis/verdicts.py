@@ -17,6 +17,12 @@ from testbed.analysis.metrics import METRICS
 from testbed.analysis.summary import Row, Summary
 
 
+# what each metric measures, for --assert's unit checks
+KINDS: dict[str, str | None] = {
+    name: {"bps": "rate", "s": "time", "duration": "time", "fraction": "fraction",
+           "bytes": "size"}.get(m.unit) for name, m in METRICS.items()}
+
+
 def _walk(node: expr.Node) -> list[expr.MetricRef]:
     if isinstance(node, expr.MetricRef):
         return [node]
@@ -34,7 +40,7 @@ def check_assertions(summary: Summary, texts: Sequence[str]) -> list[expr.Verdic
     parsed = []
     rows: dict[tuple[str, tuple[tuple[str, str], ...]], Row] = {}
     for text in texts:
-        tree = expr.parse(text, set(METRICS))
+        tree = expr.parse(text, KINDS)
         for ref in _walk(tree):
             key = (ref.metric, ref.selectors)
             if key not in rows:
@@ -48,7 +54,7 @@ def check_assertions(summary: Summary, texts: Sequence[str]) -> list[expr.Verdic
         est = row.estimate(ref.metric)
         return {"mean": est.mean, "lo": est.ci_low, "hi": est.ci_high}[ref.stat]
 
-    return [expr.check(tree, text, resolve) for text, tree in parsed]
+    return [expr.check(tree, text, resolve, KINDS) for text, tree in parsed]
 
 
 def write_junit(verdicts: Sequence[expr.Verdict], path: Path, *, suite: str = "testbed compare") -> None:

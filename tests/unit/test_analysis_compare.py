@@ -167,6 +167,28 @@ def test_flow_attribute_selector_in_a_shared_run(tmp_path):
     assert [v.passed for v in verdicts] == [True, True, True]
 
 
+def test_flow_selectors_pick_only_runs_that_have_such_flows(tmp_path):
+    for mix, flows in (("cubic-alone", [FakeFlow("c", "cubic", 3e6)]),
+                       ("bbr-alone", [FakeFlow("b", "bbr", 90e6)]),
+                       ("shared", [FakeFlow("c", "cubic", 3e6), FakeFlow("b", "bbr", 85e6)])):
+        write_run(tmp_path, mix, variables={"mix": mix}, flows=flows)
+    s = summarize(load_runs([tmp_path]))
+    with pytest.raises(ConfigError, match=r"matches 2 different groups \(\[mix=cubic-alone\], "
+                                          r"\[mix=shared\]\); add mix"):
+        check_assertions(s, ["goodput[cc=cubic] > 1"])
+    (vegas,) = check_assertions(s, ["goodput[cc=vegas] > 1"])  # no such flow: fails, says so
+    assert not vegas.passed and "no value" in vegas.message
+    (v,) = check_assertions(s, ["goodput[cc=bbr,mix=bbr-alone] > 25 * goodput[cc=cubic,mix=shared]"])
+    assert v.passed and v.message == "holds: 90 Mbit/s > 75 Mbit/s"
+
+
+def test_assertions_compare_like_with_like(sweep):
+    s = summarize(load_runs([sweep]))
+    with pytest.raises(ConfigError, match=r"compares goodput\[cc=bbr,loss=1%\] \(a rate\) "
+                                          r"with 1ms \(a time\)"):
+        check_assertions(s, ["goodput[cc=bbr,loss=1%] > 1ms"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--assert", "goodput[cc=bbr] >"], "bad assertion"),
     (["--assert", "__import__('os') > 1"], "not allowed"),

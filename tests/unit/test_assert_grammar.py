@@ -109,3 +109,36 @@ def test_error_points_at_the_column():
     msg = str(info.value)
     assert "column 23" in msg and "unknown metric 'rttp99'" in msg
     assert msg.splitlines()[-1].index("^") == 2 + 22
+
+
+KINDS = {"goodput": "rate", "rtt_p99": "time", "retrans": "fraction", "jain": None}
+
+
+@pytest.mark.parametrize("text", [
+    "goodput > 50mbit", "goodput[cc=bbr] > 2 * goodput[cc=cubic]", "goodput / goodput > 0.5",
+    "rtt_p99 < 50ms", "retrans < 1%", "goodput > 1000", "goodput_n >= 3", "jain > 0.9",
+    "goodput * rtt_p99 > 64KB", "goodput - 10mbit > 0",
+])
+def test_units_that_agree(text):
+    expr.parse(text, KINDS)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("goodput > 1ms", "compares goodput (a rate) with 1ms (a time)"),
+    ("rtt_p99 < 1%", "compares rtt_p99 (a time) with 1% (a fraction)"),
+    ("rtt_p99 + 1mbit < 1s", "adds rtt_p99 (a time) with 1mbit (a rate)"),
+    ("goodput > 50mbit > 1s", "compares 50mbit (a rate) with 1s (a time)"),
+])
+def test_units_that_disagree(text, why):
+    with pytest.raises(expr.ExpressionError) as info:
+        expr.parse(text, KINDS)
+    assert why in str(info.value)
+    expr.parse(text, set(KINDS))  # without kinds (a bare set of names): not checked
+
+
+def test_verdicts_show_values_in_their_units():
+    tree = expr.parse("goodput > 2 * goodput", KINDS)
+    v = expr.check(tree, "t", lambda r: 80.9e6, KINDS)
+    assert v.message == "fails: 80.9 Mbit/s > 161.8 Mbit/s"
+    v = expr.check(expr.parse("rtt_p99 < 50ms", KINDS), "t", lambda r: 0.0123, KINDS)
+    assert v.message == "holds: 12.3 ms < 50 ms"
