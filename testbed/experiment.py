@@ -87,26 +87,91 @@ def signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def preflight(workloads: list[Workload]) -> None:
-    """Everything that can be checked before touching the kernel, all problems at once."""
-    problems: list[str] = []
+def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
+              instance_name: str | None = None) -> list[Any]:
+    """Everything that can be checked before touching the kernel, all problems at once.
+
+    The topology is loaded and planned (pure), or the attached testbed's state read,
+    so that a flow naming a node it lacks is an input error here, not after ``up``.
+    Problems with the workload file (nodes, drivers, congestion controls) raise one
+    ``ConfigError`` (exit 2) naming the file, the first problem's YAML path and line
+    and the others after it; a host that lacks a tool raises ``PreflightError``.
+    Returns each workload's Topology (None when attaching).
+    """
+    problems: list[tuple[str, int | None, str]] = []     # (YAML path, line, message)
+    host: list[str] = []
     ccs = available_ccs()
+    attached = _attached(testbed_name) if testbed_name else None
+    topologies: list[Any] = []
     for wl in workloads:
+        lines = _workload_lines(wl)
+
+        def bad(path: str, message: str) -> None:
+            problems.append((path, lines.get(path) or lines.get(path.rsplit(".", 1)[0]), message))
+
+        if attached is None:
+            topo = _topology_for(wl)
+            net = _planned(topo, instance_name)
+            whose = f"the topology {topo.name!r} has"
+        else:
+            topo, net = None, attached
+            whose = f"testbed {testbed_name!r} has"
+        topologies.append(topo)
         for flow in wl.flows:
-            where = f"{wl.file.name}: {flow.yaml_path}"
+            for key, node in (("from", flow.src), ("to", flow.dst)):
+                if node not in net.nodes:
+                    bad(f"{flow.yaml_path}.{key}", f"unknown node {node!r}; {whose} "
+                        f"{', '.join(sorted(net.nodes))}")
+                elif net.nodes[node].ipv4 is None:
+                    bad(f"{flow.yaml_path}.{key}", f"node {node!r} has no IPv4 address")
             name = default_driver(flow)
             if name not in DRIVERS:
-                problems.append(f"{where}.driver: unknown driver {name!r} (known: {', '.join(DRIVERS)})")
+                bad(f"{flow.yaml_path}.driver", f"unknown driver {name!r} (known: {', '.join(DRIVERS)})")
                 continue
-            problems += [f"{where}: {p}" for p in DRIVERS[name]().check(flow)]
+            driver = DRIVERS[name]()
+            missing = driver.host_problems()
+            host += [f"{wl.file.name}: {flow.yaml_path}: {p}" for p in missing]
+            for p in driver.check(flow):
+                if p not in missing:
+                    bad(f"{flow.yaml_path}.driver" if flow.driver else flow.yaml_path, p)
             if flow.cc and ccs and flow.cc not in ccs:
-                problems.append(f"{where}.cc: congestion control {flow.cc!r} is not available in this "
-                                f"kernel (available: {' '.join(ccs)}); try 'modprobe tcp_{flow.cc}'")
+                bad(f"{flow.yaml_path}.cc", f"congestion control {flow.cc!r} is not available in "
+                    f"this kernel (available: {' '.join(ccs)}); try 'modprobe tcp_{flow.cc}' or "
+                    "choose one of those")
         if wl.capture.enabled:
-            problems += [f"{wl.file.name}: {p}" for p in cap.tcpdump_check()]
-    problems = list(dict.fromkeys(problems))
+            host += [f"{wl.file.name}: {p}" for p in cap.tcpdump_check()]
+    host = list(dict.fromkeys(host))
     if problems:
-        raise PreflightError("; ".join(problems))
+        unique = list(dict.fromkeys(problems))
+        (path, line, message), rest = unique[0], unique[1:]
+        also = [f"{p} (line {n}): {m}" if n else f"{p}: {m}" for p, n, m in rest] + host
+        raise ConfigError(message + "".join(f"; also {a}" for a in also),
+                          file=str(workloads[0].file), path=path, line=line)
+    if host:
+        raise PreflightError("; ".join(host))
+    return topologies
+
+
+def _workload_lines(wl: Workload) -> dict[str, int]:
+    """YAML path -> line of the workload as rendered (the loader keeps the lines true)."""
+    from testbed import loader
+    try:
+        return loader.parse_yaml(wl.rendered_text, str(wl.file))[1]
+    except ConfigError:
+        return {}
+
+
+def _attached(testbed_name: str) -> Any:
+    """The Network of a testbed that is up (read from its state; nothing is changed)."""
+    import testbed
+    return testbed.attach(testbed_name)
+
+
+def _planned(topo: Any, instance_name: str | None) -> Any:
+    """The Network the topology would become: its nodes and addresses, from the plan (pure)."""
+    from testbed.network import Network, plan_for
+    plan = plan_for(topo, instance_name)
+    return Network(plan.instance, plan.to_dict(), owned=False)
 
 
 def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | None = None,
@@ -121,16 +186,17 @@ def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | No
     source = load_source(path)
     points = expand_points(source, variables, repeat)
     workloads = [load_workload(path, p.variables, source=source) for p in points]
-    preflight(workloads)
+    topologies = preflight(workloads, testbed_name=testbed_name, instance_name=name)
     out = Path(output) if output is not None else None
     dirs: list[Path] = []
     line = ProgressLine(progress, [wl.planned_seconds for wl in workloads])
     with signals_raise():
-        for i, (point, wl) in enumerate(zip(points, workloads)):
+        for i, (point, wl, topo) in enumerate(zip(points, workloads, topologies)):
             line.begin_point(i, f"{wl.name} {point.label}")
             run = Run(wl, point, output=out, testbed_name=testbed_name, progress=progress,
                       instance_name=name, link_backend=link_backend,
-                      command=command if command is not None else list(sys.argv), line=line)
+                      command=command if command is not None else list(sys.argv), line=line,
+                      topology=topo)
             try:
                 dirs.append(run.execute())
             finally:
@@ -180,6 +246,7 @@ class Run:
     processes: list[dict[str, Any]] = field(default_factory=list)
     flow_failures: dict[str, str] = field(default_factory=dict)
     line: ProgressLine | None = None
+    topology: Any = None          # as loaded by preflight (None: load it, or attaching)
 
     def _say(self, message: str) -> None:
         if self.line is not None:
@@ -213,7 +280,7 @@ class Run:
                     testbed.attach(self.testbed_name))
             else:
                 import testbed
-                topo = _topology_for(self.wl)
+                topo = self.topology if self.topology is not None else _topology_for(self.wl)
                 self._say(f"bringing up {getattr(topo, 'name', 'topology')}")
                 cm = testbed.up(topo, name=self.instance_name, link_backend=self.link_backend)
             with cm as net:

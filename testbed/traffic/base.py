@@ -126,12 +126,17 @@ class Driver:
     binary: str | None = None
     apt_package: str | None = None
 
-    def check(self, flow: Flow) -> list[str]:
-        """Problems that stop this driver from running ``flow`` (empty if none)."""
+    def host_problems(self) -> list[str]:
+        """What this host lacks for the driver at all (its binary), whatever the flow."""
         if self.binary and shutil.which(self.binary) is None:
             return [f"{self.binary} is not installed; install it with 'apt-get install "
                     f"{self.apt_package or self.binary}'"]
         return []
+
+    def check(self, flow: Flow) -> list[str]:
+        """Problems that stop this driver from running ``flow`` (empty if none): the
+        host's (``host_problems``) and then the flow's own."""
+        return self.host_problems()
 
     def server_argv(self, plan: FlowPlan) -> list[str]:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.errors import ConfigError, PreflightError
+from testbed.errors import ConfigError
 from testbed.experiment import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,13 +76,16 @@ def test_unknown_node_is_a_config_error_and_nothing_is_left(tmp_path):
     with pytest.raises(ConfigError) as exc:
         run_workload(write(tmp_path, text), output=tmp_path / "res", name=name, progress=False)
     assert exc.value.path == "flows[1].to" and "h9" in str(exc.value)
+    assert exc.value.line == 12                      # the flow's line in the workload file
     assert no_namespaces_left(name)
+    assert not (tmp_path / "res").exists()           # found before a run directory was made
 
 
 def test_unavailable_cc_fails_before_anything_is_built(tmp_path):
     text = WORKLOAD.replace("cc: bbr,", "cc: vegas9,")
-    with pytest.raises(PreflightError, match="vegas9"):
+    with pytest.raises(ConfigError, match="vegas9") as exc:
         run_workload(write(tmp_path, text), output=tmp_path / "res", name=instance(), progress=False)
+    assert exc.value.exit_code == 2 and exc.value.path == "flows[1].cc"
     assert not (tmp_path / "res").exists()
 
 

@@ -1,0 +1,84 @@
+"""``testbed run`` preflight: input errors of a workload are found before anything is
+made (no topology up, no run directory), as one error with file, YAML path and line.
+No root: the topology is only loaded and planned."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import testbed
+from testbed.errors import ConfigError, TestbedError
+from testbed.experiment import run_workload
+
+REPO = Path(__file__).resolve().parents[2]
+
+WORKLOAD = """\
+variables:
+  rate: 10mbit
+---
+name: lc-pre
+topology: {topo}
+duration: 2s
+flows:
+  - {{name: ok, from: h1, to: h3}}
+  - name: lost
+    from: h2
+    to: h9
+  - {{name: odd, from: h2, to: h4, cc: vegas}}
+"""
+
+
+@pytest.fixture
+def no_up(monkeypatch):
+    """Fail loudly if anything tries to bring a topology up."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the topology was brought up")
+    monkeypatch.setattr(testbed, "up", refuse)
+
+
+def write(tmp_path: Path, text: str = WORKLOAD) -> Path:
+    path = tmp_path / "wl.yaml"
+    path.write_text(text.format(topo=REPO / "topologies" / "dumbbell.yaml"))
+    return path
+
+
+def test_unknown_node_and_cc_are_one_input_error_before_anything_exists(tmp_path, no_up):
+    with pytest.raises(ConfigError) as exc:
+        run_workload(write(tmp_path), output=tmp_path / "res", name="lcpre", progress=False)
+    err = exc.value
+    assert err.exit_code == 2
+    assert err.file == str(tmp_path / "wl.yaml")
+    assert err.path == "flows[1].to" and err.line == 11 and "'h9'" in err.message
+    assert "h1, h2, h3, h4, r1, r2" in err.message
+    assert "flows[2].cc (line 12)" in err.message and "vegas" in err.message
+    assert not (tmp_path / "res").exists()
+
+
+def test_iperf3_with_size_and_count_is_refused_in_preflight(tmp_path, no_up):
+    text = WORKLOAD.replace("    to: h9\n", "    to: h4\n    driver: iperf3\n    size: 1MB\n    count: 2\n") \
+        .replace(", cc: vegas", "")
+    with pytest.raises(ConfigError) as exc:
+        run_workload(write(tmp_path, text), output=tmp_path / "res", name="lcpre", progress=False)
+    assert exc.value.path == "flows[1].driver" and exc.value.line == 12
+    assert "driver: builtin" in exc.value.message
+    assert not (tmp_path / "res").exists()
+
+
+def test_attaching_to_a_testbed_that_is_not_up_leaves_no_run_directory(tmp_path):
+    with pytest.raises(TestbedError, match="no testbed named 'lcnothere'"):
+        run_workload(write(tmp_path), output=tmp_path / "res", testbed_name="lcnothere",
+                     progress=False)
+    assert not (tmp_path / "res").exists()
+
+
+def test_cli_exits_2_with_file_line_and_path(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-m", "testbed", "run", str(write(tmp_path)), "--name",
+                        "lcpre", "--output", str(tmp_path / "res"), "--quiet"],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert f"{tmp_path / 'wl.yaml'}:11: flows[1].to: unknown node 'h9'" in p.stderr
+    assert not (tmp_path / "res").exists()
