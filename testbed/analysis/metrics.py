@@ -11,6 +11,8 @@ Sources, per metric:
   sample's srtt minus the socket's min_rtt;
 - retransmission rate: bytes retransmitted / bytes sent from each socket's
   last tcp_info sample;
+- request/response latency: every transaction of the selected rr flows, from
+  their clients' raw output;
 - utilisation: goodput / the bottleneck rate (the rate of the tbf qdisc that
   carried the most bytes, from the manifest; else the ``rate`` variable);
 - backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``.
@@ -18,6 +20,7 @@ Sources, per metric:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -100,6 +103,21 @@ class RunView:
             self._index()
         assert self._last is not None
         return [r for n in names for r in self._last.get(n, [])]
+
+    def latencies(self, names: Sequence[str]) -> list[float]:
+        """Every request/response latency (s) of the selected flows, from their clients'
+        raw output (the percentiles in result.json cannot be merged across flows)."""
+        out: list[float] = []
+        for f in self.selected(names):
+            if f.get("kind") != "rr":
+                continue
+            try:
+                client = json.loads((self.run.path / "raw" / f"{f['name']}.client.json").read_text())
+            except (OSError, ValueError):
+                continue
+            for c in client.get("connections") or []:
+                out += [x / 1e6 for x in c.get("latencies_us") or []]
+        return out
 
     def selected(self, names: Sequence[str]) -> list[dict[str, Any]]:
         wanted = set(names)
@@ -196,6 +214,12 @@ def _fct(v: RunView, names: Sequence[str]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _latency(p: float) -> Callable[[RunView, Sequence[str]], float | None]:
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        return percentile(v.latencies(names), p)
+    return metric
+
+
 def _jain(v: RunView, names: Sequence[str]) -> float | None:
     vals = [f.get("goodput_bps") for f in v.selected(names)]
     if len(vals) < 2 or any(x is None for x in vals):
@@ -239,6 +263,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("retrans", "fraction", "lower", "bytes retransmitted / bytes sent", _retrans),
     Metric("udp_loss", "fraction", "lower", "UDP loss reported by the receiver", _udp_loss),
     Metric("fct", "duration", "lower", "mean flow (connection) completion time", _fct),
+    Metric("latency_p50", "s", "lower", "median request/response latency (rr flows)",
+           _latency(50)),
+    Metric("latency_p99", "s", "lower", "99th percentile request/response latency", _latency(99)),
     Metric("jain", "ratio", "higher", "Jain's fairness index of goodput across the flows", _jain),
     Metric("utilisation", "fraction", "higher", "goodput / bottleneck rate", _utilisation),
     Metric("backlog_p95", "bytes", "lower", "95th percentile bottleneck queue backlog",
@@ -247,7 +274,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 DEFAULT_COLUMNS = ("goodput", "rtt_p50", "rtt_p95", "rtt_p99", "qdelay_p50", "retrans", "udp_loss",
-                   "fct", "jain", "utilisation")
+                   "fct", "latency_p50", "latency_p99", "jain", "utilisation")
 
 
 def fmt_value(value: float | None, unit: str) -> str:

@@ -29,6 +29,7 @@ class FakeFlow:
     seconds: float = 10.0
     protocol: str = "tcp"
     udp_loss: float | None = None
+    latencies_ms: tuple[float, ...] = ()   # request/response: makes it an rr flow
 
 
 def write_run(base: Path, name: str, *, workload: str = "synthetic", variables: dict[str, Any],
@@ -62,6 +63,12 @@ def write_run(base: Path, name: str, *, workload: str = "synthetic", variables: 
             "rtt_ms": {"srtt": {"p50": f.rtt_ms}, "min_rtt": f.min_rtt_ms}, "connections": []}
         if f.protocol == "udp":
             out["loss"] = f.udp_loss
+        if f.latencies_ms:
+            out["kind"] = "rr"
+            (run / "raw" / f"{f.name}.client.json").write_text(json.dumps(
+                {"role": "client", "errors": [], "connections": [
+                    {"latencies_us": [x * 1e3 for x in f.latencies_ms],
+                     "transactions": len(f.latencies_ms)}]}))
         flows_out.append(out)
     write_table(ts_rows, ("flow",) + TCPINFO_COLUMNS, run / "tcp_info.csv")
     q_rows = [{"t": round(k * 0.1, 3), "node": "r1", "ifname": "eth2", "kind": "tbf", "handle": "1:",

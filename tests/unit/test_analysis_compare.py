@@ -182,6 +182,23 @@ def test_flow_selectors_pick_only_runs_that_have_such_flows(tmp_path):
     assert v.passed and v.message == "holds: 90 Mbit/s > 75 Mbit/s"
 
 
+def test_request_response_latency_is_a_metric_over_every_transaction(tmp_path):
+    for cc, lat in (("cubic", (20.0, 30.0, 250.0, 260.0)), ("bbr", (20.0, 21.0, 22.0, 60.0))):
+        write_run(tmp_path, cc, variables={"bulk_cc": cc},
+                  flows=[FakeFlow("bulk", cc, 40e6),
+                         FakeFlow("rpc", "cubic", 1e6, latencies_ms=lat[:2]),
+                         FakeFlow("rpc2", "cubic", 1e6, latencies_ms=lat[2:])])
+    s = summarize(load_runs([tmp_path]))
+    row = s.select({"bulk_cc": "cubic"})
+    assert row.estimate("latency_p99").mean == pytest.approx(0.260)
+    assert row.estimate("latency_p50").mean == pytest.approx(0.030)   # 2nd of 4, merged
+    assert s.select({"bulk_cc": "bbr", "flow": "rpc"}).estimate("latency_p99").mean == \
+        pytest.approx(0.021)
+    assert s.select({"bulk_cc": "bbr", "flow": "bulk"}).estimate("latency_p50").mean is None
+    (v,) = check_assertions(s, ["latency_p99[bulk_cc=bbr] < latency_p99[bulk_cc=cubic] / 2"])
+    assert v.passed, v.message
+
+
 def test_assertions_compare_like_with_like(sweep):
     s = summarize(load_runs([sweep]))
     with pytest.raises(ConfigError, match=r"compares goodput\[cc=bbr,loss=1%\] \(a rate\) "
