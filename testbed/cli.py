@@ -25,7 +25,8 @@ def _add_common(p: argparse.ArgumentParser, *, name: bool = True, template: bool
                        "the only instance up)")
     if template:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="template variable (repeatable); overrides the file's variables")
+                       help="template variable (repeatable); overrides the file's variables; "
+                       "VALUE is read as YAML (5 is a number, 1%% a string)")
         p.add_argument("--env", action="store_true",
                        help="expose the process environment to the template as 'env'")
 

@@ -17,7 +17,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "Prints the run directory of each run.")
     p.add_argument("workload", type=Path, help="workload YAML file (e.g. workloads/cubic-vs-bbr.yaml)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a template variable (repeatable); pins a matrix dimension")
+                   help="set a template variable (repeatable); pins a matrix dimension; "
+                   "VALUE is read as YAML (5 is a number, 1%% a string)")
     p.add_argument("--repeat", type=int, default=None, help="repetitions of each point (overrides the file)")
     p.add_argument("--output", type=Path, default=None, help="results directory (default: ./results)")
     p.add_argument("--testbed", dest="testbed_name", default=None,

@@ -2,13 +2,15 @@
 
 A file may start with a document holding only ``variables:`` (defaults for
 the template), separated from the body by a line ``---``. Variables given
-on the command line (``--set key=value``) override those; the process
-environment is visible as ``env`` only when the caller asks for it.
+on the command line (``--set key=value``, the value read as YAML: ``5`` is a
+number, ``1%`` a string) override those; the process environment is visible
+as ``env`` only when the caller asks for it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -98,9 +100,50 @@ def render(text: str, file: str, variables: Mapping[str, Any], *,
                           "or pass --set NAME=VALUE", file=file, line=_template_line(exc)) from None
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
-    except jinja2.TemplateError as exc:
-        raise ConfigError(f"template: {exc}", file=file) from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's template is bad input
+        raise template_error(exc, file, body, context, given=variables) from None
     return rendered, context
+
+
+def render_lenient(text: str, file: str, variables: Mapping[str, Any] | None = None
+                   ) -> tuple[dict[str, Any], Any]:
+    """The header defaults and the body rendered with unknown variables left empty, parsed.
+
+    For reading what does not depend on variables (a workload's ``matrix:``,
+    its topology file) before the variables are known.
+    """
+    defaults, body, _ = split_variables(text, file)
+    context = {**defaults, **(variables or {})}
+    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
+    try:
+        rendered = env.from_string(body).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's template is bad input
+        raise template_error(exc, file, body, context, given=variables or {}) from None
+    data, _ = parse_yaml(rendered, file)
+    return dict(defaults), data
+
+
+def template_error(exc: Exception, file: str, body: str, context: Mapping[str, Any], *,
+                   given: Mapping[str, Any]) -> ConfigError:
+    """One ConfigError for an exception raised while rendering: its template line and the
+    values of the variables that line reads (a TypeError is usually a value of the wrong type)."""
+    line = getattr(exc, "lineno", None) or _template_line(exc)
+    kind = "" if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: "
+    message = f"template: {kind}{exc}"
+    source = body.splitlines()[line - 1] if line and line <= len(body.splitlines()) else ""
+    used = [name for name in dict.fromkeys(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", source))
+            if name in context and name != "env"]
+    if used:
+        values = ", ".join(f"{name}={context[name]!r} ({'given' if name in given else 'default'})"
+                           for name in used)
+        message += f"; with {values}"
+        text = [name for name in used if name in given and isinstance(context[name], str)]
+        if text:
+            message += (f"; values given with --set are read as YAML: {text[0]}=5 is a "
+                        f"number, {text[0]}=abc a string")
+    return ConfigError(message, file=file, line=line)
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import jinja2
-
 from testbed import loader as tb_loader
 
 from testbed.errors import ConfigError
@@ -47,20 +45,6 @@ class WorkloadSource:
     defaults: dict[str, Any]
     matrix: dict[str, list[Any]]
     repeat: int
-
-
-def _lenient_body(text: str, file: Path) -> tuple[dict[str, Any], Any]:
-    """The header defaults and the body rendered with unknown variables left empty."""
-    defaults, body, _ = tb_loader.split_variables(text, str(file))
-    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
-    try:
-        rendered = env.from_string(body).render(**defaults)
-    except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"template syntax: {exc.message}", file=str(file), line=exc.lineno) from None
-    except jinja2.TemplateError as exc:
-        raise ConfigError(f"template: {exc}", file=str(file)) from None
-    data, _ = tb_loader.parse_yaml(rendered, str(file))
-    return dict(defaults), data
 
 
 class _Ctx:
@@ -108,7 +92,7 @@ def load_source(path: str | Path) -> WorkloadSource:
         raise ConfigError("no such workload file", file=str(file)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read workload file: {exc}", file=str(file)) from None
-    defaults, data = _lenient_body(text, file)
+    defaults, data = tb_loader.render_lenient(text, str(file))
     ctx = _Ctx(file, {})
     if isinstance(data, dict) and "variables" in data:
         raise ctx.error("variables", "put 'variables:' in a first document ended by a line "
