@@ -148,9 +148,23 @@ def find_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
             found.extend(sorted(r.parent for r in p.rglob("result.json")))
     unique = list(dict.fromkeys(d.resolve() for d in found))
     if not unique:
+        cut = interrupted_run_dirs(paths)
+        why = (f"; {len(cut)} run director{'y' if len(cut) == 1 else 'ies'} ha{'s' if len(cut) == 1 else 've'} "
+               f"none: still running, or stopped before writing it (killed?), e.g. {cut[0]}") if cut else ""
         raise ResultsError(f"no runs found under {', '.join(map(str, paths))}: a run directory holds "
-                           "result.json (written by 'testbed run')")
+                           f"result.json (written by 'testbed run'){why}")
     return unique
+
+
+def interrupted_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
+    """Run directories with a manifest but no result.json: runs ended before their end
+    (kill -9, power loss); an interrupted run that could still write says so in result.json."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += [m.parent for m in sorted(p.rglob("manifest.json"))
+                    if not (m.parent / "result.json").exists()]
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -161,6 +175,7 @@ class RunSet:
     excluded_suspect: list[Run]
     excluded_partial: list[Run]
     workload: str
+    interrupted: list[Path] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -172,6 +187,8 @@ class RunSet:
             parts.append(f"{len(self.excluded_suspect)} suspect (host saturated; --include-suspect)")
         if self.excluded_partial:
             parts.append(f"{len(self.excluded_partial)} partial/failed (--include-partial)")
+        if self.interrupted:
+            parts.append(f"{len(self.interrupted)} without result.json (running, or killed?)")
         return "excluded: " + ", ".join(parts) if parts else "nothing excluded"
 
 
@@ -196,7 +213,7 @@ def load_runs(paths: Iterable[Path | str], *, include_suspect: bool = False,
             suspect.append(r)
         else:
             kept.append(r)
-    rs = RunSet(kept, suspect, partial, next(iter(workloads)))
+    rs = RunSet(kept, suspect, partial, next(iter(workloads)), interrupted_run_dirs(paths))
     if not kept:
         raise ResultsError(f"all {rs.total} run(s) of {rs.workload} were left out ({rs.exclusion_note()}); "
                            "nothing to compare")

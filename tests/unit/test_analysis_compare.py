@@ -199,6 +199,19 @@ def test_request_response_latency_is_a_metric_over_every_transaction(tmp_path):
     assert v.passed, v.message
 
 
+def test_runs_killed_before_their_result_are_reported_not_ignored(tmp_path):
+    killed = tmp_path / "wl" / "20260101T000000Z-dead"
+    killed.mkdir(parents=True)
+    (killed / "manifest.json").write_text("{}")
+    with pytest.raises(ResultsError, match="1 run directory has none: still running, or stopped "
+                                           "before writing it"):
+        load_runs([tmp_path])
+    write_run(tmp_path / "wl", "ok", variables={"cc": "bbr"}, flows=[FakeFlow("f", "bbr", 1e6)])
+    rs = load_runs([tmp_path])
+    assert len(rs.runs) == 1 and rs.interrupted == [killed]
+    assert "1 without result.json" in rs.exclusion_note()
+
+
 def test_assertions_compare_like_with_like(sweep):
     s = summarize(load_runs([sweep]))
     with pytest.raises(ConfigError, match=r"compares goodput\[cc=bbr,loss=1%\] \(a rate\) "
