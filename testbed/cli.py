@@ -86,8 +86,11 @@ def _variables(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_plan(args: argparse.Namespace):
+    from testbed.loader import check_topology_file
     from testbed.network import load_topology, plan_for
-    topo = load_topology(args.topology, _variables(args), use_env=args.env)
+    variables = _variables(args)
+    check_topology_file(args.topology, variables)
+    topo = load_topology(args.topology, variables, use_env=args.env)
     return plan_for(topo, args.name)
 
 

@@ -3,19 +3,22 @@
 A file may start with a document holding only ``variables:`` (defaults for
 the template), separated from the body by a line ``---``. Variables given
 on the command line (``--set key=value``, the value read as YAML: ``5`` is a
-number, ``1%`` a string) override those; the process environment is visible
-as ``env`` only when the caller asks for it.
+number, ``1%`` a string) override those; a name the file neither declares
+nor uses is an error (``check_variables``). The process environment is
+visible as ``env`` only when the caller asks for it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jinja2
+import jinja2.meta
 import yaml
 
 from testbed.errors import ConfigError
@@ -125,6 +128,61 @@ def render_lenient(text: str, file: str, variables: Mapping[str, Any] | None = N
     return dict(defaults), data
 
 
+def closest(word: str, options: Iterable[str],
+            synonyms: Mapping[str, str] | None = None) -> str | None:
+    """The option ``word`` was probably meant to be (a known synonym, else a close spelling)."""
+    options = sorted(set(options))
+    if synonyms and synonyms.get(word) in options:
+        return synonyms[word]
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def known_variables(text: str, file: str) -> set[str]:
+    """The variables a file knows: its ``variables:`` header and every name its template reads.
+
+    ``env`` is not among them: the environment comes only from ``--env``.
+    """
+    defaults, body, _ = split_variables(text, file)
+    try:
+        tree = jinja2.Environment().parse(body)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
+    return (set(map(str, defaults)) | jinja2.meta.find_undeclared_variables(tree)) - {"env"}
+
+
+def check_variables(given: Iterable[str], known: Iterable[str], file: str, *,
+                    hints: Mapping[str, str] | None = None, known_from: str = "the file") -> None:
+    """Every name in ``given`` (``--set``) must be ``known``; else one error naming them all.
+
+    A value no template reads would be stored and shown but change nothing,
+    so it is refused rather than silently ignored. ``hints`` says more about a
+    name than "did you mean" can (``repeat`` -> use ``--repeat``).
+    """
+    known = set(known)
+    unknown = [name for name in dict.fromkeys(given) if name not in known]
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        hint = (hints or {}).get(name)
+        if hint is None and name == "env":
+            hint = "the environment is visible as 'env' only with --env"
+        if hint is None:
+            guess = closest(name, known)
+            hint = f"did you mean {guess!r}?" if guess else None
+        described.append(f"{name!r}" + (f" ({hint})" if hint else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    raise ConfigError(f"--set: unknown variable{plural} {', '.join(described)}; variables "
+                      f"of {known_from}: {', '.join(sorted(known)) or 'none'}", file=file)
+
+
+def check_topology_file(path: str | Path, variables: Mapping[str, Any]) -> None:
+    """Before loading ``path`` as a topology: refuse ``variables`` it does not know."""
+    file = str(path)
+    check_variables(variables, known_variables(read(path), file), file)
+
+
 def template_error(exc: Exception, file: str, body: str, context: Mapping[str, Any], *,
                    given: Mapping[str, Any]) -> ConfigError:
     """One ConfigError for an exception raised while rendering: its template line and the
@@ -208,14 +266,17 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int]]:
 def load(path: str | Path, variables: Mapping[str, Any] | None = None, *,
          use_env: bool = False) -> Document:
     """Read, template and parse one YAML file."""
-    file = str(path)
+    return load_text(read(path), str(path), variables, use_env=use_env)
+
+
+def read(path: str | Path) -> str:
+    """The text of a YAML file, or a ConfigError naming it."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("no such file", file=file) from None
+        raise ConfigError("no such file", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=file) from None
-    return load_text(text, file, variables, use_env=use_env)
+        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
 
 
 def load_text(text: str, file: str, variables: Mapping[str, Any] | None = None, *,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.errors import ConfigError
-from testbed.loader import Document
+from testbed.loader import Document, closest
 from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
 from testbed.model.schedule import ScheduleEntry, parse_schedule
 
@@ -126,11 +126,7 @@ SYNONYMS = {"latency": "delay", "bandwidth": "rate", "bw": "rate", "buffer": "qu
 
 
 def _closest(word: str, options: set[str]) -> str | None:
-    import difflib
-    if SYNONYMS.get(word) in options:
-        return SYNONYMS[word]
-    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
-    return match[0] if match else None
+    return closest(word, options, SYNONYMS)
 
 
 def check_name(doc: Document, name: Any, path: str, what: str) -> str:

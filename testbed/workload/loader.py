@@ -10,6 +10,7 @@ file, the YAML path and the line.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,12 @@ class WorkloadSource:
     defaults: dict[str, Any]
     matrix: dict[str, list[Any]]
     repeat: int
+    known: frozenset[str]       # variables of the file itself (header, template) and its matrix
+
+
+# names that are settings of the run, not template variables
+SET_HINTS = {"repeat": "repetitions are not a template variable: use --repeat N",
+             "topology": "the topology file is named in the workload's 'topology:'"}
 
 
 class _Ctx:
@@ -105,7 +112,38 @@ def load_source(path: str | Path) -> WorkloadSource:
             raise ctx.error(f"matrix.{key}", "a matrix entry is a non-empty list of values")
         matrix[str(key)] = values
     repeat = ctx.integer(top.get("repeat", 1), "repeat", 1)
-    return WorkloadSource(file=file, text=text, defaults=defaults, matrix=matrix, repeat=repeat)
+    known = frozenset(tb_loader.known_variables(text, str(file)) | set(matrix))
+    return WorkloadSource(file=file, text=text, defaults=defaults, matrix=matrix, repeat=repeat,
+                          known=known)
+
+
+def check_overrides(source: WorkloadSource, overrides: dict[str, Any],
+                    points: list[dict[str, Any]]) -> None:
+    """``--set`` may name only variables the workload or its topology knows; else one error.
+
+    Variables flow from the workload into its topology file, so a topology's
+    variables may be set too. ``points`` (the variables of each run) find the
+    topology file even when its name is templated; it is read only when a name
+    is not the workload's own.
+    """
+    known = set(source.known)
+    if all(name in known for name in overrides):
+        return
+    files: list[str] = []
+    for variables in points:
+        try:
+            _, data = tb_loader.render_lenient(source.text, str(source.file), variables)
+        except ConfigError:
+            continue      # the strict load of this point reports it
+        topo = data.get("topology") if isinstance(data, dict) else None
+        if isinstance(topo, str) and topo and (source.file.parent / topo).is_file():
+            path = str((source.file.parent / topo).resolve())
+            if path not in files:
+                files.append(path)
+                known |= tb_loader.known_variables(tb_loader.read(path), path)
+    known_from = "the workload" + "".join(f" and {os.path.relpath(f)}" for f in files)
+    tb_loader.check_variables(overrides, known, str(source.file), hints=SET_HINTS,
+                              known_from=known_from)
 
 
 def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,

@@ -1,7 +1,8 @@
 """Sweeps: the cartesian product of ``matrix:`` values, each repeated.
 
 ``--set NAME=VALUE`` pins a variable: if it is also a matrix dimension, that
-dimension collapses to the given value.
+dimension collapses to the given value. A name that neither the workload nor
+its topology knows is an error, before any run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.workload.loader import WorkloadSource
+from testbed.workload.loader import WorkloadSource, check_overrides
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ def expand_points(source: WorkloadSource, overrides: dict[str, Any] | None = Non
     reps = repeat if repeat is not None else source.repeat
     if reps < 1:
         raise ValueError("repeat must be at least 1")
+    if overrides:
+        combos = itertools.product(*dims.values()) if dims else [()]
+        check_overrides(source, overrides,
+                        [{**source.defaults, **dict(zip(dims, c)), **overrides} for c in combos])
     points: list[RunPoint] = []
     keys = list(dims)
     for combo in itertools.product(*(dims[k] for k in keys)) if keys else [()]:
