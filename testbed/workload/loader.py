@@ -49,6 +49,12 @@ class WorkloadSource:
     known: frozenset[str]       # variables of the file itself (header, template) and its matrix
 
 
+# what a misplaced or misspelt key most likely meant (beyond close spellings)
+SYNONYMS = {"src": "from", "source": "from", "dst": "to", "dest": "to", "destination": "to",
+            "proto": "protocol", "congestion_control": "cc", "algorithm": "cc",
+            "bandwidth": "rate", "bw": "rate", "length": "duration", "time": "duration",
+            "flow": "flows", "repeats": "repeat", "repetitions": "repeat", "variables": "matrix",
+            "parallel": "count", "streams": "count"}
 # names that are settings of the run, not template variables
 SET_HINTS = {"repeat": "repetitions are not a template variable: use --repeat N",
              "topology": "the topology file is named in the workload's 'topology:'"}
@@ -75,7 +81,9 @@ class _Ctx:
         for key in value:
             if key not in allowed:
                 sub = f"{path}.{key}" if path else str(key)
-                raise self.error(sub, f"unknown key {key!r}; allowed here: {', '.join(allowed)}")
+                guess = tb_loader.closest(str(key), allowed, SYNONYMS)
+                hint = f" (did you mean {guess!r}?)" if guess else ""
+                raise self.error(sub, f"unknown key {key!r}{hint}; allowed here: {', '.join(allowed)}")
         return value
 
     def unit(self, parse: Callable[[Any], T], value: Any, path: str) -> T:

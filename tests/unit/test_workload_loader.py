@@ -48,6 +48,25 @@ def test_unknown_key_names_file_path_and_line(tmp_path):
     assert "allowed here" in str(exc.value)
 
 
+@pytest.mark.parametrize("key, path, guess", [
+    ("protocl", "flows[0].protocl", "protocol"),
+    ("src", "flows[0].src", "from"),
+    ("congestion_control", "flows[0].congestion_control", "cc"),
+])
+def test_unknown_flow_key_suggests_the_key_meant(tmp_path, key, path, guess):
+    p = write(tmp_path, f"topology: topo.yaml\nflows:\n  - {{from: h1, to: h3, {key}: x}}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_workload(p)
+    assert exc.value.path == path
+    assert f"did you mean {guess!r}?" in str(exc.value)
+
+
+def test_unknown_top_key_suggests_the_key_meant(tmp_path):
+    p = write(tmp_path, "topology: topo.yaml\nrepeats: 3\nflows: [{from: h1, to: h3}]\n")
+    with pytest.raises(ConfigError, match="did you mean 'repeat'"):
+        load_source(p)
+
+
 def test_undefined_variable_is_an_error(tmp_path):
     p = write(tmp_path, BASIC)
     with pytest.raises(ConfigError, match="--set"):
