@@ -49,6 +49,19 @@ def _node_facts(node: str, data: dict[str, Any], spaces: netns.Namespaces) -> di
     return facts
 
 
+def _link(data: dict[str, Any], link: dict[str, Any], journal: state.Journal) -> dict[str, Any]:
+    """A link as recorded, plus each direction's impairment in force as fields in base
+    units (``impairment``: {} when the direction is not emulated)."""
+    from testbed.emulation import live
+    out = dict(link)
+    out["directions"] = []
+    for d in live.directions(data, f"{link['a']}-{link['b']}"):
+        imp = live.configured(data, d, journal.dir)
+        out["directions"].append({"from": d.sender, "to": d.receiver, "side": d.side,
+                                  "impairment": imp.as_fields() if imp is not None else {}})
+    return out
+
+
 def instance_status(instance: str) -> dict[str, Any]:
     journal = state.Journal(instance)
     data = journal.read_state()
@@ -58,7 +71,7 @@ def instance_status(instance: str) -> dict[str, Any]:
                 "note": f"no state file: an interrupted 'up'? run 'testbed down --name {instance}'"}
     out: dict[str, Any] = {"name": instance, "complete": True, "topology": data["topology"],
                            "file": data["file"], "link_backend": data.get("link_backend"),
-                           "nodes": {}, "links": data["links"]}
+                           "nodes": {}, "links": [_link(data, l, journal) for l in data["links"]]}
     with netns.Namespaces() as spaces:
         for node, ndata in data["nodes"].items():
             with contextlib.suppress(OSError, NetlinkError):

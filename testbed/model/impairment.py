@@ -123,6 +123,31 @@ class Impairment:
                    if getattr(other, f.name) is not None}
         return replace(self, **changes)
 
+    def as_fields(self) -> dict[str, Any]:
+        """For scripts: numbers in base units (bit/s, s, fractions), keys only when set."""
+        out: dict[str, Any] = {}
+        if self.rate is not None:
+            out["rate_bps"] = self.rate.bps
+        if self.delay is not None:
+            out["delay_s"] = self.delay.seconds
+        if self.jitter is not None:
+            out["jitter_s"] = self.jitter.seconds
+        if self.distribution is not None:
+            out["distribution"] = self.distribution
+        if isinstance(self.loss, GilbertElliott):
+            out["loss_gilbert_elliott"] = {k: getattr(self.loss, k).fraction for k in "prhk"}
+        elif self.loss is not None:
+            out["loss"] = self.loss.fraction
+        if self.queue is not None:
+            q = self.queue
+            out["queue"] = ({"packets": q.packets} if q.packets is not None else
+                            {"bytes": q.bytes} if q.bytes is not None else {"bdp": q.bdp})
+        for name in ("reorder", "duplicate", "corrupt"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.fraction
+        return out
+
     def describe(self) -> str:
         parts = []
         if self.rate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -193,6 +194,12 @@ def test_dumbbell_with_emulated_bottleneck(clean_instance):
         avg = float(out.strip().splitlines()[-1].split("/")[4])
         assert 19.5 < avg < 30, out          # 10 ms each way over the bottleneck
         net.check_links()
+        shown = json.loads(run_cli("status", "--name", clean_instance, "--json").stdout)
+        [link] = [l for l in shown["instances"][0]["links"] if l["name"] == "r1-r2"]
+        assert [(d["from"], d["to"], d["impairment"]["delay_s"], d["impairment"]["rate_bps"])
+                for d in link["directions"]] == [("r1", "r2", 0.01, 100e6), ("r2", "r1", 0.01, 100e6)]
+        [edge] = [l for l in shown["instances"][0]["links"] if l["name"] == "h1-r1"]
+        assert [d["impairment"] for d in edge["directions"]] == [{}, {}]
     assert leftovers(clean_instance) == []
 
 
