@@ -113,7 +113,7 @@ def render_lenient(text: str, file: str, variables: Mapping[str, Any] | None = N
     """The header defaults and the body rendered with unknown variables left empty, parsed.
 
     For reading what does not depend on variables (a workload's ``matrix:``,
-    its topology file) before the variables are known.
+    whether a file is a workload at all) before the variables are known.
     """
     defaults, body, _ = split_variables(text, file)
     context = {**defaults, **(variables or {})}
@@ -177,10 +177,31 @@ def check_variables(given: Iterable[str], known: Iterable[str], file: str, *,
                       f"of {known_from}: {', '.join(sorted(known)) or 'none'}", file=file)
 
 
+def workload_instead(data: Any, file: str) -> ConfigError | None:
+    """When a topology was expected but ``data`` is a workload: the error that says so."""
+    if not isinstance(data, dict) or "flows" not in data or "nodes" in data:
+        return None
+    topo = data.get("topology")
+    if isinstance(topo, str) and topo:
+        where = f"its topology is {os.path.relpath(Path(file).parent / topo)}"
+    else:
+        where = "its topology is embedded in it"
+    return ConfigError(f"this is a workload, not a topology ({where}); give a topology file, "
+                       f"or run the workload with: testbed run {file}", file=file)
+
+
 def check_topology_file(path: str | Path, variables: Mapping[str, Any]) -> None:
-    """Before loading ``path`` as a topology: refuse ``variables`` it does not know."""
+    """Before loading ``path`` as a topology: refuse a workload, and ``variables`` it does not know."""
     file = str(path)
-    check_variables(variables, known_variables(read(path), file), file)
+    text = read(path)
+    try:
+        _, data = render_lenient(text, file, variables)
+    except ConfigError:
+        data = None       # not renderable even leniently: the real load says why
+    wrong = workload_instead(data, file)
+    if wrong is not None:
+        raise wrong
+    check_variables(variables, known_variables(text, file), file)
 
 
 def template_error(exc: Exception, file: str, body: str, context: Mapping[str, Any], *,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.errors import ConfigError
-from testbed.loader import Document, closest
+from testbed.loader import Document, closest, workload_instead
 from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
 from testbed.model.schedule import ScheduleEntry, parse_schedule
 
@@ -335,6 +335,9 @@ def parse_topology(doc: Document, *, require_name: bool = True) -> Topology:
     data = doc.data
     if data is None:
         raise doc.error("", "the file is empty; a topology needs 'nodes' and 'links'")
+    wrong = workload_instead(data, doc.file)
+    if wrong is not None:
+        raise wrong
     _check_keys(doc, data, TOP_KEYS, "", "a topology")
     name = data.get("name")
     if name is None and require_name:

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from testbed import cli
 from testbed.errors import ConfigError
 from testbed.network import load_topology, plan_for
 
+REPO = Path(__file__).resolve().parents[2]
 CORPUS = sorted((Path(__file__).parent / "broken").glob("*.yaml"))
 
 
@@ -43,3 +45,11 @@ def test_error_carries_line_number(tmp_path):
         load_topology(bad)
     assert info.value.line == 5
     assert str(info.value).startswith(f"{bad}:5: links[0].delay:")
+
+
+def test_plan_of_a_workload_says_so_and_names_its_topology(capsys):
+    code = cli.main(["plan", str(REPO / "workloads" / "cubic-vs-bbr.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is undefined" not in err                 # its matrix variable 'mix'
+    assert "this is a workload" in err and "dumbbell.yaml" in err and "testbed run" in err
