@@ -56,9 +56,58 @@ def rtt_hint(link: PlannedLink) -> Duration | None:
     return Duration(total) if total > 0 else None
 
 
+def _per_packet(imp: Impairment) -> bool:
+    """Whether ``imp`` acts on single packets (0 % loss or a zero jitter does not)."""
+    for key in PER_PACKET:
+        value = getattr(imp, key)
+        if value is None:
+            continue
+        amount = getattr(value, "fraction", getattr(value, "seconds", None))
+        if amount is None or amount > 0:      # Gilbert-Elliott loss has no single amount
+            return True
+    return False
+
+
 def needs_per_packet(plan: Plan) -> bool:
-    return any(getattr(d.impairment, key) is not None
-               for d in directions(plan) for key in PER_PACKET)
+    return any(_per_packet(d.impairment) for d in directions(plan))
+
+
+DAEMON_MEMORY = 30e6   # bytes: one delay daemon's own memory (USS), measured on Python 3.11
+
+
+def needs_daemon(imp: Impairment) -> bool:
+    """Whether the userspace backend runs a delay daemon for this direction."""
+    return imp.delay is not None or _per_packet(imp)
+
+
+def _mem_available() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_daemon_budget(plan: Plan, selection: Selection,
+                        available: float | None = None) -> str | None:
+    """Refuse a topology whose delay daemons would not fit in memory; a note when many."""
+    if selection.backend.name != "userspace":
+        return None
+    count = sum(needs_daemon(d.impairment) for d in directions(plan))
+    need = count * DAEMON_MEMORY
+    available = _mem_available() if available is None else available
+    if available is not None and need > 0.8 * available:
+        raise PreflightError(
+            f"the userspace link backend runs one delay daemon (~{DAEMON_MEMORY / 1e6:.0f} MB) "
+            f"per direction with delay, jitter or loss: {count} here need ~{need / 1e9:.1f} GB, "
+            f"and this host has {available / 1e9:.1f} GB available. Put the delay on fewer "
+            "links (e.g. one bottleneck instead of every hop), or use a kernel with sch_netem")
+    if count >= 50:
+        return (f"{count} delay daemons (userspace backend, ~{need / 1e9:.1f} GB, about 0.4 s "
+                "each to start): one per direction with delay, jitter or loss")
+    return None
 
 
 def choose(plan: Plan, requested: str) -> Selection | None:
@@ -70,16 +119,22 @@ def choose(plan: Plan, requested: str) -> Selection | None:
         return None
     from testbed.emulation import select_backend
     selection = select_backend(requested)
+    from testbed.emulation import BACKENDS
     problems = []
+    netem_could = True
     for d in wanted:
-        for problem in selection.backend.unsupported(d.impairment):
-            problems.append(f"link {d.label}: {problem}")
+        found = selection.backend.unsupported(d.impairment)
+        problems += [f"link {d.label}: {problem}" for problem in found]
+        if found and BACKENDS["netem"]().unsupported(d.impairment):
+            netem_could = False
     if problems:
+        hint = ("remove or change those impairments, or use a kernel with sch_netem (see "
+                "vagrant/guest)" if netem_could and selection.backend.name != "netem"
+                else "remove or change those impairments")
         raise PreflightError(f"the {selection.backend.name} link backend cannot emulate what "
                              f"the topology asks for ({selection.reason}):\n  - " +
-                             "\n  - ".join(problems) +
-                             "\nremove those impairments, or use a kernel with sch_netem "
-                             "(see vagrant/guest)")
+                             "\n  - ".join(problems) + "\n" + hint)
+    check_daemon_budget(plan, selection)
     return selection
 
 
@@ -97,6 +152,9 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
     """Apply every emulated direction; returns notes for the user (e.g. offloads)."""
     from testbed.emulation import set_offloads
     notes = []
+    many = check_daemon_budget(plan, selection)
+    if many:
+        notes.append(many)
     if needs_per_packet(plan):
         # A GSO super-packet is one skb until it leaves the last device: a loss
         # or delay rule acting on it would act on ~40 segments at once.

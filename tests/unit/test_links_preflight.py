@@ -1,0 +1,52 @@
+"""What links.choose refuses or notes before anything is built (pure: plans only)."""
+
+from pathlib import Path
+
+import pytest
+
+from testbed import links
+from testbed.emulation import Selection, UserspaceBackend
+from testbed.errors import PreflightError
+from testbed.network import load_topology
+from testbed.plan import make_plan
+
+TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
+USERSPACE = Selection(UserspaceBackend(), "requested")
+
+
+def line(routers, **variables):
+    return make_plan(load_topology(TOPOLOGIES / "line.yaml", {"routers": routers, **variables}),
+                     "lp")
+
+
+def test_delay_daemons_that_would_not_fit_in_memory_are_refused_up_front():
+    plan = line(150, hop_delay="1ms")                   # 149 hops x 2 directions
+    with pytest.raises(PreflightError) as exc:
+        links.check_daemon_budget(plan, USERSPACE, available=4e9)
+    assert "298 here need ~8.9 GB" in str(exc.value) and "4.0 GB available" in str(exc.value)
+    note = links.check_daemon_budget(plan, USERSPACE, available=64e9)
+    assert note is not None and note.startswith("298 delay daemons")
+    assert links.check_daemon_budget(line(4, hop_delay="1ms"), USERSPACE, available=4e9) is None
+    # a rate alone needs no daemon; neither does a 0 % loss
+    assert links.check_daemon_budget(line(150, hop_rate="10mbit"), USERSPACE, available=1e9) \
+        is None
+
+
+def test_zero_loss_is_not_per_packet():
+    assert not links.needs_per_packet(make_plan(load_topology(TOPOLOGIES / "dumbbell.yaml",
+                                                              {"loss": "0%"}), "lp"))
+    assert links.needs_per_packet(make_plan(load_topology(TOPOLOGIES / "dumbbell.yaml",
+                                                          {"loss": "0.1%"}), "lp"))
+
+
+@pytest.mark.parametrize("impairment, netem_hint", [
+    ("queue: 100p", False),          # netem cannot either: no point in sending users there
+    ("duplicate: 1%", True),         # netem can
+])
+def test_sch_netem_is_suggested_only_for_what_netem_can_do(tmp_path, impairment, netem_hint):
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nnodes: {h1: {kind: host}, r1: {kind: router}}\n"
+                    f"links: [{{endpoints: [h1, r1], {impairment}}}]\n")
+    with pytest.raises(PreflightError) as exc:
+        links.choose(make_plan(load_topology(path, {}), "lp"), "userspace")
+    assert ("sch_netem (see vagrant/guest)" in str(exc.value)) is netem_hint, str(exc.value)
