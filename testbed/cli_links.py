@@ -80,12 +80,15 @@ def link_set_command(args: argparse.Namespace) -> int:
 def validate_command(args: argparse.Namespace) -> int:
     from testbed import validate
     from testbed.errors import ConfigError
-    from testbed.loader import parse_assignment
+    from testbed.loader import check_topology_file, parse_assignment
     if not args.testbed_name and not args.topology:
         raise ConfigError("give a topology file, or --testbed NAME for one already up")
+    variables = dict(parse_assignment(a) for a in args.assignments)
+    if args.topology:
+        check_topology_file(args.topology, variables)
     report = validate.validate_cli(
         topology=args.topology, testbed_name=args.testbed_name, name=args.name,
-        variables=dict(parse_assignment(a) for a in args.assignments),
+        variables=variables,
         link_backend=args.link_backend, links=args.links or None, thorough=args.thorough)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.render())
     return 0 if report.ok else 1

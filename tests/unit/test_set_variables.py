@@ -104,3 +104,9 @@ def test_run_with_an_unknown_variable_exits_2_and_writes_nothing(capsys, tmp_pat
                         "--output", str(out))
     assert code == 2 and "did you mean 'loss'?" in err
     assert not out.exists()
+
+
+def test_validate_rejects_a_misspelt_variable_before_bringing_anything_up(capsys):
+    code, err = run_cli(capsys, "validate", str(DUMBBELL), "--set", "lose=1%",
+                        "--name", "never-up")
+    assert code == 2 and "unknown variable 'lose' (did you mean 'loss'?)" in err, err
