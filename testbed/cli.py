@@ -127,7 +127,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                           "cc": realized.cc, "host_changes": realized.host_changes,
                           "link_backend": net.link_backend}, indent=1))
         return 0
-    print(f"testbed {net.name} is up: {len(net.nodes)} nodes, {len(net.links)} links "
+    n, l = len(net.nodes), len(net.links)
+    print(f"testbed {net.name} is up: {n} node{'s' * (n != 1)}, {l} link{'s' * (l != 1)} "
           f"in {realized.seconds:.2f} s")
     if len(net.nodes) <= 40:
         print(f"  {'node':<10} {'kind':<7} {'cc':<7} {'namespace':<28} addresses")
@@ -197,7 +198,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     try:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
-        raise TestbedError(f"{argv[0]}: command not found") from None
+        print(f"testbed: error: {argv[0]}: command not found (in node {node.name})",
+              file=sys.stderr)
+        return 127  # as a shell, and `ip netns exec`, say it
+    except PermissionError:
+        print(f"testbed: error: {argv[0]}: permission denied", file=sys.stderr)
+        return 126
     return 127  # not reached
 
 
@@ -265,9 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"testbed: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("testbed: interrupted; what was being built has been removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from testbed.realize.backend import Terminated
+        term = isinstance(exc, Terminated)
+        print(f"testbed: {'terminated' if term else 'interrupted'}; what was being built has "
+              "been removed", file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -96,10 +96,18 @@ class Realized:
     seconds: float = 0.0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that rollback runs; the CLI exits 143 for it."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def _signals_raise() -> Callable[[], None]:
-    """Turn SIGTERM into KeyboardInterrupt for the duration of a change; returns the undo."""
+    """Turn SIGTERM into ``Terminated`` for the duration of a change; returns the undo."""
     try:
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:        # not the main thread: leave signals alone
         return lambda: None
     return lambda: signal.signal(signal.SIGTERM, previous)
@@ -121,7 +129,7 @@ def signals_deferred() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if caught:
-        raise KeyboardInterrupt
+        raise Terminated if caught[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def realize(plan: Plan, journal: state.Journal,

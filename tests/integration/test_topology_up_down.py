@@ -181,9 +181,20 @@ def test_sigterm_during_up_rolls_back_without_clean(clean_instance):
              what="up to be half way")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0
-    assert "interrupted" in err
+    assert proc.returncode == 128 + signal.SIGTERM, err     # as a shell reports SIGTERM
+    assert "terminated; what was being built has been removed" in err
     assert leftovers(clean_instance) == []
+
+
+def test_exec_of_a_missing_command_exits_127(write_topology, clean_instance):
+    with testbed.up(write_topology(PLAIN), name=clean_instance):
+        proc = run_cli("exec", "--name", clean_instance, "h1", "--", "no-such-command-xyz",
+                       check=False)
+        assert proc.returncode == 127, proc.stderr
+        assert "no-such-command-xyz: command not found (in node h1)" in proc.stderr
+        ok = run_cli("exec", "--name", clean_instance, "h1", "--", "sh", "-c", "exit 7",
+                     check=False)
+        assert ok.returncode == 7                     # the command's own status passes through
 
 
 def test_dumbbell_with_emulated_bottleneck(clean_instance):
