@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from testbed import conditions
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
 from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
@@ -87,8 +88,17 @@ def signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What preflight found for one point: its topology, and (attaching) where the
+    workload's variables disagree with the testbed (``conditions.mismatches``)."""
+
+    topology: Any
+    mismatches: list[dict[str, Any]]
+
+
 def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
-              instance_name: str | None = None) -> list[Any]:
+              instance_name: str | None = None, allow_mismatch: bool = False) -> list[Prepared]:
     """Everything that can be checked before touching the kernel, all problems at once.
 
     The topology is loaded and planned (pure), or the attached testbed's state read,
@@ -96,13 +106,18 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
     Problems with the workload file (nodes, drivers, congestion controls) raise one
     ``ConfigError`` (exit 2) naming the file, the first problem's YAML path and line
     and the others after it; a host that lacks a tool raises ``PreflightError``.
-    Returns each workload's Topology (None when attaching).
+
+    Attaching, a workload whose variables feed the topology with values the testbed
+    does not have is refused (ConfigError) unless ``allow_mismatch``: its runs would
+    be filed under conditions they did not have. With it they run, warned about and
+    marked suspect.
     """
     problems: list[tuple[str, int | None, str]] = []     # (YAML path, line, message)
     host: list[str] = []
     ccs = available_ccs()
     attached = _attached(testbed_name) if testbed_name else None
-    topologies: list[Any] = []
+    live_dirs = conditions.link_directions(attached.data, attached.state_dir) if attached else []
+    prepared: list[Prepared] = []
     for wl in workloads:
         lines = _workload_lines(wl)
 
@@ -116,7 +131,9 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
         else:
             topo, net = None, attached
             whose = f"testbed {testbed_name!r} has"
-        topologies.append(topo)
+        found = conditions.mismatches(wl, _topology_for(wl), attached.data, live_dirs) \
+            if attached is not None and wl.variables else []
+        prepared.append(Prepared(topo, found))
         for flow in wl.flows:
             for key, node in (("from", flow.src), ("to", flow.dst)):
                 if node not in net.nodes:
@@ -149,7 +166,20 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
                           file=str(workloads[0].file), path=path, line=line)
     if host:
         raise PreflightError("; ".join(host))
-    return topologies
+    wrong = [m for p in prepared for m in p.mismatches]
+    if wrong and not allow_mismatch:
+        fix = {m["variable"]: m["testbed"] for m in wrong
+               if m["where"] == "as built" and m["variable"]}
+        hint = (" (" + " ".join(f"--set {k}={v}" for k, v in fix.items()) + " records them)") \
+            if fix else ""
+        raise ConfigError(
+            f"testbed {testbed_name!r} does not have the conditions this workload's variables "
+            "name, so its runs would be filed under the wrong ones: "
+            + "; ".join(conditions.messages(wrong))
+            + f". Set the variables to what the testbed has{hint}, bring up a testbed with "
+            "them, or allow the mismatch (run_workload(allow_mismatch=True): the runs are "
+            "then marked suspect)", file=str(workloads[0].file), path="variables")
+    return prepared
 
 
 def _workload_lines(wl: Workload) -> dict[str, int]:
@@ -177,7 +207,8 @@ def _planned(topo: Any, instance_name: str | None) -> Any:
 def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | None = None,
                  repeat: int | None = None, output: str | os.PathLike[str] | None = None,
                  testbed_name: str | None = None, progress: bool = True, name: str | None = None,
-                 link_backend: str = "auto", command: list[str] | None = None) -> list[Path]:
+                 link_backend: str = "auto", command: list[str] | None = None,
+                 allow_mismatch: bool = False) -> list[Path]:
     """Run every point of a workload; return the run directories written.
 
     Raises after the failing run (its directory kept and marked) so that a
@@ -186,17 +217,18 @@ def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | No
     source = load_source(path)
     points = expand_points(source, variables, repeat)
     workloads = [load_workload(path, p.variables, source=source) for p in points]
-    topologies = preflight(workloads, testbed_name=testbed_name, instance_name=name)
+    prepared = preflight(workloads, testbed_name=testbed_name, instance_name=name,
+                         allow_mismatch=allow_mismatch)
     out = Path(output) if output is not None else None
     dirs: list[Path] = []
     line = ProgressLine(progress, [wl.planned_seconds for wl in workloads])
     with signals_raise():
-        for i, (point, wl, topo) in enumerate(zip(points, workloads, topologies)):
+        for i, (point, wl, prep) in enumerate(zip(points, workloads, prepared)):
             line.begin_point(i, f"{wl.name} {point.label}")
             run = Run(wl, point, output=out, testbed_name=testbed_name, progress=progress,
                       instance_name=name, link_backend=link_backend,
                       command=command if command is not None else list(sys.argv), line=line,
-                      topology=topo)
+                      topology=prep.topology)
             try:
                 dirs.append(run.execute())
             finally:
@@ -286,6 +318,7 @@ class Run:
             with cm as net:
                 self.manifest["testbed"] = {"instance": net.name, "link_backend": net.link_backend,
                                             "attached": bool(self.testbed_name)}
+                self._record_conditions(net)
                 try:
                     results, summary = self._run_in(net, collected)
                     status = "failed" if any(not r["ok"] for r in results) else "complete"
@@ -305,6 +338,11 @@ class Run:
             if not results and collected.get("results"):
                 results = collected["results"]
             summary = summary or collected.get("summary", {})
+            if self.manifest.get("testbed", {}).get("mismatches"):
+                summary["suspect"] = True
+                summary.setdefault("suspect_reasons", []).append(
+                    "the attached testbed's conditions differ from the workload's variables "
+                    "(manifest testbed.mismatches)")
             if status != "complete" and results and status != "interrupted":
                 status = "failed"
             failed = [f"{r['name']}: {r['error']}" for r in results if not r.get("ok")]
@@ -319,7 +357,9 @@ class Run:
                 "suspect": summary.get("suspect", False),
                 "suspect_reasons": summary.get("suspect_reasons", []),
                 "point": self.point.point, "repetition": self.point.repetition,
-                "variables": self.wl.variables, "started": started, "finished": time.time(),
+                "variables": self.wl.variables,
+                "conditions_mismatch": self.manifest.get("testbed", {}).get("mismatches", []),
+                "started": started, "finished": time.time(),
                 "flows": results, "summary": summary,
             })
         if error is not None:
@@ -353,6 +393,31 @@ class Run:
             "topology": {"file": str(self.wl.topology_path) if self.wl.topology_path else None,
                          "inline": self.wl.topology_inline},
         }
+
+    def _record_conditions(self, net: Any) -> None:
+        """The topology as rendered and each link direction as in force, before the run;
+        attached, where the workload's variables disagree with them (warned, loudly)."""
+        assert self.run_dir is not None
+        rendered = net.data.get("topology_source") or ""
+        if rendered:
+            (self.run_dir / "topology.yaml").write_text(rendered)
+        self.manifest["topology"].update({
+            "name": net.data.get("topology"), "built_from": net.data.get("file"),
+            "rendered": "topology.yaml" if rendered else None,
+            "variables": (dict(self.topology.variables) if self.topology is not None
+                          and not self.testbed_name else net.data.get("variables")),
+            "links": [{"name": l.name, "forward": l.forward, "reverse": l.reverse}
+                      for l in net.links]})
+        self.manifest["links_before"] = conditions.link_directions(net.data, net.state_dir)
+        if self.testbed_name and self.wl.variables:
+            found = conditions.mismatches(self.wl, _topology_for(self.wl), net.data,
+                                          self.manifest["links_before"])
+            self.manifest["testbed"]["mismatches"] = found
+            for message in conditions.messages(found):
+                print(f"testbed: WARNING: {message}: this run is recorded with the "
+                      "testbed's links as they are and marked suspect", file=sys.stderr,
+                      flush=True)
+        write_json(self.run_dir / "manifest.json", self.manifest)
 
     def _node_state(self, net: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -598,6 +663,9 @@ class Run:
             collected["results"], collected["summary"] = self._collect(
                 net, plans, sampler, stats, qs, hs, captures, cap_stats, t0, stop_reasons)
         try:
+            from testbed.realize import state
+            now = state.Journal(net.name).read_state() or net.data   # a schedule may have changed it
+            self.manifest["links_after"] = conditions.link_directions(now, net.state_dir)
             self.manifest["nodes_after"] = self._node_state(net)
         except (OSError, subprocess.SubprocessError, TestbedError) as exc:
             collected["summary"]["notes"].append(f"could not read node state after the run: {exc}")

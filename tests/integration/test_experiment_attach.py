@@ -65,3 +65,58 @@ def test_run_against_a_testbed_already_up_leaves_it_up(tmp_path, clean_instance)
     finally:
         run_cli("down", "--name", clean_instance, env=env, check=False)
     assert not leftovers(clean_instance)
+
+
+SWEPT = """\
+variables:
+  rate: 100mbit
+  loss: 1%
+---
+name: it-attach-vars
+topology: {topo}
+duration: 2s
+capture: {{enabled: false}}
+flows:
+  - {{name: bulk, from: h1, to: h3, cc: cubic}}
+"""
+
+
+def test_attached_testbed_that_contradicts_the_variables_is_refused_or_marked(tmp_path, clean_instance):
+    """Workload variables rate 100mbit / loss 1% on a testbed built with 10mbit / 0%:
+    refused before a run directory exists; with the testbed's values it runs and the
+    manifest shows the links as they were; allowed, the run is marked suspect."""
+    import testbed
+    from testbed.errors import ConfigError
+    from testbed.experiment import run_workload
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(SWEPT.format(topo=REPO / "topologies" / "dumbbell.yaml"))
+    res = tmp_path / "res"
+    net = testbed.up(REPO / "topologies" / "dumbbell.yaml", name=clean_instance,
+                     variables={"rate": "10mbit", "loss": "0%", "delay": "5ms"})
+    with net:
+        with pytest.raises(ConfigError) as exc:
+            run_workload(wl, testbed_name=clean_instance, output=res, progress=False)
+        assert exc.value.exit_code == 2 and exc.value.path == "variables"
+        assert "rate=100mbit" in str(exc.value) and "loss=1%" in str(exc.value)
+        assert "--set rate=10mbit --set loss=0%" in str(exc.value)
+        assert not res.exists()
+
+        [ok] = run_workload(wl, variables={"rate": "10mbit", "loss": "0%"},
+                            testbed_name=clean_instance, output=res, progress=False)
+        manifest = json.loads((ok / "manifest.json").read_text())
+        result = json.loads((ok / "result.json").read_text())
+        assert result["conditions_mismatch"] == [] and result["variables"]["rate"] == "10mbit"
+        links = {d["direction"]: d for d in manifest["links_before"]}
+        assert links["r1->r2"]["rate_bps"] == 10e6 and links["r1->r2"]["delay_ms"] == 5.0
+        assert links["r1->r2"]["loss_percent"] == 0.0 and links["r1->r2"]["emulated"]
+        assert links["r1->r2"]["backend"] == net.link_backend
+        assert not links["h1->r1"]["emulated"]
+        assert "rate: 10mbit" in (ok / manifest["topology"]["rendered"]).read_text()
+
+        [marked] = run_workload(wl, testbed_name=clean_instance, output=res, progress=False,
+                                allow_mismatch=True)
+        result = json.loads((marked / "result.json").read_text())
+        assert result["suspect"] and any("differ" in r for r in result["suspect_reasons"])
+        found = {(m["variable"], m["where"]) for m in result["conditions_mismatch"]}
+        assert {("rate", "as built"), ("loss", "as built"), ("rate", "in force")} <= found
+        assert result["flows"][0]["goodput_bps"] <= 10e6 * 1.02      # the link it really had

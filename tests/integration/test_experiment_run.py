@@ -103,3 +103,14 @@ def test_cli_run_prints_the_result_path(tmp_path):
     run_dir = Path(p.stdout.strip().splitlines()[-1])
     assert json.loads((run_dir / "result.json").read_text())["variables"]["rate"] == "10mbit"
     assert no_namespaces_left(name)
+    # the run says what its links were: the topology as rendered, each direction as in force
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "rate: 10mbit" in (run_dir / manifest["topology"]["rendered"]).read_text()
+    assert manifest["topology"]["variables"]["rate"] == "10mbit"
+    for when in ("links_before", "links_after"):
+        links = {d["direction"]: d for d in manifest[when]}
+        for direction in ("r1->r2", "r2->r1"):
+            assert links[direction]["rate_bps"] == 10e6 and links[direction]["delay_ms"] == 10.0
+            assert links[direction]["backend"] == manifest["testbed"]["link_backend"]
+        assert links["r1->r2"]["loss_percent"] == 0.0 and links["r1->r2"]["queue"] == "1bdp"
+        assert not links["h1->r1"]["emulated"] and links["h1->r1"]["rate_bps"] is None
