@@ -206,7 +206,11 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.R
 def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
        variables: Mapping[str, Any] | None = None, use_env: bool = False,
        link_backend: str = "auto") -> Network:
-    """Bring a topology up; use as a context manager so it always comes down."""
+    """Bring a topology up; use as a context manager so it always comes down.
+    ``variables`` must be ones the file declares or uses (a typo is a ConfigError)."""
+    if not isinstance(topology, Topology) and variables:
+        from testbed.loader import check_topology_file
+        check_topology_file(topology, variables)
     topo = topology if isinstance(topology, Topology) else \
         load_topology(topology, variables, use_env=use_env)
     net, _ = build(plan_for(topo, name), link_backend=link_backend)

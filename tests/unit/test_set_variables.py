@@ -110,3 +110,10 @@ def test_validate_rejects_a_misspelt_variable_before_bringing_anything_up(capsys
     code, err = run_cli(capsys, "validate", str(DUMBBELL), "--set", "lose=1%",
                         "--name", "never-up")
     assert code == 2 and "unknown variable 'lose' (did you mean 'loss'?)" in err, err
+
+
+def test_python_up_rejects_a_misspelt_variable_before_anything_exists():
+    import testbed
+    from testbed.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown variable 'lose'.*did you mean 'loss'"):
+        testbed.up(DUMBBELL, name="never-up", variables={"lose": "1%"})
