@@ -23,6 +23,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="results directory (default: ./results)")
     p.add_argument("--testbed", dest="testbed_name", default=None,
                    help="run against a testbed already up ('testbed up'), leaving it up")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="with --testbed: run even where the testbed's links differ from what the "
+                   "workload's variables say (the runs are marked suspect and record the "
+                   "differences)")
     p.add_argument("--name", default=None, help="instance name for the testbed brought up")
     p.add_argument("--link-backend", default="auto", choices=("auto", "netem", "userspace"),
                    help="link emulation backend (default: auto)")
@@ -39,7 +43,7 @@ def run_command(args: argparse.Namespace) -> int:
     variables = dict(parse_assignment(a) for a in args.assignments)
     dirs = run_workload(args.workload, variables=variables, repeat=args.repeat, output=args.output,
                         testbed_name=args.testbed_name, progress=not args.quiet, name=args.name,
-                        link_backend=args.link_backend)
+                        link_backend=args.link_backend, allow_mismatch=args.allow_mismatch)
     for d in dirs:
         print(d)
     return 0

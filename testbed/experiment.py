@@ -177,8 +177,8 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
             "name, so its runs would be filed under the wrong ones: "
             + "; ".join(conditions.messages(wrong))
             + f". Set the variables to what the testbed has{hint}, bring up a testbed with "
-            "them, or allow the mismatch (run_workload(allow_mismatch=True): the runs are "
-            "then marked suspect)", file=str(workloads[0].file), path="variables")
+            "them, or allow the mismatch (--allow-mismatch; run_workload(allow_mismatch=True)): "
+            "the runs are then marked suspect)", file=str(workloads[0].file), path="variables")
     return prepared
 
 

@@ -197,7 +197,9 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.R
                 host_changes=realized.host_changes,
                 link_backend=selection.backend.name if selection else None,
                 link_backend_reason=selection.reason if selection else None,
-                emulated=emulated, notes=notes, topology_source=plan.topology.source)
+                emulated=emulated, notes=notes, topology_source=plan.topology.source,
+                variables={k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+                           for k, v in plan.topology.variables.items()})
     journal.write_state(data)
     realized.notes = notes
     return Network(plan.instance, data, owned=False), realized

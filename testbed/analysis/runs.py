@@ -184,7 +184,8 @@ class RunSet:
     def exclusion_note(self) -> str:
         parts = []
         if self.excluded_suspect:
-            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated; --include-suspect)")
+            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated, or conditions "
+                         "not as named; --include-suspect)")
         if self.excluded_partial:
             parts.append(f"{len(self.excluded_partial)} partial/failed (--include-partial)")
         if self.interrupted:
