@@ -73,7 +73,10 @@ def flow_summary(plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
         # per connection that delivered its whole size (drivers give None otherwise)
         "fct_s": [c.get("fct_s") for c in res.connections if c.get("fct_s") is not None],
         "rtt_ms": {"srtt": percentiles(srtt), "min_rtt": min(min_rtt) if min_rtt else None,
-                   "pcap": percentiles(pcap_rtt)},
+                   "pcap": percentiles(pcap_rtt),
+                   # a capture sees data leave and its ACK return at one point of the path:
+                   # its RTT is the round trip beyond that point, not the end-to-end one
+                   "pcap_from": sorted({v.get("capture") for v in pc if v.get("capture")})},
         "tcp_info_samples": len(mine),
         "connections": res.connections,
         "pcap": [{k: v for k, v in p.items() if k != "rtt_series"} for p in pc],
