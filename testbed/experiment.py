@@ -157,6 +157,10 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
                     "choose one of those")
         if wl.capture.enabled:
             host += [f"{wl.file.name}: {p}" for p in cap.tcpdump_check()]
+            for i, spec in enumerate(wl.capture.interfaces):
+                problem = capture_problem(spec, net)
+                if problem:
+                    bad(f"capture.interfaces[{i}]", problem)
     host = list(dict.fromkeys(host))
     if problems:
         unique = list(dict.fromkeys(problems))
@@ -180,6 +184,27 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
             "them, or allow the mismatch (--allow-mismatch; run_workload(allow_mismatch=True)): "
             "the runs are then marked suspect)", file=str(workloads[0].file), path="variables")
     return prepared
+
+
+def capture_problem(spec: str, net: Any) -> str | None:
+    """What is wrong with one ``capture.interfaces`` entry for ``net`` (a plan or a testbed)."""
+    if spec == "bottleneck":
+        return None
+    if ":" in spec:
+        node, ifname = spec.split(":", 1)
+        if node not in net.nodes:
+            return f"capture interface {spec!r}: no node {node!r}"
+        names = sorted(i.ifname for i in net.nodes[node].interfaces)
+        return None if ifname in names else \
+            f"capture interface {spec!r}: {node} has {', '.join(names) or 'no interfaces'}"
+    if spec in net.nodes:
+        return None
+    if "-" in spec and all(p in net.nodes for p in spec.split("-", 1)):
+        a, b = spec.split("-", 1)
+        return None if any({l.a, l.b} == {a, b} for l in net.links) else \
+            f"capture interface {spec!r}: no link between {a} and {b}"
+    return (f"capture interface {spec!r}: write 'bottleneck', 'node', 'node:ifname' or 'a-b' "
+            "(a link) with nodes of the topology")
 
 
 def _workload_lines(wl: Workload) -> dict[str, int]:

@@ -82,3 +82,15 @@ def test_cli_exits_2_with_file_line_and_path(tmp_path):
     assert p.returncode == 2, p.stderr
     assert f"{tmp_path / 'wl.yaml'}:11: flows[1].to: unknown node 'h9'" in p.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_capture_interfaces_are_checked_against_the_topology(tmp_path, no_up):
+    text = WORKLOAD.replace("    to: h9\n", "    to: h4\n").replace(", cc: vegas", "") + \
+        "capture: {{enabled: true, interfaces: [bottleneck, 'r1:eth9', h1-h4, r2]}}\n"
+    with pytest.raises(ConfigError) as exc:
+        run_workload(write(tmp_path, text), output=tmp_path / "res", name="lcpre", progress=False)
+    err = exc.value
+    assert err.path == "capture.interfaces[1]" and "r1 has eth0, eth1, eth2" in err.message
+    assert "capture.interfaces[2]" in err.message and "no link between h1 and h4" in err.message
+    assert "interfaces[0]" not in err.message and "interfaces[3]" not in err.message
+    assert not (tmp_path / "res").exists()
