@@ -41,10 +41,16 @@ Every backend instance has ``name`` and:
     ``emulation/<netns>/<ifname>.json`` plus daemon config/status/log files.
     Applying twice replaces the previous impairment.
 
-``change(netns, ifname, imp, *, owner_tag, state_dir) -> Impairment``
+``change(netns, ifname, imp, *, owner_tag, state_dir, exact=False, rtt_shift=0.0) -> Impairment``
     Merge ``imp`` (fields it sets replace, others stay; parse with
     ``partial=True``) into what is applied, without resetting the rest
-    (no daemon restart: it is reconfigured live). Returns the merged result.
+    (no daemon restart: it is reconfigured live). ``exact=True`` puts
+    exactly ``imp`` in force instead (undoing a change), just as much in
+    place. ``rtt_shift``: seconds the link's round trip changed by (a delay
+    change in either direction), so buffers given in BDP are resized.
+    Returns the result. What the change had to do besides (a tbf queue
+    dropped because its burst shrank, see ``tbf.py``; a delay daemon
+    started) is listed in the state record's ``notes``.
 
 ``remove(netns, ifname, *, owner_tag, state_dir) -> None``
     Undo everything made for this link direction: iptables rule, tbf qdisc, delay

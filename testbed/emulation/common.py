@@ -85,25 +85,53 @@ def read_state(path: Path) -> dict | None:
 
 @dataclass
 class Applied:
-    """What is applied on one link direction (its state record), and ``imp`` merged into it."""
+    """What is applied on one link direction (its state record), and what a change makes of it."""
 
     path: Path
     record: dict
-    merged: Impairment
-    rtt_hint: Duration | None
+    before: Impairment
+    merged: Impairment        # what is to be in force after the change
+    before_rtt: Duration | None
+    rtt_hint: Duration | None  # the RTT hint after the change
     mtu: int
 
 
 def applied_with(state_dir: str | os.PathLike, netns: str, ifname: str,
-                 imp: Impairment) -> Applied:
-    """The start of every backend's ``change``: the direction's record, or a clear error."""
+                 imp: Impairment, *, exact: bool = False, rtt_shift: float = 0.0) -> Applied:
+    """The start of every backend's ``change``: the direction's record, or a clear error.
+
+    ``imp`` is merged into what is applied (``exact``: replaces it); the RTT
+    hint moves by ``rtt_shift`` seconds (``shift_rtt``).
+    """
     path = state_path(state_dir, netns, ifname)
     record = read_state(path)
     if record is None:
         raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
     rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
-    return Applied(path, record, impairment_from_dict(record["impairment"]).merged(imp), rtt,
-                   record["mtu"])
+    before = impairment_from_dict(record["impairment"])
+    return Applied(path, record, before, imp if exact else before.merged(imp), rtt,
+                   shift_rtt(rtt, rtt_shift), record["mtu"])
+
+
+def delay_shift(before: Impairment | None, after: Impairment | None) -> float:
+    """Pure: seconds by which one direction's delay changes from ``before`` to ``after``."""
+    def delay(imp: Impairment | None) -> float:
+        return imp.delay.seconds if imp is not None and imp.delay is not None else 0.0
+    return delay(after) - delay(before)
+
+
+def shift_rtt(rtt_hint: Duration | None, shift: float) -> Duration | None:
+    """Pure: the RTT hint of a link whose delays changed by ``shift`` seconds in all.
+
+    The hint is the round trip the link adds (forward + reverse delay; None
+    when that is zero, which sizes buffers for 100 ms), so a delay change in
+    either direction moves it by the same amount, and buffers given in BDP
+    come out as a fresh ``plan`` with the new delays would size them.
+    """
+    if not shift:
+        return rtt_hint
+    total = round((rtt_hint.seconds if rtt_hint is not None else 0.0) + shift, 9)
+    return Duration(total) if total > 0 else None
 
 
 def rtt_or_default(rtt_hint: Duration | None) -> Duration:

@@ -13,7 +13,9 @@ same order as the userspace backend: delay line, then bottleneck).
 pyroute2 0.9.7's netem plugin cannot send distribution tables, 64-bit
 delays or gemodel loss, so TCA_OPTIONS is built here byte for byte
 (``netem_options``, pure and unit-tested) and sent as RTM_NEWQDISC on a
-netlink route socket; readback uses pyroute2's ``get_qdiscs``.
+netlink route socket (``rtnl.py``); readback uses pyroute2's ``get_qdiscs``.
+The tbf is ``tbf.py``'s, so a change that shrinks its burst also replaces
+its queue (see there).
 This backend cannot run on our CI kernels (no sch_netem); it is exercised
 in the QEMU guest.
 """
@@ -22,12 +24,12 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.emulation import tbf as tbf_mod
+from testbed.emulation.rtnl import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
 from testbed.realize.netns import enter
 from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
                                       read_state, rtt_or_default, state_path, write_state)
@@ -103,11 +105,6 @@ class NetemParams:
         return " ".join(parts)
 
 
-def _nla(attr_type: int, payload: bytes) -> bytes:
-    raw = struct.pack("=HH", 4 + len(payload), attr_type) + payload
-    return raw + b"\0" * ((-len(raw)) % 4)
-
-
 def netem_options(p: NetemParams, tick_per_us: float = 1.0) -> bytes:
     """TCA_OPTIONS payload: struct tc_netem_qopt followed by netem attributes."""
     def ticks(ns: int) -> int:
@@ -162,15 +159,6 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
         tbf = tbf_mod.tbf_params(imp.rate.bps, queue.resolve_bytes(
             imp.rate, rtt_or_default(rtt_hint), mtu), mtu)
     return NetemPlan(netem=netem, tbf=tbf)
-
-
-def qdisc_message(ifindex: int, kind: str, handle: int, parent: int, options: bytes,
-                  flags: int) -> bytes:
-    """A complete RTM_NEWQDISC netlink message (pure)."""
-    rtm_newqdisc = 36
-    tcmsg = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, handle, parent, 0)
-    body = tcmsg + _nla(1, kind.encode() + b"\0") + _nla(2, options)  # TCA_KIND, TCA_OPTIONS
-    return struct.pack("=IHHII", 16 + len(body), rtm_newqdisc, flags, 1, 0) + body
 
 
 def _netem_readback(opts, parent: int) -> dict:
@@ -240,21 +228,30 @@ class NetemBackend:
 
     def apply(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
               state_dir: str | Path, rtt_hint: Duration | None = None, mtu: int = 1500) -> None:
-        problems = self.unsupported(imp)
-        if problems:
-            raise RealizeError(f"the netem link emulation backend cannot do: {'; '.join(problems)}")
+        self._refuse_unsupported(imp)
         plan = resolve(imp, rtt_hint, mtu)
         self._install(netns, ifname, plan)
         write_state(state_path(state_dir, netns, ifname),
                     {"backend": self.name, "owner": owner_tag, "mtu": mtu,
                      "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
-                     "impairment": impairment_to_dict(imp)})
+                     "impairment": impairment_to_dict(imp), "notes": []})
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
-               state_dir: str | Path) -> Impairment:
-        now = applied_with(state_dir, netns, ifname, imp)
-        self.apply(netns, ifname, now.merged, owner_tag=owner_tag, state_dir=state_dir,
-                   rtt_hint=now.rtt_hint, mtu=now.mtu)
+               state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:
+        """Merge ``imp`` (``exact``: replace with it); ``rtt_shift`` as in the userspace backend.
+
+        netem and tbf are changed in place (qdisc replace with the same handle);
+        a queue dropped because the burst shrank is listed in the record's ``notes``.
+        """
+        now = applied_with(state_dir, netns, ifname, imp, exact=exact, rtt_shift=rtt_shift)
+        self._refuse_unsupported(now.merged)
+        previous = resolve(now.before, now.before_rtt, now.mtu).tbf
+        flushed = self._install(netns, ifname, resolve(now.merged, now.rtt_hint, now.mtu),
+                                previous_tbf=previous)
+        now.record.update(impairment=impairment_to_dict(now.merged),
+                          rtt_hint=None if now.rtt_hint is None else now.rtt_hint.seconds,
+                          notes=[] if flushed is None else [flushed.describe()])
+        write_state(now.path, now.record)
         return now.merged
 
     def remove(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> None:
@@ -283,46 +280,42 @@ class NetemBackend:
                 "qdiscs": self._read(netns, ifname)}
 
     # -- internals --------------------------------------------------------
-    def _send(self, netns: str, message: bytes) -> None:
-        with enter(netns):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        try:
-            sock.bind((0, 0))
-            sock.send(message)
-            reply = sock.recv(65536)
-        finally:
-            sock.close()
-        _length, msg_type = struct.unpack_from("=IH", reply)
-        if msg_type == 2:  # NLMSG_ERROR
-            (code,) = struct.unpack_from("=i", reply, 16)
-            if code:
-                raise RealizeError(f"netem qdisc in {netns} refused: {os.strerror(-code)}; "
-                                   "does the kernel have sch_netem? (modprobe sch_netem)")
+    def _refuse_unsupported(self, imp: Impairment) -> None:
+        problems = self.unsupported(imp)
+        if problems:
+            raise RealizeError(f"the netem link emulation backend cannot do: {'; '.join(problems)}")
 
-    def _install(self, netns: str, ifname: str, plan: NetemPlan) -> None:
+    def _install(self, netns: str, ifname: str, plan: NetemPlan,
+                 previous_tbf: tbf_mod.TbfParams | None = None) -> tbf_mod.Flushed | None:
+        """Create or change netem and its tbf; what the tbf's queue lost if it was replaced."""
         from pyroute2 import IPRoute
 
         with enter(netns), IPRoute() as ipr:
             found = ipr.link_lookup(ifname=ifname)
         if not found:
             raise RealizeError(f"interface {ifname!r} not found in namespace {netns!r}")
-        flags = 0x1 | 0x4 | 0x400 | 0x100  # REQUEST | ACK | CREATE | REPLACE
         from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
-        self._send(netns, qdisc_message(found[0], "netem", NETEM_HANDLE, TC_H_ROOT,
-                                        netem_options(plan.netem, tick_in_usec), flags))
+        send(netns, qdisc_message(found[0], "netem", NETEM_HANDLE, TC_H_ROOT,
+                                  netem_options(plan.netem, tick_in_usec), CREATE_OR_REPLACE),
+             "netem qdisc", hint="; does the kernel have sch_netem? (modprobe sch_netem)")
+        flushed = None
         if plan.tbf is not None:
-            with enter(netns), IPRoute() as ipr:
-                ipr.tc("replace", "tbf", found[0], TBF_HANDLE, parent=NETEM_HANDLE | 1,
-                       rate=plan.tbf.rate_bytes, burst=plan.tbf.burst, limit=plan.tbf.limit)
+            flushed = tbf_mod.apply(netns, ifname, plan.tbf, previous=previous_tbf,
+                                    handle=TBF_HANDLE, parent=NETEM_HANDLE | 1)
+        else:  # a change that takes the rate away: netem's change keeps its child
+            tbf_mod.remove(netns, ifname, handle=TBF_HANDLE, parent=NETEM_HANDLE | 1)
         got = self._read(netns, ifname)
         netem = got.get("netem")
         differs = readback_differences(plan.netem, netem, tick_in_usec)
         if differs:
             raise RealizeError(f"netem on {netns}/{ifname} reads back as {netem}, planned "
                                f"{plan.netem.describe()} ({'; '.join(differs)})")
-        if plan.tbf is not None and (got.get("tbf") or {}).get("rate_bytes") != plan.tbf.rate_bytes:
+        want_rate = None if plan.tbf is None else plan.tbf.rate_bytes
+        if (got.get("tbf") or {}).get("rate_bytes") != want_rate:
             raise RealizeError(f"tbf under netem on {netns}/{ifname} reads back as "
-                               f"{got.get('tbf')}, planned {plan.tbf.describe()}")
+                               f"{got.get('tbf')}, planned "
+                               f"{'none' if plan.tbf is None else plan.tbf.describe()}")
+        return flushed
 
     def _read(self, netns: str, ifname: str) -> dict:
         from pyroute2 import IPRoute

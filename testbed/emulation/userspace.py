@@ -185,7 +185,7 @@ class UserspaceBackend:
         record = {"backend": self.name, "owner": owner_tag, "mtu": mtu,
                   "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
                   "impairment": impairment_to_dict(imp), "plan": EMPTY.to_dict(),
-                  "daemon": None, "offloads_before": None, "generation": 0,
+                  "daemon": None, "offloads_before": None, "generation": 0, "notes": [],
                   "delay_at": None if ingress is None else
                   {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
         try:
@@ -201,15 +201,25 @@ class UserspaceBackend:
         write_state(path, record)
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
-               state_dir: str | Path) -> Impairment:
-        """Merge ``imp`` into the applied impairment (tc qdisc change) and return the result."""
-        now = applied_with(state_dir, netns, ifname, imp)
+               state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:
+        """Merge ``imp`` into the applied impairment (tc qdisc change) and return the result.
+
+        ``exact``: put exactly ``imp`` in force instead. ``rtt_shift``: seconds
+        the link's round trip changed by (resizes buffers given in BDP).
+        In place: a running delay daemon is reconfigured, not restarted, and
+        the tbf is changed, not recreated. What the change had to do beyond
+        that (a queue dropped, a daemon started) is listed in the record's
+        ``notes``.
+        """
+        now = applied_with(state_dir, netns, ifname, imp, exact=exact, rtt_shift=rtt_shift)
         self._refuse_unsupported(now.merged)
         new = resolve(now.merged, now.rtt_hint, now.mtu)
+        now.record["notes"] = []
         try:
             self._converge(netns, ifname, UserspacePlan.from_dict(now.record["plan"]), new,
                            now.record, owner_tag, now.path.parent)
             now.record["impairment"] = impairment_to_dict(now.merged)
+            now.record["rtt_hint"] = None if now.rtt_hint is None else now.rtt_hint.seconds
         finally:
             write_state(now.path, now.record)
         return now.merged
@@ -295,13 +305,17 @@ class UserspaceBackend:
             done(delay=new.delay)
             daemon.check_alive(dnetns, difname, handle)
             netfilter.apply_queue(dnetns, owner_tag, difname, queue, hook)
+            record.setdefault("notes", []).append(
+                f"started a delay daemon (pid {handle.pid}): the link had none")
         # rate and buffer
         if new.tbf is None and old.tbf is not None:
             tbf.remove(netns, ifname)
             done(tbf=None)
         elif new.tbf is not None and new.tbf != old.tbf:
-            tbf.apply(netns, ifname, new.tbf)
+            flushed = tbf.apply(netns, ifname, new.tbf, previous=old.tbf)
             done(tbf=new.tbf)
+            if flushed is not None:
+                record.setdefault("notes", []).append(flushed.describe())
         if old.offloads_off and not new.offloads_off:
             before = record.get("offloads_before") or {}
             if before and all(before.values()):
