@@ -8,9 +8,16 @@
 One thread; each entry is applied at ``t0 + at`` with the backend's
 ``change`` (merged into what is in force, like ``tc qdisc change``); an
 entry with ``for`` puts back exactly what was in force before it, after
-that long. Every action is recorded with its planned and actual offset;
-a failed action is recorded with its error (``errors``) and the rest
-still run.
+that long. Both work in place (a running delay daemon is reconfigured, a
+tbf changed): a few milliseconds on an idle machine.
+
+Every action is recorded with its planned offset (``planned_s``), when it
+began (``started_s``) and when it was in force (``at_s``), how late that
+was (``late_s``) and ``late: true`` beyond ``LATE_S`` (e.g. a change that
+had to start a delay daemon: a Python start-up, up to seconds on a loaded
+machine), with what the backend had to do besides (``notes``: a dropped
+tbf queue, a started daemon). A failed action is recorded with its error
+(``errors``) and the rest still run.
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ from testbed.errors import TestbedError
 from testbed.model.impairment import Impairment
 from testbed.model.schedule import ScheduleEntry
 from testbed.realize import state
+
+# an action in force more than this after its planned time is flagged ``late``:
+# ten times what an in-place change takes on an idle machine, and well
+# below the second-scale steps a schedule is written in
+LATE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -111,8 +123,10 @@ class Scheduler:
         assert self.t0 is not None
         e = action.entry
         done: list[str] = []
+        notes: list[str] = []
         error = None
         started = time.time()
+        started_s = time.monotonic() - self.t0
         try:
             if not action.revert:
                 if e.duration is not None:
@@ -120,14 +134,20 @@ class Scheduler:
                     self._before[e.index] = [
                         (d, live.configured(data, d, state.instance_dir(self.instance)))
                         for d in live.directions(data, e.link, e.direction)]
-                for d, merged in live.change(self.instance, e.link, e.set, e.direction):
+                for d, merged in live.change(self.instance, e.link, e.set, e.direction,
+                                             notes=notes):
                     done.append(f"{d.label}: {merged.describe()}")
             else:
-                for d, before in self._before.pop(e.index, []):
-                    live.put(self.instance, d, before)
-                    done.append(f"{d.label}: {before.describe() if before else 'none'}")
+                before = self._before.pop(e.index, [])
+                if before:
+                    live.put(self.instance, before, notes=notes)
+                done += [f"{d.label}: {imp.describe() if imp else 'none'}" for d, imp in before]
         except (TestbedError, OSError) as exc:
             error = str(exc)
-        self.events.append(self._event(action, at_s=round(time.monotonic() - self.t0, 4),
-                                       started_wall=started, wall=time.time(),
-                                       result=done, error=error))
+        at_s = time.monotonic() - self.t0
+        late_s = max(0.0, at_s - action.offset)
+        self.events.append(self._event(action, started_s=round(started_s, 4),
+                                       at_s=round(at_s, 4), late_s=round(late_s, 4),
+                                       late=late_s > LATE_S, started_wall=started,
+                                       wall=time.time(), result=done, notes=notes,
+                                       error=error))

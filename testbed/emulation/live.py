@@ -8,6 +8,7 @@ lives at its sender's egress, in the backend recorded in state.json. Used by
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,54 +153,108 @@ def parse_settings(items: list[str] | dict[str, Any], where: str = "link set") -
     return parse_impairment(raw, file=None, path=where, partial=True)
 
 
-def change(instance: str, name: str, imp: Impairment,
-           direction: str = "both") -> list[tuple[LiveDirection, Impairment]]:
+def change(instance: str, name: str, imp: Impairment, direction: str = "both",
+           notes: list[str] | None = None) -> list[tuple[LiveDirection, Impairment]]:
     """Merge ``imp`` into the selected directions (like ``tc qdisc change``); update state.json.
 
     A direction that had no emulation yet gets it applied with ``imp`` alone.
+    What a change had to do beyond that (a tbf queue dropped because its
+    burst shrank, a delay daemon started) is appended to ``notes`` as
+    ``"<direction>: <note>"``; without a list it goes to stderr, never
+    nowhere.
     """
-    journal = state.Journal(instance)
     data = _read(instance)
+    targets = [(d, imp, False) for d in directions(data, name, direction)]
+    return _set(instance, data, targets, notes)
+
+
+def put(instance: str, targets: list[tuple[LiveDirection, Impairment | None]],
+        notes: list[str] | None = None) -> None:
+    """Put exactly the given impairments in force (None: no emulation); update state.json.
+
+    Used to undo a change (a scheduled ``for``): unlike ``change`` it can
+    take impairments away again. Like ``change`` it works in place: a
+    running delay daemon is reconfigured, not restarted. All ``targets``
+    belong to one link.
+    """
+    _set(instance, _read(instance), [(d, imp or Impairment(), True) for d, imp in targets],
+         notes)
+
+
+def _set(instance: str, data: dict[str, Any],
+         targets: list[tuple[LiveDirection, Impairment, bool]],
+         notes: list[str] | None) -> list[tuple[LiveDirection, Impairment]]:
+    """Change directions of one link: ``(direction, impairment, exact)``; exact replaces.
+
+    Both directions' buffers given in BDP follow the link's new round trip
+    (``common.shift_rtt``): a delay change resizes them as a fresh plan would.
+    """
+    from testbed.emulation.common import delay_shift, read_state, state_path
+    journal = state.Journal(instance)
     backend = backend_of(data)
-    chosen = directions(data, name, direction)
-    problems = [f"{d.label}: {p}" for d in chosen for p in backend.unsupported(
-        (configured(data, d, journal.dir) or Impairment()).merged(imp))]
+    link_dirs = directions(data, _link(data, targets[0][0]))
+    before = {d.side: configured(data, d, journal.dir) for d in link_dirs}
+    after = dict(before)
+    for d, imp, exact in targets:
+        after[d.side] = imp if exact else (before[d.side] or Impairment()).merged(imp)
+    problems = [f"{d.label}: {p}" for d, _imp, _exact in targets
+                for p in backend.unsupported(after[d.side])]
     if problems:
         raise TestbedError(f"the {backend.name} link backend cannot do: " + "; ".join(problems))
-    if any(getattr(imp, key) is not None for key in PER_PACKET):
+    if any(getattr(imp, key) is not None for _d, imp, _exact in targets for key in PER_PACKET):
         # as ``up`` does (testbed.links.apply): per-packet impairments must not
         # meet 64 KB GSO super-packets anywhere on the path
         from testbed.emulation import set_offloads
         for node in data["nodes"].values():
             for iface in node["interfaces"]:
                 set_offloads(node["netns"], iface["ifname"], False)
+    shift = sum(delay_shift(before[side], after[side]) for side in before)
+    link = next(l for l in data["links"] if l["index"] == link_dirs[0].link_index)
+    chosen = {d.side: d for d, _imp, _exact in targets}
+    others = [d for d in link_dirs if d.side not in chosen]
+    said: list[str] = []
+    for d in others:
+        if shift and is_emulated(data, d):   # the round trip changed: resize its buffer
+            backend.change(d.netns, d.ifname, Impairment(), owner_tag=d.tag,
+                           state_dir=journal.dir, rtt_shift=shift)
+            said += _notes_of(d, read_state(state_path(journal.dir, d.netns, d.ifname)))
     done = []
-    for d in chosen:
-        if is_emulated(data, d):
-            merged = backend.change(d.netns, d.ifname, imp, owner_tag=d.tag,
-                                    state_dir=journal.dir)
+    for d, imp, exact in targets:
+        new = after[d.side]
+        if new.is_empty:
+            if is_emulated(data, d):
+                backend.remove(d.netns, d.ifname, owner_tag=d.tag, state_dir=journal.dir)
+            data["emulated"] = [e for e in data.get("emulated", [])
+                                if not (e["node"] == d.sender and e["ifname"] == d.ifname)]
+        elif is_emulated(data, d):
+            new = backend.change(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
+                                 exact=exact, rtt_shift=shift)
+            said += _notes_of(d, read_state(state_path(journal.dir, d.netns, d.ifname)))
         else:
-            merged = imp
-            backend.apply(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
-                          rtt_hint=_rtt_hint(data, d, journal.dir, imp), mtu=d.mtu,
-                          **placement(data, d, backend))
+            backend.apply(d.netns, d.ifname, new, owner_tag=d.tag, state_dir=journal.dir,
+                          rtt_hint=_rtt_hint(after), mtu=d.mtu, **placement(data, d, backend))
             data.setdefault("emulated", []).append(
                 {"node": d.sender, "ifname": d.ifname, "tag": d.tag, "direction": d.label})
             if not data.get("link_backend"):
                 data["link_backend"] = backend.name
-        link = next(l for l in data["links"] if l["index"] == d.link_index)
-        link[d.side] = merged.describe()
+        link[d.side] = new.describe()
         journal.write_state(data)
-        done.append((d, merged))
+        done.append((d, new))
+    if notes is not None:
+        notes += said
+    else:
+        for note in said:
+            print(f"testbed: note: {note}", file=sys.stderr)
     return done
 
 
-def _rtt_hint(data: dict[str, Any], d: LiveDirection, state_dir: Path,
-              imp: Impairment) -> Duration | None:
+def _notes_of(d: LiveDirection, record: dict[str, Any] | None) -> list[str]:
+    return [f"{d.label}: {n}" for n in (record or {}).get("notes") or []]
+
+
+def _rtt_hint(after: dict[str, Impairment | None]) -> Duration | None:
     """As testbed.links.rtt_hint: the link's round-trip delay, None (100 ms) without one."""
-    other = [o for o in directions(data, f"{_link(data, d)}") if o.side != d.side][0]
-    theirs = configured(data, other, state_dir)
-    total = sum(x.delay.seconds for x in (imp, theirs) if x is not None and x.delay)
+    total = sum(x.delay.seconds for x in after.values() if x is not None and x.delay)
     return Duration(total) if total > 0 else None
 
 
@@ -215,32 +270,3 @@ def _read(instance: str) -> dict[str, Any]:
         raise TestbedError(f"no testbed named {instance!r} is up"
                            + (f" (up: {', '.join(up)})" if up else " (none is up)"))
     return data
-
-
-def put(instance: str, d: LiveDirection, imp: Impairment | None) -> None:
-    """Put exactly ``imp`` in force on one direction (None: no emulation); update state.json.
-
-    Used to undo a change (a scheduled ``for``): unlike ``change`` it can
-    take impairments away again.
-    """
-    from testbed.emulation.common import read_state, state_path
-    journal = state.Journal(instance)
-    data = _read(instance)
-    backend = backend_of(data)
-    link = next(l for l in data["links"] if l["index"] == d.link_index)
-    if imp is None or imp.is_empty:
-        backend.remove(d.netns, d.ifname, owner_tag=d.tag, state_dir=journal.dir)
-        data["emulated"] = [e for e in data.get("emulated", [])
-                            if not (e["node"] == d.sender and e["ifname"] == d.ifname)]
-        link[d.side] = Impairment().describe()
-    else:
-        record = read_state(state_path(journal.dir, d.netns, d.ifname)) or {}
-        rtt = record.get("rtt_hint")
-        backend.apply(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
-                      rtt_hint=_rtt_hint(data, d, journal.dir, imp) if rtt is None else Duration(rtt),
-                      mtu=record.get("mtu", d.mtu), **placement(data, d, backend))
-        if not is_emulated(data, d):
-            data.setdefault("emulated", []).append(
-                {"node": d.sender, "ifname": d.ifname, "tag": d.tag, "direction": d.label})
-        link[d.side] = imp.describe()
-    journal.write_state(data)

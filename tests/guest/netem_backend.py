@@ -11,6 +11,8 @@ Checks, then tears down:
   netem alone on h2's side;
 - ping RTT is about 40 ms (TCG: loose bounds);
 - ``backend.change`` of the delay keeps loss and rate (readback again);
+- lowering the rate 100 -> 10 Mbit/s gives the tbf a fresh queue, and
+  ``live.put`` of a delay alone takes the tbf and the loss away;
 - after ``down`` no namespace, no state directory is left.
 
 Prints ``NETEM-BACKEND-RESULT {json}`` and exits 0 only if every check passed.
@@ -122,6 +124,28 @@ def main() -> int:
         med2 = statistics.median(rtts2) if rtts2 else None
         result["rtt_median_changed_ms"] = med2
         expect(med2 is not None and 58 <= med2 <= 150, f"median RTT after change {med2} ms, ~60")
+
+        # the rate lowered 100 -> 10 Mbit/s: the tbf's burst shrinks, so it gets a fresh
+        # queue (packets queued under the old burst could never leave); then put back
+        # exactly a delay: the tbf goes
+        from testbed.emulation import live
+        live.change(INSTANCE, "h1-h2", live.parse_settings(["rate=100mbit"]), "forward",
+                    notes=[])
+        live.change(INSTANCE, "h1-h2", live.parse_settings(["rate=10mbit"]), "forward",
+                    notes=[])
+        fwd3 = tc_show(h1.netns, link.a_ifname)
+        result["qdisc_forward_rate_lowered"] = fwd3
+        expect(re.search(r"tbf 7463: parent 7462:1 rate 10Mbit", fwd3) is not None
+               and re.search(r"bfifo 746[45]: parent 7463:1", fwd3) is not None,
+               f"after lowering the rate, no fresh queue under the tbf: {fwd3!r}")
+        (fwd_dir,) = live.directions(net.data, "h1-h2", "forward")
+        live.put(INSTANCE, [(fwd_dir, parse_impairment({"delay": "30ms"}, file=None,
+                                                       path="put"))], notes=[])
+        fwd4 = tc_show(h1.netns, link.a_ifname)
+        result["qdisc_forward_put"] = fwd4
+        expect(re.search(r"netem 7462: root .*delay 30ms", fwd4) is not None
+               and "tbf" not in fwd4 and "loss" not in fwd4,
+               f"after putting back delay 30ms alone: {fwd4!r}")
     finally:
         net.down()
     left = [n for n in tb_netns.list_names() if n.startswith(f"tb-{INSTANCE}-")]

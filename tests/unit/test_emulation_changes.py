@@ -1,12 +1,18 @@
-"""Live link changes, the pure parts: how the RTT hint follows a delay change."""
+"""Live link changes, the pure parts: how the RTT hint follows a delay change, and what
+the scheduler records about a late change."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from testbed.emulation import netem, userspace
 from testbed.emulation.common import delay_shift, shift_rtt
+from testbed.loader import Document
 from testbed.model.impairment import Impairment, parse_impairment
+from testbed.model.topology import parse_topology
+from testbed.schedule import LATE_S, Scheduler
 from testbed.units import Duration
 
 
@@ -40,3 +46,36 @@ def test_rtt_hint_without_delay_is_none_both_ways():
     assert shift_rtt(Duration(0.04), -0.04) is None              # ... or loses all of it
     assert shift_rtt(None, 0.0) is None
     assert shift_rtt(Duration(0.04), 0.0) == Duration(0.04)
+
+
+TOPO = {
+    "name": "s",
+    "nodes": {"a": {"kind": "host"}, "b": {"kind": "host"}},
+    "links": [{"endpoints": ["a", "b"], "delay": "1ms"}],
+    "schedule": [{"at": "0s", "for": "0.05s", "link": "a-b", "set": {"loss": "100%"}}],
+}
+
+
+def test_a_change_in_force_late_is_flagged(monkeypatch):
+    """The record says how late each action was in force, and flags it past LATE_S."""
+    slow = LATE_S + 0.15
+
+    def change(instance, name, imp, direction, notes):
+        time.sleep(slow)            # e.g. a delay daemon's start-up
+        notes.append("a-b: started a delay daemon")
+        return []
+
+    monkeypatch.setattr("testbed.schedule.live.change", change)
+    monkeypatch.setattr("testbed.schedule.live.directions", lambda data, link, direction: [])
+    sched = Scheduler("nobody", parse_topology(Document(file="t", data=TOPO)).schedule)
+    sched.start()
+    deadline = time.monotonic() + 10
+    while len(sched.events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    set_, revert = sched.stop()
+    assert set_["late"] is True and set_["late_s"] >= slow - 0.01, set_
+    assert set_["notes"] == ["a-b: started a delay daemon"]
+    assert set_["at_s"] >= set_["started_s"] + slow - 0.01
+    # the revert was due at 0.05 s but could only start after the slow set
+    assert revert["late"] is True and revert["planned_s"] == 0.05
+    assert revert["error"] is None and revert["notes"] == []
