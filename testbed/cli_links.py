@@ -64,8 +64,37 @@ def link_show_command(args: argparse.Namespace) -> int:
             continue
         print(f"{e['link']:<12} {e['direction']:<16} {e['backend']}: {e['configured']}  "
               f"(at {e['at']})")
-        print(f"{'':<12} kernel: {json.dumps(e['kernel'], default=str)}")
+        for line in kernel_lines(e["kernel"] or {}):
+            print(f"{'':<29} {line}")
     return 0
+
+
+def kernel_lines(kernel: dict) -> list[str]:
+    """What a backend read back, for people: one line per part (--json has it all)."""
+    from testbed.emulation.common import impairment_from_dict
+    out = []
+    if kernel.get("impairment"):
+        out.append("in force: " + impairment_from_dict(kernel["impairment"]).describe())
+    for key, value in kernel.items():
+        if key in ("backend", "impairment"):
+            continue
+        if key == "tbf" and isinstance(value, dict) and "rate_bytes" in value:
+            value = {"rate": f"{value['rate_bytes'] * 8 / 1e6:g} Mbit/s",
+                     **{k: f"{v} B" if k == "limit" else v for k, v in value.items()
+                        if k != "rate_bytes"}}
+        words = ("off", "on") if key == "offloads" else ("no", "yes")
+        out.append(f"{key.replace('_', ' ')}: {_flat(value, words)}")
+    return out
+
+
+def _flat(value: object, words: tuple[str, str] = ("no", "yes")) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_flat(v, words)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(_flat(v, words) for v in value) or "none"
+    if isinstance(value, bool):
+        return words[value]
+    return str(value)
 
 
 def link_set_command(args: argparse.Namespace) -> int:

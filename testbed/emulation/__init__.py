@@ -104,7 +104,7 @@ def select_backend(requested: str = "auto") -> Selection:
         if not available:
             raise PreflightError(f"link emulation backend netem was requested but {why}; "
                                  "install the kernel's sch_netem module "
-                                 "(Debian/Ubuntu: linux-modules-extra) or use --emulation userspace")
+                                 "(Debian/Ubuntu: linux-modules-extra) or use --link-backend userspace")
         return Selection(NetemBackend(), f"netem requested; {why}")
     if requested == "userspace":
         return Selection(UserspaceBackend(), "userspace requested")

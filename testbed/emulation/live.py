@@ -124,6 +124,7 @@ def show(instance: str, name: str | None = None) -> list[dict[str, Any]]:
         if imp is not None:
             entry["backend"] = backend.name
             entry["configured"] = imp.describe()
+            entry["fields"] = imp.as_fields()
             entry["kernel"] = backend.show(d.netns, d.ifname, owner_tag=d.tag,
                                            state_dir=state_dir)
         out.append(entry)

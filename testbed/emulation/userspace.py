@@ -88,7 +88,8 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePl
             reorder=imp.reorder.fraction if imp.reorder else 0.0, loss=loss,
             ge_p=ge.p.fraction if ge else None, ge_r=ge.r.fraction if ge else None,
             ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0)
-    per_packet = imp.loss is not None or imp.jitter is not None or imp.reorder is not None
+    per_packet = bool(loss or ge or (imp.jitter and imp.jitter.seconds > 0)
+                      or (imp.reorder and imp.reorder.fraction > 0))
     return UserspacePlan(tbf=tbf_params, delay=delay,
                          offloads_off=per_packet)
 
@@ -101,7 +102,8 @@ def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
         steps.append(Step(netns, ifname, "tbf", plan.tbf.describe()))
     if plan.delay is not None:
         d = plan.delay
-        detail = f"delay {d.delay_us:g}us jitter {d.jitter_us:g}us {d.distribution or 'uniform'}"
+        detail = (f"delay {Duration(d.delay_us / 1e6)} jitter {Duration(d.jitter_us / 1e6)} "
+                  f"{d.distribution or 'uniform'}")
         if d.loss:
             detail += f" loss {d.loss * 100:g}%"
         if d.reorder:

@@ -60,7 +60,11 @@ def test_set_delay_then_loss_only(clean_instance, write_topology):
         assert "loss 1%" in by_dir["h1->h2"]["configured"], shown
         assert "delay 5ms" in by_dir["h2->h1"]["configured"], shown
         assert by_dir["h1->h2"]["backend"] == "userspace"
+        assert by_dir["h1->h2"]["fields"] == {"delay_s": 0.01, "loss": 0.01}, shown
         assert 14.5 < median_rtt_ms(net) < 22   # delay kept
+        text = run_cli("link", "show", "--link", "h1-h2", "--testbed", clean_instance).stdout
+        assert "in force: delay 10ms, loss 1%" in text and "delay daemon: pid" in text, text
+        assert "{" not in text, text                    # for people, not a JSON dump
 
         state = json.loads((net.state_dir / "state.json").read_text())
         assert "delay 10ms" in state["links"][0]["forward"]

@@ -58,6 +58,10 @@ def test_userspace_plan():
                      "limit 125000b"]
     assert resolve(imp(rate="10mbit"), None, 1500).delay is None
     assert not resolve(imp(delay="10ms"), None, 1500).offloads_off
+    # 0 % loss acts on no packet: GSO stays on
+    assert not resolve(imp(delay="10ms", loss="0%"), None, 1500).offloads_off
+    steps = [str(s) for s in UserspaceBackend().plan("ns", "eth0", imp(delay="100s"), None, 1500)]
+    assert "delay 100s jitter 0ms uniform" in steps[-2], steps
 
 
 def test_impairment_round_trips_through_state():
