@@ -78,8 +78,10 @@ def signals_raise() -> Iterator[None]:
                   "down, please wait", file=sys.stderr, flush=True)
             return
         raised.append(signum)
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; "
+        exc = Interrupted(f"interrupted by {signal.Signals(signum).name}; "
                           "partial results are kept and the testbed is torn down")
+        exc.exit_code = 128 + signum        # 130 for Ctrl-C, 143 for SIGTERM, as a shell says
+        raise exc
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

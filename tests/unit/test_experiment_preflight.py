@@ -94,3 +94,16 @@ def test_capture_interfaces_are_checked_against_the_topology(tmp_path, no_up):
     assert "capture.interfaces[2]" in err.message and "no link between h1 and h4" in err.message
     assert "interfaces[0]" not in err.message and "interfaces[3]" not in err.message
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_during_a_run_exits_as_a_shell_would_say(sig, code):
+    import signal
+
+    from testbed.errors import Interrupted
+    from testbed.experiment import signals_raise
+    with pytest.raises(Interrupted) as exc:
+        with signals_raise():
+            os.kill(os.getpid(), getattr(signal, sig))
+            signal.sigtimedwait([], 0.5)  # let the handler run
+    assert exc.value.exit_code == code and sig in str(exc.value)
