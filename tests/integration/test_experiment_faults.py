@@ -118,7 +118,7 @@ def test_server_killed_mid_run_fails_that_flow_and_keeps_partial_results(tmp_pat
 def test_port_in_use_on_the_receiver_is_named_and_nothing_starts(tmp_path, clean_instance):
     out = tmp_path / "res"
     with testbed.up(REPO / "topologies" / "dumbbell.yaml", name=clean_instance,
-                    variables={"delay": "5ms"}) as net:
+                    variables={"rate": "20mbit", "delay": "5ms"}) as net:
         with net.nodes["h3"].enter():
             squatter = socket.socket()
         try:
@@ -215,7 +215,7 @@ def test_a_flow_whose_first_three_syns_are_lost_still_runs(tmp_path, clean_insta
     wl = write(tmp_path, "2s")
     wl.write_text(wl.read_text().replace("cc: cubic}", f"cc: cubic, driver: {driver}}}"))
     with testbed.up(REPO / "topologies" / "dumbbell.yaml", name=clean_instance,
-                    variables={"delay": "5ms"}) as net:
+                    variables={"rate": "20mbit", "delay": "5ms"}) as net:
         for _ in range(3):  # each rule drops the first SYN that reaches it, then no other
             net.nodes["h3"].run(["iptables", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-p",
                                  "tcp", "--syn", "--dport", str(BASE_PORT), "-m", "statistic",
