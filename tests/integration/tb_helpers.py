@@ -6,7 +6,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from testbed.realize import netns, state
+
+# Tests that judge measured time or rate (delay accuracy, jitter spread, tbf rate, validate's
+# tolerances) get one rerun (pytest-rerunfailures): on a shared 2-core CI host a noisy
+# neighbour can starve the delay daemon or a probe for a while (seen: 49 of 500 probes late
+# in one run, none in the next three). An emulator that is really wrong fails both runs.
+TIMING = pytest.mark.flaky(reruns=1, reruns_delay=5)
 
 
 def leftovers(instance: str) -> list[str]:

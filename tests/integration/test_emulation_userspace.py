@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from tb_helpers import TIMING
 
 from emu_fixtures import (left_behind, make_pair, requires_root, udp_blast_received,
                           udp_rtts)
@@ -20,7 +21,7 @@ from testbed.realize.netns import enter
 from testbed.errors import RealizeError
 from testbed.model.impairment import parse_impairment
 
-pytestmark = [pytest.mark.root, requires_root]
+pytestmark = [pytest.mark.root, requires_root, TIMING]
 
 
 def imp(**kw):

@@ -11,10 +11,11 @@ import json
 import subprocess
 
 import pytest
+from tb_helpers import TIMING
 
 import testbed
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, TIMING]
 
 TOPO = """
 name: hostdelay

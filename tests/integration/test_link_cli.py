@@ -7,11 +7,11 @@ import re
 import statistics
 
 import pytest
-from tb_helpers import run_cli
+from tb_helpers import TIMING, run_cli
 
 import testbed
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, TIMING]
 
 TOPO = """
 name: linkcli

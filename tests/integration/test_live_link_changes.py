@@ -10,14 +10,14 @@ import subprocess
 import time
 
 import pytest
-from tb_helpers import run_cli, wait_for
+from tb_helpers import TIMING, run_cli, wait_for
 
 import testbed
 from testbed.emulation import tbf
 from testbed.emulation.common import read_state, state_path
 from testbed.schedule import Scheduler
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, TIMING]
 
 _counter = itertools.count()
 

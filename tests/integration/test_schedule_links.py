@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from tb_helpers import TIMING
 
 import testbed
 from testbed.schedule import Scheduler
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, TIMING]
 
 TOPO = """
 name: sched

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from tb_helpers import run_cli
+from tb_helpers import TIMING, run_cli
 
 import testbed
 from testbed.validate import IPERF_PORT, validate
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.root, TIMING]
 
 TOPO = """
 name: validate
