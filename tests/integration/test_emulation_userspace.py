@@ -80,15 +80,19 @@ def test_jitter_distribution(pair, backend, dist):
     want = std_f * jitter_ms
     assert len(rtts) == 500
     # the delay line draws from a bounded table (uniform: +-jitter): an RTT
-    # outside 10 ms + that range is the host scheduling a probe late, not the
-    # delay line. On a loaded 2-core machine a few probes are; drop them, but
-    # only a few.
+    # above 10 ms + that range is the host scheduling a probe or the daemon late,
+    # not the delay line (seen on a shared 2-core VM: 1-7 % of probes, 3-20 ms
+    # late, in bursts). Drop those, up to 10 %; an RTT *below* the range cannot
+    # be the host's doing, so hardly any may be.
     values = [-1.0, 1.0] if dist == "uniform" else \
         [t / NETEM_DIST_SCALE for t in netem_table(dist)]
     lo = base_ms + 10 + min(values) * jitter_ms - 0.3
     hi = base_ms + 10 + max(values) * jitter_ms + 0.5
+    early = [r * 1e3 for r in rtts if r * 1e3 < lo]
+    late = [r * 1e3 for r in rtts if r * 1e3 > hi]
     kept = [r * 1e3 for r in rtts if lo <= r * 1e3 <= hi]
-    assert len(kept) >= 0.98 * len(rtts), f"{dist}: {len(rtts) - len(kept)} outliers"
+    assert len(early) <= 0.01 * len(rtts), f"{dist}: {len(early)} RTTs below the table's range"
+    assert len(late) <= 0.10 * len(rtts), f"{dist}: {len(late)} probes late (host too loaded?)"
     got = statistics.stdev(kept)
     assert abs(got - want) / want < 0.10, f"{dist}: std dev {got:.3f} ms, want {want:.3f} ms"
     assert abs(statistics.mean(kept) - base_ms - (10 + mean_f * jitter_ms)) < 1.0
