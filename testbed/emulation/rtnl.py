@@ -12,6 +12,7 @@ import socket
 import struct
 
 from testbed.errors import RealizeError
+from testbed.realize import nlmsg
 from testbed.realize.netns import enter
 
 RTM_NEWQDISC = 36
@@ -19,19 +20,15 @@ NLMSG_ERROR = 2
 # NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 CREATE_OR_REPLACE = 0x1 | 0x4 | 0x400 | 0x100
 
-
-def nla(attr_type: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    raw = struct.pack("=HH", 4 + len(payload), attr_type) + payload
-    return raw + b"\0" * ((-len(raw)) % 4)
+nla = nlmsg.attr   # one netlink attribute, padded to 4 bytes
 
 
 def qdisc_message(ifindex: int, kind: str, handle: int, parent: int, options: bytes,
                   flags: int) -> bytes:
     """A complete RTM_NEWQDISC netlink message (pure)."""
     tcmsg = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, handle, parent, 0)
-    body = tcmsg + nla(1, kind.encode() + b"\0") + nla(2, options)  # TCA_KIND, TCA_OPTIONS
-    return struct.pack("=IHHII", 16 + len(body), RTM_NEWQDISC, flags, 1, 0) + body
+    body = tcmsg + nlmsg.asciiz(1, kind) + nla(2, options)  # TCA_KIND, TCA_OPTIONS
+    return nlmsg.message(RTM_NEWQDISC, flags, 1, body)
 
 
 def send(netns: str, message: bytes, what: str, hint: str = "") -> None:
