@@ -19,8 +19,6 @@ from testbed.units import Duration
 if TYPE_CHECKING:     # testbed.emulation imports pyroute2 (~0.25 s): only when a link needs it
     from testbed.emulation import Selection
 
-PER_PACKET = ("loss", "jitter", "reorder", "duplicate", "corrupt")
-
 
 @dataclass(frozen=True)
 class Direction:
@@ -56,20 +54,8 @@ def rtt_hint(link: PlannedLink) -> Duration | None:
     return Duration(total) if total > 0 else None
 
 
-def _per_packet(imp: Impairment) -> bool:
-    """Whether ``imp`` acts on single packets (0 % loss or a zero jitter does not)."""
-    for key in PER_PACKET:
-        value = getattr(imp, key)
-        if value is None:
-            continue
-        amount = getattr(value, "fraction", getattr(value, "seconds", None))
-        if amount is None or amount > 0:      # Gilbert-Elliott loss has no single amount
-            return True
-    return False
-
-
 def needs_per_packet(plan: Plan) -> bool:
-    return any(_per_packet(d.impairment) for d in directions(plan))
+    return any(d.impairment.acts_per_packet for d in directions(plan))
 
 
 DAEMON_MEMORY = 30e6   # bytes: one delay daemon's own memory (USS), measured on Python 3.11
@@ -77,7 +63,7 @@ DAEMON_MEMORY = 30e6   # bytes: one delay daemon's own memory (USS), measured on
 
 def needs_daemon(imp: Impairment) -> bool:
     """Whether the userspace backend runs a delay daemon for this direction."""
-    return imp.delay is not None or _per_packet(imp)
+    return imp.delay is not None or imp.acts_per_packet
 
 
 def _mem_available() -> float | None:

@@ -242,9 +242,7 @@ def rate_path(data: dict[str, Any], d: live.LiveDirection,
                 if hop == (d.sender, d.link_index, d.receiver):
                     continue
                 imp = impairment_of(*hop)
-                if imp is not None and (_loss_fraction(imp) > 0 or imp.jitter is not None
-                                        or any(p is not None and p.fraction > 0 for p in
-                                               (imp.reorder, imp.duplicate, imp.corrupt))
+                if imp is not None and (imp.acts_per_packet
                                         or imp.rate is not None and imp.rate.bps < rate):
                     clean = False
             if clean and (best is None or len(hops) < best[0]):

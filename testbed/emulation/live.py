@@ -20,7 +20,6 @@ from testbed.realize import state
 from testbed.units import Duration
 
 DIRECTIONS = ("forward", "reverse", "both")
-PER_PACKET = ("loss", "jitter", "reorder", "duplicate", "corrupt")
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def _set(instance: str, data: dict[str, Any],
                 for p in backend.unsupported(after[d.side])]
     if problems:
         raise TestbedError(f"the {backend.name} link backend cannot do: " + "; ".join(problems))
-    if any(getattr(imp, key) is not None for _d, imp, _exact in targets for key in PER_PACKET):
+    if any(imp.acts_per_packet for _d, imp, _exact in targets):
         # as ``up`` does (testbed.links.apply): per-packet impairments must not
         # meet 64 KB GSO super-packets anywhere on the path
         from testbed.emulation import set_offloads

@@ -88,10 +88,7 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePl
             reorder=imp.reorder.fraction if imp.reorder else 0.0, loss=loss,
             ge_p=ge.p.fraction if ge else None, ge_r=ge.r.fraction if ge else None,
             ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0)
-    per_packet = bool(loss or ge or (imp.jitter and imp.jitter.seconds > 0)
-                      or (imp.reorder and imp.reorder.fraction > 0))
-    return UserspacePlan(tbf=tbf_params, delay=delay,
-                         offloads_off=per_packet)
+    return UserspacePlan(tbf=tbf_params, delay=delay, offloads_off=imp.acts_per_packet)
 
 
 def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:

@@ -117,6 +117,19 @@ class Impairment:
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
+    @property
+    def acts_per_packet(self) -> bool:
+        """Whether some impairment acts on single packets (loss, jitter, reorder, duplicate,
+        corrupt): then GSO super-packets must not exist. 0 % or a zero jitter does not."""
+        for name in ("loss", "jitter", "reorder", "duplicate", "corrupt"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            amount = getattr(value, "fraction", getattr(value, "seconds", None))
+            if amount is None or amount > 0:      # Gilbert-Elliott loss has no single amount
+                return True
+        return False
+
     def merged(self, other: "Impairment") -> "Impairment":
         """``self`` with every field that ``other`` sets replaced (like ``tc qdisc change``)."""
         changes = {f.name: getattr(other, f.name) for f in fields(other)
