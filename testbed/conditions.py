@@ -24,29 +24,21 @@ MARKER = "tb-variable-probe-7f3a"
 _LINK_PATH = re.compile(r"^links\[(\d+)\](?:\.(forward|reverse))?\.(\w+)$")
 
 
+FIELDS = ("rate_bps", "delay_s", "jitter_s", "distribution", "loss", "loss_gilbert_elliott",
+          "queue", "reorder", "duplicate", "corrupt")
+
+
 def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
-    """An impairment as plain JSON fields in base units (None: not set)."""
+    """An impairment as plain JSON fields in base units, as ``status --json`` gives them
+    (``Impairment.as_fields``), every field present (None: not set); ``loss`` of a
+    Gilbert-Elliott model is its mean loss."""
     imp = imp or Impairment()
-    loss: float | None = None
+    out: dict[str, Any] = {k: None for k in FIELDS}
+    out.update(imp.as_fields())
     if isinstance(imp.loss, GilbertElliott):
-        loss = imp.loss.mean_loss * 100
-    elif imp.loss is not None:
-        loss = imp.loss.fraction * 100
-    pct = {k: (getattr(imp, k).fraction * 100 if getattr(imp, k) is not None else None)
-           for k in ("reorder", "duplicate", "corrupt")}
-    return {
-        "rate_bps": imp.rate.bps if imp.rate else None,
-        "delay_ms": imp.delay.seconds * 1e3 if imp.delay else None,
-        "jitter_ms": imp.jitter.seconds * 1e3 if imp.jitter else None,
-        "distribution": imp.distribution,
-        "loss_percent": loss,
-        "loss_model": ({k: getattr(imp.loss, k).fraction * 100 for k in "prhk"}
-                       if isinstance(imp.loss, GilbertElliott) else None),
-        "queue": str(imp.queue) if imp.queue else None,
-        "reorder_percent": pct["reorder"], "duplicate_percent": pct["duplicate"],
-        "corrupt_percent": pct["corrupt"],
-        "describe": imp.describe(),
-    }
+        out["loss"] = imp.loss.mean_loss
+    out["describe"] = imp.describe()
+    return out
 
 
 def link_directions(data: dict[str, Any], state_dir: Path) -> list[dict[str, Any]]:
@@ -194,10 +186,8 @@ def _keys_addressed(paths: list[str] | None, d: dict[str, Any]) -> list[str]:
 
 
 def _columns(key: str) -> tuple[str, ...]:
-    return {"rate": ("rate_bps",), "delay": ("delay_ms",), "jitter": ("jitter_ms",),
-            "distribution": ("distribution",), "loss": ("loss_percent",), "queue": ("queue",),
-            "reorder": ("reorder_percent",), "duplicate": ("duplicate_percent",),
-            "corrupt": ("corrupt_percent",)}[key]
+    return {"rate": ("rate_bps",), "delay": ("delay_s",), "jitter": ("jitter_s",),
+            "loss": ("loss", "loss_gilbert_elliott")}.get(key, (key,))
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -107,8 +107,8 @@ def test_attached_testbed_that_contradicts_the_variables_is_refused_or_marked(tm
         result = json.loads((ok / "result.json").read_text())
         assert result["conditions_mismatch"] == [] and result["variables"]["rate"] == "10mbit"
         links = {d["direction"]: d for d in manifest["links_before"]}
-        assert links["r1->r2"]["rate_bps"] == 10e6 and links["r1->r2"]["delay_ms"] == 5.0
-        assert links["r1->r2"]["loss_percent"] == 0.0 and links["r1->r2"]["emulated"]
+        assert links["r1->r2"]["rate_bps"] == 10e6 and links["r1->r2"]["delay_s"] == 0.005
+        assert links["r1->r2"]["loss"] == 0.0 and links["r1->r2"]["emulated"]
         assert links["r1->r2"]["backend"] == net.link_backend
         assert not links["h1->r1"]["emulated"]
         assert "rate: 10mbit" in (ok / manifest["topology"]["rendered"]).read_text()

@@ -110,7 +110,7 @@ def test_cli_run_prints_the_result_path(tmp_path):
     for when in ("links_before", "links_after"):
         links = {d["direction"]: d for d in manifest[when]}
         for direction in ("r1->r2", "r2->r1"):
-            assert links[direction]["rate_bps"] == 10e6 and links[direction]["delay_ms"] == 10.0
+            assert links[direction]["rate_bps"] == 10e6 and links[direction]["delay_s"] == 0.01
             assert links[direction]["backend"] == manifest["testbed"]["link_backend"]
-        assert links["r1->r2"]["loss_percent"] == 0.0 and links["r1->r2"]["queue"] == "1bdp"
+        assert links["r1->r2"]["loss"] == 0.0 and links["r1->r2"]["queue"] == {"bdp": 1.0}
         assert not links["h1->r1"]["emulated"] and links["h1->r1"]["rate_bps"] is None
