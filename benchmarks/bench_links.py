@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 
 from emu_fixtures import EmuPair, udp_blast_received  # noqa: E402
 from testbed.emulation import UserspaceBackend, set_offloads  # noqa: E402
-from testbed.realize.netns import discard, enter  # noqa: E402
+from testbed.kernel.netns import discard, enter  # noqa: E402
 from testbed.model.impairment import parse_impairment  # noqa: E402
 
 

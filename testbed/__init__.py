@@ -9,7 +9,7 @@ The Python API mirrors the CLI::
 
 from testbed.errors import (ConfigError, PreflightError, RealizeError, TestbedError,
                             WorkloadError)
-from testbed.network import Network, Node, attach, load_topology, up
+from testbed.instance.network import Network, Node, attach, load_topology, up
 
 __all__ = ["ConfigError", "Network", "Node", "PreflightError", "RealizeError",
            "TestbedError", "WorkloadError", "attach", "load_topology", "up"]

@@ -78,7 +78,7 @@ class TestbedFixture:
             output: str | os.PathLike[str] | None = None) -> list[Path]:
         """Run a workload (``testbed run``) into tmp_path; returns the run directories."""
         self._need_root()
-        from testbed.experiment import run_workload
+        from testbed.run.experiment import run_workload
         return run_workload(workload, variables=dict(variables or {}), repeat=repeat,
                             output=output if output is not None else self.tmp_path / "results",
                             progress=False, name=self._name(), link_backend=link_backend,
@@ -109,7 +109,8 @@ class TestbedFixture:
             except Exception as exc:  # keep going: the other testbeds must come down too
                 errors.append(f"{net.name}: {exc}")
         if self._names and os.geteuid() == 0:
-            from testbed.realize import backend, state
+            from testbed.realize import state
+            from testbed.realize import build as backend
             for name in self._names:
                 try:
                     left = list(backend.find_owned(name))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.emulation import nfqueue
-from testbed.realize.netns import enter, inode, processes_in
+from testbed.kernel.netns import enter, inode, processes_in
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
 

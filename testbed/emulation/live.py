@@ -202,7 +202,7 @@ def _set(instance: str, data: dict[str, Any],
     if problems:
         raise TestbedError(f"the {backend.name} link backend cannot do: " + "; ".join(problems))
     if any(imp.acts_per_packet for _d, imp, _exact in targets):
-        # as ``up`` does (testbed.links.apply): per-packet impairments must not
+        # as ``up`` does (testbed.emulation.links.apply): per-packet impairments must not
         # meet 64 KB GSO super-packets anywhere on the path
         from testbed.emulation import set_offloads
         for node in data["nodes"].values():
@@ -253,7 +253,7 @@ def _notes_of(d: LiveDirection, record: dict[str, Any] | None) -> list[str]:
 
 
 def _rtt_hint(after: dict[str, Impairment | None]) -> Duration | None:
-    """As testbed.links.rtt_hint: the link's round-trip delay, None (100 ms) without one."""
+    """As testbed.emulation.links.rtt_hint: the link's round-trip delay, None (100 ms) without one."""
     total = sum(x.delay.seconds for x in after.values() if x is not None and x.delay)
     return Duration(total) if total > 0 else None
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.emulation import tbf as tbf_mod
-from testbed.emulation.rtnl import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
-from testbed.realize.netns import enter
+from testbed.kernel.tc import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
+from testbed.kernel.netns import enter
 from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
                                       read_state, rtt_or_default, state_path, write_state)
 from testbed.emulation.distributions import netem_table

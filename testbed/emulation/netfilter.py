@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import subprocess
 
-from testbed.realize.netns import enter
+from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
 
 IPTABLES = ("iptables", "ip6tables")

@@ -17,7 +17,7 @@ import fcntl
 import socket
 import struct
 
-from testbed.realize.netns import enter
+from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
 
 FEATURES = {"tso": "tcp-segmentation-offload", "gso": "generic-segmentation-offload",

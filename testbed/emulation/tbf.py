@@ -25,8 +25,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 import struct
 
-from testbed.emulation import rtnl
-from testbed.realize.netns import enter
+from testbed.kernel import tc as rtnl
+from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
 
 ETH_HEADER = 14

@@ -38,7 +38,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from testbed.emulation import daemon, netfilter, offload, tbf
-from testbed.realize.netns import enter
+from testbed.kernel.netns import enter
 from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
                                       read_state, rtt_or_default, state_path, write_state)
 from testbed.emulation.delayline import DelayConfig

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from testbed.loader import Document
+from testbed.model.document import Document
 from testbed.model.impairment import Impairment, parse_impairment
 from testbed.units import Duration, UnitError
 

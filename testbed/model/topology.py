@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.errors import ConfigError
-from testbed.loader import Document, closest, workload_instead
+from testbed.model.document import Document, closest, workload_instead
 from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
 from testbed.model.schedule import ScheduleEntry, parse_schedule
 

@@ -125,7 +125,7 @@ def _worker(spec: str, opts: RemoteOptions, board: _Board, base: list[str], args
 
 
 def run_sweep(args: argparse.Namespace, rest: list[str], opts: RemoteOptions) -> int:
-    from testbed.cli_remote import run_argv, workload_files
+    from testbed.cli.remote import run_argv, workload_files
     assert opts.hosts_file is not None
     specs = load_hosts(opts.hosts_file)
     name, topologies, points = workload_files(args)

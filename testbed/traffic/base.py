@@ -86,7 +86,7 @@ class FlowResult:
 
 
 class NodeLike(Protocol):
-    """The part of ``testbed.network.Node`` drivers use."""
+    """The part of ``testbed.instance.network.Node`` drivers use."""
 
     name: str
 

@@ -1,6 +1,6 @@
 """Reading workload files: jinja2 templating, then a strict schema.
 
-Same conventions as topology files (``testbed.loader``): an optional first
+Same conventions as topology files (``testbed.model.document``): an optional first
 document holding only ``variables:`` (template defaults), a line ``---``,
 then the body. The body is rendered twice: a lenient first pass reads only
 ``matrix:`` and ``repeat:``, which decide the runs; each run is then rendered
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from testbed import loader as tb_loader
+from testbed.model import document as tb_loader
 
 from testbed.errors import ConfigError
 from testbed.units import Duration, Rate, Size, UnitError

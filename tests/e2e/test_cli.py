@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.realize import netns, state
+from testbed.realize import state
+from testbed.kernel import netns
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).parents[2]

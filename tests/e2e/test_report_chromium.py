@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from testbed import cli
+from testbed.cli import main as cli
 from testbed.analysis.synthetic import FakeFlow, write_run
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.realize import netns
+from testbed.kernel import netns
 
 pytestmark = pytest.mark.root
 

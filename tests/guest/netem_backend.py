@@ -57,10 +57,10 @@ def ping(netns: str, addr: str, count: int, interval: float) -> list[float]:
 def main() -> int:
     t0 = time.monotonic()
     import testbed
-    from testbed.loader import Document
+    from testbed.model.document import Document
     from testbed.model.impairment import parse_impairment
     from testbed.model.topology import parse_topology
-    from testbed.realize import netns as tb_netns
+    from testbed.kernel import netns as tb_netns
     from testbed.realize import state
 
     result: dict = {"import_s": round(time.monotonic() - t0, 1)}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from tb_helpers import leftovers
 
-from testbed.realize import backend, state
+from testbed.realize import state
+from testbed.realize import build as backend
 
 
 @pytest.fixture

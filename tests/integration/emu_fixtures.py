@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.realize.netns import discard, enter, processes_in
+from testbed.kernel.netns import discard, enter, processes_in
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0,
                                    reason="needs root to create network namespaces")

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from testbed.realize import netns, state
+from testbed.realize import state
+from testbed.kernel import netns
 
 # Tests that judge measured time or rate (delay accuracy, jitter spread, tbf rate, validate's
 # tolerances) get one rerun (pytest-rerunfailures): on a shared 2-core CI host a noisy

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.realize import netns
+from testbed.kernel import netns
 
 pytestmark = pytest.mark.root
 pytest_plugins = ["pytester"]

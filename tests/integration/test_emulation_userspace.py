@@ -17,7 +17,7 @@ from emu_fixtures import (left_behind, make_pair, requires_root, udp_blast_recei
                           udp_rtts)
 from testbed.emulation import UserspaceBackend
 from testbed.emulation.distributions import NETEM_DIST_SCALE, netem_table, standard_factors
-from testbed.realize.netns import enter
+from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
 from testbed.model.impairment import parse_impairment
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.experiment import run_workload
+from testbed.run.experiment import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -98,7 +98,7 @@ def test_cli_run_prints_the_result_path(tmp_path):
                         "--output", str(tmp_path / "res"), "--quiet", "--set", "rate=10mbit"],
                        capture_output=True, text=True, timeout=120, env=env)
     if "invalid choice: 'run'" in p.stderr:
-        pytest.skip("testbed.cli does not register 'run' yet")
+        pytest.skip("testbed.cli.main does not register 'run' yet")
     assert p.returncode == 0, p.stderr
     run_dir = Path(p.stdout.strip().splitlines()[-1])
     assert json.loads((run_dir / "result.json").read_text())["variables"]["rate"] == "10mbit"

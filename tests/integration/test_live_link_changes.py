@@ -15,7 +15,7 @@ from tb_helpers import TIMING, run_cli, wait_for
 import testbed
 from testbed.emulation import tbf
 from testbed.emulation.common import read_state, state_path
-from testbed.schedule import Scheduler
+from testbed.emulation.scheduler import Scheduler
 
 pytestmark = [pytest.mark.root, TIMING]
 

@@ -8,7 +8,7 @@ import pytest
 from tb_helpers import TIMING
 
 import testbed
-from testbed.schedule import Scheduler
+from testbed.emulation.scheduler import Scheduler
 
 pytestmark = [pytest.mark.root, TIMING]
 

@@ -14,7 +14,9 @@ import pytest
 
 import testbed
 from testbed.errors import PreflightError, RealizeError
-from testbed.realize import backend, netns, state
+from testbed.realize import state
+from testbed.realize import build as backend
+from testbed.kernel import netns
 
 from tb_helpers import leftovers, run_cli, wait_for
 

@@ -8,7 +8,7 @@ import pytest
 from tb_helpers import TIMING, run_cli
 
 import testbed
-from testbed.validate import IPERF_PORT, validate
+from testbed.instance.validate import IPERF_PORT, validate
 
 pytestmark = [pytest.mark.root, TIMING]
 

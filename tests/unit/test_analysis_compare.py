@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from testbed import cli
+from testbed.cli import main as cli
 from testbed.analysis import load_runs, summarize
 from testbed.analysis.runs import ResultsError
 from testbed.analysis.synthetic import FakeFlow, write_run

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from testbed import cli
+from testbed.cli import main as cli
 from testbed.analysis import load_runs, summarize
 from testbed.analysis import plots
 from testbed.analysis.metrics import RunView

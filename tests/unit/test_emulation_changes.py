@@ -9,10 +9,10 @@ import pytest
 
 from testbed.emulation import netem, userspace
 from testbed.emulation.common import delay_shift, shift_rtt
-from testbed.loader import Document
+from testbed.model.document import Document
 from testbed.model.impairment import Impairment, parse_impairment
 from testbed.model.topology import parse_topology
-from testbed.schedule import LATE_S, Scheduler
+from testbed.emulation.scheduler import LATE_S, Scheduler
 from testbed.units import Duration
 
 
@@ -65,8 +65,8 @@ def test_a_change_in_force_late_is_flagged(monkeypatch):
         notes.append("a-b: started a delay daemon")
         return []
 
-    monkeypatch.setattr("testbed.schedule.live.change", change)
-    monkeypatch.setattr("testbed.schedule.live.directions", lambda data, link, direction: [])
+    monkeypatch.setattr("testbed.emulation.scheduler.live.change", change)
+    monkeypatch.setattr("testbed.emulation.scheduler.live.directions", lambda data, link, direction: [])
     sched = Scheduler("nobody", parse_topology(Document(file="t", data=TOPO)).schedule)
     sched.start()
     deadline = time.monotonic() + 10

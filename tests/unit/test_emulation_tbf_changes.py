@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from testbed.emulation import rtnl, tbf
+from testbed.emulation import tbf
+from testbed.kernel import tc as rtnl
 
 
 def test_queue_goes_only_when_the_burst_shrinks():

@@ -1,7 +1,7 @@
-"""Pure parts of testbed.validate: intervals, windows, judgements."""
+"""Pure parts of testbed.instance.validate: intervals, windows, judgements."""
 
 from testbed.model.impairment import parse_impairment
-from testbed.validate import loss_check, rtt_check, steady_rate, wilson
+from testbed.instance.validate import loss_check, rtt_check, steady_rate, wilson
 
 
 def test_wilson_contains_truth_and_narrows():

@@ -11,7 +11,7 @@ import pytest
 
 import testbed
 from testbed.errors import ConfigError, TestbedError
-from testbed.experiment import run_workload
+from testbed.run.experiment import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def test_a_signal_during_a_run_exits_as_a_shell_would_say(sig, code):
     import signal
 
     from testbed.errors import Interrupted
-    from testbed.experiment import signals_raise
+    from testbed.run.experiment import signals_raise
     with pytest.raises(Interrupted) as exc:
         with signals_raise():
             os.kill(os.getpid(), getattr(signal, sig))

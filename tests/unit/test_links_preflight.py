@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed import links
+from testbed.emulation import links
 from testbed.emulation import Selection, UserspaceBackend
 from testbed.errors import PreflightError
-from testbed.network import load_topology
-from testbed.plan import make_plan
+from testbed.instance.network import load_topology
+from testbed.plan.planner import make_plan
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 USERSPACE = Selection(UserspaceBackend(), "requested")

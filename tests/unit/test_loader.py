@@ -1,7 +1,7 @@
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.loader import load_text, parse_assignment
+from testbed.model.document import load_text, parse_assignment
 
 
 def test_file_variables_are_defaults_and_set_overrides():

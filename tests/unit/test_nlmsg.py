@@ -1,4 +1,4 @@
-"""testbed.realize.nlmsg builds the same bytes as pyroute2 and decodes what pyroute2 encodes."""
+"""testbed.kernel.nlmsg builds the same bytes as pyroute2 and decodes what pyroute2 encodes."""
 
 import ipaddress
 
@@ -7,7 +7,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from testbed.realize import nlmsg
+from testbed.kernel import nlmsg
 
 
 def _encoded(msg, msg_type: int, flags: int, seq: int) -> bytes:

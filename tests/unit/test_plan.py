@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed.loader import load_text
+from testbed.model.document import load_text
 from testbed.model.topology import parse_topology
-from testbed.network import load_topology
-from testbed.plan import Plan, make_plan
+from testbed.instance.network import load_topology
+from testbed.plan.planner import Plan, make_plan
 
 TOPOLOGIES = Path(__file__).parents[2] / "topologies"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import cli_remote
+from testbed.cli import remote as cli_remote
 from testbed.errors import ConfigError
 from testbed.remote import install, ssh
 from testbed.remote.session import WORKLOAD_SLOT
@@ -91,7 +91,7 @@ def test_wheel_of_the_checkout_installs_and_runs(tmp_path):
     path.write_bytes(wheel.data)
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-        assert "testbed/cli.py" in names and "testbed/remote/ssh.py" in names
+        assert "testbed/cli/main.py" in names and "testbed/remote/ssh.py" in names
         assert not any("__pycache__" in n for n in names)
         meta = zf.read("testbed-0.1.0.dist-info/METADATA").decode()
         assert "Requires-Dist: pyroute2" in meta
@@ -113,7 +113,7 @@ def test_wheel_of_the_checkout_installs_and_runs(tmp_path):
     out = subprocess.run([str(venv / "bin/testbed"), "--version"], capture_output=True,
                          text=True, cwd=tmp_path)
     assert out.stdout.strip() == "testbed 0.1.0", out.stderr
-    assert Path(site, "testbed", "cli.py").exists()   # the wheel's copy, not the checkout
+    assert Path(site, "testbed", "cli", "main.py").exists()   # the wheel's copy, not the checkout
 
 
 def test_install_commands_create_a_venv_and_pip_install_the_wheel():

@@ -3,7 +3,7 @@
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.loader import Document
+from testbed.model.document import Document
 from testbed.model.topology import parse_topology
 
 BASE = {

@@ -1,8 +1,8 @@
 """The Scheduler's timeline (no kernel: actions that are never due are only recorded)."""
 
-from testbed.loader import Document
+from testbed.model.document import Document
 from testbed.model.topology import parse_topology
-from testbed.schedule import Scheduler
+from testbed.emulation.scheduler import Scheduler
 
 TOPO = {
     "name": "s",

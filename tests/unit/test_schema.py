@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.loader import load
-from testbed.schema import topology_schema
+from testbed.model.document import load
+from testbed.model.schema import topology_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 TOPOLOGIES = sorted((Path(__file__).parents[2] / "topologies").glob("*.yaml"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import cli
+from testbed.cli import main as cli
 from testbed.errors import ConfigError
-from testbed.loader import check_topology_file, known_variables
+from testbed.model.document import check_topology_file, known_variables
 from testbed.workload import expand_points, load_source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,11 +94,11 @@ def test_workload_finds_a_templated_topology_file(tmp_path):
 
 
 def test_run_with_an_unknown_variable_exits_2_and_writes_nothing(capsys, tmp_path, monkeypatch):
-    import testbed.experiment
+    import testbed.run.experiment
 
     def reached(*args, **kwargs):
         raise AssertionError("an unknown --set got as far as the preflight")
-    monkeypatch.setattr(testbed.experiment, "preflight", reached)   # never touch the host
+    monkeypatch.setattr(testbed.run.experiment, "preflight", reached)   # never touch the host
     out = tmp_path / "results"
     code, err = run_cli(capsys, "run", str(CUBIC_VS_BBR), "--set", "lose=5%", "--quiet",
                         "--output", str(out))

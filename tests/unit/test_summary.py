@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from testbed.summary import flow_summary, qdisc_drops
+from testbed.run.summary import flow_summary, qdisc_drops
 from testbed.traffic import FlowPlan, FlowResult
 from testbed.units import Duration
 from testbed.workload.model import Flow

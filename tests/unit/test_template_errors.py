@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import cli
+from testbed.cli import main as cli
 from testbed.errors import ConfigError
-from testbed.loader import load_text
+from testbed.model.document import load_text
 from testbed.workload import load_source
 
 LINE = Path(__file__).resolve().parents[2] / "topologies" / "line.yaml"

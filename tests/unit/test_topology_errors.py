@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed import cli
+from testbed.cli import main as cli
 from testbed.errors import ConfigError
-from testbed.network import load_topology, plan_for
+from testbed.instance.network import load_topology, plan_for
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = sorted((Path(__file__).parent / "broken").glob("*.yaml"))

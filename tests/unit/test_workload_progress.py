@@ -2,7 +2,7 @@
 
 import io
 
-from testbed.progress import ProgressLine
+from testbed.run.progress import ProgressLine
 
 
 class Tty(io.StringIO):

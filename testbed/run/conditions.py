@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from testbed import loader
+from testbed.model import document as loader
 from testbed.errors import ConfigError, TestbedError
 from testbed.model.impairment import IMPAIRMENT_KEYS, GilbertElliott, Impairment
 from testbed.units import Duration, Percent, Rate, Size, UnitError
@@ -113,7 +113,7 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
     with (its rendered topology) and, for link emulation, with what is in force now
     (``testbed link set`` may have changed it since).
     """
-    from testbed.network import plan_for
+    from testbed.instance.network import plan_for
     if not wl.variables:
         return []
     out: list[dict[str, Any]] = []

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from testbed.errors import RealizeError
-from testbed.realize import nlmsg
-from testbed.realize.nlmsg import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+from testbed.kernel import nlmsg
+from testbed.kernel.nlmsg import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
                                    NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
                                    RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWLINKPROP,
                                    RTM_NEWROUTE)

@@ -9,7 +9,9 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.realize import backend, netns, state
+from testbed.realize import state
+from testbed.realize import build as backend
+from testbed.kernel import netns
 
 
 def _node_facts(node: str, data: dict[str, Any], spaces: netns.Namespaces) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import socket
 import struct
 
 from testbed.errors import RealizeError
-from testbed.realize import nlmsg
-from testbed.realize.netns import enter
+from testbed.kernel import nlmsg
+from testbed.kernel.netns import enter
 
 RTM_NEWQDISC = 36
 NLMSG_ERROR = 2

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from testbed.loader import parse_assignment
+from testbed.model.document import parse_assignment
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     from testbed.errors import ConfigError
-    from testbed.experiment import run_workload
+    from testbed.run.experiment import run_workload
     if args.repeat is not None and args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
     variables = dict(parse_assignment(a) for a in args.assignments)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from testbed.errors import PreflightError, RealizeError
-from testbed.plan import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
-from testbed.realize import netns, state
-from testbed.realize.rtnl import Rtnl
+from testbed.plan.planner import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
+from testbed.realize import state
+from testbed.kernel import netns
+from testbed.kernel.rtnl import Rtnl
 
 PROC_SYS = Path("/proc/sys")
 LOOPBACK = 1

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.plan import netns_name, owner_tag
-from testbed.realize import backend, netns
+from testbed.plan.planner import netns_name, owner_tag
+from testbed.realize import build as backend
+from testbed.kernel import netns
 
 QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "cake", "sfq")
 BINARIES = (

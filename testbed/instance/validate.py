@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 from testbed.emulation import live
-from testbed.realize.netns import enter
+from testbed.kernel.netns import enter
 from testbed.errors import TestbedError
 from testbed.model.impairment import GilbertElliott, Impairment
 

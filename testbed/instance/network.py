@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from testbed import links, loader
+from testbed.emulation import links
+from testbed.model import document as loader
 from testbed.errors import TestbedError
 from testbed.model.topology import Topology, check_name, parse_topology
-from testbed.plan import Plan, first_address, make_plan
-from testbed.realize import backend, netns, state
+from testbed.plan.planner import Plan, first_address, make_plan
+from testbed.realize import state
+from testbed.realize import build as backend
+from testbed.kernel import netns
 
 STATE_VERSION = 1
 
@@ -211,7 +214,7 @@ def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
     """Bring a topology up; use as a context manager so it always comes down.
     ``variables`` must be ones the file declares or uses (a typo is a ConfigError)."""
     if not isinstance(topology, Topology) and variables:
-        from testbed.loader import check_topology_file
+        from testbed.model.document import check_topology_file
         check_topology_file(topology, variables)
     topo = topology if isinstance(topology, Topology) else \
         load_topology(topology, variables, use_env=use_env)

@@ -15,7 +15,9 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from testbed import cli_compare, cli_links, cli_run
+from testbed.cli import compare as cli_compare
+from testbed.cli import links as cli_links
+from testbed.cli import run as cli_run
 from testbed.errors import TestbedError
 
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="testbed", description="Network experiments on real Linux kernel stacks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version="testbed 0.1.0")
-    from testbed import cli_remote
+    from testbed.cli import remote as cli_remote
     cli_remote.add_options(parser)  # --host/--hosts/...: handled in main() before parsing
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -81,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _variables(args: argparse.Namespace) -> dict[str, Any]:
-    from testbed.loader import parse_assignment
+    from testbed.model.document import parse_assignment
     return dict(parse_assignment(item) for item in getattr(args, "set", []) or [])
 
 
 def _load_plan(args: argparse.Namespace):
-    from testbed.loader import check_topology_file
-    from testbed.network import load_topology, plan_for
+    from testbed.model.document import check_topology_file
+    from testbed.instance.network import load_topology, plan_for
     variables = _variables(args)
     check_topology_file(args.topology, variables)
     topo = load_topology(args.topology, variables, use_env=args.env)
@@ -95,7 +97,7 @@ def _load_plan(args: argparse.Namespace):
 
 
 def _render_plan(plan, requested: str, as_json: bool) -> str:
-    from testbed import links
+    from testbed.emulation import links
     selection = links.choose(plan, requested)
     if as_json:
         data = plan.to_dict()
@@ -116,7 +118,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from testbed.network import build
+    from testbed.instance.network import build
     plan = _load_plan(args)
     if args.dry_run:
         print(_render_plan(plan, args.link_backend, False))
@@ -149,7 +151,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from testbed.realize import backend, state
+    from testbed.realize import state
+    from testbed.realize import build as backend
     name = args.name
     if name is None and args.topology:
         name = _load_plan(args).instance
@@ -176,7 +179,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from testbed import status
+    from testbed.instance import status
     facts = status.all_status(args.name)
     if args.name and not facts["instances"][0].get("complete", False) \
             and not facts["instances"][0].get("namespaces"):
@@ -186,8 +189,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from testbed.network import attach
-    from testbed.realize import netns, state
+    from testbed.instance.network import attach
+    from testbed.realize import state
+    from testbed.kernel import netns
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise TestbedError("give the command after --, e.g. testbed exec h1 -- ping -c 3 h3")
@@ -208,7 +212,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from testbed.realize import backend, state
+    from testbed.realize import state
+    from testbed.realize import build as backend
     owned = backend.find_owned(args.name)
     instances = set(state.instances()) | set(owned.values())
     if args.name:
@@ -236,14 +241,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from testbed import doctor
+    from testbed.realize import doctor
     checks = doctor.run_checks()
     print(doctor.render(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from testbed.schema import topology_schema
+    from testbed.model.schema import topology_schema
     print(json.dumps(topology_schema(), indent=1))
     return 0
 
@@ -257,7 +262,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     # behave like other Unix tools when piped into `head`
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    from testbed import cli_remote
+    from testbed.cli import remote as cli_remote
     raw = list(sys.argv[1:] if argv is None else argv)
     if cli_remote.wants_remote(raw):
         return cli_remote.main(raw)
@@ -272,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"testbed: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        from testbed.realize.backend import Terminated
+        from testbed.realize.build import Terminated
         term = isinstance(exc, Terminated)
         print(f"testbed: {'terminated' if term else 'interrupted'}; what was being built has "
               "been removed", file=sys.stderr)

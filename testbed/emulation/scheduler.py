@@ -64,7 +64,7 @@ class Scheduler:
         """The schedule of the topology a running testbed was brought up from (may be empty)."""
         import yaml
 
-        from testbed.loader import Document
+        from testbed.model.document import Document
         from testbed.model.topology import parse_topology
         source = net.data.get("topology_source") or ""
         data = yaml.safe_load(source) if source.strip() else None

@@ -1,6 +1,6 @@
 """``testbed --host USER@HOST COMMAND ...`` and ``testbed run W.yaml --hosts hosts.yaml``.
 
-``testbed.cli.main`` hands the argv here when it holds ``--host`` or
+``testbed.cli.main.main`` hands the argv here when it holds ``--host`` or
 ``--hosts``. The remote options are taken out wherever they appear (up to
 a ``--``), the rest is parsed by the normal parser (so mistakes are
 reported here, before connecting) and then run on the host(s) by
@@ -127,7 +127,7 @@ def run_argv(rest: list[str], workload: Path) -> list[str]:
 
 def workload_files(args: argparse.Namespace) -> tuple[str, list[Path], list]:
     """The workload's name, the topology files its points reference, and its points."""
-    from testbed.loader import parse_assignment
+    from testbed.model.document import parse_assignment
     from testbed.workload import expand_points, load_source, load_workload
     variables = dict(parse_assignment(a) for a in args.assignments)
     source = load_source(args.workload)
@@ -186,7 +186,7 @@ def run_single(args: argparse.Namespace, rest: list[str], opts: RemoteOptions) -
 
 
 def main(argv: Sequence[str]) -> int:
-    from testbed.cli import build_parser
+    from testbed.cli.main import build_parser
     verbose = "-v" in argv or "--verbose" in argv
     try:
         opts, rest = split_argv(argv)

@@ -107,9 +107,9 @@ def link_set_command(args: argparse.Namespace) -> int:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    from testbed import validate
+    from testbed.instance import validate
     from testbed.errors import ConfigError
-    from testbed.loader import check_topology_file, parse_assignment
+    from testbed.model.document import check_topology_file, parse_assignment
     if not args.testbed_name and not args.topology:
         raise ConfigError("give a topology file, or --testbed NAME for one already up")
     variables = dict(parse_assignment(a) for a in args.assignments)

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from testbed import conditions
+from testbed.run import conditions
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
 from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
-from testbed.progress import ProgressLine, RateMeter
+from testbed.run.progress import ProgressLine, RateMeter
 from testbed.results import SCHEMA_VERSION, jain_index, make_run_dir, write_json, write_table
-from testbed.schedule import Scheduler
-from testbed.summary import flow_summary, qdisc_drops
+from testbed.emulation.scheduler import Scheduler
+from testbed.run.summary import flow_summary, qdisc_drops
 from testbed.traffic import DRIVERS, Driver, FlowPlan, default_driver
 from testbed.traffic.base import CONNECT_TIMEOUT
 from testbed.units import Rate
@@ -211,7 +211,7 @@ def capture_problem(spec: str, net: Any) -> str | None:
 
 def _workload_lines(wl: Workload) -> dict[str, int]:
     """YAML path -> line of the workload as rendered (the loader keeps the lines true)."""
-    from testbed import loader
+    from testbed.model import document as loader
     try:
         return loader.parse_yaml(wl.rendered_text, str(wl.file))[1]
     except ConfigError:
@@ -226,7 +226,7 @@ def _attached(testbed_name: str) -> Any:
 
 def _planned(topo: Any, instance_name: str | None) -> Any:
     """The Network the topology would become: its nodes and addresses, from the plan (pure)."""
-    from testbed.network import Network, plan_for
+    from testbed.instance.network import Network, plan_for
     plan = plan_for(topo, instance_name)
     return Network(plan.instance, plan.to_dict(), owned=False)
 
@@ -268,7 +268,7 @@ def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | No
 
 def _topology_for(wl: Workload) -> Any:
     import testbed
-    from testbed import loader
+    from testbed.model import document as loader
     from testbed.model.topology import parse_topology
     if wl.topology_path is not None:
         return testbed.load_topology(wl.topology_path, wl.variables)

@@ -1,0 +1,1 @@
+"""A testbed that is up: the Network API, its status, link validation."""

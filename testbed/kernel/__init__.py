@@ -1,0 +1,1 @@
+"""The kernel boundary: namespaces, netlink messages, rtnetlink, sysctls."""

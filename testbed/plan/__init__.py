@@ -1,0 +1,1 @@
+"""The planner: a validated topology becomes an explicit, printable plan."""

@@ -1,0 +1,1 @@
+"""Running a workload: preflight, servers, collectors, clients, the run directory."""
