@@ -9,8 +9,8 @@ The Python API mirrors the CLI::
 
 from testbed.errors import (ConfigError, PreflightError, RealizeError, TestbedError,
                             WorkloadError)
+from testbed.version import __version__
 from testbed.instance.network import Network, Node, attach, load_topology, up
 
 __all__ = ["ConfigError", "Network", "Node", "PreflightError", "RealizeError",
-           "TestbedError", "WorkloadError", "attach", "load_topology", "up"]
-__version__ = "0.1.0"
+           "TestbedError", "WorkloadError", "__version__", "attach", "load_topology", "up"]

@@ -20,6 +20,14 @@ from typing import Any, Iterable, Sequence
 
 SCHEMA_VERSION = 1
 STATUSES = ("complete", "partial", "failed", "interrupted")
+# columns of tcp_info.csv (after "flow") and qdisc.csv
+TCPINFO_COLUMNS = ("t", "node", "src", "sport", "dst", "dport", "state", "ca_state", "cc",
+                   "cwnd", "ssthresh", "srtt_us", "rttvar_us", "min_rtt_us", "rto_us", "mss",
+                   "delivery_rate_bps", "pacing_rate_bps", "bytes_acked", "bytes_sent",
+                   "bytes_retrans", "total_retrans", "lost", "retransmits", "unacked", "delivered",
+                   "app_limited", "bbr_bw_bps", "bbr_min_rtt_us", "bbr_pacing_gain", "bbr_cwnd_gain")
+QDISC_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "packets", "drops",
+                 "overlimits", "requeues", "backlog", "qlen")
 
 
 def make_run_dir(workload: str, output: Path | None = None) -> Path:
@@ -32,6 +40,14 @@ def make_run_dir(workload: str, output: Path | None = None) -> Path:
     return run_dir
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (None when empty): every percentile of testbed."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
+
+
 def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -> dict[str, float | None]:
     """Nearest-rank percentiles as ``{"p50": ..}`` plus min, max, mean (None when empty)."""
     keys = [f"p{p}" for p in points]
@@ -40,7 +56,7 @@ def percentiles(values: Sequence[float], points: Iterable[int] = (50, 90, 99)) -
     s = sorted(values)
     out: dict[str, float | None] = {"min": s[0]}
     for p, k in zip(points, keys):
-        out[k] = s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+        out[k] = percentile(s, p)
     out["max"] = s[-1]
     out["mean"] = sum(s) / len(s)
     return out

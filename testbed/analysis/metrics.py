@@ -26,17 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from testbed.analysis.runs import Run
-from testbed.results import jain_index
+from testbed.results import jain_index, percentile
 
 FLOW_KEYS = ("cc", "flow", "from", "to", "protocol")
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (as in testbed.results.percentiles)."""
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
 
 
 def flow_attr(flow: dict[str, Any], key: str) -> str | None:

@@ -16,6 +16,7 @@ from testbed.analysis.runs import Run, RunSet
 from testbed.analysis.stats import CI_METHOD, TEST_METHOD
 from testbed.analysis.summary import Summary, summarize
 from testbed.analysis.tables import cell, comparison_line, default_metrics, header, visible_metrics
+from testbed.version import __version__
 
 
 def _template() -> Any:
@@ -52,7 +53,6 @@ def _b64(png: bytes) -> str:
 def render_report(summary: Summary, *, test_metric: str = "goodput",
                   png_dir: Path | None = None) -> str:
     """The report's HTML text; with ``png_dir``, each plot also as a PNG file there."""
-    import testbed
     metrics = visible_metrics(summary, default_metrics())
     keys = summary.dims + summary.flow_by
     figures: list[tuple[str, str, bytes]] = []          # (section, title, png)
@@ -88,7 +88,7 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
     return _template().render(
         workload=rs.workload, header=header(summary), ci_method=CI_METHOD, test_method=TEST_METHOD,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        version=getattr(testbed, "__version__", "?"), excluded=excluded, keys=keys,
+        version=__version__, excluded=excluded, keys=keys,
         metrics=[{"heading": f"{m} ({UNIT_LABEL[METRICS[m].unit]})" if UNIT_LABEL[METRICS[m].unit] else m,
                   "help": METRICS[m].help} for m in metrics],
         rows=[{"labels": [r.labels.get(k, "") for k in keys], "n": len(r.views),

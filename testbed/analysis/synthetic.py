@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from testbed.collect.qdisc import CSV_COLUMNS as QDISC_COLUMNS
-from testbed.collect.tcpinfo import CSV_COLUMNS as TCPINFO_COLUMNS
 from testbed.results import SCHEMA_VERSION, write_table
+from testbed.results import QDISC_COLUMNS, TCPINFO_COLUMNS
+from testbed.version import __version__
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def write_run(base: Path, name: str, *, workload: str = "synthetic", variables: 
     write_table(q_rows, QDISC_COLUMNS, run / "qdisc.csv")
     tbf = {"kind": "tbf", "dev": "eth2", "options": {"rate": rate_bps / 8}, "bytes": 0}
     manifest = {"schema_version": schema_version,
-                "kernel": {"release": "6.0-synthetic"}, "tools": {"testbed": "0.1.0"},
+                "kernel": {"release": "6.0-synthetic"}, "tools": {"testbed": __version__},
                 "testbed": {"instance": "synthetic", "link_backend": "userspace", "attached": False},
                 "workload": {"name": workload, "variables": variables},
                 "nodes_before": {"r1": {"qdiscs": [tbf]}},

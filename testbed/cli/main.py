@@ -20,6 +20,8 @@ from testbed.cli import links as cli_links
 from testbed.cli import run as cli_run
 from testbed.errors import TestbedError
 
+from testbed.version import __version__
+
 
 def _add_common(p: argparse.ArgumentParser, *, name: bool = True, template: bool = False) -> None:
     if name:
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testbed", description="Network experiments on real Linux kernel stacks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version="testbed 0.1.0")
+    parser.add_argument("--version", action="version", version=f"testbed {__version__}")
     from testbed.cli import remote as cli_remote
     cli_remote.add_options(parser)  # --host/--hosts/...: handled in main() before parsing
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -12,8 +12,9 @@ from typing import Any, Callable, ContextManager
 
 from pyroute2 import IPRoute
 
-CSV_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "packets", "drops",
-               "overlimits", "requeues", "backlog", "qlen")
+from testbed.results import QDISC_COLUMNS
+
+CSV_COLUMNS = QDISC_COLUMNS
 
 
 def read_qdiscs(ipr: IPRoute, ifnames: dict[int, str]) -> list[dict[str, Any]]:

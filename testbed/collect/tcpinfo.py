@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from testbed.results import TCPINFO_COLUMNS
+
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLMSG_ERROR = 2
@@ -85,11 +87,7 @@ _TCP_INFO = struct.Struct("=" + "".join(f for _, f in TCP_INFO_FIELDS))
 _TCP_INFO_NAMES = tuple(n for n, _ in TCP_INFO_FIELDS)
 _BBR_INFO = struct.Struct("=IIIII")
 
-CSV_COLUMNS = ("t", "node", "src", "sport", "dst", "dport", "state", "ca_state", "cc",
-               "cwnd", "ssthresh", "srtt_us", "rttvar_us", "min_rtt_us", "rto_us", "mss",
-               "delivery_rate_bps", "pacing_rate_bps", "bytes_acked", "bytes_sent",
-               "bytes_retrans", "total_retrans", "lost", "retransmits", "unacked", "delivered",
-               "app_limited", "bbr_bw_bps", "bbr_min_rtt_us", "bbr_pacing_gain", "bbr_cwnd_gain")
+CSV_COLUMNS = TCPINFO_COLUMNS
 
 
 def open_diag_socket() -> socket.socket:

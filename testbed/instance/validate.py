@@ -49,6 +49,7 @@ from testbed.emulation import live
 from testbed.kernel.netns import enter
 from testbed.errors import TestbedError
 from testbed.model.impairment import GilbertElliott, Impairment
+from testbed.results import percentile
 
 Z_999 = 3.29  # two-sided 99.9 % normal quantile
 PROBE_PORT = 47_311
@@ -121,11 +122,6 @@ def wilson(lost: int, sent: int, z: float = Z_999) -> tuple[float, float]:
     centre = (p + z * z / (2 * sent)) / denom
     half = z * math.sqrt(p * (1 - p) / sent + z * z / (4 * sent * sent)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
 def rtt_check(rtts_ms: list[float], sent: int, configured_ms: float,

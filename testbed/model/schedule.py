@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from testbed.model.document import Document
-from testbed.model.impairment import Impairment, parse_impairment
+from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
 from testbed.units import Duration, UnitError
 
 ENTRY_KEYS = {"at", "for", "link", "set", "direction"}
-IMPAIRMENT_KEYS = {"rate", "delay", "jitter", "distribution", "loss", "queue", "reorder",
-                   "duplicate", "corrupt"}
 DIRECTIONS = ("forward", "reverse", "both")
 
 
@@ -84,7 +82,7 @@ def parse_schedule(doc: Document, raw: Any, links: Sequence[Any]) -> tuple[Sched
         if not isinstance(settings, dict) or not settings:
             raise doc.error(f"{where}.set", "'set' is a non-empty mapping of impairments, "
                             "e.g. {delay: 50ms, loss: 1%}")
-        bad = sorted(set(settings) - IMPAIRMENT_KEYS)
+        bad = sorted(set(settings) - set(IMPAIRMENT_KEYS))
         if bad:
             raise doc.error(f"{where}.set.{bad[0]}", f"unknown impairment {bad[0]!r}; choose "
                             f"from {', '.join(sorted(IMPAIRMENT_KEYS))}")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from testbed.remote.errors import RemoteUnfit
 from testbed.remote.ssh import Connection
+from testbed.version import __version__
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ def build_wheel(root: Path = PROJECT_ROOT) -> Wheel:
                           "(no pyproject.toml); install testbed there yourself and pass "
                           "--remote-testbed PATH")
     project = tomllib.loads(pyproject.read_text())["project"]
-    name, version = project["name"], project["version"]
+    name, version = project["name"], __version__     # pyproject reads it from testbed.version
     dist_info = f"{name}-{version}.dist-info"
     files: list[tuple[str, bytes]] = []
     for path in sorted((root / "testbed").rglob("*")):
@@ -90,7 +91,6 @@ def ensure_testbed(conn: Connection, remote_dir: str, *, explicit: str | None = 
                    python: str = "python3", pip_args: tuple[str, ...] = (),
                    log=print) -> str:
     """The remote testbed executable to use, installing it if needed."""
-    from testbed import __version__
     if explicit:
         rc, out, err = conn.simple([explicit, "--version"])
         if rc != 0:

@@ -38,6 +38,7 @@ from testbed.traffic import DRIVERS, Driver, FlowPlan, default_driver
 from testbed.traffic.base import CONNECT_TIMEOUT
 from testbed.units import Rate
 from testbed.workload import RunPoint, Workload, expand_points, load_source, load_workload
+from testbed.version import __version__
 
 BASE_PORT = 5201
 SERVER_READY_TIMEOUT = 5.0
@@ -402,15 +403,13 @@ class Run:
                 return None
             return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
         import pyroute2
-
-        import testbed
         return {
             "schema_version": SCHEMA_VERSION,
             "command": self.command, "cwd": os.getcwd(),
             "kernel": {"release": platform.release(), "version": platform.version(),
                        "machine": platform.machine(), "available_cc": available_ccs()},
             "host": {"hostname": socket.gethostname(), "cpus": os.cpu_count()},
-            "tools": {"testbed": getattr(testbed, "__version__", None), "python": platform.python_version(),
+            "tools": {"testbed": __version__, "python": platform.python_version(),
                       "pyroute2": getattr(pyroute2, "__version__", None),
                       "iperf3": version(["iperf3", "--version"]),
                       "tcpdump": version(["tcpdump", "--version"])},
