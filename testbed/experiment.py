@@ -637,7 +637,8 @@ class Run:
             sampler = tcpinfo.TcpInfoSampler(diag, raw / "tcp_info.spool",
                                              interval=self.wl.sampling.tcp_info.seconds,
                                              ports=frozenset(p.port for p, _ in plans))
-            time.sleep(0.2 if captures else 0)  # let tcpdump open its socket
+            for proc, pcap, label in captures:
+                cap.wait_capturing(proc, pcap, label)
             t0 = time.monotonic()
             hs.start(t0)
             qs.start(t0)
@@ -684,7 +685,7 @@ class Run:
                 drivers[name].stop(proc)
             for (plan, driver), proc in zip(plans, servers):
                 driver.stop(proc, grace=3.0)
-            cap_stats = {label: cap.stop_capture(proc, pcap) for proc, pcap, label in captures}
+            cap_stats = cap.stop_captures(captures)
             for _, s in diag:
                 s.close()
             collected["results"], collected["summary"] = self._collect(
@@ -735,8 +736,7 @@ class Run:
         if stats is not None and stats.missed_fraction > 0.05:
             suspect = True
             reasons.append(f"tcp_info sampler missed {stats.missed_fraction:.1%} of its intervals")
-        if any((c.get("dropped_by_kernel") or 0) > 0 for c in cap_stats.values()):
-            reasons.append("tcpdump dropped packets: capture analysis is incomplete")
+        losses += [f"capture {label}: {c['lost']}" for label, c in cap_stats.items() if c["lost"]]
         losses += (qs.losses() if qs is not None else []) + hs.losses()
         if losses:
             suspect = True
@@ -754,6 +754,7 @@ class Run:
             "suspect": suspect, "suspect_reasons": reasons, "notes": stop_reasons + self.errors,
             "data_loss": losses,
             "tcp_info_sampler": stats.as_dict() if stats else None,
+            "captures": cap_stats,     # per capture: captured, received by filter, dropped, lost
             "qdisc_drops": qdisc_drops(qs.rows if qs is not None else []),
         }
         return flows_out, summary

@@ -222,8 +222,8 @@ class RunSet:
     def exclusion_note(self) -> str:
         parts = []
         if self.excluded_suspect:
-            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated, or conditions "
-                         "not as named; --include-suspect)")
+            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated, data lost, or "
+                         "conditions not as named; --include-suspect)")
         if self.excluded_partial:
             parts.append(f"{len(self.excluded_partial)} partial/failed (--include-partial)")
         if self.interrupted:

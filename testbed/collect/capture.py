@@ -15,11 +15,13 @@ import shutil
 import signal
 import struct
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from testbed.collect.damage import Damage
+from testbed.errors import WorkloadError
 from testbed.traffic.base import NodeLike
 
 _PCAP_HDR = struct.Struct("<IHHiIII")
@@ -27,6 +29,9 @@ _REC_HDR_LE = struct.Struct("<IIII")
 _REC_HDR_BE = struct.Struct(">IIII")
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
+READY_TIMEOUT = 5.0    # s for tcpdump to open its socket
+DRAIN_QUIET = 0.5      # s without a new packet before the captures are stopped
+DRAIN_LIMIT = 3.0      # s to wait for that at most
 
 
 def tcpdump_check() -> list[str]:
@@ -37,16 +42,59 @@ def tcpdump_check() -> list[str]:
 
 
 def start_capture(node: NodeLike, ifname: str, pcap: Path, snaplen: int) -> subprocess.Popen:
-    """tcpdump on ``ifname`` in ``node``, writing ``pcap``; stderr goes next to it."""
+    """tcpdump on ``ifname`` in ``node``, writing ``pcap``; stderr goes next to it.
+
+    ``--immediate-mode``: each packet goes to tcpdump as it arrives; without it the
+    kernel holds packets in a ring block for up to a second, and those still there when
+    tcpdump stops are counted as received but never written (a short flow's whole
+    capture, the FIN of a long one). ``-U``: each packet is written out as it comes."""
     err = open(pcap.with_suffix(".stderr"), "wb")
     with err:
-        return node.popen(["tcpdump", "-i", ifname, "-s", str(snaplen), "-n", "-U", "-w", str(pcap),
-                           "tcp", "or", "udp"], stdout=subprocess.DEVNULL, stderr=err,
-                          stdin=subprocess.DEVNULL)
+        return node.popen(["tcpdump", "-i", ifname, "-s", str(snaplen), "-n", "-U",
+                           "--immediate-mode", "-w", str(pcap), "tcp", "or", "udp"],
+                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+
+
+def wait_capturing(proc: subprocess.Popen, pcap: Path, label: str,
+                   timeout: float = READY_TIMEOUT) -> None:
+    """Return once tcpdump says it is listening (its socket is open: packets from now on
+    are kept); ``WorkloadError`` if it exits or says nothing within ``timeout``."""
+    err = pcap.with_suffix(".stderr")
+    deadline = time.monotonic() + timeout
+    while "listening on" not in _text(err):
+        if proc.poll() is not None:
+            raise WorkloadError(f"capture on {label}: tcpdump exited (status {proc.returncode}) "
+                                f"before capturing: {_text(err).strip()[-300:] or '(no output)'}")
+        if time.monotonic() > deadline:
+            raise WorkloadError(f"capture on {label}: tcpdump did not start capturing within "
+                                f"{timeout:g} s: {_text(err).strip()[-300:] or '(no output)'}")
+        time.sleep(0.02)
+
+
+def stop_captures(captures: list[tuple[subprocess.Popen, Path, str]], *, quiet: float = DRAIN_QUIET,
+                  limit: float = DRAIN_LIMIT) -> dict[str, dict[str, Any]]:
+    """Once no capture has grown for ``quiet`` s (the flows' last ACKs and FINs are still on
+    the links when their processes end; at most ``limit`` s), stop each tcpdump and read
+    its packet counters (``stop_capture``), by label."""
+    _drain([pcap for _, pcap, _ in captures], quiet, limit)
+    return {label: stop_capture(proc, pcap) for proc, pcap, label in captures}
+
+
+def _drain(pcaps: list[Path], quiet: float, limit: float) -> None:
+    def sizes() -> list[int]:
+        return [p.stat().st_size if p.exists() else -1 for p in pcaps]
+    start = changed = time.monotonic()
+    last = sizes()
+    while pcaps and time.monotonic() - changed < quiet and time.monotonic() - start < limit:
+        time.sleep(0.05)
+        now = sizes()
+        if now != last:
+            last, changed = now, time.monotonic()
 
 
 def stop_capture(proc: subprocess.Popen, pcap: Path) -> dict[str, Any]:
-    """Stop tcpdump (it flushes on SIGTERM) and read its packet counters."""
+    """Stop tcpdump (SIGTERM: it writes out what it has and prints its counters), and
+    its counters with what it lost (``lost``: None if nothing)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -54,10 +102,44 @@ def stop_capture(proc: subprocess.Popen, pcap: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    text = pcap.with_suffix(".stderr").read_text(errors="replace") if pcap.with_suffix(".stderr").exists() else ""
-    counts = {k: int(v) for v, k in re.findall(r"(\d+) packets? (captured|received by filter|dropped by kernel)", text)}
-    return {"captured": counts.get("captured"), "dropped_by_kernel": counts.get("dropped by kernel"),
-            "returncode": proc.returncode}
+    stats: dict[str, Any] = {**capture_counts(_text(pcap.with_suffix(".stderr"))),
+                             "returncode": proc.returncode}
+    stats["lost"] = capture_loss(stats)
+    return stats
+
+
+def capture_counts(stderr: str) -> dict[str, int | None]:
+    """The packet counters tcpdump prints when it stops (None for those it did not print)."""
+    found = {k: int(v) for v, k in re.findall(
+        r"^(\d+) packets? (captured|received by filter|dropped by kernel|dropped by interface)$",
+        stderr, re.M)}
+    return {"captured": found.get("captured"), "received_by_filter": found.get("received by filter"),
+            "dropped_by_kernel": found.get("dropped by kernel"),
+            "dropped_by_interface": found.get("dropped by interface")}
+
+
+def capture_loss(stats: dict[str, Any]) -> str | None:
+    """What a capture lost, from its counters (``stop_capture``), for the run's record."""
+    if stats.get("returncode") == -signal.SIGKILL:
+        return "tcpdump did not stop within 5 s and was killed: its last packets are not written"
+    captured, received = stats.get("captured"), stats.get("received_by_filter")
+    if captured is None or received is None:
+        return "tcpdump printed no packet counts: whether it lost packets is unknown"
+    lost = []
+    if captured < received:
+        lost.append(f"{received - captured} of the {received} packets its filter passed were "
+                    f"not written ({captured} captured)")
+    for key, where in (("dropped_by_kernel", "kernel"), ("dropped_by_interface", "interface")):
+        if stats.get(key):
+            lost.append(f"the {where} dropped {stats[key]} packets")
+    return "; ".join(lost) or None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def read_pcap(data: bytes, damage: Damage | None = None) -> Iterator[tuple[float, int, bytes]]:

@@ -80,6 +80,7 @@ def test_every_collector_fails_alone_and_the_run_says_what_was_lost(tmp_path):
     assert summary["data_loss"] == [
         f"tcp_info spool truncated at byte {last_record} of {cut}: 3 samples kept, the rest lost",
         "capture r1:eth2: pcap: only 10 bytes, not even a pcap header (tcpdump wrote nothing)",
+        "capture r1:eth2: 3 of the 40 packets its filter passed were not written (37 captured)",
         "qdisc sampler failed after 0.5 s: OSError: [Errno 19] No such device; 1 samples kept, "
         "the rest lost",
         "host load sampler failed before its first sample: ZeroDivisionError: no CPUs; 0 samples "
@@ -92,3 +93,43 @@ def test_every_collector_fails_alone_and_the_run_says_what_was_lost(tmp_path):
     assert not bulk["ok"] and "bulk.client.json is not UTF-8 text (byte" in bulk["error"]
     assert rr["ok"] and rr["bytes"] > 0             # the other flow's result is kept
     assert (tmp_path / "run" / "tcp_info.csv").exists()
+
+
+def test_tcpdump_counters_and_what_they_say_was_lost():
+    text = ("tcpdump: listening on eth2, link-type EN10MB (Ethernet), snapshot length 128 bytes\n"
+            "13128 packets captured\n13621 packets received by filter\n0 packets dropped by kernel\n")
+    counts = capture.capture_counts(text)
+    assert counts == {"captured": 13128, "received_by_filter": 13621, "dropped_by_kernel": 0,
+                      "dropped_by_interface": None}
+    assert capture.capture_loss({**counts, "returncode": 0}) == \
+        "493 of the 13621 packets its filter passed were not written (13128 captured)"
+    whole = capture.capture_counts("19 packets captured\n19 packets received by filter\n"
+                                   "0 packets dropped by kernel\n")
+    assert capture.capture_loss({**whole, "returncode": 0}) is None
+    assert capture.capture_loss({**whole, "dropped_by_kernel": 4, "returncode": 0}) == \
+        "the kernel dropped 4 packets"
+    assert "no packet counts" in capture.capture_loss({**capture.capture_counts(""), "returncode": 0})
+    assert "was killed" in capture.capture_loss({**whole, "returncode": -9})
+
+
+def test_the_run_waits_for_tcpdump_to_listen_and_says_why_it_did_not(tmp_path):
+    import subprocess
+
+    import pytest
+
+    from testbed.errors import WorkloadError
+
+    def fake_tcpdump(script: str) -> tuple[subprocess.Popen, Path]:
+        pcap = tmp_path / "c.pcap"
+        with open(pcap.with_suffix(".stderr"), "wb") as err:
+            return subprocess.Popen(["sh", "-c", script], stderr=err), pcap
+    proc, pcap = fake_tcpdump("sleep 0.2; echo 'tcpdump: listening on eth2, link-type EN10MB' >&2; "
+                              "sleep 5")
+    capture.wait_capturing(proc, pcap, "r1:eth2")
+    assert proc.poll() is None
+    proc.kill()
+    proc.wait()
+    proc, pcap = fake_tcpdump("echo 'tcpdump: eth9: No such device exists' >&2; exit 1")
+    with pytest.raises(WorkloadError, match=r"capture on r1:eth9: tcpdump exited \(status 1\) "
+                                            "before capturing: tcpdump: eth9: No such device"):
+        capture.wait_capturing(proc, pcap, "r1:eth9")
