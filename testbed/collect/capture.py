@@ -1,6 +1,9 @@
 """Packet capture with tcpdump in a node's namespace (snaplen-limited, to a
-pcap file), and a pure-Python pcap analysis into per-flow TCP goodput,
-retransmissions and RTT samples.
+pcap file, every packet handed over and written as it comes), its counters
+(captured, received by filter, dropped) and what they say was lost, and a
+pure-Python pcap analysis into per-flow TCP goodput, retransmissions and RTT
+samples. Sequence numbers are unwrapped to 64 bits per direction, so flows
+past 4 GiB count on; a pcap cut short is read up to the cut and says so.
 
 RTT samples come from matching a data segment to the first ACK that covers
 it, skipping retransmitted ranges (Karn). They are the RTT from the capture

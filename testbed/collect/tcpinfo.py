@@ -8,7 +8,8 @@ the filtering (an inet_diag bytecode program on the destination ports of
 the flows), so what comes back is only the flows' sockets and the hot loop
 writes each netlink read to a spool file as it is, with a time stamp: no
 per-socket Python work while sampling. ``decode_spool`` turns the file into
-rows afterwards. Decoding is pure and tested against pyroute2's own
+rows afterwards, and says what it could not read of a spool cut short or
+damaged (``testbed.collect.damage``) instead of raising. Decoding is pure and tested against pyroute2's own
 ``tcp_info`` layout on captured dumps.
 
 Why raw messages and not ``pyroute2.DiagSocket.get_sock_stats``: the same
