@@ -47,7 +47,7 @@ def sample(port: int, interval: float, seconds: float) -> tcpinfo.SamplerStats:
         s.start()
         time.sleep(seconds)
         stats = s.stop()
-        rows = tcpinfo.decode_spool((Path(tmp) / "spool").read_bytes(), ["lo"])
+        rows, _ = tcpinfo.decode_spool((Path(tmp) / "spool").read_bytes(), ["lo"])
         print(f"  decoded {len(rows)} rows, sockets per tick ~{len(rows) / max(stats.ticks, 1):.1f}")
         return stats
 

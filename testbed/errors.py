@@ -29,13 +29,18 @@ class ConfigError(TestbedError):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
-        where = []
-        if self.file:
-            where.append(self.file if self.line is None else f"{self.file}:{self.line}")
-        if self.path:
-            where.append(self.path)
-        prefix = ": ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        return _located(self.message, self.file, self.path, self.line)
+
+
+def _located(message: str, file: str | None, path: str | None, line: int | None = None) -> str:
+    """``file:line: path: message``, leaving out what is not known."""
+    where = []
+    if file:
+        where.append(file if line is None else f"{file}:{line}")
+    if path:
+        where.append(path)
+    prefix = ": ".join(where)
+    return f"{prefix}: {message}" if prefix else message
 
 
 class PreflightError(TestbedError):
@@ -54,6 +59,26 @@ class WorkloadError(TestbedError):
     """A workload could not run or failed while running."""
 
     exit_code = 5
+
+
+class ResultsError(TestbedError):
+    """Run directories that cannot be read or compared: missing, mixed, an unknown schema,
+    or a file that is not what ``testbed run`` writes (names the file and the field).
+
+    Its own exit code, so that a script tells "the runs are unreadable" from "an
+    assertion failed" (1) and "the command line is wrong" (2).
+    """
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.path = path
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return _located(self.message, self.file, self.path)
 
 
 class Interrupted(TestbedError):

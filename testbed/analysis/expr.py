@@ -20,8 +20,9 @@ strings outside selectors or names starting with an underscore.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Mapping, Union
+from typing import Callable, Iterator, Mapping, Union
 
 from testbed.errors import ConfigError
 
@@ -35,6 +36,10 @@ UNITS: dict[str, tuple[str, float]] = {
     "kib": ("size", 1024.0), "mib": ("size", 1024.0 ** 2),
 }
 SUFFIXES = ("_lo", "_hi", "_n")
+# the parser, checker and evaluator recurse over the tree: bounds that keep far from
+# Python's recursion limit and far above any assertion a person writes
+MAX_NESTING = 50      # parentheses and unary minus signs, one inside the other
+MAX_OPERATORS = 100   # + - * / in one assertion
 COMPARATORS = ("<=", ">=", "==", "!=", "<", ">")
 
 _TOKEN = re.compile(r"""
@@ -171,6 +176,8 @@ class Parser:
         self.metrics = metrics
         self.tokens = scan(text)
         self.i = 0
+        self.nesting = 0
+        self.operators = 0
 
     @property
     def tok(self) -> Token:
@@ -213,24 +220,45 @@ class Parser:
                          "e.g. goodput[cc=bbr] > 2 * goodput[cc=cubic]")
         return Compare(tuple(operands), tuple(ops))
 
+    def operator(self) -> str:
+        """Take a binary operator, refusing more than MAX_OPERATORS."""
+        tok = self.take()
+        self.operators += 1
+        if self.operators > MAX_OPERATORS:
+            raise _error(self.text, tok.pos, f"more than {MAX_OPERATORS} operators; split it "
+                         "into several --assert")
+        return tok.text
+
+    @contextmanager
+    def nested(self, tok: Token) -> Iterator[None]:
+        """One level deeper (a '(' or a sign), refusing more than MAX_NESTING."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise _error(self.text, tok.pos, f"nested more than {MAX_NESTING} levels deep "
+                         "(parentheses and signs)")
+        try:
+            yield
+        finally:
+            self.nesting -= 1
+
     def sum(self) -> Node:
         node = self.product()
         while self.tok.kind == "op" and self.tok.text in ("+", "-"):
-            op = self.take().text
+            op = self.operator()
             node = BinOp(op, node, self.product())
         return node
 
     def product(self) -> Node:
         node = self.unary()
         while self.tok.kind == "op" and self.tok.text in ("*", "/"):
-            op = self.take().text
+            op = self.operator()
             node = BinOp(op, node, self.unary())
         return node
 
     def unary(self) -> Node:
         if self.tok.kind == "op" and self.tok.text == "-":
-            self.take()
-            return Neg(self.unary())
+            with self.nested(self.take()):
+                return Neg(self.unary())
         return self.primary()
 
     def primary(self) -> Node:
@@ -243,8 +271,8 @@ class Parser:
                 raise _error(self.text, tok.pos, f"unknown unit {exc.args[0]!r} (use %, bit/kbit/mbit/"
                              "gbit, ns/us/ms/s, B/KB/MB)") from None
         if tok.kind == "op" and tok.text == "(":
-            self.take()
-            node = self.sum()
+            with self.nested(self.take()):
+                node = self.sum()
             self.expect(")", "')'")
             return node
         if tok.kind == "name":

@@ -20,13 +20,14 @@ Sources, per metric:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from testbed.analysis.runs import Run
+from testbed.errors import ResultsError
 from testbed.results import jain_index, percentile
+from testbed.shape import problem
 
 FLOW_KEYS = ("cc", "flow", "from", "to", "protocol")
 
@@ -98,17 +99,23 @@ class RunView:
 
     def latencies(self, names: Sequence[str]) -> list[float]:
         """Every request/response latency (s) of the selected flows, from their clients'
-        raw output (the percentiles in result.json cannot be merged across flows)."""
+        raw output (the percentiles in result.json cannot be merged across flows). A
+        client that wrote nothing readable has none (its flow failed, the run says so)."""
+        from testbed.traffic.base import read_json
+        from testbed.traffic.builtin import AGENT_CLIENT
         out: list[float] = []
         for f in self.selected(names):
             if f.get("kind") != "rr":
                 continue
-            try:
-                client = json.loads((self.run.path / "raw" / f"{f['name']}.client.json").read_text())
-            except (OSError, ValueError):
+            path = self.run.path / "raw" / f"{f['name']}.client.json"
+            client, _ = read_json(path)
+            if client is None:
                 continue
+            found = problem(client, AGENT_CLIENT)
+            if found is not None:
+                raise ResultsError(found[1], file=str(path), path=found[0] or None)
             for c in client.get("connections") or []:
-                out += [x / 1e6 for x in c.get("latencies_us") or []]
+                out += [x / 1e6 for x in (c or {}).get("latencies_us") or []]
         return out
 
     def selected(self, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -121,7 +128,8 @@ class RunView:
 def _tbf_bytes(nodes: dict[str, Any]) -> dict[tuple[str, str], tuple[int, float | None]]:
     out = {}
     for node, facts in (nodes or {}).items():
-        for q in facts.get("qdiscs") or []:
+        qdiscs = facts.get("qdiscs")
+        for q in qdiscs if isinstance(qdiscs, list) else []:   # text: tc -j failed on the host
             if q.get("kind") == "tbf":
                 rate = (q.get("options") or {}).get("rate")
                 out[(node, q.get("dev"))] = (q.get("bytes") or 0, rate * 8.0 if rate else None)

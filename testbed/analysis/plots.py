@@ -11,14 +11,37 @@
 
 from __future__ import annotations
 
+import functools
 import io
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from testbed.analysis.metrics import RunView, backlog_series
 from testbed.analysis.summary import Row, Summary, normalize
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def plain_text() -> Iterator[None]:
+    """Text made inside is shown as written: matplotlib would read what lies between two
+    '$' (a variable's value, a flow's name) as mathtext, and fail on a lone one; no TeX."""
+    import matplotlib
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
+
+
+def _plain(plot: F) -> F:
+    """``plot`` draws and saves under ``plain_text``."""
+    @functools.wraps(plot)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with plain_text():
+            return plot(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def _figure(height: float, width: float = 8.0) -> Any:
@@ -67,6 +90,7 @@ def throughput_series(view: RunView, bin_s: float | None = None) -> dict[str, li
     return out
 
 
+@_plain
 def timeseries(view: RunView, title: str) -> bytes:
     """Throughput, cwnd, RTT per flow and queue backlog of one run, over time."""
     fig = _figure(8.0)
@@ -100,6 +124,7 @@ def timeseries(view: RunView, title: str) -> bytes:
     return _png(fig)
 
 
+@_plain
 def rtt_cdf(rows: Sequence[Row]) -> bytes:
     fig = _figure(4.0)
     ax = fig.subplots()
@@ -118,6 +143,7 @@ def rtt_cdf(rows: Sequence[Row]) -> bytes:
     return _png(fig)
 
 
+@_plain
 def throughput_delay(rows: Sequence[Row]) -> bytes:
     """Pantheon-style: goodput (up) against 95th percentile queueing delay (right is worse)."""
     fig = _figure(4.5)
@@ -142,6 +168,7 @@ def throughput_delay(rows: Sequence[Row]) -> bytes:
     return _png(fig)
 
 
+@_plain
 def loss_sweep(summary: Summary, loss_key: str = "loss") -> bytes | None:
     """Goodput (mean, 95 % CI) against the loss variable, one line per other label; None if no loss dim."""
     if loss_key not in summary.dims:

@@ -14,14 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from testbed.errors import TestbedError
+from testbed.errors import ResultsError
 from testbed.results import SCHEMA_VERSION
+from testbed.shape import ListOf, MapOf, Obj, OneOf, Opt, Shape, parse_json, problem
 
-
-class ResultsError(TestbedError):
-    """Run directories that cannot be read or compared (missing, mixed, unknown schema)."""
-
-    exit_code = 6
+# What the analysis reads of result.json and manifest.json, with the types it relies on
+# (other keys are kept, not checked). A file that differs is a ResultsError naming the field.
+FLOW_SHAPE = Obj({
+    "name": str, "from": Opt(str), "to": Opt(str), "protocol": Opt(str), "kind": Opt(str),
+    "cc": Opt(OneOf((str, ListOf(str)))), "cc_requested": Opt(str),
+    "goodput_bps": Opt(float), "loss": Opt(float), "fct_s": Opt(ListOf(Opt(float))),
+}, required=("name",))
+RESULT_SHAPE = Obj({
+    "schema_version": int, "workload": str, "run_id": Opt(str), "status": str,
+    "partial": Opt(bool), "suspect": Opt(bool), "suspect_reasons": Opt(ListOf(str)),
+    "error": Opt(str), "variables": Opt(MapOf(object)), "flows": ListOf(FLOW_SHAPE),
+    "summary": Opt(Obj({"qdisc_drops": Opt(MapOf(Obj({"drops": Opt(float)})))})),
+}, required=("schema_version", "workload", "status", "flows"))
+_QDISC = Obj({"kind": Opt(str), "dev": Opt(str), "bytes": Opt(float),
+              "options": Opt(Obj({"rate": Opt(float)}))})
+_NODES = Opt(MapOf(Obj({"qdiscs": Opt(OneOf((ListOf(_QDISC), str)))})))  # str: tc's own text
+MANIFEST_SHAPE = Obj({
+    "testbed": Opt(Obj({"link_backend": Opt(str)})), "kernel": Opt(Obj({"release": Opt(str)})),
+    "tools": Opt(MapOf(object)), "host": Opt(MapOf(object)), "cc_in_use": Opt(MapOf(object)),
+    "command": Opt(ListOf(object)), "nodes_before": _NODES, "nodes_after": _NODES,
+})
 
 
 def _num(text: str | None) -> float | None:
@@ -34,10 +51,16 @@ def _num(text: str | None) -> float | None:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a run's CSV file (none if it is absent); ``ResultsError`` if it is not CSV text."""
     if not path.exists():
         return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from None
+    except csv.Error as exc:
+        raise ResultsError(f"not CSV as 'testbed run' writes it: {exc}", file=str(path)) from None
 
 
 @dataclass
@@ -104,29 +127,44 @@ class Run:
         return self._qdisc
 
 
-def load_run(path: Path) -> Run:
-    """One run directory; ``ResultsError`` for unreadable files or an unknown schema."""
-    path = Path(path)
+def _read_json(file: Path) -> Any:
+    """The JSON in ``file``; ``ResultsError`` naming the file when it cannot be had."""
     try:
-        result = json.loads((path / "result.json").read_text())
+        data = file.read_bytes()
     except OSError as exc:
-        raise ResultsError(f"{path}: cannot read result.json: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}/result.json: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(result, dict):
-        raise ResultsError(f"{path}/result.json: not a result object")
+        raise ResultsError(f"cannot read it: {exc.strerror}", file=str(file)) from None
+    value, why = parse_json(data)
+    if why is not None:
+        raise ResultsError(why, file=str(file))
+    return value
+
+
+def _check(value: Any, shape: Shape, file: Path, what: str) -> None:
+    found = problem(value, shape)
+    if found is not None:
+        path, message = found
+        raise ResultsError(f"{message} (not {what} as 'testbed run' writes it)",
+                           file=str(file), path=path or None)
+
+
+def load_run(path: Path) -> Run:
+    """One run directory; ``ResultsError`` naming the file (and the field) for files that
+    cannot be read, are not the shape ``testbed run`` writes, or have an unknown schema."""
+    path = Path(path)
+    rfile = path / "result.json"
+    result = _read_json(rfile)
+    _check(result, Obj({"schema_version": object}, ("schema_version",)), rfile, "a result")
     version = result.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ResultsError(f"{path}/result.json: result schema version {version!r} is unknown to "
-                           f"this testbed (it reads version {SCHEMA_VERSION}); use the testbed "
-                           "version that wrote it, or re-run the workload")
+        raise ResultsError(f"result schema version {version!r} is unknown to this testbed (it "
+                           f"reads version {SCHEMA_VERSION}); use the testbed version that wrote "
+                           "it, or re-run the workload", file=str(rfile))
+    _check(result, RESULT_SHAPE, rfile, "a result")
     manifest: dict[str, Any] = {}
-    mpath = path / "manifest.json"
-    if mpath.exists():
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ResultsError(f"{mpath}: cannot read the manifest: {exc}") from None
+    mfile = path / "manifest.json"
+    if mfile.exists():
+        manifest = _read_json(mfile)
+        _check(manifest, MANIFEST_SHAPE, mfile, "a manifest")
     return Run(path=path, result=result, manifest=manifest)
 
 
@@ -184,8 +222,8 @@ class RunSet:
     def exclusion_note(self) -> str:
         parts = []
         if self.excluded_suspect:
-            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated, or conditions "
-                         "not as named; --include-suspect)")
+            parts.append(f"{len(self.excluded_suspect)} suspect (host saturated, data lost, or "
+                         "conditions not as named; --include-suspect)")
         if self.excluded_partial:
             parts.append(f"{len(self.excluded_partial)} partial/failed (--include-partial)")
         if self.interrupted:

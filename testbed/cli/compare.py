@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,17 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                    help="include partial, failed or interrupted runs")
 
 
+def exit_codes(assertions: bool) -> str:
+    """The --help epilog's list of exit codes (with or without those of --assert)."""
+    return textwrap.fill(
+        "exit codes: 0 done" + (", every --assert held; 1 an --assert failed" if assertions
+                                else "") +
+        "; 2 bad command line" + (" or --assert expression" if assertions else "") +
+        "; 7 the runs cannot be read: a result.json or manifest.json that is missing, corrupt "
+        "or not the shape 'testbed run' writes (the message names the file and the field), "
+        "runs of different workloads, or no runs left to compare")
+
+
 def register(subparsers: Any) -> None:
     from testbed.analysis.metrics import METRICS
     from testbed.analysis.tables import FORMATS
@@ -29,8 +41,10 @@ def register(subparsers: Any) -> None:
         "compare", help="compare runs: tables per group, CIs over repetitions, --assert verdicts",
         description="Group runs by matrix point, show each metric's mean and 95 % CI over "
                     f"repetitions, test differences (Mann-Whitney U). Metrics: {names}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='example: testbed compare results/loss-sweep --by cc '
-               '--assert "goodput[cc=bbr,loss=1%] > 2 * goodput[cc=cubic,loss=1%]" --junit out.xml')
+               '--assert "goodput[cc=bbr,loss=1%] > 2 * goodput[cc=cubic,loss=1%]" --junit out.xml'
+               "\n\n" + exit_codes(True))
     _add_selection(p)
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--metrics", default=None, metavar="M1,M2",
@@ -47,7 +61,8 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "report", help="one self-contained HTML page with tables, plots and manifests",
-        description="Write an HTML report (plots embedded, readable offline) of the runs.")
+        description="Write an HTML report (plots embedded, readable offline) of the runs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=exit_codes(False))
     _add_selection(p)
     p.add_argument("-o", "--output", type=Path, default=Path("report.html"),
                    help="HTML file to write (default: report.html)")

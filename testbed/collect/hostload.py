@@ -11,6 +11,8 @@ from typing import Any
 
 import psutil
 
+from testbed.collect.damage import sampler_losses
+
 SATURATED_CPU = 90.0       # percent of one core, per core
 SUSPECT_FRACTION = 0.25    # share of samples with a saturated core that makes a run suspect
 
@@ -21,6 +23,7 @@ class HostLoadSampler:
 
     interval: float = 0.5
     rows: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _t0: float = 0.0
@@ -32,17 +35,24 @@ class HostLoadSampler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            per_cpu = psutil.cpu_percent(percpu=True)
-            load1 = os.getloadavg()[0]
-            self.rows.append({"t": round(time.monotonic() - self._t0, 3),
-                              "cpu_max": max(per_cpu), "cpu_mean": sum(per_cpu) / len(per_cpu),
-                              "load1": load1, **{f"cpu{i}": v for i, v in enumerate(per_cpu)}})
+        try:
+            while not self._stop.wait(self.interval):
+                per_cpu = psutil.cpu_percent(percpu=True)
+                load1 = os.getloadavg()[0]
+                self.rows.append({"t": round(time.monotonic() - self._t0, 3),
+                                  "cpu_max": max(per_cpu), "cpu_mean": sum(per_cpu) / len(per_cpu),
+                                  "load1": load1, **{f"cpu{i}": v for i, v in enumerate(per_cpu)}})
+        except BaseException as exc:  # reported by the orchestrator (losses), not swallowed
+            self.error = exc
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+
+    def losses(self) -> list[str]:
+        """What the run lost of this collector (it stopped on an error), for its record."""
+        return sampler_losses("host load", self.error, self.rows)
 
 
 def verdict(rows: list[dict[str, Any]]) -> tuple[bool, list[str]]:

@@ -12,6 +12,7 @@ from typing import Any, Callable, ContextManager
 
 from pyroute2 import IPRoute
 
+from testbed.collect.damage import sampler_losses
 from testbed.results import QDISC_COLUMNS
 
 CSV_COLUMNS = QDISC_COLUMNS
@@ -81,6 +82,10 @@ class QdiscSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(3.0)
+
+    def losses(self) -> list[str]:
+        """What the run lost of this collector (it stopped on an error), for its record."""
+        return sampler_losses("qdisc", self.error, self.rows)
 
 
 def qdisc_tree(run: Callable[[list[str]], str]) -> Any:

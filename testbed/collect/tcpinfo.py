@@ -8,7 +8,8 @@ the filtering (an inet_diag bytecode program on the destination ports of
 the flows), so what comes back is only the flows' sockets and the hot loop
 writes each netlink read to a spool file as it is, with a time stamp: no
 per-socket Python work while sampling. ``decode_spool`` turns the file into
-rows afterwards. Decoding is pure and tested against pyroute2's own
+rows afterwards, and says what it could not read of a spool cut short or
+damaged (``testbed.collect.damage``) instead of raising. Decoding is pure and tested against pyroute2's own
 ``tcp_info`` layout on captured dumps.
 
 Why raw messages and not ``pyroute2.DiagSocket.get_sock_stats``: the same
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import math
 import os
 import socket
 import struct
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from testbed.collect.damage import Damage
 from testbed.results import TCPINFO_COLUMNS
 
 NETLINK_SOCK_DIAG = 4
@@ -66,6 +69,7 @@ _SPOOL = struct.Struct("=dHI")  # time, namespace index, length of what follows
 # one inet_diag message each (no netlink header).
 SPOOL_MAGIC = b"TBSPOOL2"
 _OP = struct.Struct("=BBH")
+INET_DIAG_MSG_SIZE = 72    # struct inet_diag_msg; its attributes follow
 
 # struct tcp_info (include/uapi/linux/tcp.h), in order, as far as we read it
 TCP_INFO_FIELDS: tuple[tuple[str, str], ...] = (
@@ -177,7 +181,11 @@ def ports_of(msg: memoryview | bytes) -> tuple[int, int]:
 
 
 def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
-    """One inet_diag_msg with its tcp_info, congestion control and BBR info, as a row."""
+    """One inet_diag_msg with its tcp_info, congestion control and BBR info, as a row.
+    ValueError if it is shorter than an inet_diag_msg; anything longer decodes."""
+    if len(msg) < INET_DIAG_MSG_SIZE:
+        raise ValueError(f"inet_diag message of {len(msg)} bytes (at least "
+                         f"{INET_DIAG_MSG_SIZE} expected)")
     family, state, _timer, _retrans = _MSG_HEAD.unpack_from(msg, 0)
     sport, dport = _PORTS.unpack_from(msg, 4)
     if family == socket.AF_INET:
@@ -190,7 +198,7 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
                            "state": TCP_STATES.get(state, str(state)), "cc": None}
     info: dict[str, int] = {}
     bbr: tuple[int, ...] | None = None
-    off = 72
+    off = INET_DIAG_MSG_SIZE
     n = len(msg)
     while off + 4 <= n:
         alen, atype = _RTA.unpack_from(msg, off)
@@ -204,7 +212,7 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
                 raw += b"\0" * (_TCP_INFO.size - len(raw))
             info = dict(zip(_TCP_INFO_NAMES, _TCP_INFO.unpack(raw)))
         elif atype == INET_DIAG_CONG:
-            row["cc"] = bytes(payload).split(b"\0", 1)[0].decode()
+            row["cc"] = bytes(payload).split(b"\0", 1)[0].decode(errors="replace")
         elif atype == INET_DIAG_BBRINFO and len(payload) >= _BBR_INFO.size:
             bbr = _BBR_INFO.unpack_from(payload, 0)
         off += (alen + 3) & ~3
@@ -230,37 +238,65 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
     return row
 
 
-def iter_spool(data: bytes) -> Iterator[tuple[float, int, bytes]]:
-    """(time, namespace index, inet_diag message) records of a spool file's contents."""
+def iter_spool(data: bytes, damage: Damage | None = None) -> Iterator[tuple[float, int, bytes]]:
+    """(time, namespace index, inet_diag message) records of a spool file's contents.
+
+    Total: a record cut short (a full disk, a sampler still writing) ends the reading and
+    one that cannot be read is skipped, each noted in ``damage``; no exception."""
+    damage = damage if damage is not None else Damage("tcp_info spool", "samples", len(data))
     v2 = data.startswith(SPOOL_MAGIC)
     off = len(SPOOL_MAGIC) if v2 else 0
-    while off + _SPOOL.size <= len(data):
+    while off < len(data):
+        if off + _SPOOL.size > len(data):
+            damage.truncate(off)
+            return
         t, idx, length = _SPOOL.unpack_from(data, off)
-        off += _SPOOL.size
-        if not v2:
-            yield t, idx, data[off: off + length]
+        body = off + _SPOOL.size
+        if body + length > len(data):
+            damage.truncate(off)
+            return
+        if not math.isfinite(t):
+            damage.skip(off)
+        elif not v2:
+            yield from _whole(t, idx, data[body: body + length], body, damage)
         else:
-            end = min(off + length, len(data))
-            pos = off
-            while pos + 16 <= end:
-                mlen, mtype = _NLMSGHDR.unpack_from(data, pos)[:2]
-                if mlen < 16:
-                    break
-                if mtype == SOCK_DIAG_BY_FAMILY:
-                    yield t, idx, data[pos + 16: pos + mlen]
-                pos += (mlen + 3) & ~3
-        off += length
+            yield from _netlink_read(t, idx, data, body, body + length, damage)
+        off = body + length
 
 
-def decode_spool(data: bytes, labels: list[str], t0: float = 0.0) -> list[dict[str, Any]]:
-    """Rows (``CSV_COLUMNS``) from a spool file's bytes; ``t`` relative to ``t0``."""
+def _whole(t: float, idx: int, msg: bytes, offset: int,
+           damage: Damage) -> Iterator[tuple[float, int, bytes]]:
+    if len(msg) < INET_DIAG_MSG_SIZE:
+        damage.skip(offset)
+    else:
+        yield t, idx, msg
+
+
+def _netlink_read(t: float, idx: int, data: bytes, pos: int, end: int,
+                  damage: Damage) -> Iterator[tuple[float, int, bytes]]:
+    """The inet_diag messages of one netlink read spooled at ``data[pos:end]``."""
+    while pos + 16 <= end:
+        mlen, mtype = _NLMSGHDR.unpack_from(data, pos)[:2]
+        if mlen < 16 or pos + mlen > end:
+            damage.skip(pos)     # the rest of this read cannot be framed
+            return
+        if mtype == SOCK_DIAG_BY_FAMILY:
+            yield from _whole(t, idx, data[pos + 16: pos + mlen], pos, damage)
+        pos += (mlen + 3) & ~3
+
+
+def decode_spool(data: bytes, labels: list[str],
+                 t0: float = 0.0) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows (``CSV_COLUMNS``) from a spool file's bytes, ``t`` relative to ``t0``, and what
+    was lost (empty when the spool was whole). Total: damaged bytes never raise."""
+    damage = Damage("tcp_info spool", "samples", len(data))
     rows = []
-    for t, idx, msg in iter_spool(data):
+    for t, idx, msg in iter_spool(data, damage):
         row = decode_message(msg)
         row["t"] = round(t - t0, 6)
         row["node"] = labels[idx] if idx < len(labels) else str(idx)
         rows.append(row)
-    return rows
+    return rows, damage.losses(len(rows))
 
 
 def listening(sock: socket.socket, port: int, *, protocol: int = socket.IPPROTO_TCP) -> bool:

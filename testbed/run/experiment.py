@@ -636,7 +636,8 @@ class Run:
             sampler = tcpinfo.TcpInfoSampler(diag, raw / "tcp_info.spool",
                                              interval=self.wl.sampling.tcp_info.seconds,
                                              ports=frozenset(p.port for p, _ in plans))
-            time.sleep(0.2 if captures else 0)  # let tcpdump open its socket
+            for proc, pcap, label in captures:
+                cap.wait_capturing(proc, pcap, label)
             t0 = time.monotonic()
             hs.start(t0)
             qs.start(t0)
@@ -683,7 +684,7 @@ class Run:
                 drivers[name].stop(proc)
             for (plan, driver), proc in zip(plans, servers):
                 driver.stop(proc, grace=3.0)
-            cap_stats = {label: cap.stop_capture(proc, pcap) for proc, pcap, label in captures}
+            cap_stats = cap.stop_captures(captures)
             for _, s in diag:
                 s.close()
             collected["results"], collected["summary"] = self._collect(
@@ -705,16 +706,16 @@ class Run:
                  t0: float, stop_reasons: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         assert self.run_dir is not None
         rows: list[dict[str, Any]] = []
+        losses: list[str] = []      # what a collector could not read: the run says so
         if sampler is not None and sampler.spool.exists():
-            rows = tcpinfo.decode_spool(sampler.spool.read_bytes(), sampler.labels, t0)
+            rows, losses = tcpinfo.decode_spool(sampler.spool.read_bytes(), sampler.labels, t0)
         pcap_flows: dict[str, dict[str, Any]] = {}
         for _, pcap, label in captures:
-            try:
-                for k, v in cap.analyze_pcap(pcap.read_bytes()).items():
-                    v["capture"] = label
-                    pcap_flows.setdefault(k, v)
-            except (OSError, ValueError) as exc:
-                self.errors.append(f"capture {label}: {exc}")
+            found, lost = cap.read_capture(pcap)
+            losses += [f"capture {label}: {x}" for x in lost]
+            for k, v in found.items():
+                v["capture"] = label
+                pcap_flows.setdefault(k, v)
         flows_out: list[dict[str, Any]] = []
         ts_rows: list[dict[str, Any]] = []
         for plan, driver in plans:
@@ -734,8 +735,11 @@ class Run:
         if stats is not None and stats.missed_fraction > 0.05:
             suspect = True
             reasons.append(f"tcp_info sampler missed {stats.missed_fraction:.1%} of its intervals")
-        if any((c.get("dropped_by_kernel") or 0) > 0 for c in cap_stats.values()):
-            reasons.append("tcpdump dropped packets: capture analysis is incomplete")
+        losses += [f"capture {label}: {c['lost']}" for label, c in cap_stats.items() if c["lost"]]
+        losses += (qs.losses() if qs is not None else []) + hs.losses()
+        if losses:
+            suspect = True
+            reasons += [f"data lost: {x}" for x in losses]
         goodputs = [f["goodput_bps"] for f in flows_out]
         self.manifest["cc_in_use"] = {f["name"]: f["cc"] for f in flows_out}
         self.manifest["processes"] = self.processes
@@ -747,7 +751,9 @@ class Run:
             "goodput_bps_total": sum(goodputs), "jain_fairness": jain_index(goodputs),
             "retransmits_total": sum(f["retransmits"] or 0 for f in flows_out),
             "suspect": suspect, "suspect_reasons": reasons, "notes": stop_reasons + self.errors,
+            "data_loss": losses,
             "tcp_info_sampler": stats.as_dict() if stats else None,
+            "captures": cap_stats,     # per capture: captured, received by filter, dropped, lost
             "qdisc_drops": qdisc_drops(qs.rows if qs is not None else []),
         }
         return flows_out, summary

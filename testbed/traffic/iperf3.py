@@ -17,8 +17,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from testbed.shape import ListOf, Obj, Opt, problem_text
 from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, read_json, tail
 from testbed.workload.model import Flow
+
+# what parse_iperf3 reads of iperf3's --json output (client's or server's), with its types
+_TOTALS = Obj({k: float for k in ("bytes", "seconds", "retransmits", "mean_rtt", "min_rtt",
+                                  "max_rtt", "max_snd_cwnd", "lost_percent", "packets",
+                                  "lost_packets", "jitter_ms")} | {"socket": int})
+IPERF3_OUTPUT = Obj({
+    "error": object,
+    "start": Obj({"connected": ListOf(Obj({"socket": int, "local_host": str, "local_port": int})),
+                  "test_start": Obj({"bytes": float}), "cookie": object}),
+    "end": Obj({"sender_tcp_congestion": str,
+                "streams": ListOf(Obj({k: Opt(_TOTALS) for k in ("sender", "udp", "receiver")})),
+                "sum": _TOTALS, "sum_sent": _TOTALS, "sum_received": _TOTALS}),
+})
 
 
 def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *,
@@ -28,6 +42,10 @@ def parse_iperf3(client: dict[str, Any] | None, server: dict[str, Any] | None, *
                      cc_requested=cc_requested)
     if client is None:
         return res.fail("iperf3 client produced no JSON")
+    for role, out in (("client", client), ("server", server)):
+        bad = problem_text(out, Opt(IPERF3_OUTPUT), f"iperf3 {role} output")
+        if bad:
+            return res.fail(bad)
     if client.get("error"):
         res.fail(f"iperf3 client: {client['error']}")
     if server is not None and server.get("error") and "interrupt" not in str(server["error"]):

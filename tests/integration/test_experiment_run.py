@@ -114,3 +114,47 @@ def test_cli_run_prints_the_result_path(tmp_path):
             assert links[direction]["backend"] == manifest["testbed"]["link_backend"]
         assert links["r1->r2"]["loss"] == 0.0 and links["r1->r2"]["queue"] == {"bdp": 1.0}
         assert not links["h1->r1"]["emulated"] and links["h1->r1"]["rate_bps"] is None
+
+
+SHORT_FLOW = """\
+name: it-cap
+topology: {topo}
+duration: 2s
+flows:
+  - {{name: small, from: h1, to: h3, size: 20KB, driver: builtin}}
+"""
+
+
+def fin_senders(pcap: Path) -> set[str]:
+    """Source addresses of the TCP segments with FIN set in a capture."""
+    from testbed.collect.capture import read_pcap
+    out = set()
+    for _, _, ip in read_pcap(pcap.read_bytes()):
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] == 6 and ip[ihl + 13] & 0x01:
+            out.add(".".join(map(str, ip[12:16])))
+    return out
+
+
+def test_a_short_flow_is_captured_whole_to_its_fins(tmp_path):
+    """tcpdump kept packets in the kernel's ring (no --immediate-mode) and lost them when
+    stopped: a 20 KB flow's pcap was empty ('0 captured / 19 received by filter') while the
+    run said complete. Now the capture holds the flow to both FINs, and the run records
+    captured == received (a capture that lost packets would make it suspect)."""
+    name = instance()
+    (run_dir,) = run_workload(write(tmp_path, SHORT_FLOW), output=tmp_path / "res", name=name,
+                              progress=False)
+    assert no_namespaces_left(name)
+    result = json.loads((run_dir / "result.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert result["status"] == "complete"
+    (label, stats), = result["summary"]["captures"].items()
+    assert manifest["collectors"]["capture"] == {label: stats}
+    assert stats["captured"] == stats["received_by_filter"] > 10, stats
+    assert stats["dropped_by_kernel"] == 0 and stats["lost"] is None
+    assert result["summary"]["data_loss"] == []
+    assert not [r for r in result["suspect_reasons"] if "lost" in r]   # (a busy host may be)
+    (seen,) = result["flows"][0]["pcap"]
+    assert seen["bytes"] == 20_000
+    pcap = run_dir / "raw" / f"capture-{label.replace(':', '-')}.pcap"
+    assert fin_senders(pcap) == {seen["src"], seen["dst"]}      # both ends closed, both seen

@@ -50,8 +50,8 @@ def test_sampler_spools_only_its_ports_each_tick(tmp_path):
             time.sleep(0.01)
         stats = sampler.stop()
         assert sampler.error is None
-        rows = tcpinfo.decode_spool((tmp_path / "spool").read_bytes(), sampler.labels)
-        assert stats.ticks >= 20
+        rows, losses = tcpinfo.decode_spool((tmp_path / "spool").read_bytes(), sampler.labels)
+        assert stats.ticks >= 20 and losses == []
         assert {r["dport"] for r in rows} == set(ports)
         assert len(rows) == 2 * stats.ticks  # both sockets, every tick
         assert all(r["state"] == "ESTABLISHED" and r["cwnd"] for r in rows)

@@ -83,3 +83,20 @@ def test_report_command_writes_html_and_pngs(sweep, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_text().startswith("<!DOCTYPE html>")
     assert len(list((tmp_path / "png").glob("*.png"))) == 9
+
+
+@pytest.mark.parametrize("value", ["$x^{$", "a$b$c", r"$\frac{1}{$", "50$"])
+def test_dollar_signs_in_variables_and_names_are_shown_as_text(tmp_path, value):
+    """matplotlib reads text between two '$' as mathtext: a variable, flow or workload
+    with them broke the report (ValueError at savefig) or turned into formulas."""
+    base = tmp_path / "runs"
+    for loss in ("0%", "1%"):
+        write_run(base, f"r{loss}", workload=f"w{value}", variables={"cc": value, "loss": loss},
+                  flows=[FakeFlow(f"f{value}", value, 50e6)])
+    out = tmp_path / "report.html"
+    assert cli.main(["report", str(base), "-o", str(out), "--by", "cc"]) == 0
+    assert len(_pngs(out.read_text())) == 5     # loss sweep, delay, CDF, two time series
+    fig = plots._figure(1.0)
+    with plots.plain_text():
+        label = fig.subplots().set_title(value)
+    assert label.get_parse_math() is False

@@ -142,3 +142,28 @@ def test_verdicts_show_values_in_their_units():
     assert v.message == "fails: 80.9 Mbit/s > 161.8 Mbit/s"
     v = expr.check(expr.parse("rtt_p99 < 50ms", KINDS), "t", lambda r: 0.0123, KINDS)
     assert v.message == "holds: 12.3 ms < 50 ms"
+
+
+@pytest.mark.parametrize("text, why", [
+    ("(" * 600 + "1" + ")" * 600 + " < 2", "nested more than 50 levels deep"),
+    ("-" * 1990 + "1 < 2", "nested more than 50 levels deep"),
+    ("- (" * 60 + "1" + ")" * 60 + " < 2", "nested more than 50 levels deep"),
+    ("+".join(["goodput"] * 240) + " > 1", "more than 100 operators"),
+    ("1" + "*1" * 150 + " < 2", "more than 100 operators"),
+])
+def test_deep_or_long_expressions_are_refused_not_a_crash(tmp_path, capsys, text, why):
+    """Depth that would exhaust Python's recursion (parser, unit check, evaluation) is an
+    ExpressionError, exit 2 from compare (1 is reserved for an assertion that fails)."""
+    from testbed.cli import main as cli
+    from testbed.analysis.synthetic import FakeFlow, write_run
+    with pytest.raises(expr.ExpressionError, match=why):
+        expr.parse(text, KINDS)
+    run = write_run(tmp_path, "r", variables={}, flows=[FakeFlow("f", "bbr", 1e6)])
+    assert cli.main(["compare", str(run), "--assert", text]) == 2
+    assert why in capsys.readouterr().err
+
+
+def test_nesting_and_operators_up_to_the_limits_still_work():
+    text = "(" * expr.MAX_NESTING + "1" + ")" * expr.MAX_NESTING + " < " + \
+        "+".join(["1"] * (expr.MAX_OPERATORS + 1))
+    assert value(text) == [1, expr.MAX_OPERATORS + 1]

@@ -172,3 +172,50 @@ def test_iperf3_refuses_size_with_count_and_size_flows_default_to_builtin():
     one = Flow(name="g", src="h1", dst="h3", size=Size.parse("2MB"))
     assert not [p for p in Iperf3Driver().check(one) if "count" in p]
     assert default_driver(Flow(name="d", src="h1", dst="h3", count=3)) == "iperf3"
+
+
+@pytest.mark.parametrize("data, why", [
+    (b'{"end": {"sum_sent": {"bytes": 5}}, "error": "caf\xe9"}', "is not UTF-8 text (byte 49 is 0xe9)"),
+    (b"[1, 2, 3]\n", "holds a list, not a JSON object"),
+    (b'"done"', "holds the string 'done', not a JSON object"),
+    (b"", "is empty"),
+    (b'{"start": {}, "end": {"sum', "is not valid JSON"),
+])
+def test_driver_output_that_is_not_a_json_object_fails_its_flow_with_why(tmp_path, data, why):
+    from testbed.traffic import FlowPlan
+    from testbed.traffic.builtin import BuiltinDriver
+    for driver in (Iperf3Driver(), BuiltinDriver()):
+        plan = FlowPlan(flow=Flow("f", "h1", "h2"), port=5201, src_ip="10.0.0.1",
+                        dst_ip="10.0.0.2", seconds=1.0, out_dir=tmp_path)
+        plan.client_out.write_bytes(data)
+        res = driver.parse(plan)
+        assert not res.ok and f"f.client.json {why}" in res.error
+
+
+@pytest.mark.parametrize("path, value, field", [
+    (("end",), [], "end: expected an object, found a list"),
+    (("end", "sum_received", "bytes"), "5 MB", "end.sum_received.bytes: expected a number"),
+    (("end", "sum_sent", "seconds"), float("inf"), "end.sum_sent.seconds: expected a number"),
+    (("end", "streams", 0, "sender"), 7, "end.streams[0].sender: expected an object or null"),
+    (("start", "connected", 0, "socket"), [5], "start.connected[0].socket: expected a whole number"),
+])
+def test_iperf3_json_of_the_wrong_shape_fails_the_flow_naming_the_field(path, value, field):
+    client = load("iperf3_tcp_p2_cubic.json")
+    target = client
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    res = parse_iperf3(client, None, name="f")
+    assert not res.ok and res.error.startswith(f"iperf3 client output: {field}")
+
+
+def test_agent_json_of_the_wrong_shape_fails_the_flow_naming_the_field():
+    client, server = load("builtin_udp.client.json"), load("builtin_udp.server.json")
+    del server["streams"][0]["received"]
+    res = parse_builtin(client, server, name="u", protocol="udp", kind="bulk")
+    assert not res.ok and res.error == "builtin server output: streams[0].received: missing"
+    client = load("builtin_rr.client.json")
+    client["connections"][0]["latencies_us"] = ["fast"]
+    res = parse_builtin(client, None, name="r", protocol="tcp", kind="rr")
+    assert res.error == ("builtin client output: connections[0].latencies_us[0]: expected a "
+                         "number, found the string 'fast'")
