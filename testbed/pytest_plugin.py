@@ -110,7 +110,7 @@ class TestbedFixture:
                 errors.append(f"{net.name}: {exc}")
         if self._names and os.geteuid() == 0:
             from testbed.realize import state
-            from testbed.realize import build as backend
+            from testbed.realize import teardown as backend
             for name in self._names:
                 try:
                     left = list(backend.find_owned(name))

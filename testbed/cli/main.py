@@ -152,7 +152,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from testbed.realize import state
-    from testbed.realize import build as backend
+    from testbed.realize import teardown as backend
     name = args.name
     if name is None and args.topology:
         name = _load_plan(args).instance
@@ -213,7 +213,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from testbed.realize import state
-    from testbed.realize import build as backend
+    from testbed.realize import teardown as backend
     owned = backend.find_owned(args.name)
     instances = set(state.instances()) | set(owned.values())
     if args.name:
