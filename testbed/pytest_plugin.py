@@ -109,13 +109,10 @@ class TestbedFixture:
             except Exception as exc:  # keep going: the other testbeds must come down too
                 errors.append(f"{net.name}: {exc}")
         if self._names and os.geteuid() == 0:
-            from testbed.realize import state
-            from testbed.realize import teardown as backend
-            for name in self._names:
+            import testbed
+            for name in self._names:  # what a failed or killed up may have left
                 try:
-                    left = list(backend.find_owned(name))
-                    if left or state.instance_dir(name).exists():
-                        backend.teardown(name, extra_namespaces=left)
+                    testbed.down(name)
                 except Exception as exc:
                     errors.append(f"{name}: {exc}")
         if errors:

@@ -6,6 +6,10 @@ instance: the processes it recorded and any still inside its namespaces,
 the namespaces, its state directory and the host changes no one else
 needs. ``find_owned`` lists namespaces by that tag, for when the journal
 is gone (a ``kill -9`` before it was written, or a deleted run directory).
+
+``down`` and ``clean`` are what ``testbed down`` and ``testbed clean`` do
+(``testbed.down`` and ``testbed.clean`` in Python): they find instances by
+journal and by tag and return what they removed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from testbed.errors import RealizeError
+from testbed.errors import RealizeError, TestbedError
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
 from testbed.plan.planner import NETNS_PREFIX, TAG_PREFIX
@@ -109,6 +113,8 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class Teardown:
+    """What taking one instance down removed."""
+
     instance: str
     namespaces: list[str] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
@@ -136,3 +142,67 @@ def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown
     state.tidy()
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass
+class Cleaned:
+    """What ``clean`` removed: one ``Teardown`` per instance, and host changes undone."""
+
+    instances: list[Teardown] = field(default_factory=list)
+    host_restored: list[str] = field(default_factory=list)
+
+
+def instances_up() -> set[str]:
+    """Every instance with a state directory or a namespace carrying its tag."""
+    return set(state.instances()) | set(find_owned().values())
+
+
+def down(name: str | None = None) -> Teardown | None:
+    """Take instance ``name`` down (None: the only one up). None when it was not up.
+
+    Goes by the kernel's tags as well as the journal, so an instance whose
+    state directory was lost still comes down completely.
+    """
+    if name is None:
+        up = instances_up()
+        if len(up) > 1:
+            raise TestbedError(f"several testbeds are up ({', '.join(sorted(up))}): "
+                               "choose one with --name")
+        if not up:
+            return None
+        name = up.pop()
+    owned = list(find_owned(name))
+    if not owned and not state.instance_dir(name).exists():
+        return None
+    return teardown(name, extra_namespaces=owned)
+
+
+def leftovers(name: str | None = None) -> dict[str, list[str]]:
+    """What ``clean(name)`` would remove: {instance: its namespaces that exist}.
+
+    An instance may have no namespace left, only its state directory.
+    """
+    owned = find_owned(name)
+    instances = set(state.instances()) | set(owned.values())
+    if name is not None:
+        instances &= {name}
+    found = {}
+    for inst in sorted(instances):
+        names = set(state.Journal(inst).namespaces()) | {n for n, i in owned.items() if i == inst}
+        found[inst] = sorted(n for n in names if netns.exists(n))
+    return found
+
+
+def clean(name: str | None = None) -> Cleaned:
+    """Remove what every instance (or only ``name``) left: after ``kill -9``, a lost journal.
+
+    Without ``name`` this is every instance on the machine, and host changes
+    whose instances are all gone are undone too.
+    """
+    cleaned = Cleaned()
+    for inst, namespaces in leftovers(name).items():
+        cleaned.instances.append(teardown(inst, extra_namespaces=namespaces))
+    if name is None:
+        cleaned.host_restored = state.release_host_changes("")
+    state.tidy()
+    return cleaned
