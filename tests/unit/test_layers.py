@@ -37,11 +37,15 @@ KNOWN_UPWARD = {
         "being fixed: CSV columns to move to the ground floor (results)",
     ("testbed.analysis.synthetic", "testbed.collect.tcpinfo"):
         "being fixed: CSV columns to move to the ground floor (results)",
-    ("testbed.analysis.report", "testbed"): "being fixed: __version__ to move to testbed.version",
+    ("testbed.analysis.report", "testbed"):
+        "being fixed: __version__ from a ground-floor version module",
     ("testbed.run.experiment", "testbed"):
-        "being fixed: __version__ to testbed.version, up/attach from instance.network",
-    ("testbed.instance.validate", "testbed"): "being fixed: up/attach from instance.network",
-    ("testbed.remote.install", "testbed"): "being fixed: __version__ to move to testbed.version",
+        "being fixed: up/attach/load_topology from instance.network, __version__ from a "
+        "ground-floor version module",
+    ("testbed.instance.validate", "testbed"):
+        "being fixed: up/attach from instance.network, its own floor",
+    ("testbed.remote.install", "testbed"):
+        "being fixed: __version__ from a ground-floor version module",
 }
 KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
