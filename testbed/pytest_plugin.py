@@ -67,7 +67,7 @@ class TestbedFixture:
            link_backend: str = "auto", name: str | None = None) -> Any:
         """Bring ``topology`` up (unique instance name unless given); torn down after the test."""
         self._need_root()
-        import testbed
+        import testbed  # here, not at the top: the fixture below is named testbed as well
         net = testbed.up(topology, name=name or self._name(), variables=variables,
                          link_backend=link_backend)
         self._nets.append(net)
@@ -78,6 +78,7 @@ class TestbedFixture:
             output: str | os.PathLike[str] | None = None) -> list[Path]:
         """Run a workload (``testbed run``) into tmp_path; returns the run directories."""
         self._need_root()
+        # every pytest session loads this plugin: pyroute2 (~0.3 s) only when a test runs one
         from testbed.run.experiment import run_workload
         return run_workload(workload, variables=dict(variables or {}), repeat=repeat,
                             output=output if output is not None else self.tmp_path / "results",
@@ -87,13 +88,13 @@ class TestbedFixture:
     def compare(self, paths: Sequence[str | os.PathLike[str]], *, by: Sequence[str] = (),
                 include_suspect: bool = True) -> Any:
         """A Summary of run directories (suspect runs included by default: tests run on busy CI)."""
-        from testbed.analysis import load_runs, summarize
+        from testbed.analysis import load_runs, summarize  # ~50 ms: only when a test compares
         return summarize(load_runs(paths, include_suspect=include_suspect), by)
 
     def check(self, paths: Sequence[str | os.PathLike[str]], *assertions: str,
               by: Sequence[str] = (), include_suspect: bool = True) -> None:
         """Fail the test (AssertionError) unless every ``--assert``-style expression holds."""
-        from testbed.analysis.verdicts import check_assertions
+        from testbed.analysis.verdicts import check_assertions  # see compare
         verdicts = check_assertions(self.compare(paths, by=by, include_suspect=include_suspect),
                                     assertions)
         failed = [f"{v.text}: {v.message}" for v in verdicts if not v.passed]
@@ -109,13 +110,10 @@ class TestbedFixture:
             except Exception as exc:  # keep going: the other testbeds must come down too
                 errors.append(f"{net.name}: {exc}")
         if self._names and os.geteuid() == 0:
-            from testbed.realize import state
-            from testbed.realize import build as backend
-            for name in self._names:
+            import testbed  # see up
+            for name in self._names:  # what a failed or killed up may have left
                 try:
-                    left = list(backend.find_owned(name))
-                    if left or state.instance_dir(name).exists():
-                        backend.teardown(name, extra_namespaces=left)
+                    testbed.down(name)
                 except Exception as exc:
                     errors.append(f"{name}: {exc}")
         if errors:

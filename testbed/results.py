@@ -18,6 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from testbed.shape import ListOf, Obj, Opt, describe, parse_json
+
 SCHEMA_VERSION = 1
 STATUSES = ("complete", "partial", "failed", "interrupted")
 # columns of tcp_info.csv (after "flow") and qdisc.csv
@@ -102,3 +104,49 @@ def load_result(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{run_dir}: result schema {data.get('schema_version')}, "
                          f"this testbed reads {SCHEMA_VERSION}")
     return data
+
+
+# Raw artefacts: drivers' output files in raw/ (read by traffic/ and by analysis/)
+
+def read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The last JSON object in a tool's output file (and an explanation if there is none)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, f"{path.name} was not written"
+    return parse_output(data, path.name)
+
+
+def parse_output(data: bytes, name: str) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object in a tool's output (whole, or its last line: the agent writes a
+    readiness line first), or None and why there is none. Pure, total: bytes that are not
+    UTF-8, not JSON or not an object are a reason, never an exception."""
+    data = data.strip()
+    if not data:
+        return None, f"{name} is empty (the process produced no output)"
+    value, why = parse_json(data)
+    if why is not None:
+        last, why_last = parse_json(data.rsplit(b"\n", 1)[-1])
+        if why_last is not None:
+            return None, f"{name} is {why}: {data[:200]!r}"
+        value = last
+    if not isinstance(value, dict):
+        return None, f"{name} holds {describe(value)}, not a JSON object"
+    return value, ""
+
+
+# what parse_builtin reads of the agent's output (testbed.traffic.agent), with its types
+AGENT_CLIENT = Obj({
+    "error": object, "errors": ListOf(object), "seconds": Opt(float),
+    "streams": ListOf(Obj({"stream": int, "sent": int}, ("stream", "sent"))),
+    "connections": ListOf(Opt(Obj({
+        "local_host": str, "local_port": int, "cc": str, "start_ns": float, "end_ns": float,
+        "bytes": float, "error": object, "transactions": int, "latencies_us": ListOf(float)}))),
+})
+_UDP_COUNTS = ("stream", "received", "reordered", "duplicates", "bytes")
+AGENT_SERVER = Obj({
+    "error": object,
+    "streams": ListOf(Obj({**{k: int for k in _UDP_COUNTS}, "jitter_us": float,
+                           "owd_us": ListOf(float)}, _UDP_COUNTS + ("jitter_us",))),
+    "connections": ListOf(Obj({"remote_port": int, "bytes": float, "error": object})),
+})

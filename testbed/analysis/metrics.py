@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from testbed.analysis.runs import Run
 from testbed.errors import ResultsError
-from testbed.results import jain_index, percentile
+from testbed.results import AGENT_CLIENT, jain_index, percentile, read_json
 from testbed.shape import problem
 
 FLOW_KEYS = ("cc", "flow", "from", "to", "protocol")
@@ -101,8 +101,6 @@ class RunView:
         """Every request/response latency (s) of the selected flows, from their clients'
         raw output (the percentiles in result.json cannot be merged across flows). A
         client that wrote nothing readable has none (its flow failed, the run says so)."""
-        from testbed.traffic.base import read_json
-        from testbed.traffic.builtin import AGENT_CLIENT
         out: list[float] = []
         for f in self.selected(names):
             if f.get("kind") != "rr":

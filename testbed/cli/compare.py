@@ -9,6 +9,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from testbed.analysis import load_runs, summarize, tables, verdicts
+from testbed.analysis.metrics import METRICS
+from testbed.errors import ConfigError
+
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_DIR",
@@ -34,8 +38,6 @@ def exit_codes(assertions: bool) -> str:
 
 
 def register(subparsers: Any) -> None:
-    from testbed.analysis.metrics import METRICS
-    from testbed.analysis.tables import FORMATS
     names = ", ".join(METRICS)
     p = subparsers.add_parser(
         "compare", help="compare runs: tables per group, CIs over repetitions, --assert verdicts",
@@ -46,7 +48,7 @@ def register(subparsers: Any) -> None:
                '--assert "goodput[cc=bbr,loss=1%] > 2 * goodput[cc=cubic,loss=1%]" --junit out.xml'
                "\n\n" + exit_codes(True))
     _add_selection(p)
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--format", choices=tables.FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--metrics", default=None, metavar="M1,M2",
                    help="columns to show (default: those with data among goodput, RTT, qdelay, "
                         "retrans, udp_loss, fct, jain, utilisation)")
@@ -72,11 +74,8 @@ def register(subparsers: Any) -> None:
 
 
 def _metrics(arg: str | None, summary: Any) -> list[str]:
-    from testbed.analysis.metrics import METRICS
-    from testbed.analysis.tables import default_metrics, visible_metrics
-    from testbed.errors import ConfigError
     if arg is None:
-        return visible_metrics(summary, default_metrics())
+        return tables.visible_metrics(summary, tables.default_metrics())
     wanted = [m.strip() for m in arg.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
@@ -85,10 +84,6 @@ def _metrics(arg: str | None, summary: Any) -> list[str]:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from testbed.analysis import load_runs, summarize
-    from testbed.analysis import tables, verdicts
-    from testbed.analysis.metrics import METRICS
-    from testbed.errors import ConfigError
     if args.test_metric not in METRICS:
         raise ConfigError(f"--test-metric: unknown {args.test_metric!r} (known: {', '.join(METRICS)})")
     if args.junit is not None and not args.assertions:
@@ -117,7 +112,8 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from testbed.analysis import load_runs, report
+    # analysis.report imports matplotlib (~0.5 s): only for report
+    from testbed.analysis import report
     runset = load_runs(args.paths, include_suspect=args.include_suspect,
                        include_partial=args.include_partial)
     path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir)

@@ -10,6 +10,10 @@ import argparse
 import json
 from typing import Any
 
+from testbed.cli import options
+from testbed.errors import ConfigError
+from testbed.realize.state import pick_instance
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -18,12 +22,10 @@ def register(subparsers: Any) -> None:
                     "loss and rate of each emulated link direction and print configured vs "
                     "measured. Exit code 1 if any link is outside tolerance.")
     p.add_argument("topology", nargs="?", help="topology file (not needed with --testbed)")
-    p.add_argument("--testbed", dest="testbed_name", default=None,
-                   help="validate a testbed already up, leaving it up")
-    p.add_argument("--name", default=None, help="instance name for the testbed brought up")
-    p.add_argument("--set", dest="assignments", action="append", default=[],
-                   metavar="KEY=VALUE", help="template variable (repeatable)")
-    p.add_argument("--link-backend", default="auto", choices=("auto", "netem", "userspace"))
+    options.add_testbed(p)
+    options.add_name(p, "from the topology; not with --testbed")
+    options.add_variables(p)
+    options.add_link_backend(p)
     p.add_argument("--link", dest="links", action="append", default=[], metavar="A-B",
                    help="only this link (repeatable)")
     p.add_argument("--thorough", action="store_true",
@@ -36,8 +38,7 @@ def register(subparsers: Any) -> None:
     sub.required = True
     s = sub.add_parser("show", help="each emulated direction: configured, backend, kernel view")
     s.add_argument("--link", dest="link_name", default=None, metavar="A-B", help="only this link")
-    s.add_argument("--name", "--testbed", dest="testbed_name", default=None,
-                   help="testbed instance (default: the only one up)")
+    _add_instance(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=link_show_command)
     s = sub.add_parser("set", help="change some impairments of a link, keeping the others",
@@ -46,15 +47,20 @@ def register(subparsers: Any) -> None:
     s.add_argument("link", metavar="A-B")
     s.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     s.add_argument("--direction", choices=("forward", "reverse", "both"), default="both")
-    s.add_argument("--name", "--testbed", dest="testbed_name", default=None,
-                   help="testbed instance (default: the only one up)")
+    _add_instance(s)
     s.set_defaults(func=link_set_command)
 
 
+def _add_instance(p: argparse.ArgumentParser) -> None:
+    # a link is only ever changed on a testbed that is up, so --name and --testbed are one here
+    p.add_argument("--name", "--testbed", dest="name", default=None, metavar="NAME",
+                   help="testbed instance name (default: the only instance up)")
+
+
 def link_show_command(args: argparse.Namespace) -> int:
+    # emulation imports pyroute2 (~0.3 s): not for --help or compare
     from testbed.emulation import live
-    from testbed.realize.state import pick_instance
-    entries = live.show(pick_instance(args.testbed_name), args.link_name)
+    entries = live.show(pick_instance(args.name), args.link_name)
     if args.json:
         print(json.dumps(entries, indent=1, default=str))
         return 0
@@ -71,6 +77,7 @@ def link_show_command(args: argparse.Namespace) -> int:
 
 def kernel_lines(kernel: dict) -> list[str]:
     """What a backend read back, for people: one line per part (--json has it all)."""
+    # emulation imports pyroute2 (~0.3 s): not for --help or compare
     from testbed.emulation.common import impairment_from_dict
     out = []
     if kernel.get("impairment"):
@@ -98,21 +105,22 @@ def _flat(value: object, words: tuple[str, str] = ("no", "yes")) -> str:
 
 
 def link_set_command(args: argparse.Namespace) -> int:
+    # emulation imports pyroute2 (~0.3 s): not for --help or compare
     from testbed.emulation import live
-    from testbed.realize.state import pick_instance
     imp = live.parse_settings(args.settings)
-    for d, merged in live.change(pick_instance(args.testbed_name), args.link, imp, args.direction):
+    for d, merged in live.change(pick_instance(args.name), args.link, imp, args.direction):
         print(f"{args.link} {d.label}: {merged.describe()}")
     return 0
 
 
 def validate_command(args: argparse.Namespace) -> int:
+    # instance.validate imports pyroute2 (~0.3 s) through emulation: not for --help or compare
     from testbed.instance import validate
-    from testbed.errors import ConfigError
-    from testbed.model.document import check_topology_file, parse_assignment
+    from testbed.model.document import check_topology_file  # jinja2 and yaml: ~0.1 s
     if not args.testbed_name and not args.topology:
         raise ConfigError("give a topology file, or --testbed NAME for one already up")
-    variables = dict(parse_assignment(a) for a in args.assignments)
+    options.name_or_testbed(args, "validate")
+    variables = options.variables(args)
     if args.topology:
         check_topology_file(args.topology, variables)
     report = validate.validate_cli(

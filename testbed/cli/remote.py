@@ -10,14 +10,17 @@ reported here, before connecting) and then run on the host(s) by
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
-import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from testbed.errors import ConfigError, TestbedError
-from testbed.remote.session import WORKLOAD_SLOT, RemoteOptions, Session
+from testbed.cli import options
+from testbed.cli.run import check_run_args
+from testbed.errors import ConfigError
+
+if TYPE_CHECKING:
+    from testbed.remote.session import RemoteOptions, Session
+    from testbed.remote.workload import RemoteRun
 
 # option -> (RemoteOptions field, takes a value)
 OPTIONS = {
@@ -60,6 +63,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def split_argv(argv: Sequence[str]) -> tuple[RemoteOptions, list[str]]:
     """Take the remote options out of ``argv`` (not after ``--``)."""
+    # remote.session costs ~50 ms (ssh, install): only when --host/--hosts is given
+    from testbed.remote.session import RemoteOptions
     opts = RemoteOptions()
     rest: list[str] = []
     items = list(argv)
@@ -89,124 +94,90 @@ def split_argv(argv: Sequence[str]) -> tuple[RemoteOptions, list[str]]:
     return opts, rest
 
 
-def wants_remote(argv: Sequence[str]) -> bool:
+def _before_double_dash(argv: Sequence[str]) -> list[str]:
     items = list(argv)
-    items = items[:items.index("--")] if "--" in items else items
-    return any(a.partition("=")[0] in ("--host", "--hosts") for a in items)
+    return items[:items.index("--")] if "--" in items else items
 
 
-def _command_index(rest: list[str], command: str) -> int:
-    return rest.index(command)
+def wants_remote(argv: Sequence[str]) -> bool:
+    return any(a.partition("=")[0] in ("--host", "--hosts") for a in _before_double_dash(argv))
 
 
-def _strip_option(tokens: list[str], flag: str) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for tok in tokens:
-        if skip:
-            skip = False
-        elif tok == flag:
-            skip = True
-        elif not tok.startswith(flag + "="):
-            out.append(tok)
-    return out
+def verbose(argv: Sequence[str]) -> bool:
+    """-v/--verbose (read before parsing: errors can come first)."""
+    return any(a in ("-v", "--verbose") for a in _before_double_dash(argv))
 
 
-def run_argv(rest: list[str], workload: Path) -> list[str]:
-    """``rest`` for the remote: workload path as ``WORKLOAD_SLOT``, no --output/--name."""
-    start = _command_index(rest, "run")
-    head, tail = rest[:start + 1], rest[start + 1:]
-    tail = _strip_option(_strip_option(tail, "--output"), "--name")
-    for i, tok in enumerate(tail):
-        if not tok.startswith("-") and Path(tok) == workload and (i == 0 or tail[i - 1] not in (
-                "--set", "--repeat", "--testbed", "--link-backend")):
-            tail[i] = WORKLOAD_SLOT
-            break
-    return head + tail
+def main(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    """Parse ``argv`` with the remote options taken out, then run it on the host(s)."""
+    opts, rest = split_argv(argv)
+    if opts.host and opts.hosts_file:
+        raise ConfigError("give either --host or --hosts, not both")
+    args = parser.parse_args(rest)
+    if opts.hosts_file and args.command != "run":
+        raise ConfigError("--hosts spreads a workload's runs over hosts: use it with "
+                          "'run' (for other commands use --host)")
+    run = _remote_run(args, rest) if args.command == "run" else None
+    if opts.hosts_file:
+        assert run is not None
+        return _sweep(opts.hosts_file, opts, run)
+    assert opts.host is not None
+    from testbed.remote.session import Session  # ~50 ms, see split_argv
+    session = Session(opts.host, opts)
+    try:
+        return _run(session, run) if run is not None else _on_host(session, args, rest)
+    finally:
+        session.close()
 
 
-def workload_files(args: argparse.Namespace) -> tuple[str, list[Path], list]:
-    """The workload's name, the topology files its points reference, and its points."""
-    from testbed.model.document import parse_assignment
-    from testbed.workload import expand_points, load_source, load_workload
-    variables = dict(parse_assignment(a) for a in args.assignments)
-    source = load_source(args.workload)
-    points = expand_points(source, variables, args.repeat)
-    loaded = [load_workload(args.workload, p.variables, source=source) for p in points]
-    topologies = sorted({wl.topology_path for wl in loaded if wl.topology_path is not None})
-    return loaded[0].name, topologies, points
+def _remote_run(args: argparse.Namespace, rest: list[str]) -> RemoteRun:
+    # remote.workload loads workloads (jinja2, yaml: ~0.1 s): only with --host/--hosts
+    from testbed.remote.workload import remote_run
+    check_run_args(args)
+    return remote_run(rest, args.workload, variables=options.variables(args), repeat=args.repeat,
+                      output=args.output, instance=args.name, attached=bool(args.testbed_name))
 
 
-def _run(session: Session, args: argparse.Namespace, rest: list[str]) -> int:
-    name, topologies, _ = workload_files(args)
+def _on_host(session: Session, args: argparse.Namespace, rest: list[str]) -> int:
+    if args.command in FILE_COMMANDS and getattr(args, "topology", None):
+        return _with_file(session, args, rest)
+    if args.command == "doctor":
+        session.prepare()
+    return session.command(rest)
+
+
+def _run(session: Session, run: RemoteRun) -> int:
+    from testbed.remote.workload import run_on  # jinja2, yaml (~0.1 s), see _remote_run
     session.prepare()
     session.doctor()
-    instance = args.name or f"r{secrets.token_hex(3)}"
-    output = args.output or Path("results")
-    outcome = session.run_workload(run_argv(rest, args.workload), workload_file=args.workload,
-                                   topology_files=topologies, workload_name=name, output=output,
-                                   instance=instance, attached=bool(args.testbed_name))
+    outcome = run_on(session, run)
     for d in outcome.run_dirs:
         print(d)
     return outcome.returncode
 
 
 def _with_file(session: Session, args: argparse.Namespace, rest: list[str]) -> int:
+    from testbed.remote.argv import with_file  # imports remote.session (~50 ms), see split_argv
     session.prepare()
     if args.command == "up" and not args.dry_run:
         session.doctor()
     session_dir = session.new_session_dir()
     mapping = session.ship([Path(args.topology)], session_dir)
-    start = _command_index(rest, args.command)
-    argv = list(rest)
-    for i in range(start + 1, len(argv)):
-        if argv[i] == args.topology:
-            argv[i] = mapping[Path(args.topology).resolve()]
-            break
     try:
-        return session.command(argv)
+        return session.command(with_file(rest, args.command, args.topology,
+                                         mapping[Path(args.topology).resolve()]))
     finally:
         session.remove_remote(session_dir)
 
 
-def run_single(args: argparse.Namespace, rest: list[str], opts: RemoteOptions) -> int:
-    assert opts.host is not None
-    session = Session(opts.host, opts)
-    try:
-        if args.command == "run":
-            return _run(session, args, rest)
-        if args.command in FILE_COMMANDS and getattr(args, "topology", None):
-            return _with_file(session, args, rest)
-        if args.command == "doctor":
-            session.prepare()
-            return session.command(rest)
-        return session.command(rest)
-    finally:
-        session.close()
-
-
-def main(argv: Sequence[str]) -> int:
-    from testbed.cli.main import build_parser
-    verbose = "-v" in argv or "--verbose" in argv
-    try:
-        opts, rest = split_argv(argv)
-        if opts.host and opts.hosts_file:
-            raise ConfigError("give either --host or --hosts, not both")
-        if opts.remote_python is None:
-            opts.remote_python = "python3"
-        args = build_parser().parse_args(rest)
-        if opts.hosts_file:
-            if args.command != "run":
-                raise ConfigError("--hosts spreads a workload's runs over hosts: use it with "
-                                  "'run' (for other commands use --host)")
-            from testbed.remote.sweep import run_sweep
-            return run_sweep(args, rest, opts)
-        return run_single(args, rest, opts)
-    except TestbedError as exc:
-        if verbose:
-            traceback.print_exc()
-        print(f"testbed: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("testbed: interrupted", file=sys.stderr)
-        return 130
+def _sweep(hosts_file: str, opts: RemoteOptions, run: RemoteRun) -> int:
+    from testbed.remote.sweep import run_sweep  # imports remote.session (~50 ms), see split_argv
+    sweep = run_sweep(hosts_file, opts, run)
+    for note in sweep.notes:
+        print(f"testbed: {note}", file=sys.stderr)
+    for d in sweep.dirs:
+        print(d)
+    error = sweep.error()
+    if error is not None:
+        raise error
+    return 0

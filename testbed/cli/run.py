@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from testbed.model.document import parse_assignment
+from testbed.cli import options
+from testbed.errors import ConfigError
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -16,34 +17,36 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description="Run a workload file (every point of its matrix, each repeated). "
                     "Prints the run directory of each run.")
     p.add_argument("workload", type=Path, help="workload YAML file (e.g. workloads/cubic-vs-bbr.yaml)")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a template variable (repeatable); pins a matrix dimension; "
-                   "VALUE is read as YAML (5 is a number, 1%% a string)")
+    options.add_variables(p, more=" pins a matrix dimension;")
     p.add_argument("--repeat", type=int, default=None, help="repetitions of each point (overrides the file)")
     p.add_argument("--output", type=Path, default=None, help="results directory (default: ./results)")
-    p.add_argument("--testbed", dest="testbed_name", default=None,
-                   help="run against a testbed already up ('testbed up'), leaving it up")
+    options.add_testbed(p)
     p.add_argument("--allow-mismatch", action="store_true",
                    help="with --testbed: run even where the testbed's links differ from what the "
                    "workload's variables say (the runs are marked suspect and record the "
                    "differences)")
-    p.add_argument("--name", default=None, help="instance name for the testbed brought up")
-    p.add_argument("--link-backend", default="auto", choices=("auto", "netem", "userspace"),
-                   help="link emulation backend (default: auto)")
+    options.add_name(p, "from the topology; not with --testbed")
+    options.add_link_backend(p)
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run_command)
     return p
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from testbed.errors import ConfigError
-    from testbed.run.experiment import run_workload
+def check_run_args(args: argparse.Namespace) -> None:
+    """What ``run`` refuses before anything is loaded (here and with --host/--hosts)."""
     if args.repeat is not None and args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
-    variables = dict(parse_assignment(a) for a in args.assignments)
-    dirs = run_workload(args.workload, variables=variables, repeat=args.repeat, output=args.output,
-                        testbed_name=args.testbed_name, progress=not args.quiet, name=args.name,
-                        link_backend=args.link_backend, allow_mismatch=args.allow_mismatch)
+    options.name_or_testbed(args, "run")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    # run.experiment imports pyroute2 (~0.3 s) through instance and emulation: not for --help
+    from testbed.run.experiment import run_workload
+    check_run_args(args)
+    dirs = run_workload(args.workload, variables=options.variables(args), repeat=args.repeat,
+                        output=args.output, testbed_name=args.testbed_name,
+                        progress=not args.quiet, name=args.name, link_backend=args.link_backend,
+                        allow_mismatch=args.allow_mismatch)
     for d in dirs:
         print(d)
     return 0

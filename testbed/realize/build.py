@@ -2,10 +2,8 @@
 
 ``realize`` makes namespaces, veth pairs, addresses, routes and sysctls in
 that order, journaling each namespace before it exists, and rolls
-everything back if any step fails (or SIGINT/SIGTERM arrive). ``teardown``
-removes one instance from its journal and from what the kernel shows;
-``find_owned`` lists namespaces by their ownership tag when no journal is
-left.
+everything back if any step fails (or SIGINT/SIGTERM arrive). Undoing is
+``testbed.realize.teardown``'s.
 """
 
 from __future__ import annotations
@@ -16,16 +14,18 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from testbed.errors import PreflightError, RealizeError
-from testbed.plan.planner import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
+from testbed.plan.planner import Plan, PlannedNode, ifindex
 from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
+from testbed.realize.teardown import LOOPBACK, owner_of, teardown
+# instance/network.py still takes these two from here, until it imports realize.teardown
+from testbed.realize.teardown import Teardown, process_start as _proc_start  # noqa: F401
 
 PROC_SYS = Path("/proc/sys")
-LOOPBACK = 1
 EARLY_SYSCTLS = (
     # before any interface exists, so new interfaces inherit them
     ("net.ipv6.conf.default.accept_dad", "0"),
@@ -69,7 +69,7 @@ def preflight(plan: Plan) -> None:
                     problems.append(f"node {node.name}: sysctl {key} does not exist in this kernel")
         taken = [n.netns for n in plan.nodes.values() if netns.exists(n.netns)]
         foreign = {name: owner for name in taken
-                   if (owner := _owner_of(name)) not in (None, plan.instance)}
+                   if (owner := owner_of(name)) not in (None, plan.instance)}
         ours = [name for name in taken if name not in foreign]
         if ours:
             problems.append(f"instance {plan.instance!r} is already up ({len(ours)} of its "
@@ -256,118 +256,3 @@ def _wait_operational(plan: Plan, spaces: netns.Namespaces, timeout: float = 5.0
                 raise RealizeError(f"interfaces did not come up within {timeout:g} s: "
                                    f"{', '.join(down[:10])}")
             time.sleep(0.01)
-
-
-# ---------------------------------------------------------------- teardown
-
-
-def _owner_of(name: str) -> str | None:
-    """The instance whose tag is on namespace ``name`` (None: untagged or unreadable)."""
-    with netns.Namespaces() as spaces:
-        tags = namespace_tags(name, spaces)
-    for tag in tags:
-        parts = tag.split(".")
-        if len(parts) >= 3 and parts[0] == "testbed":
-            return ".".join(parts[1:-1])
-    return None
-
-
-def namespace_tags(name: str, spaces: netns.Namespaces) -> list[str]:
-    """The altnames on a namespace's lo (empty if unreadable)."""
-    try:
-        with spaces.enter(name), Rtnl() as rtnl:
-            return rtnl.altnames(LOOPBACK)
-    except (OSError, RealizeError):
-        return []
-
-
-def find_owned(instance: str | None = None) -> dict[str, str]:
-    """Namespaces the testbed owns, by kernel tag: {netns: instance}.
-
-    Ownership needs both our name prefix and our tag on the namespace's lo,
-    so a foreign namespace that merely looks like ours is never touched.
-    """
-    owned: dict[str, str] = {}
-    # an instance's namespaces are all named tb-<instance>-<node>: look only at those
-    prefix = NETNS_PREFIX if instance is None else f"{NETNS_PREFIX}{instance}-"
-    candidates = [n for n in netns.list_names() if n.startswith(prefix)]
-    if not candidates:
-        return owned
-    with netns.Namespaces() as spaces:
-        for name in candidates:
-            for tag in namespace_tags(name, spaces):
-                if not tag.startswith(TAG_PREFIX):
-                    continue
-                inst, _, node = tag[len(TAG_PREFIX):].rpartition(".")
-                if inst and (instance is None or inst == instance) \
-                        and name == f"{NETNS_PREFIX}{inst}-{node}":
-                    owned[name] = inst
-    return owned
-
-
-def _proc_start(pid: int) -> float | None:
-    try:
-        import psutil
-        return psutil.Process(pid).create_time()
-    except Exception:  # noqa: BLE001 - gone or unreadable: not ours to kill
-        return None
-
-
-def kill_processes(pids: Iterable[int], grace: float = 1.0) -> list[int]:
-    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the pids signalled."""
-    pids = list(pids)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [p for p in alive if _alive(p)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@dataclass
-class Teardown:
-    instance: str
-    namespaces: list[str] = field(default_factory=list)
-    processes: list[int] = field(default_factory=list)
-    host_restored: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown:
-    """Remove everything instance ``instance`` made: processes, namespaces, state, host changes."""
-    started = time.monotonic()
-    journal = state.Journal(instance)
-    names = set(journal.namespaces()) | set(extra_namespaces)
-    names = {n for n in names if netns.exists(n)}
-    report = Teardown(instance)
-    # processes recorded by pid + start time, then anything still inside our namespaces
-    recorded = [pid for pid, start in journal.processes()
-                if (s := _proc_start(pid)) is not None and abs(s - start) < 0.05]
-    report.processes = kill_processes(set(recorded) | set(netns.processes_in(names)))
-    with netns.Namespaces() as spaces:
-        for name in sorted(names):
-            if spaces.remove(name):
-                report.namespaces.append(name)
-    report.host_restored = state.release_host_changes(instance)
-    journal.remove()
-    state.tidy()
-    report.seconds = time.monotonic() - started
-    return report

@@ -17,8 +17,6 @@ hosts.yaml::
 
 from __future__ import annotations
 
-import argparse
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,8 +26,10 @@ from typing import Any
 import yaml
 
 from testbed.errors import ConfigError
+from testbed.remote.argv import point_argv
 from testbed.remote.errors import ConnectionLost, RemoteError
 from testbed.remote.session import RemoteOptions, Session
+from testbed.remote.workload import RemoteRun, run_on
 
 MAX_ATTEMPTS = 2
 
@@ -45,22 +45,6 @@ def load_hosts(path: str) -> list[str]:
         raise ConfigError("expected 'hosts:' with a list of [user@]host[:port] strings",
                           file=path, path="hosts")
     return [h.strip() for h in hosts]
-
-
-def point_argv(base: list[str], point: Any) -> list[str]:
-    """The remote run argv for one point: the base without --repeat, plus --set and --repeat 1."""
-    out: list[str] = []
-    skip = False
-    for tok in base:
-        if skip:
-            skip = False
-        elif tok == "--repeat":
-            skip = True
-        elif not tok.startswith("--repeat="):
-            out.append(tok)
-    for key, value in point.point.items():
-        out += ["--set", f"{key}={value}"]
-    return out + ["--repeat", "1"]
 
 
 @dataclass
@@ -85,8 +69,7 @@ class _Board:
             time.sleep(0.2)
 
 
-def _worker(spec: str, opts: RemoteOptions, board: _Board, base: list[str], args: argparse.Namespace,
-            name: str, topologies: list[Path], output: Path) -> None:
+def _worker(spec: str, opts: RemoteOptions, board: _Board, run: RemoteRun) -> None:
     session = Session(spec, opts, prefix=f"[{spec}] ")
     try:
         session.prepare()
@@ -98,57 +81,67 @@ def _worker(spec: str, opts: RemoteOptions, board: _Board, base: list[str], args
         return
     try:
         while (job := board.take()) is not None:
-            point, attempt = job
-            try:
-                outcome = session.run_workload(
-                    point_argv(base, point), workload_file=args.workload,
-                    topology_files=topologies, workload_name=name, output=output,
-                    instance=f"r{secrets.token_hex(3)}", attached=bool(args.testbed_name))
-            except RemoteError as exc:
-                with board.lock:
-                    board.in_flight -= 1
-                    if attempt + 1 < MAX_ATTEMPTS:
-                        board.queue.append((point, attempt + 1))
-                        board.notes.append(f"{spec}: {point.label} retried on another host: {exc}")
-                    else:
-                        board.failed.append(f"{point.label}: {exc}")
-                if isinstance(exc, ConnectionLost) or not session.conn or not session.conn.alive:
-                    return
-                continue
-            with board.lock:
-                board.in_flight -= 1
-                board.dirs += outcome.run_dirs
-                if outcome.returncode != 0:
-                    board.failed.append(f"{point.label} on {spec}: exit {outcome.returncode}")
+            if not _run_point(session, board, run, job):
+                return
     finally:
         session.close()
 
 
-def run_sweep(args: argparse.Namespace, rest: list[str], opts: RemoteOptions) -> int:
-    from testbed.cli.remote import run_argv, workload_files
-    assert opts.hosts_file is not None
-    specs = load_hosts(opts.hosts_file)
-    name, topologies, points = workload_files(args)
-    output = args.output or Path("results")
-    base = run_argv(rest, args.workload)
-    board = _Board(queue=[(p, 0) for p in points])
+def _run_point(session: Session, board: _Board, run: RemoteRun, job: tuple[Any, int]) -> bool:
+    """Run one point on ``session``'s host; False when that host is lost."""
+    point, attempt = job
+    spec = session.spec
+    try:
+        outcome = run_on(session, run, point_argv(run.argv, point))
+    except RemoteError as exc:
+        with board.lock:
+            board.in_flight -= 1
+            if attempt + 1 < MAX_ATTEMPTS:
+                board.queue.append((point, attempt + 1))
+                board.notes.append(f"{spec}: {point.label} retried on another host: {exc}")
+            else:
+                board.failed.append(f"{point.label}: {exc}")
+        return not (isinstance(exc, ConnectionLost) or not session.conn or not session.conn.alive)
+    with board.lock:
+        board.in_flight -= 1
+        board.dirs += outcome.run_dirs
+        if outcome.returncode != 0:
+            board.failed.append(f"{point.label} on {spec}: exit {outcome.returncode}")
+    return True
+
+
+@dataclass
+class Sweep:
+    """What a sweep brought home, and what it could not do."""
+
+    dirs: list[Path]
+    notes: list[str]          # hosts not used, runs retried elsewhere
+    not_run: list[str]        # points no usable host was left for
+    failed: list[str]
+    total: int
+    where: Path               # output/<workload name>
+
+    def error(self) -> RemoteError | None:
+        if self.not_run:
+            return RemoteError(f"{len(self.not_run)} of {self.total} runs were not run (no usable "
+                               f"host left): {', '.join(self.not_run)}; results so far in "
+                               f"{self.where}")
+        if self.failed:
+            return RemoteError(f"{len(self.failed)} of {self.total} runs failed: "
+                               + "; ".join(self.failed))
+        return None
+
+
+def run_sweep(hosts_file: str, opts: RemoteOptions, run: RemoteRun) -> Sweep:
+    """Spread ``run``'s points over the hosts of ``hosts_file``, one worker per host."""
+    specs = load_hosts(hosts_file)
+    board = _Board(queue=[(p, 0) for p in run.points])
     threads = [threading.Thread(target=_worker, name=f"host {s}", daemon=True,
-                                args=(s, opts, board, base, args, name, topologies, output))
-               for s in specs]
+                                args=(s, opts, board, run)) for s in specs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    import sys
-    for note in board.notes:
-        print(f"testbed: {note}", file=sys.stderr)
-    for d in sorted(board.dirs):
-        print(d)
-    left = [p.label for p, _ in board.queue]
-    if left:
-        raise RemoteError(f"{len(left)} of {len(points)} runs were not run (no usable host left): "
-                          f"{', '.join(left)}; results so far in {output / name}")
-    if board.failed:
-        raise RemoteError(f"{len(board.failed)} of {len(points)} runs failed: "
-                          + "; ".join(board.failed))
-    return 0
+    return Sweep(dirs=sorted(board.dirs), notes=board.notes,
+                 not_run=[p.label for p, _ in board.queue], failed=board.failed,
+                 total=len(run.points), where=run.output / run.name)

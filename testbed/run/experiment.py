@@ -770,7 +770,8 @@ def _exit_how(code: int) -> str:
 
 
 def _explain(out: Path, err: Path) -> str:
-    from testbed.traffic.base import read_json, tail
+    from testbed.results import read_json
+    from testbed.traffic.base import tail
     data, _ = read_json(out)
     if isinstance(data, dict) and data.get("error"):
         return str(data["error"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from testbed.shape import describe, parse_json
+from testbed.results import read_json  # noqa: F401  (drivers read their raw output with it)
 from testbed.workload.model import Flow
 
 # How long a client waits for its connection. TCP resends a lost SYN 1, 2, 3, 4 s after the
@@ -91,33 +91,6 @@ class NodeLike(Protocol):
     name: str
 
     def popen(self, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen: ...
-
-
-def read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """The last JSON object in a tool's output file (and an explanation if there is none)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None, f"{path.name} was not written"
-    return parse_output(data, path.name)
-
-
-def parse_output(data: bytes, name: str) -> tuple[dict[str, Any] | None, str]:
-    """The JSON object in a tool's output (whole, or its last line: the agent writes a
-    readiness line first), or None and why there is none. Pure, total: bytes that are not
-    UTF-8, not JSON or not an object are a reason, never an exception."""
-    data = data.strip()
-    if not data:
-        return None, f"{name} is empty (the process produced no output)"
-    value, why = parse_json(data)
-    if why is not None:
-        last, why_last = parse_json(data.rsplit(b"\n", 1)[-1])
-        if why_last is not None:
-            return None, f"{name} is {why}: {data[:200]!r}"
-        value = last
-    if not isinstance(value, dict):
-        return None, f"{name} holds {describe(value)}, not a JSON object"
-    return value, ""
 
 
 def tail(path: Path, n: int = 300) -> str:

@@ -13,25 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.shape import ListOf, Obj, Opt, problem_text
-from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, read_json, tail
+from testbed.shape import Opt, problem_text
+from testbed.results import AGENT_CLIENT, AGENT_SERVER, read_json
+from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, tail
 from testbed.workload.model import Flow
-
-# what parse_builtin reads of the agent's output (testbed.traffic.agent), with its types
-AGENT_CLIENT = Obj({
-    "error": object, "errors": ListOf(object), "seconds": Opt(float),
-    "streams": ListOf(Obj({"stream": int, "sent": int}, ("stream", "sent"))),
-    "connections": ListOf(Opt(Obj({
-        "local_host": str, "local_port": int, "cc": str, "start_ns": float, "end_ns": float,
-        "bytes": float, "error": object, "transactions": int, "latencies_us": ListOf(float)}))),
-})
-_UDP_COUNTS = ("stream", "received", "reordered", "duplicates", "bytes")
-AGENT_SERVER = Obj({
-    "error": object,
-    "streams": ListOf(Obj({**{k: int for k in _UDP_COUNTS}, "jitter_us": float,
-                           "owd_us": ListOf(float)}, _UDP_COUNTS + ("jitter_us",))),
-    "connections": ListOf(Obj({"remote_port": int, "bytes": float, "error": object})),
-})
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 

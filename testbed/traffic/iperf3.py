@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from testbed.shape import ListOf, Obj, Opt, problem_text
-from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, read_json, tail
+from testbed.results import read_json
+from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, tail
 from testbed.workload.model import Flow
 
 # what parse_iperf3 reads of iperf3's --json output (client's or server's), with its types

@@ -20,7 +20,8 @@ from testbed.analysis.synthetic import FakeFlow, write_run
 from testbed.collect import tcpinfo
 from testbed.collect.capture import analyze_pcap
 from testbed.errors import TestbedError
-from testbed.traffic.base import FlowResult, parse_output
+from testbed.results import parse_output
+from testbed.traffic.base import FlowResult
 from testbed.traffic.builtin import parse_builtin
 from testbed.traffic.iperf3 import parse_iperf3
 

@@ -14,6 +14,7 @@ import pytest
 
 from testbed.cli import remote as cli_remote
 from testbed.errors import ConfigError
+from testbed.remote import argv as remote_argv
 from testbed.remote import install, ssh
 from testbed.remote.session import WORKLOAD_SLOT
 
@@ -60,8 +61,14 @@ def test_split_argv_takes_remote_options_anywhere_but_after_double_dash():
 
 def test_run_argv_replaces_the_workload_and_drops_local_only_options():
     rest = ["-v", "run", "--set", "w.yaml=1", "w.yaml", "--output", "out", "--name=x", "--quiet"]
-    argv = cli_remote.run_argv(rest, Path("w.yaml"))
+    argv = remote_argv.run_argv(rest, Path("w.yaml"))
     assert argv == ["-v", "run", "--set", "w.yaml=1", WORKLOAD_SLOT, "--quiet"]
+
+
+def test_with_file_replaces_the_file_argument_not_an_option_value():
+    rest = ["-v", "up", "--name", "t.yaml", "t.yaml", "--set", "a=1"]
+    assert remote_argv.with_file(rest, "up", "t.yaml", "/r/t.yaml") == \
+        ["-v", "up", "--name", "t.yaml", "/r/t.yaml", "--set", "a=1"]
 
 
 def test_remote_commands_are_quoted_argv_never_shell_strings():
@@ -181,5 +188,5 @@ def test_hosts_file_and_per_point_argv(tmp_path):
     point = RunPoint(variables={"loss": "1%", "cc": "bbr"}, point={"cc": "bbr"}, repetition=1,
                      index=3)
     base = ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%"]
-    assert sweep.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--set", "loss=1%",
+    assert remote_argv.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--set", "loss=1%",
                                              "--set", "cc=bbr", "--repeat", "1"]
