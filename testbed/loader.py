@@ -6,6 +6,13 @@ on the command line (``--set key=value``, the value read as YAML: ``5`` is a
 number, ``1%`` a string) override those; a name the file neither declares
 nor uses is an error (``check_variables``). The process environment is
 visible as ``env`` only when the caller asks for it.
+
+Files may come from anyone and testbed runs as root, so templates render in
+jinja2's immutable sandbox (``template_environment``): a template computes
+values from its variables (arithmetic, loops, filters) but cannot reach
+Python internals (``__globals__``, ``__class__``) or call methods that
+change a value; trying is one error naming the file and line. (Like any
+program, a template can still loop long or build a large string.)
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any, Iterable, Mapping
 import jinja2
 import jinja2.meta
 import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from testbed.errors import ConfigError
 
@@ -44,6 +52,13 @@ class Document:
             probe = probe[:cut] if cut > 0 else ""
             line = self.lines.get(probe)
         return ConfigError(message, file=self.file, path=path or None, line=line)
+
+
+def template_environment(undefined: type[jinja2.Undefined] = jinja2.StrictUndefined
+                         ) -> ImmutableSandboxedEnvironment:
+    """The jinja2 environment every user file is rendered (or parsed) in: the sandbox."""
+    return ImmutableSandboxedEnvironment(undefined=undefined, keep_trailing_newline=True,
+                                         autoescape=False)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -92,10 +107,10 @@ def render(text: str, file: str, variables: Mapping[str, Any], *,
     context.update(variables)
     if use_env:
         context["env"] = dict(os.environ)
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined,
-                                     keep_trailing_newline=True, autoescape=False)
     try:
-        rendered = environment.from_string(body).render(context)
+        rendered = template_environment().from_string(body).render(context)
+    except SecurityError as exc:
+        raise sandbox_error(exc, file) from None
     except jinja2.UndefinedError as exc:
         hint = "" if use_env or "env" not in str(exc) else \
             " (the environment is visible as 'env' only with --env)"
@@ -117,9 +132,10 @@ def render_lenient(text: str, file: str, variables: Mapping[str, Any] | None = N
     """
     defaults, body, _ = split_variables(text, file)
     context = {**defaults, **(variables or {})}
-    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
     try:
-        rendered = env.from_string(body).render(context)
+        rendered = template_environment(jinja2.ChainableUndefined).from_string(body).render(context)
+    except SecurityError as exc:
+        raise sandbox_error(exc, file) from None
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
     except Exception as exc:  # noqa: BLE001 - any failure of the user's template is bad input
@@ -145,7 +161,7 @@ def known_variables(text: str, file: str) -> set[str]:
     """
     defaults, body, _ = split_variables(text, file)
     try:
-        tree = jinja2.Environment().parse(body)
+        tree = template_environment().parse(body)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
     return (set(map(str, defaults)) | jinja2.meta.find_undeclared_variables(tree)) - {"env"}
@@ -202,6 +218,14 @@ def check_topology_file(path: str | Path, variables: Mapping[str, Any]) -> None:
     if wrong is not None:
         raise wrong
     check_variables(variables, known_variables(text, file), file)
+
+
+def sandbox_error(exc: SecurityError, file: str) -> ConfigError:
+    """The error for a template that reached for what the sandbox keeps from it."""
+    what = str(exc).rstrip(".")
+    return ConfigError(f"template: {what}; templates are sandboxed: they compute values "
+                       "from their variables, they cannot reach Python internals or run code",
+                       file=file, line=_template_line(exc))
 
 
 def template_error(exc: Exception, file: str, body: str, context: Mapping[str, Any], *,
