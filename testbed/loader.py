@@ -13,6 +13,10 @@ values from its variables (arithmetic, loops, filters) but cannot reach
 Python internals (``__globals__``, ``__class__``) or call methods that
 change a value; trying is one error naming the file and line. (Like any
 program, a template can still loop long or build a large string.)
+
+YAML anchors and aliases (``&name``, ``*name``) are refused anywhere in a
+file: a kilobyte of nested aliases expands to gigabytes, and an alias
+inside its own anchor never ends. Templates share values instead.
 """
 
 from __future__ import annotations
@@ -54,6 +58,27 @@ class Document:
         return ConfigError(message, file=self.file, path=path or None, line=line)
 
 
+class AliasRefused(yaml.MarkedYAMLError):
+    """An anchor or alias in a file (see the module docstring)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing anchors and aliases where it meets them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise AliasRefused(problem="YAML anchors and aliases (&name, *name) are not "
+                               "allowed; use a template variable or loop to repeat a value",
+                               problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def alias_error(exc: AliasRefused, file: str) -> ConfigError:
+    mark = exc.problem_mark
+    return ConfigError(str(exc.problem), file=file, line=mark.line + 1 if mark else None)
+
+
 def template_environment(undefined: type[jinja2.Undefined] = jinja2.StrictUndefined
                          ) -> ImmutableSandboxedEnvironment:
     """The jinja2 environment every user file is rendered (or parsed) in: the sandbox."""
@@ -85,7 +110,9 @@ def split_variables(text: str, file: str) -> tuple[dict[str, Any], str, int]:
         if line.rstrip() == "---":
             head = "".join(lines[:i])
             try:
-                data = yaml.safe_load(head)
+                data = yaml.load(head, Loader=NoAliasLoader)
+            except AliasRefused as exc:
+                raise alias_error(exc, file) from None
             except yaml.YAMLError:
                 return {}, text, 1
             if isinstance(data, dict) and set(data) == {"variables"}:
@@ -290,7 +317,9 @@ def _construct_scalar(node: yaml.Node) -> Any:
 def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int]]:
     """YAML text to data plus a map from YAML path (``links[0].delay``) to line number."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=NoAliasLoader)
+    except AliasRefused as exc:
+        raise alias_error(exc, file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise ConfigError(f"not valid YAML: {exc.problem}", file=file,
