@@ -310,6 +310,12 @@ def _construct_scalar(node: yaml.Node) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:      # an unknown tag (!!python/object, !foo)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML: {problem}", line=node.start_mark.line + 1) from None
+    except ValueError as exc:          # !!int abc, a date 2024-99-99, 5000 digits
+        raise ConfigError(f"cannot read this value: {str(exc).split(';')[0]}",
+                          line=node.start_mark.line + 1) from None
     finally:
         loader.dispose()
 

@@ -7,13 +7,18 @@ it) and checked for consistency. Which backend can do what is decided by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from testbed.errors import ConfigError
-from testbed.units import Duration, Percent, Rate, Size, UnitError
+from testbed.units import Duration, Percent, Rate, Size, NUMBER, UnitError, parse_number
 
 JITTER_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+# ceilings of the queue's own spellings (the kernel's limits on the resulting
+# bytes are checked with the link, ``check_kernel_limits``)
+MAX_BDP_MULTIPLE = 1e6
+MAX_QUEUE_PACKETS = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,23 @@ class GilbertElliott:
         return pi_bad * (1.0 - self.h.fraction) + (1.0 - pi_bad) * (1.0 - self.k.fraction)
 
 
+def _packets(n: int) -> int:
+    if n <= 0:
+        raise UnitError("a queue must hold at least one packet")
+    if n > MAX_QUEUE_PACKETS:
+        raise UnitError(f"a queue must hold at most {MAX_QUEUE_PACKETS} packets")
+    return n
+
+
+def _bdp_multiple(number: str, value: object) -> float:
+    if not re.fullmatch(NUMBER, number):
+        raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}")
+    mult = parse_number(number)
+    if not 0 < mult <= MAX_BDP_MULTIPLE:
+        raise UnitError(f"a BDP multiple must be positive and at most {MAX_BDP_MULTIPLE:g}")
+    return mult
+
+
 @dataclass(frozen=True)
 class Queue:
     """Bottleneck buffer: exactly one of packets, bytes, or a BDP multiple."""
@@ -51,25 +73,14 @@ class Queue:
     @classmethod
     def parse(cls, value: object) -> "Queue":
         if isinstance(value, int) and not isinstance(value, bool):
-            if value <= 0:
-                raise UnitError("a queue must hold at least one packet")
-            return cls(packets=value)
+            return cls(packets=_packets(value))
         if not isinstance(value, str):
             raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}")
         text = value.strip().lower()
-        try:
-            if text.endswith("bdp"):
-                mult = float(text[:-3])
-                if mult <= 0:
-                    raise UnitError("a BDP multiple must be positive")
-                return cls(bdp=mult)
-            if text.endswith("p") and text[:-1].isdigit():
-                n = int(text[:-1])
-                if n <= 0:
-                    raise UnitError("a queue must hold at least one packet")
-                return cls(packets=n)
-        except ValueError as exc:
-            raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}") from exc
+        if text.endswith("bdp"):
+            return cls(bdp=_bdp_multiple(text[:-3].strip(), value))
+        if re.fullmatch(r"[0-9]{1,30}p", text):
+            return cls(packets=_packets(int(text[:-1])))
         try:
             size = Size.parse(value)
         except UnitError:
