@@ -20,9 +20,11 @@ from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairme
 from testbed.model.schedule import ScheduleEntry, parse_schedule
 
 NODE_KINDS = ("host", "router")
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# names are checked with fullmatch: '$' would also match before a trailing newline
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MAX_NAME = 24          # keeps tb-<instance>-<node> and the ownership tag short
-IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+IFNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+CC_RE = re.compile(r"[a-z0-9_]{1,15}")
 IFNAMSIZ = 15          # usable bytes of a Linux interface name
 ROUTING_SCOPES = ("hosts", "all")
 IPv4Iface = ipaddress.IPv4Interface
@@ -104,7 +106,7 @@ ENDPOINT_KEYS = {"node", "ifname", "ipv4", "ipv6"}
 ADDRESSING_KEYS = {"ipv4", "prefix", "ipv6", "routing"}
 DEFAULTS_KEYS = {"cc", "sysctls"}
 ROUTE_KEYS = {"to", "via"}
-SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$")
+SYSCTL_RE = re.compile(r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+")
 
 
 def _check_keys(doc: Document, data: Any, allowed: set[str], path: str, what: str) -> dict:
@@ -129,13 +131,29 @@ def _closest(word: str, options: set[str]) -> str | None:
     return closest(word, options, SYNONYMS)
 
 
-def check_name(doc: Document, name: Any, path: str, what: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise doc.error(path, f"{what} {name!r} is not a safe name: use letters, digits, "
-                        "'-' and '_', starting with a letter")
+def name_problem(name: Any, what: str) -> str | None:
+    """Why ``name`` cannot name a node, a topology or an instance; None if it can."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        return (f"{what} {name!r} is not a safe name: use letters, digits, '-' and '_', "
+                "starting with a letter")
     if len(name) > MAX_NAME:
-        raise doc.error(path, f"{what} {name!r} is {len(name)} characters long; "
-                        f"the limit is {MAX_NAME}")
+        return f"{what} {name!r} is {len(name)} characters long; the limit is {MAX_NAME}"
+    return None
+
+
+def check_name(doc: Document, name: Any, path: str, what: str) -> str:
+    problem = name_problem(name, what)
+    if problem is not None:
+        raise doc.error(path, problem)
+    return name
+
+
+def check_instance_name(name: Any) -> str:
+    """``name`` if it can name an instance (``--name``, and so namespaces and state
+    directories), else a ConfigError saying why and naming ``--name``."""
+    problem = name_problem(name, "instance name")
+    if problem is not None:
+        raise ConfigError(problem, file="--name")
     return name
 
 
@@ -146,7 +164,7 @@ def _parse_sysctls(doc: Document, data: Any, path: str) -> tuple[tuple[str, str]
         raise doc.error(path, "sysctls must be a mapping like {net.ipv4.tcp_ecn: 1}")
     out = []
     for key, value in data.items():
-        if not isinstance(key, str) or not SYSCTL_RE.match(key) or ".." in key:
+        if not isinstance(key, str) or not SYSCTL_RE.fullmatch(key):
             raise doc.error(f"{path}.{key}", f"{key!r} is not a sysctl name like net.ipv4.tcp_ecn")
         if not key.startswith("net."):
             raise doc.error(f"{path}.{key}", f"{key!r} is not per network namespace; "
@@ -162,7 +180,7 @@ def _parse_sysctls(doc: Document, data: Any, path: str) -> tuple[tuple[str, str]
 def _parse_cc(doc: Document, value: Any, path: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"^[a-z0-9_]{1,15}$", value):
+    if not isinstance(value, str) or not CC_RE.fullmatch(value):
         raise doc.error(path, f"{value!r} is not a congestion control name (e.g. cubic, bbr, reno)")
     return value
 
@@ -219,9 +237,11 @@ def _parse_endpoint(doc: Document, data: Any, path: str) -> Endpoint:
     _check_keys(doc, data, ENDPOINT_KEYS, path, "a link endpoint")
     if "node" not in data:
         raise doc.error(path, "a link endpoint needs 'node'")
+    if not isinstance(data["node"], str):
+        raise doc.error(f"{path}.node", f"'node' names a node, got {data['node']!r}")
     ifname = data.get("ifname")
     if ifname is not None:
-        if not isinstance(ifname, str) or not IFNAME_RE.match(ifname):
+        if not isinstance(ifname, str) or not IFNAME_RE.fullmatch(ifname):
             raise doc.error(f"{path}.ifname", f"{ifname!r} is not a valid interface name")
         if len(ifname.encode()) > IFNAMSIZ:
             raise doc.error(f"{path}.ifname", f"interface name {ifname!r} is longer than "
