@@ -263,7 +263,29 @@ def _parse_endpoint(doc: Document, data: Any, path: str) -> Endpoint:
         except ValueError as exc:
             raise doc.error(f"{path}.ipv6", f"{data['ipv6']!r} is not an IPv6 address with "
                             f"prefix: {exc}") from None
+    for family, iface in (("ipv4", ipv4), ("ipv6", ipv6)):
+        problem = None if iface is None else host_address_problem(iface)
+        if problem is not None:
+            raise doc.error(f"{path}.{family}", problem)
     return Endpoint(node=data["node"], ifname=ifname, ipv4=ipv4, ipv6=ipv6)
+
+
+def host_address_problem(iface: IPv4Iface | IPv6Iface) -> str | None:
+    """Why ``iface`` cannot be a host's address in its subnet; None if it can.
+
+    An IPv4 subnet's first and last addresses are its network and broadcast
+    addresses, except in a /31 or /32 (RFC 3021); an IPv6 subnet's first is the
+    subnet-router anycast address (RFC 4291), except in a /127 or /128 (RFC 6164).
+    """
+    net, ip = iface.network, iface.ip
+    if net.num_addresses <= 2:
+        return None
+    if ip == net.network_address:
+        what = "network address" if net.version == 4 else "subnet-router anycast address"
+        return f"{iface} is the {what} of {net}, not a host address"
+    if net.version == 4 and ip == net.broadcast_address:
+        return f"{iface} is the broadcast address of {net}, not a host address"
+    return None
 
 
 def _parse_links(doc: Document, data: Any, nodes: dict[str, Node]) -> tuple[Link, ...]:
