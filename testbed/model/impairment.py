@@ -19,6 +19,21 @@ JITTER_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 # bytes are checked with the link, ``check_kernel_limits``)
 MAX_BDP_MULTIPLE = 1e6
 MAX_QUEUE_PACKETS = 2**32 - 1
+# a rate without 'queue' gets this many BDPs of buffer; a link without delay is sized
+# for DEFAULT_RTT, not for the microseconds of a veth (which would leave 2 packets)
+DEFAULT_QUEUE_BDP = 1.0
+DEFAULT_RTT = Duration(0.1)
+
+
+def rtt_or_default(rtt_hint: Duration | None) -> Duration:
+    return rtt_hint if rtt_hint is not None else DEFAULT_RTT
+
+
+def round_trip(*directions: Impairment | None) -> Duration | None:
+    """The round trip a link adds: the sum of its directions' delays (None if zero), the
+    base of buffers given as a BDP multiple."""
+    total = sum(d.delay.seconds for d in directions if d is not None and d.delay)
+    return Duration(total) if total > 0 else None
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,14 @@ class Impairment:
             if amount is None or amount > 0:      # Gilbert-Elliott loss has no single amount
                 return True
         return False
+
+    def bottleneck_bytes(self, rtt_hint: Duration | None, mtu: int) -> int | None:
+        """The bottleneck buffer in bytes (None without a rate): the queue, else
+        ``DEFAULT_QUEUE_BDP`` BDPs over the round trip ``rtt_hint`` (``rtt_or_default``)."""
+        if self.rate is None:
+            return None
+        queue = self.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
+        return queue.resolve_bytes(self.rate, rtt_or_default(rtt_hint), mtu)
 
     def merged(self, other: "Impairment") -> "Impairment":
         """``self`` with every field that ``other`` sets replaced (like ``tc qdisc change``)."""

@@ -16,7 +16,8 @@ from typing import Any
 
 from testbed.errors import ConfigError
 from testbed.loader import Document, closest, workload_instead
-from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
+from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
+from testbed.model.limits import kernel_limit_problems
 from testbed.model.schedule import ScheduleEntry, parse_schedule
 
 NODE_KINDS = ("host", "router")
@@ -336,9 +337,24 @@ def _parse_links(doc: Document, data: Any, nodes: dict[str, Node]) -> tuple[Link
                 imps[direction] = parse_impairment(merged, file=doc.file, path=where)
             except ConfigError as exc:
                 raise doc.error(exc.path or where, exc.message) from None
-        links.append(Link(index=i, a=a, b=b, mtu=mtu, forward=imps["forward"],
-                          reverse=imps["reverse"]))
+        link = Link(index=i, a=a, b=b, mtu=mtu, forward=imps["forward"], reverse=imps["reverse"])
+        _check_kernel_limits(doc, link, path, both, directional)
+        links.append(link)
     return tuple(links)
+
+
+def _check_kernel_limits(doc: Document, link: Link, path: str, both: dict[str, Any],
+                         directional: dict[str, dict[str, Any]]) -> None:
+    """Each direction's rate and queue must fit what the kernel is sent (model/limits.py);
+    the error names where the offending key is written."""
+    rtt = round_trip(link.forward, link.reverse)
+    for direction, other in (("forward", "reverse"), ("reverse", "forward")):
+        for key, problem in kernel_limit_problems(getattr(link, direction), rtt, link.mtu):
+            where = (f"{path}.{direction}.{key}" if key in directional[direction] else
+                     f"{path}.{key}" if key in both else
+                     f"{path}.{other}.{key}" if key in directional[other] else path)
+            sender, receiver = (link.a, link.b) if direction == "forward" else (link.b, link.a)
+            raise doc.error(where, f"{sender.node}->{receiver.node}: {problem}")
 
 
 def _parse_addressing(doc: Document, data: Any) -> Addressing:
