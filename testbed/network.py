@@ -182,7 +182,7 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.R
     selection = links.choose(plan, link_backend)
     backend.preflight(plan)
     journal = state.Journal(plan.instance)
-    notes: list[str] = []
+    notes: list[str] = list(plan.notes)
 
     def emulate(plan: Plan, spaces: netns.Namespaces) -> None:
         if selection is not None:
