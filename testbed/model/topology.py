@@ -228,7 +228,10 @@ def _parse_routes(doc: Document, data: Any, path: str) -> tuple[Route, ...]:
             net = ipaddress.ip_network("0.0.0.0/0" if to == "default" else str(to), strict=True)
         except ValueError as exc:
             raise doc.error(f"{rpath}.to", f"{to!r} is not a network prefix: {exc}") from None
-        routes.append(Route(to=net, via=str(item["via"]), path=rpath))
+        if not isinstance(item["via"], str):
+            raise doc.error(f"{rpath}.via", f"'via' is a neighbour's name or an address, "
+                            f"got {item['via']!r}")
+        routes.append(Route(to=net, via=item["via"], path=rpath))
     return tuple(routes)
 
 
