@@ -29,21 +29,30 @@ Adjacency = Mapping[str, Sequence[tuple[str, Any, int]]]   # node -> (peer, link
 
 
 def longest_path(topo: Topology, adjacency: Adjacency) -> int:
-    """The most links on a shortest path between two nodes (transit only through routers)."""
-    longest = 0
-    for source in topo.nodes:
-        depth = {source: 0}
-        queue = deque([source])
-        while queue:
-            node = queue.popleft()
-            if node != source and topo.nodes[node].kind != "router":
-                continue
-            for peer, _link, _side in adjacency[node]:
-                if peer not in depth:
-                    depth[peer] = depth[node] + 1
-                    queue.append(peer)
-        longest = max(longest, *depth.values())
+    """The most links a packet crosses between two nodes on the planner's shortest paths
+    (transit only through routers). Measured from each router: a host's path is one link to
+    a router and that router's way on (exact for a host on one router, else an upper bound)."""
+    longest = 1 if any(adjacency.values()) else 0
+    for name, node in topo.nodes.items():
+        if node.kind == "router":
+            hosts = any(topo.nodes[peer].kind == "host" for peer, _l, _s in adjacency[name])
+            longest = max(longest, _eccentricity(topo, adjacency, name) + hosts)
     return longest
+
+
+def _eccentricity(topo: Topology, adjacency: Adjacency, router: str) -> int:
+    """The most links from ``router`` to any node it reaches through routers."""
+    depth = {router: 0}
+    queue = deque([router])
+    while queue:
+        node = queue.popleft()
+        if topo.nodes[node].kind != "router":
+            continue
+        for peer, _link, _side in adjacency[node]:
+            if peer not in depth:
+                depth[peer] = depth[node] + 1
+                queue.append(peer)
+    return max(depth.values())
 
 
 def needed_ttl(topo: Topology, adjacency: Adjacency) -> tuple[int, int | None]:

@@ -60,3 +60,45 @@ def test_a_ttl_the_topology_sets_wins_and_one_too_low_is_reported():
     assert _sysctls(plan, "r2")["net.ipv4.ip_default_ttl"] == "109"
     assert ("node r1: net.ipv4.ip_default_ttl=80 (set in the topology) is below the 101 links "
             "of the longest path: its packets can die on the way") in plan.notes
+
+
+def _brute_force_longest(topo) -> int:
+    """The longest shortest path, by a search from every node (hosts do not forward)."""
+    adjacency = {n: [] for n in topo.nodes}
+    for link in topo.links:
+        adjacency[link.a.node].append(link.b.node)
+        adjacency[link.b.node].append(link.a.node)
+    longest = 0
+    for source in topo.nodes:
+        depth, frontier = {source: 0}, [source]
+        while frontier:
+            nxt = []
+            for node in frontier:
+                if node == source or topo.nodes[node].kind == "router":
+                    for peer in adjacency[node]:
+                        if peer not in depth:
+                            depth[peer] = depth[node] + 1
+                            nxt.append(peer)
+            frontier = nxt
+        longest = max(longest, *depth.values())
+    return longest
+
+
+RING = ("name: ring\nnodes: {h1: {}, h2: {}, h3: {}, " +
+        ", ".join(f"r{i}: {{kind: router}}" for i in range(1, 9)) + "}\nlinks:\n" +
+        "".join(f"  - endpoints: [r{i}, r{i % 8 + 1}]\n" for i in range(1, 9)) +
+        "  - endpoints: [h1, r1]\n  - endpoints: [h2, r4]\n  - endpoints: [h3, r6]\n")
+
+
+@pytest.mark.parametrize("topo", [
+    *[load_topology(p) for p in sorted(LINE.parent.glob("*.yaml"))],
+    load_topology(LINE, {"routers": 7}),
+    parse_topology(load_text(RING, "ring.yaml")),
+], ids=lambda t: t.file)
+def test_longest_path_is_the_longest_shortest_path(topo):
+    from testbed.hoplimit import longest_path
+    adjacency = {n: [] for n in topo.nodes}
+    for link in topo.links:
+        adjacency[link.a.node].append((link.b.node, link, 0))
+        adjacency[link.b.node].append((link.a.node, link, 1))
+    assert longest_path(topo, adjacency) == _brute_force_longest(topo)
