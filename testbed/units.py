@@ -3,14 +3,23 @@
 Parsing accepts what tc users write (``100mbit``, ``20ms``, ``1.5MB``,
 ``0.5%``) and rejects anything ambiguous. Values are kept in base units
 (bit/s, seconds, bytes, fraction) so arithmetic never guesses.
+
+Numbers are read as floats (``1e100000000`` is infinite at once, not a
+billion-digit integer) and each quantity has a ceiling far above any real
+use (``MAX_RATE_BPS``, ``MAX_SECONDS``, ``MAX_BYTES``): a value beyond it,
+infinite or NaN is refused with a message, never a traceback later on.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-_NUMBER = r"(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE](?P<exp>[+-]?[0-9]+))?"
+NUMBER = r"(?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+MAX_RATE_BPS = 1e15            # 1000 tbit
+MAX_SECONDS = 365 * 86400.0    # a year
+MAX_BYTES = 10**18             # 1 EB
 
 _RATE_UNITS = {
     "bit": 1, "bps": 1,
@@ -32,20 +41,44 @@ class UnitError(ValueError):
     """A value could not be read as the quantity asked for."""
 
 
+def parse_number(text: str) -> float:
+    """A plain decimal number (``1.5``, ``.5``, ``2e-3``; no sign, no ``nan`` or ``inf``),
+    finite; raises UnitError otherwise."""
+    if not re.fullmatch(NUMBER, text):
+        raise UnitError(f"expected a number such as 1.5, got {text!r}")
+    return _finite(float(text), text)
+
+
+def _finite(value: float, text: object) -> float:
+    if math.isnan(value):
+        raise UnitError(f"{text!r} is not a number")
+    if math.isinf(value):
+        raise UnitError(f"{text!r} is too large")
+    return value
+
+
 def _split(text: object, what: str, example: str) -> tuple[float, str]:
     if isinstance(text, bool):
         raise UnitError(f"expected a {what} such as {example!r}, got {text!r}")
     if isinstance(text, (int, float)):
-        return float(text), ""
+        try:
+            return _finite(float(text), text), ""
+        except OverflowError:          # an integer beyond any float (and too long to show)
+            raise UnitError(f"an integer of {text.bit_length()} bits is too large "
+                            f"for a {what}") from None
     if not isinstance(text, str):
         raise UnitError(f"expected a {what} such as {example!r}, got {text!r}")
-    m = re.fullmatch(r"\s*(?P<sign>-)?" + _NUMBER + r"\s*(?P<unit>[a-zA-Z%]*)\s*", text)
+    m = re.fullmatch(r"\s*(?P<sign>-)?" + NUMBER + r"\s*(?P<unit>[a-zA-Z%]*)\s*", text)
     if not m:
         raise UnitError(f"expected a {what} such as {example!r}, got {text!r}")
-    value = float(m.group("num")) * (10 ** int(m.group("exp")) if m.group("exp") else 1)
-    if m.group("sign"):
-        value = -value
-    return value, m.group("unit").lower()
+    value = _finite(float(m.group("num")), text)
+    return (-value if m.group("sign") else value), m.group("unit").lower()
+
+
+def _at_most(value: float, ceiling: float, text: object, shown: str) -> float:
+    if value > ceiling:
+        raise UnitError(f"{text!r} is too large: at most {shown}")
+    return value
 
 
 @dataclass(frozen=True, order=True)
@@ -63,7 +96,7 @@ class Rate:
                             f"a rate needs a unit, e.g. '{text}mbit'")
         if value <= 0:
             raise UnitError(f"a rate must be positive, got {text!r}")
-        return cls(value * _RATE_UNITS[unit])
+        return cls(_at_most(value * _RATE_UNITS[unit], MAX_RATE_BPS, text, "1000tbit"))
 
     def __str__(self) -> str:
         for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
@@ -87,7 +120,7 @@ class Duration:
         if value < 0 or (value == 0 and not allow_zero):
             raise UnitError(f"a duration must be {'non-negative' if allow_zero else 'positive'}, "
                             f"got {text!r}")
-        return cls(value * _TIME_UNITS[unit])
+        return cls(_at_most(value * _TIME_UNITS[unit], MAX_SECONDS, text, "a year"))
 
     @property
     def ms(self) -> float:
@@ -118,7 +151,7 @@ class Size:
             raise UnitError(f"unknown size unit {unit!r} in {text!r} (use B, KB, MB, KiB, MiB)")
         if value < 0:
             raise UnitError(f"a size must be non-negative, got {text!r}")
-        return cls(int(round(value * _SIZE_UNITS[unit])))
+        return cls(int(round(_at_most(value * _SIZE_UNITS[unit], MAX_BYTES, text, "1 EB"))))
 
     def __str__(self) -> str:
         for unit, scale in (("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):

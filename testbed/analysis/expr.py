@@ -19,6 +19,7 @@ strings outside selectors or names starting with an underscore.
 
 from __future__ import annotations
 
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,7 +166,10 @@ def parse_number(text: str) -> float:
     unit = m.group(2).lower()
     if unit and unit not in UNITS:
         raise KeyError(unit)
-    return float(m.group(1)) * (UNITS[unit][1] if unit else 1.0)
+    value = float(m.group(1)) * (UNITS[unit][1] if unit else 1.0)
+    if not math.isfinite(value):
+        raise OverflowError(text)
+    return value
 
 
 class Parser:
@@ -270,6 +274,8 @@ class Parser:
             except KeyError as exc:
                 raise _error(self.text, tok.pos, f"unknown unit {exc.args[0]!r} (use %, bit/kbit/mbit/"
                              "gbit, ns/us/ms/s, B/KB/MB)") from None
+            except OverflowError:
+                raise _error(self.text, tok.pos, f"{tok.text} is too large a number") from None
         if tok.kind == "op" and tok.text == "(":
             with self.nested(self.take()):
                 node = self.sum()

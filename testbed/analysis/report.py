@@ -21,8 +21,11 @@ from testbed.version import __version__
 
 def _template() -> Any:
     import jinja2
-    env = jinja2.Environment(loader=jinja2.PackageLoader("testbed", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    # our own template, but the values come from run directories that may be anyone's:
+    # escaped, and rendered in the same sandbox as user files (testbed.model.document)
+    env = ImmutableSandboxedEnvironment(loader=jinja2.PackageLoader("testbed", "templates"),
+                                        autoescape=True, undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2")
 
 

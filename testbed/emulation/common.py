@@ -14,8 +14,6 @@ from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment, parse_impairment
 from testbed.units import Duration, Rate
 
-DEFAULT_QUEUE_BDP = 1.0
-
 
 @dataclass(frozen=True)
 class Step:
@@ -133,6 +131,3 @@ def shift_rtt(rtt_hint: Duration | None, shift: float) -> Duration | None:
     total = round((rtt_hint.seconds if rtt_hint is not None else 0.0) + shift, 9)
     return Duration(total) if total > 0 else None
 
-
-def rtt_or_default(rtt_hint: Duration | None) -> Duration:
-    return rtt_hint if rtt_hint is not None else Duration(0.1)

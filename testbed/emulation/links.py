@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from testbed.errors import PreflightError
-from testbed.model.impairment import Impairment
+from testbed.model.impairment import Impairment, round_trip
 from testbed.plan.planner import Plan, PlannedLink
 from testbed.units import Duration
 
@@ -50,8 +50,7 @@ def rtt_hint(link: PlannedLink) -> Duration | None:
     default buffer of a rate without ``queue``) for a 100 ms path, not for the
     microseconds of a veth, which would leave a 2-packet buffer.
     """
-    total = sum((d.seconds for d in (link.forward.delay, link.reverse.delay) if d), 0.0)
-    return Duration(total) if total > 0 else None
+    return round_trip(link.forward, link.reverse)
 
 
 def needs_per_packet(plan: Plan) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 
 from testbed.emulation import BACKENDS, Backend
 from testbed.errors import ConfigError, TestbedError
-from testbed.model.impairment import Impairment, parse_impairment
+from testbed.model.impairment import Impairment, parse_impairment, round_trip
+from testbed.model.limits import kernel_limit_problems
 from testbed.realize import state
 from testbed.units import Duration
 
@@ -197,6 +198,11 @@ def _set(instance: str, data: dict[str, Any],
     after = dict(before)
     for d, imp, exact in targets:
         after[d.side] = imp if exact else (before[d.side] or Impairment()).merged(imp)
+    rtt = _rtt_hint(after)
+    beyond = [f"{d.label}: {p}" for d in link_dirs if after[d.side] is not None
+              for _key, p in kernel_limit_problems(after[d.side], rtt, d.mtu)]
+    if beyond:
+        raise ConfigError("; ".join(beyond))
     problems = [f"{d.label}: {p}" for d, _imp, _exact in targets
                 for p in backend.unsupported(after[d.side])]
     if problems:
@@ -254,8 +260,7 @@ def _notes_of(d: LiveDirection, record: dict[str, Any] | None) -> list[str]:
 
 def _rtt_hint(after: dict[str, Impairment | None]) -> Duration | None:
     """As testbed.emulation.links.rtt_hint: the link's round-trip delay, None (100 ms) without one."""
-    total = sum(x.delay.seconds for x in after.values() if x is not None and x.delay)
-    return Duration(total) if total > 0 else None
+    return round_trip(*after.values())
 
 
 def _link(data: dict[str, Any], d: LiveDirection) -> str:

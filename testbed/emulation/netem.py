@@ -31,11 +31,11 @@ from pathlib import Path
 from testbed.emulation import tbf as tbf_mod
 from testbed.kernel.tc import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
-                                      read_state, rtt_or_default, state_path, write_state)
+from testbed.emulation.common import (Step, applied_with, impairment_to_dict, read_state,
+                                      state_path, write_state)
 from testbed.emulation.distributions import netem_table
 from testbed.errors import RealizeError
-from testbed.model.impairment import GilbertElliott, Impairment, Queue
+from testbed.model.impairment import GilbertElliott, Impairment
 from testbed.units import Duration
 
 NETEM_HANDLE = 0x7462 << 16
@@ -155,9 +155,7 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
                                          prob_u32(1.0 - ge.k.fraction)))
     tbf = None
     if imp.rate is not None:
-        queue = imp.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
-        tbf = tbf_mod.tbf_params(imp.rate.bps, queue.resolve_bytes(
-            imp.rate, rtt_or_default(rtt_hint), mtu), mtu)
+        tbf = tbf_mod.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
     return NetemPlan(netem=netem, tbf=tbf)
 
 

@@ -62,16 +62,14 @@ class Scheduler:
     @classmethod
     def for_network(cls, net: Any) -> "Scheduler":
         """The schedule of the topology a running testbed was brought up from (may be empty)."""
-        import yaml
-
-        from testbed.model.document import Document
+        from testbed.model.document import Document, parse_yaml
         from testbed.model.topology import parse_topology
         source = net.data.get("topology_source") or ""
-        data = yaml.safe_load(source) if source.strip() else None
+        file = net.data.get("file") or "<topology>"
+        data, lines = parse_yaml(source, file)
         if not isinstance(data, dict) or not data.get("schedule"):
             return cls(net.name, ())
-        topo = parse_topology(Document(file=net.data.get("file") or "<topology>", data=data),
-                              require_name=False)
+        topo = parse_topology(Document(file=file, data=data, lines=lines), require_name=False)
         return cls(net.name, topo.schedule)
 
     @property

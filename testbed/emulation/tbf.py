@@ -28,8 +28,8 @@ import struct
 from testbed.kernel import tc as rtnl
 from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
+from testbed.model.limits import ETH_HEADER, U32_MAX, tbf_burst
 
-ETH_HEADER = 14
 # the handle marks the root qdisc as ours ("tb" in ASCII)
 HANDLE_MAJOR = 0x7462
 HANDLE = HANDLE_MAJOR << 16
@@ -37,7 +37,7 @@ TC_H_ROOT = 0xFFFFFFFF
 # the byte FIFO grafted under a tbf to drop its queue: alternating handles,
 # since a replace with the child's own handle only changes its limit
 FIFO_HANDLES = (0x7464 << 16, 0x7465 << 16)
-MAX_RATE_BYTES = 2**32 - 1  # pyroute2's tbf sends no TCA_TBF_RATE64
+MAX_RATE_BYTES = U32_MAX  # pyroute2's tbf sends no TCA_TBF_RATE64 (model/limits.py)
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,8 @@ def queue_must_go(old: TbfParams | None, new: TbfParams) -> bool:
 def tbf_params(rate_bps: float, buffer_bytes: int, mtu: int) -> TbfParams:
     """tbf parameters for a rate and a buffer (pure)."""
     rate_bytes = int(round(rate_bps / 8.0))
-    frame = mtu + ETH_HEADER
-    burst = max(2 * frame, int(rate_bytes * 0.001))
-    return TbfParams(rate_bytes=rate_bytes, burst=burst, limit=max(buffer_bytes, frame))
+    return TbfParams(rate_bytes=rate_bytes, burst=tbf_burst(rate_bytes, mtu),
+                     limit=max(buffer_bytes, mtu + ETH_HEADER))
 
 
 def _ifindex(ipr: IPRoute, netns: str, ifname: str) -> int:

@@ -2,7 +2,7 @@
 
 Per direction of a link (egress of ``ifname`` inside ``netns``):
 
-- rate + buffer: a root tbf (``tbf.py``), buffer from ``Queue.resolve_bytes``
+- rate + buffer: a root tbf (``tbf.py``), buffer from ``Impairment.bottleneck_bytes``
   (default 1 BDP at the RTT hint);
 - delay, jitter (uniform/normal/pareto/paretonormal, netem semantics),
   reorder (netem's: that share of packets skips the delay line), random
@@ -39,11 +39,11 @@ from pyroute2 import IPRoute
 
 from testbed.emulation import daemon, netfilter, offload, tbf
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (DEFAULT_QUEUE_BDP, Step, applied_with, impairment_to_dict,
-                                      read_state, rtt_or_default, state_path, write_state)
+from testbed.emulation.common import (Step, applied_with, impairment_to_dict, read_state,
+                                      state_path, write_state)
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
-from testbed.model.impairment import GilbertElliott, Impairment, Queue
+from testbed.model.impairment import GilbertElliott, Impairment
 from testbed.units import Duration
 
 
@@ -74,9 +74,7 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePl
     """Pure: the mechanisms and their parameters for ``imp`` (assumes it is supported)."""
     tbf_params = None
     if imp.rate is not None:
-        queue = imp.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
-        buffer = queue.resolve_bytes(imp.rate, rtt_or_default(rtt_hint), mtu)
-        tbf_params = tbf.tbf_params(imp.rate.bps, buffer, mtu)
+        tbf_params = tbf.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
     delay = None
     ge = imp.loss if isinstance(imp.loss, GilbertElliott) else None
     loss = imp.loss.fraction if imp.loss is not None and ge is None else 0.0

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from testbed.emulation import links
 from testbed.model import document as loader
 from testbed.errors import TestbedError
-from testbed.model.topology import Topology, check_name, parse_topology
+from testbed.model.topology import Topology, check_instance_name, parse_topology
 from testbed.plan.planner import Plan, first_address, make_plan
 from testbed.realize import state
 from testbed.realize import build as backend
@@ -38,8 +38,7 @@ def load_topology(path: str | os.PathLike[str], variables: Mapping[str, Any] | N
 
 def plan_for(topology: Topology, name: str | None = None) -> Plan:
     if name is not None:
-        doc = loader.Document(file="--name", data=None)
-        check_name(doc, name, "", "instance name")
+        check_instance_name(name)
     return make_plan(topology, name)
 
 
@@ -186,7 +185,7 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.R
     selection = links.choose(plan, link_backend)
     backend.preflight(plan)
     journal = state.Journal(plan.instance)
-    notes: list[str] = []
+    notes: list[str] = list(plan.notes)
 
     def emulate(plan: Plan, spaces: netns.Namespaces) -> None:
         if selection is not None:

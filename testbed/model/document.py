@@ -6,6 +6,17 @@ on the command line (``--set key=value``, the value read as YAML: ``5`` is a
 number, ``1%`` a string) override those; a name the file neither declares
 nor uses is an error (``check_variables``). The process environment is
 visible as ``env`` only when the caller asks for it.
+
+Files may come from anyone and testbed runs as root, so templates render in
+jinja2's immutable sandbox (``template_environment``): a template computes
+values from its variables (arithmetic, loops, filters) but cannot reach
+Python internals (``__globals__``, ``__class__``) or call methods that
+change a value; trying is one error naming the file and line. (Like any
+program, a template can still loop long or build a large string.)
+
+YAML anchors and aliases (``&name``, ``*name``) are refused anywhere in a
+file: a kilobyte of nested aliases expands to gigabytes, and an alias
+inside its own anchor never ends. Templates share values instead.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from typing import Any, Iterable, Mapping
 import jinja2
 import jinja2.meta
 import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from testbed.errors import ConfigError
 
@@ -46,6 +58,34 @@ class Document:
         return ConfigError(message, file=self.file, path=path or None, line=line)
 
 
+class AliasRefused(yaml.MarkedYAMLError):
+    """An anchor or alias in a file (see the module docstring)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing anchors and aliases where it meets them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise AliasRefused(problem="YAML anchors and aliases (&name, *name) are not "
+                               "allowed; use a template variable or loop to repeat a value",
+                               problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def alias_error(exc: AliasRefused, file: str) -> ConfigError:
+    mark = exc.problem_mark
+    return ConfigError(str(exc.problem), file=file, line=mark.line + 1 if mark else None)
+
+
+def template_environment(undefined: type[jinja2.Undefined] = jinja2.StrictUndefined
+                         ) -> ImmutableSandboxedEnvironment:
+    """The jinja2 environment every user file is rendered (or parsed) in: the sandbox."""
+    return ImmutableSandboxedEnvironment(undefined=undefined, keep_trailing_newline=True,
+                                         autoescape=False)
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line; the value is read as YAML (so 5 is an int)."""
     if "=" not in text:
@@ -70,7 +110,9 @@ def split_variables(text: str, file: str) -> tuple[dict[str, Any], str, int]:
         if line.rstrip() == "---":
             head = "".join(lines[:i])
             try:
-                data = yaml.safe_load(head)
+                data = yaml.load(head, Loader=NoAliasLoader)
+            except AliasRefused as exc:
+                raise alias_error(exc, file) from None
             except yaml.YAMLError:
                 return {}, text, 1
             if isinstance(data, dict) and set(data) == {"variables"}:
@@ -92,10 +134,10 @@ def render(text: str, file: str, variables: Mapping[str, Any], *,
     context.update(variables)
     if use_env:
         context["env"] = dict(os.environ)
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined,
-                                     keep_trailing_newline=True, autoescape=False)
     try:
-        rendered = environment.from_string(body).render(context)
+        rendered = template_environment().from_string(body).render(context)
+    except SecurityError as exc:
+        raise sandbox_error(exc, file) from None
     except jinja2.UndefinedError as exc:
         hint = "" if use_env or "env" not in str(exc) else \
             " (the environment is visible as 'env' only with --env)"
@@ -117,9 +159,10 @@ def render_lenient(text: str, file: str, variables: Mapping[str, Any] | None = N
     """
     defaults, body, _ = split_variables(text, file)
     context = {**defaults, **(variables or {})}
-    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
     try:
-        rendered = env.from_string(body).render(context)
+        rendered = template_environment(jinja2.ChainableUndefined).from_string(body).render(context)
+    except SecurityError as exc:
+        raise sandbox_error(exc, file) from None
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
     except Exception as exc:  # noqa: BLE001 - any failure of the user's template is bad input
@@ -145,7 +188,7 @@ def known_variables(text: str, file: str) -> set[str]:
     """
     defaults, body, _ = split_variables(text, file)
     try:
-        tree = jinja2.Environment().parse(body)
+        tree = template_environment().parse(body)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
     return (set(map(str, defaults)) | jinja2.meta.find_undeclared_variables(tree)) - {"env"}
@@ -204,6 +247,14 @@ def check_topology_file(path: str | Path, variables: Mapping[str, Any]) -> None:
     check_variables(variables, known_variables(text, file), file)
 
 
+def sandbox_error(exc: SecurityError, file: str) -> ConfigError:
+    """The error for a template that reached for what the sandbox keeps from it."""
+    what = str(exc).rstrip(".")
+    return ConfigError(f"template: {what}; templates are sandboxed: they compute values "
+                       "from their variables, they cannot reach Python internals or run code",
+                       file=file, line=_template_line(exc))
+
+
 def template_error(exc: Exception, file: str, body: str, context: Mapping[str, Any], *,
                    given: Mapping[str, Any]) -> ConfigError:
     """One ConfigError for an exception raised while rendering: its template line and the
@@ -259,6 +310,12 @@ def _construct_scalar(node: yaml.Node) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:      # an unknown tag (!!python/object, !foo)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML: {problem}", line=node.start_mark.line + 1) from None
+    except ValueError as exc:          # !!int abc, a date 2024-99-99, 5000 digits
+        raise ConfigError(f"cannot read this value: {str(exc).split(';')[0]}",
+                          line=node.start_mark.line + 1) from None
     finally:
         loader.dispose()
 
@@ -266,7 +323,9 @@ def _construct_scalar(node: yaml.Node) -> Any:
 def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int]]:
     """YAML text to data plus a map from YAML path (``links[0].delay``) to line number."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=NoAliasLoader)
+    except AliasRefused as exc:
+        raise alias_error(exc, file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise ConfigError(f"not valid YAML: {exc.problem}", file=file,

@@ -7,13 +7,33 @@ it) and checked for consistency. Which backend can do what is decided by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from testbed.errors import ConfigError
-from testbed.units import Duration, Percent, Rate, Size, UnitError
+from testbed.units import Duration, Percent, Rate, Size, NUMBER, UnitError, parse_number
 
 JITTER_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+# ceilings of the queue's own spellings (the kernel's limits on the resulting
+# bytes are checked with the link, ``check_kernel_limits``)
+MAX_BDP_MULTIPLE = 1e6
+MAX_QUEUE_PACKETS = 2**32 - 1
+# a rate without 'queue' gets this many BDPs of buffer; a link without delay is sized
+# for DEFAULT_RTT, not for the microseconds of a veth (which would leave 2 packets)
+DEFAULT_QUEUE_BDP = 1.0
+DEFAULT_RTT = Duration(0.1)
+
+
+def rtt_or_default(rtt_hint: Duration | None) -> Duration:
+    return rtt_hint if rtt_hint is not None else DEFAULT_RTT
+
+
+def round_trip(*directions: Impairment | None) -> Duration | None:
+    """The round trip a link adds: the sum of its directions' delays (None if zero), the
+    base of buffers given as a BDP multiple."""
+    total = sum(d.delay.seconds for d in directions if d is not None and d.delay)
+    return Duration(total) if total > 0 else None
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,23 @@ class GilbertElliott:
         return pi_bad * (1.0 - self.h.fraction) + (1.0 - pi_bad) * (1.0 - self.k.fraction)
 
 
+def _packets(n: int) -> int:
+    if n <= 0:
+        raise UnitError("a queue must hold at least one packet")
+    if n > MAX_QUEUE_PACKETS:
+        raise UnitError(f"a queue must hold at most {MAX_QUEUE_PACKETS} packets")
+    return n
+
+
+def _bdp_multiple(number: str, value: object) -> float:
+    if not re.fullmatch(NUMBER, number):
+        raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}")
+    mult = parse_number(number)
+    if not 0 < mult <= MAX_BDP_MULTIPLE:
+        raise UnitError(f"a BDP multiple must be positive and at most {MAX_BDP_MULTIPLE:g}")
+    return mult
+
+
 @dataclass(frozen=True)
 class Queue:
     """Bottleneck buffer: exactly one of packets, bytes, or a BDP multiple."""
@@ -51,25 +88,14 @@ class Queue:
     @classmethod
     def parse(cls, value: object) -> "Queue":
         if isinstance(value, int) and not isinstance(value, bool):
-            if value <= 0:
-                raise UnitError("a queue must hold at least one packet")
-            return cls(packets=value)
+            return cls(packets=_packets(value))
         if not isinstance(value, str):
             raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}")
         text = value.strip().lower()
-        try:
-            if text.endswith("bdp"):
-                mult = float(text[:-3])
-                if mult <= 0:
-                    raise UnitError("a BDP multiple must be positive")
-                return cls(bdp=mult)
-            if text.endswith("p") and text[:-1].isdigit():
-                n = int(text[:-1])
-                if n <= 0:
-                    raise UnitError("a queue must hold at least one packet")
-                return cls(packets=n)
-        except ValueError as exc:
-            raise UnitError(f"expected a queue size like '100p', '375KB' or '1.5bdp', got {value!r}") from exc
+        if text.endswith("bdp"):
+            return cls(bdp=_bdp_multiple(text[:-3].strip(), value))
+        if re.fullmatch(r"[0-9]{1,30}p", text):
+            return cls(packets=_packets(int(text[:-1])))
         try:
             size = Size.parse(value)
         except UnitError:
@@ -129,6 +155,14 @@ class Impairment:
             if amount is None or amount > 0:      # Gilbert-Elliott loss has no single amount
                 return True
         return False
+
+    def bottleneck_bytes(self, rtt_hint: Duration | None, mtu: int) -> int | None:
+        """The bottleneck buffer in bytes (None without a rate): the queue, else
+        ``DEFAULT_QUEUE_BDP`` BDPs over the round trip ``rtt_hint`` (``rtt_or_default``)."""
+        if self.rate is None:
+            return None
+        queue = self.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
+        return queue.resolve_bytes(self.rate, rtt_or_default(rtt_hint), mtu)
 
     def merged(self, other: "Impairment") -> "Impairment":
         """``self`` with every field that ``other`` sets replaced (like ``tc qdisc change``)."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from testbed.model.document import Document
-from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
+from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
+from testbed.model.limits import kernel_limit_problems
 from testbed.units import Duration, UnitError
 
 ENTRY_KEYS = {"at", "for", "link", "set", "direction"}
@@ -93,7 +94,35 @@ def parse_schedule(doc: Document, raw: Any, links: Sequence[Any]) -> tuple[Sched
         imp = parse_impairment(settings, file=doc.file, path=f"{where}.set", partial=True)
         out.append(ScheduleEntry(at=at, link=link, set=imp, direction=direction,
                                  duration=duration, index=i))
-    return tuple(sorted(out, key=lambda e: (e.at.seconds, e.index)))
+    entries = tuple(sorted(out, key=lambda e: (e.at.seconds, e.index)))
+    _check_kernel_limits(doc, entries, links)
+    return entries
+
+
+def _check_kernel_limits(doc: Document, entries: Sequence[ScheduleEntry],
+                         links: Sequence[Any]) -> None:
+    """Each entry, merged in time order into what the links start with, must still fit what
+    the kernel is sent (model/limits.py). (A ``for`` puts back a state already checked.)"""
+    state = {l.index: [l.forward, l.reverse] for l in links}
+    for e in entries:
+        link, flipped = _find_link(links, e.link)
+        sides = {"forward": [0], "reverse": [1], "both": [0, 1]}[e.direction]
+        for side in ([1 - side for side in sides] if flipped else sides):
+            state[link.index][side] = state[link.index][side].merged(e.set)
+        rtt = round_trip(*state[link.index])
+        for side, (sender, receiver) in enumerate(((link.a, link.b), (link.b, link.a))):
+            for _key, problem in kernel_limit_problems(state[link.index][side], rtt, link.mtu):
+                raise doc.error(f"schedule[{e.index}].set", f"{sender.node}->{receiver.node} "
+                                f"from {e.at}: {problem}")
+
+
+def _find_link(links: Sequence[Any], name: str) -> tuple[Any, bool]:
+    """The link named ``a-b`` (flipped=False) or else ``b-a`` (True), as the live change
+    that carries out the entry finds it (emulation.live.find_link)."""
+    for link in links:
+        if name == f"{link.a.node}-{link.b.node}":
+            return link, False
+    return next(l for l in links if name == f"{l.b.node}-{l.a.node}"), True
 
 
 def _duration(doc: Document, value: Any, path: str) -> Duration:

@@ -16,13 +16,16 @@ from typing import Any
 
 from testbed.errors import ConfigError
 from testbed.model.document import Document, closest, workload_instead
-from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment
+from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
+from testbed.model.limits import kernel_limit_problems
 from testbed.model.schedule import ScheduleEntry, parse_schedule
 
 NODE_KINDS = ("host", "router")
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# names are checked with fullmatch: '$' would also match before a trailing newline
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MAX_NAME = 24          # keeps tb-<instance>-<node> and the ownership tag short
-IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+IFNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+CC_RE = re.compile(r"[a-z0-9_]{1,15}")
 IFNAMSIZ = 15          # usable bytes of a Linux interface name
 ROUTING_SCOPES = ("hosts", "all")
 IPv4Iface = ipaddress.IPv4Interface
@@ -104,7 +107,7 @@ ENDPOINT_KEYS = {"node", "ifname", "ipv4", "ipv6"}
 ADDRESSING_KEYS = {"ipv4", "prefix", "ipv6", "routing"}
 DEFAULTS_KEYS = {"cc", "sysctls"}
 ROUTE_KEYS = {"to", "via"}
-SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$")
+SYSCTL_RE = re.compile(r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+")
 
 
 def _check_keys(doc: Document, data: Any, allowed: set[str], path: str, what: str) -> dict:
@@ -129,13 +132,29 @@ def _closest(word: str, options: set[str]) -> str | None:
     return closest(word, options, SYNONYMS)
 
 
-def check_name(doc: Document, name: Any, path: str, what: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise doc.error(path, f"{what} {name!r} is not a safe name: use letters, digits, "
-                        "'-' and '_', starting with a letter")
+def name_problem(name: Any, what: str) -> str | None:
+    """Why ``name`` cannot name a node, a topology or an instance; None if it can."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        return (f"{what} {name!r} is not a safe name: use letters, digits, '-' and '_', "
+                "starting with a letter")
     if len(name) > MAX_NAME:
-        raise doc.error(path, f"{what} {name!r} is {len(name)} characters long; "
-                        f"the limit is {MAX_NAME}")
+        return f"{what} {name!r} is {len(name)} characters long; the limit is {MAX_NAME}"
+    return None
+
+
+def check_name(doc: Document, name: Any, path: str, what: str) -> str:
+    problem = name_problem(name, what)
+    if problem is not None:
+        raise doc.error(path, problem)
+    return name
+
+
+def check_instance_name(name: Any) -> str:
+    """``name`` if it can name an instance (``--name``, and so namespaces and state
+    directories), else a ConfigError saying why and naming ``--name``."""
+    problem = name_problem(name, "instance name")
+    if problem is not None:
+        raise ConfigError(problem, file="--name")
     return name
 
 
@@ -146,7 +165,7 @@ def _parse_sysctls(doc: Document, data: Any, path: str) -> tuple[tuple[str, str]
         raise doc.error(path, "sysctls must be a mapping like {net.ipv4.tcp_ecn: 1}")
     out = []
     for key, value in data.items():
-        if not isinstance(key, str) or not SYSCTL_RE.match(key) or ".." in key:
+        if not isinstance(key, str) or not SYSCTL_RE.fullmatch(key):
             raise doc.error(f"{path}.{key}", f"{key!r} is not a sysctl name like net.ipv4.tcp_ecn")
         if not key.startswith("net."):
             raise doc.error(f"{path}.{key}", f"{key!r} is not per network namespace; "
@@ -162,7 +181,7 @@ def _parse_sysctls(doc: Document, data: Any, path: str) -> tuple[tuple[str, str]
 def _parse_cc(doc: Document, value: Any, path: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"^[a-z0-9_]{1,15}$", value):
+    if not isinstance(value, str) or not CC_RE.fullmatch(value):
         raise doc.error(path, f"{value!r} is not a congestion control name (e.g. cubic, bbr, reno)")
     return value
 
@@ -209,7 +228,10 @@ def _parse_routes(doc: Document, data: Any, path: str) -> tuple[Route, ...]:
             net = ipaddress.ip_network("0.0.0.0/0" if to == "default" else str(to), strict=True)
         except ValueError as exc:
             raise doc.error(f"{rpath}.to", f"{to!r} is not a network prefix: {exc}") from None
-        routes.append(Route(to=net, via=str(item["via"]), path=rpath))
+        if not isinstance(item["via"], str):
+            raise doc.error(f"{rpath}.via", f"'via' is a neighbour's name or an address, "
+                            f"got {item['via']!r}")
+        routes.append(Route(to=net, via=item["via"], path=rpath))
     return tuple(routes)
 
 
@@ -219,9 +241,11 @@ def _parse_endpoint(doc: Document, data: Any, path: str) -> Endpoint:
     _check_keys(doc, data, ENDPOINT_KEYS, path, "a link endpoint")
     if "node" not in data:
         raise doc.error(path, "a link endpoint needs 'node'")
+    if not isinstance(data["node"], str):
+        raise doc.error(f"{path}.node", f"'node' names a node, got {data['node']!r}")
     ifname = data.get("ifname")
     if ifname is not None:
-        if not isinstance(ifname, str) or not IFNAME_RE.match(ifname):
+        if not isinstance(ifname, str) or not IFNAME_RE.fullmatch(ifname):
             raise doc.error(f"{path}.ifname", f"{ifname!r} is not a valid interface name")
         if len(ifname.encode()) > IFNAMSIZ:
             raise doc.error(f"{path}.ifname", f"interface name {ifname!r} is longer than "
@@ -243,7 +267,29 @@ def _parse_endpoint(doc: Document, data: Any, path: str) -> Endpoint:
         except ValueError as exc:
             raise doc.error(f"{path}.ipv6", f"{data['ipv6']!r} is not an IPv6 address with "
                             f"prefix: {exc}") from None
+    for family, iface in (("ipv4", ipv4), ("ipv6", ipv6)):
+        problem = None if iface is None else host_address_problem(iface)
+        if problem is not None:
+            raise doc.error(f"{path}.{family}", problem)
     return Endpoint(node=data["node"], ifname=ifname, ipv4=ipv4, ipv6=ipv6)
+
+
+def host_address_problem(iface: IPv4Iface | IPv6Iface) -> str | None:
+    """Why ``iface`` cannot be a host's address in its subnet; None if it can.
+
+    An IPv4 subnet's first and last addresses are its network and broadcast
+    addresses, except in a /31 or /32 (RFC 3021); an IPv6 subnet's first is the
+    subnet-router anycast address (RFC 4291), except in a /127 or /128 (RFC 6164).
+    """
+    net, ip = iface.network, iface.ip
+    if net.num_addresses <= 2:
+        return None
+    if ip == net.network_address:
+        what = "network address" if net.version == 4 else "subnet-router anycast address"
+        return f"{iface} is the {what} of {net}, not a host address"
+    if net.version == 4 and ip == net.broadcast_address:
+        return f"{iface} is the broadcast address of {net}, not a host address"
+    return None
 
 
 def _parse_links(doc: Document, data: Any, nodes: dict[str, Node]) -> tuple[Link, ...]:
@@ -294,9 +340,24 @@ def _parse_links(doc: Document, data: Any, nodes: dict[str, Node]) -> tuple[Link
                 imps[direction] = parse_impairment(merged, file=doc.file, path=where)
             except ConfigError as exc:
                 raise doc.error(exc.path or where, exc.message) from None
-        links.append(Link(index=i, a=a, b=b, mtu=mtu, forward=imps["forward"],
-                          reverse=imps["reverse"]))
+        link = Link(index=i, a=a, b=b, mtu=mtu, forward=imps["forward"], reverse=imps["reverse"])
+        _check_kernel_limits(doc, link, path, both, directional)
+        links.append(link)
     return tuple(links)
+
+
+def _check_kernel_limits(doc: Document, link: Link, path: str, both: dict[str, Any],
+                         directional: dict[str, dict[str, Any]]) -> None:
+    """Each direction's rate and queue must fit what the kernel is sent (model/limits.py);
+    the error names where the offending key is written."""
+    rtt = round_trip(link.forward, link.reverse)
+    for direction, other in (("forward", "reverse"), ("reverse", "forward")):
+        for key, problem in kernel_limit_problems(getattr(link, direction), rtt, link.mtu):
+            where = (f"{path}.{direction}.{key}" if key in directional[direction] else
+                     f"{path}.{key}" if key in both else
+                     f"{path}.{other}.{key}" if key in directional[other] else path)
+            sender, receiver = (link.a, link.b) if direction == "forward" else (link.b, link.a)
+            raise doc.error(where, f"{sender.node}->{receiver.node}: {problem}")
 
 
 def _parse_addressing(doc: Document, data: Any) -> Addressing:

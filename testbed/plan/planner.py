@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from testbed.plan import hoplimit
 from testbed.errors import ConfigError
 from testbed.model.impairment import Impairment
 from testbed.model.topology import Link, Topology
@@ -126,6 +127,7 @@ class Plan:
     nodes: dict[str, PlannedNode]
     links: tuple[PlannedLink, ...]
     ccs: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()  # for the user: what the plan did on its own, or doubts
 
     def hosts_file(self) -> str:
         """/etc/hosts for commands run in the nodes, so node names resolve."""
@@ -187,6 +189,7 @@ class Plan:
             for l in emulated:
                 out.append(f"   {l.a}->{l.b} at {l.a}:{l.a_ifname}: {l.forward.describe()}")
                 out.append(f"   {l.b}->{l.a} at {l.b}:{l.b_ifname}: {l.reverse.describe()}")
+        out += [f"note: {note}" for note in self.notes]
         return "\n".join(out)
 
 
@@ -272,6 +275,8 @@ def make_plan(topo: Topology, instance: str | None = None) -> Plan:
         adjacency[link.b.node].append((link.a.node, link, 1))
 
     _check_reachability(topo, adjacency)
+    hops, ttl = hoplimit.needed_ttl(topo, adjacency)
+    notes = [hoplimit.describe(hops, ttl)] if ttl is not None else []
 
     routes: dict[str, dict[IPNet, PlannedRoute]] = {n: {} for n in topo.nodes}
 
@@ -335,10 +340,15 @@ def make_plan(topo: Topology, instance: str | None = None) -> Plan:
         cc = node.cc or DEFAULT_CC
         ccs.add(cc)
         sysctls = [("net.ipv4.ip_forward", "1" if node.kind == "router" else "0")]
-        if addressing.ipv6 is not None or any(a.version == 6 for i in ifaces for a in i.addresses):
+        ipv6 = addressing.ipv6 is not None or any(a.version == 6 for i in ifaces
+                                                  for a in i.addresses)
+        if ipv6:
             sysctls.append(("net.ipv6.conf.all.forwarding", "1" if node.kind == "router" else "0"))
         sysctls.append(("net.ipv4.tcp_congestion_control", cc))
+        if ttl is not None:
+            sysctls += hoplimit.ttl_sysctls(ttl, [i.ifname for i in ifaces], ipv6)
         user = dict(node.sysctls)
+        notes += hoplimit.too_low(name, user, hops)
         if "net.ipv4.tcp_congestion_control" in user:
             raise ConfigError("set the congestion control with 'cc:', not as a sysctl",
                               file=topo.file, path=f"nodes.{name}.sysctls")
@@ -355,7 +365,7 @@ def make_plan(topo: Topology, instance: str | None = None) -> Plan:
                               b_ifname=ifnames[(l.index, 1)], mtu=l.mtu,
                               forward=l.forward, reverse=l.reverse) for l in topo.links)
     return Plan(instance=instance, topology=topo, nodes=planned, links=links,
-                ccs=tuple(sorted(ccs)))
+                ccs=tuple(sorted(ccs)), notes=tuple(notes))
 
 
 def _bfs_parents(roots: list[str], adjacency: dict[str, list[tuple[str, Link, int]]],

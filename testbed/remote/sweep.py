@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from testbed.errors import ConfigError
+from testbed.model.document import parse_yaml
 from testbed.remote.argv import point_argv
 from testbed.remote.errors import ConnectionLost, RemoteError
 from testbed.remote.session import RemoteOptions, Session
@@ -36,9 +35,10 @@ MAX_ATTEMPTS = 2
 
 def load_hosts(path: str) -> list[str]:
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read hosts file: {exc}", file=path) from None
+    data, _ = parse_yaml(text, path)
     hosts = data.get("hosts") if isinstance(data, dict) else data
     if not isinstance(hosts, list) or not hosts or \
             not all(isinstance(h, str) and h.strip() for h in hosts):

@@ -21,7 +21,7 @@ from testbed.model.impairment import IMPAIRMENT_KEYS, GilbertElliott, Impairment
 from testbed.units import Duration, Percent, Rate, Size, UnitError
 
 MARKER = "tb-variable-probe-7f3a"
-_LINK_PATH = re.compile(r"^links\[(\d+)\](?:\.(forward|reverse))?\.(\w+)$")
+_LINK_PATH = re.compile(r"links\[(\d+)\](?:\.(forward|reverse))?\.(\w+)")
 
 
 FIELDS = ("rate_bps", "delay_s", "jitter_s", "distribution", "loss", "loss_gilbert_elliott",
@@ -175,7 +175,7 @@ def _keys_addressed(paths: list[str] | None, d: dict[str, Any]) -> list[str]:
         return list(IMPAIRMENT_KEYS)
     keys: set[str] = set()
     for p in paths:
-        m = _LINK_PATH.match(p)
+        m = _LINK_PATH.fullmatch(p)
         if m:
             if int(m.group(1)) == d["link_index"] and m.group(2) in (None, d["side"]) \
                     and m.group(3) in IMPAIRMENT_KEYS:

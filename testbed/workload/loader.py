@@ -32,7 +32,10 @@ FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size"
 RR_KEYS = ("request", "response", "think")
 SAMPLING_KEYS = ("tcp_info", "qdisc", "host")
 CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+# a workload's name is a directory under the results and a flow's a file name
+# prefix: no leading dot, so never '.', '..' or hidden
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+_NAME_RULE = "may use letters, digits, '_', '.' and '-', and may not start with '.'"
 _CC_RE = re.compile(r"[a-z0-9_]+")
 DEFAULT_DURATION = Duration(10.0)
 
@@ -171,7 +174,7 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
                             f"a flow needs '{key}:' naming a node of the topology")
     name = str(f.get("name") or f"{f['from']}-{f['to']}-{index}")
     if not _NAME_RE.fullmatch(name):
-        raise ctx.error(f"{path}.name", f"flow name {name!r} may use letters, digits, '_', '.', '-'")
+        raise ctx.error(f"{path}.name", f"flow name {name!r} {_NAME_RULE}")
     protocol = f.get("protocol", "tcp")
     if protocol not in FLOW_PROTOCOLS:
         raise ctx.error(f"{path}.protocol", f"unknown protocol {protocol!r}; use tcp or udp")
@@ -229,7 +232,7 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     top = ctx.mapping(data, "", TOP_KEYS)
     name = str(top.get("name") or file.stem)
     if not _NAME_RE.fullmatch(name):
-        raise ctx.error("name", f"workload name {name!r} may use letters, digits, '_', '.', '-'")
+        raise ctx.error("name", f"workload name {name!r} {_NAME_RULE}")
     topo = top.get("topology")
     topology_path: Path | None = None
     topology_inline: dict[str, Any] | None = None

@@ -89,6 +89,8 @@ def test_failing_and_missing():
     ("goodput > 1 and goodput < 2", "unexpected"),
     ("(goodput > 1", "')'"),
     ("goodput > 10furlongs", "unknown unit"),
+    ("goodput > 1e400mbit", "1e400mbit is too large a number"),
+    ("goodput > 1e100000000", "too large a number"),
     ("goodput > 1 % 2", "must follow a number"),
     ("goodput ** 2 > 1", "expected a number"),
     ("[goodput] > 1", "expected a number"),
