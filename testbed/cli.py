@@ -15,13 +15,14 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from testbed import cli_compare, cli_links, cli_run
+from testbed import cli_args, cli_compare, cli_links, cli_run
 from testbed.errors import TestbedError
 
 
 def _add_common(p: argparse.ArgumentParser, *, name: bool = True, template: bool = False) -> None:
     if name:
-        p.add_argument("--name", help="testbed instance name (default: from the topology, or "
+        p.add_argument("--name", type=cli_args.instance_name,
+                       help="testbed instance name (default: from the topology, or "
                        "the only instance up)")
     if template:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     p = sub.add_parser("clean", help="remove every leftover the testbed owns (after kill -9)")
-    p.add_argument("--name", help="only this instance (default: every instance)")
+    p.add_argument("--name", type=cli_args.instance_name,
+                   help="only this instance (default: every instance)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed")
 
     sub.add_parser("doctor", help="what this kernel and host offer and lack, and what to do")

@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from testbed import cli_args
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -19,8 +21,10 @@ def register(subparsers: Any) -> None:
                     "measured. Exit code 1 if any link is outside tolerance.")
     p.add_argument("topology", nargs="?", help="topology file (not needed with --testbed)")
     p.add_argument("--testbed", dest="testbed_name", default=None,
+                   type=cli_args.instance_name,
                    help="validate a testbed already up, leaving it up")
-    p.add_argument("--name", default=None, help="instance name for the testbed brought up")
+    p.add_argument("--name", default=None, type=cli_args.instance_name,
+                   help="instance name for the testbed brought up")
     p.add_argument("--set", dest="assignments", action="append", default=[],
                    metavar="KEY=VALUE", help="template variable (repeatable)")
     p.add_argument("--link-backend", default="auto", choices=("auto", "netem", "userspace"))
@@ -37,6 +41,7 @@ def register(subparsers: Any) -> None:
     s = sub.add_parser("show", help="each emulated direction: configured, backend, kernel view")
     s.add_argument("--link", dest="link_name", default=None, metavar="A-B", help="only this link")
     s.add_argument("--name", "--testbed", dest="testbed_name", default=None,
+                   type=cli_args.instance_name,
                    help="testbed instance (default: the only one up)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=link_show_command)
@@ -47,6 +52,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     s.add_argument("--direction", choices=("forward", "reverse", "both"), default="both")
     s.add_argument("--name", "--testbed", dest="testbed_name", default=None,
+                   type=cli_args.instance_name,
                    help="testbed instance (default: the only one up)")
     s.set_defaults(func=link_set_command)
 

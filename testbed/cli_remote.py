@@ -89,6 +89,17 @@ def split_argv(argv: Sequence[str]) -> tuple[RemoteOptions, list[str]]:
     return opts, rest
 
 
+def check_remote_paths(opts: RemoteOptions) -> None:
+    """The remote paths given (they become paths, and one of them a directory testbed
+    removes session directories under, as root) are usable, before connecting."""
+    from testbed.cli_args import path_problem
+    for flag in ("--remote-dir", "--remote-testbed", "--remote-python"):
+        value = getattr(opts, OPTIONS[flag][0])
+        problem = None if value is None else path_problem(value)
+        if problem:
+            raise ConfigError(f"{flag} {value!r}: {problem}")
+
+
 def wants_remote(argv: Sequence[str]) -> bool:
     items = list(argv)
     items = items[:items.index("--")] if "--" in items else items
@@ -194,6 +205,7 @@ def main(argv: Sequence[str]) -> int:
             raise ConfigError("give either --host or --hosts, not both")
         if opts.remote_python is None:
             opts.remote_python = "python3"
+        check_remote_paths(opts)
         args = build_parser().parse_args(rest)
         if opts.hosts_file:
             if args.command != "run":

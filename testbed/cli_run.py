@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from testbed import cli_args
 from testbed.loader import parse_assignment
 
 
@@ -20,14 +21,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="set a template variable (repeatable); pins a matrix dimension; "
                    "VALUE is read as YAML (5 is a number, 1%% a string)")
     p.add_argument("--repeat", type=int, default=None, help="repetitions of each point (overrides the file)")
-    p.add_argument("--output", type=Path, default=None, help="results directory (default: ./results)")
-    p.add_argument("--testbed", dest="testbed_name", default=None,
+    p.add_argument("--output", type=cli_args.output_dir, default=None,
+                   help="results directory (default: ./results)")
+    p.add_argument("--testbed", dest="testbed_name", default=None, type=cli_args.instance_name,
                    help="run against a testbed already up ('testbed up'), leaving it up")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="with --testbed: run even where the testbed's links differ from what the "
                    "workload's variables say (the runs are marked suspect and record the "
                    "differences)")
-    p.add_argument("--name", default=None, help="instance name for the testbed brought up")
+    p.add_argument("--name", default=None, type=cli_args.instance_name,
+                   help="instance name for the testbed brought up")
     p.add_argument("--link-backend", default="auto", choices=("auto", "netem", "userspace"),
                    help="link emulation backend (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from testbed import links, loader
 from testbed.errors import TestbedError
-from testbed.model.topology import Topology, check_name, parse_topology
+from testbed.model.topology import Topology, check_instance_name, parse_topology
 from testbed.plan import Plan, first_address, make_plan
 from testbed.realize import backend, netns, state
 
@@ -35,8 +35,7 @@ def load_topology(path: str | os.PathLike[str], variables: Mapping[str, Any] | N
 
 def plan_for(topology: Topology, name: str | None = None) -> Plan:
     if name is not None:
-        doc = loader.Document(file="--name", data=None)
-        check_name(doc, name, "", "instance name")
+        check_instance_name(name)
     return make_plan(topology, name)
 
 
@@ -221,8 +220,9 @@ def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
 
 
 def attach(name: str) -> Network:
-    """The Network of an instance already up (e.g. from ``testbed up``)."""
-    data = state.Journal(name).read_state()
+    """The Network of an instance already up (e.g. from ``testbed up``); ``name`` must
+    follow the instance-name rule (a ConfigError otherwise, before any file is read)."""
+    data = state.Journal(check_instance_name(name, "instance name")).read_state()
     if data is None:
         up_now = state.instances()
         hint = f" (up: {', '.join(up_now)})" if up_now else " (none is up)"

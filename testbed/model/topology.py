@@ -130,13 +130,20 @@ def _closest(word: str, options: set[str]) -> str | None:
 
 
 def check_name(doc: Document, name: Any, path: str, what: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise doc.error(path, f"{what} {name!r} is not a safe name: use letters, digits, "
                         "'-' and '_', starting with a letter")
     if len(name) > MAX_NAME:
         raise doc.error(path, f"{what} {name!r} is {len(name)} characters long; "
                         f"the limit is {MAX_NAME}")
     return name
+
+
+def check_instance_name(name: Any, option: str = "--name") -> str:
+    """``name`` if it is a safe testbed instance name (the rule of node names), else a
+    ConfigError naming ``option``. Every way in that takes an instance name applies it
+    before the name becomes a path (/run/testbed/<name>) or a namespace name."""
+    return check_name(Document(file=option, data=None), name, "", "instance name")
 
 
 def _parse_sysctls(doc: Document, data: Any, path: str) -> tuple[tuple[str, str], ...]:

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from testbed.errors import ConfigError, TestbedError
+from testbed.files import contained
+from testbed.model.topology import check_instance_name
+
 RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
 
 
@@ -66,21 +70,31 @@ def _mkdir(path: Path) -> None:
 
 
 def instance_dir(instance: str) -> Path:
-    return RUN_DIR / instance
+    """``RUN_DIR/<instance>``; a ConfigError, before any file is touched, for a name
+    that breaks the instance-name rule (``..``, ``/some/dir``, ``host.json``, ...)."""
+    return contained(RUN_DIR, check_instance_name(instance), what="instance name")
 
 
 def instances() -> list[str]:
+    """Instances with a state directory (entries that are not instance names are not ours)."""
     try:
-        return sorted(p.name for p in RUN_DIR.iterdir() if p.is_dir())
+        return sorted(p.name for p in RUN_DIR.iterdir() if p.is_dir() and _is_instance(p.name))
     except FileNotFoundError:
         return []
 
 
+def _is_instance(name: str) -> bool:
+    try:
+        check_instance_name(name)
+    except ConfigError:
+        return False
+    return True
+
+
 def pick_instance(name: str | None) -> str:
-    """``name``, or the only instance up; an error naming them when that is ambiguous."""
-    from testbed.errors import TestbedError
-    if name:
-        return name
+    """``name`` (checked), or the only instance up; an error naming them when ambiguous."""
+    if name is not None:
+        return check_instance_name(name)
     up = instances()
     if len(up) == 1:
         return up[0]

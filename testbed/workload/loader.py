@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 from testbed import loader as tb_loader
 
 from testbed.errors import ConfigError
+from testbed.files import NAME_MAX
 from testbed.units import Duration, Rate, Size, UnitError
 from testbed.workload.model import (FLOW_PROTOCOLS, Capture, Flow, RequestResponse,
                                     Sampling, Workload)
@@ -228,8 +229,10 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     ctx = _Ctx(file, lines or {})
     top = ctx.mapping(data, "", TOP_KEYS)
     name = str(top.get("name") or file.stem)
-    if not _NAME_RE.fullmatch(name):
-        raise ctx.error("name", f"workload name {name!r} may use letters, digits, '_', '.', '-'")
+    if not _NAME_RE.fullmatch(name) or name.startswith(".") or len(name) > NAME_MAX:
+        # it names a directory of results: '..' or '.x' would leave it or hide it
+        raise ctx.error("name", f"workload name {name!r} may use letters, digits, '_', '.', '-', "
+                        f"must not start with '.' and has at most {NAME_MAX} characters")
     topo = top.get("topology")
     topology_path: Path | None = None
     topology_inline: dict[str, Any] | None = None
