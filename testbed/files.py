@@ -1,14 +1,21 @@
-"""Paths built from names: the rule for what testbed writes (as root) where a name it
-did not choose decides the path.
+"""Paths built from names, and files replaced whole: the two rules for what testbed
+writes (as root) where a name it did not choose decides the path.
 
 ``contained(base, name)`` is the one check for a path made of a base directory and
 a name (an instance, a workload, a run id, a file a remote host lists): the name is
 one plain path component, and the path, symlinks resolved, stays inside ``base``.
 It raises before anything is read, written or removed there.
+
+``write_atomic(path, text)`` replaces a file so that a reader sees the old content
+or the new, never part of one, and two writers never share a temporary file: a fresh
+name in the same directory (mkstemp), fsync, rename.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 from testbed.errors import ConfigError
@@ -39,3 +46,18 @@ def contained(base: Path, name: str, *, what: str = "name") -> Path:
         problem = f"it leads outside {base} (a symlink to {path.resolve()})"
     raise ConfigError(f"{what} {name!r} cannot be used as a name inside {base}: {problem}")
 
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text``: readers see the old file or the new, whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

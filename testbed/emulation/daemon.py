@@ -23,6 +23,7 @@ from testbed.emulation import nfqueue
 from testbed.realize.netns import enter, inode, processes_in
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
+from testbed.files import write_atomic
 
 START_TIMEOUT = 20.0   # a Python start-up on a saturated 2-core machine took over 5 s
 STOP_TIMEOUT = 3.0
@@ -61,9 +62,7 @@ def start_time_of(pid: int) -> int | None:
 
 
 def _write_config(files: DaemonFiles, generation: int, config: DelayConfig) -> None:
-    tmp = files.config.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"generation": generation, "delay": config.to_dict()}))
-    os.replace(tmp, files.config)
+    write_atomic(files.config, json.dumps({"generation": generation, "delay": config.to_dict()}))
 
 
 def _read_status(files: DaemonFiles) -> dict | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from testbed.errors import ConfigError, TestbedError
-from testbed.files import contained
+from testbed.files import contained, write_atomic
 from testbed.model.topology import check_instance_name
 
 RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
@@ -146,9 +146,24 @@ class Journal:
         return out
 
     def write_state(self, state: dict[str, Any]) -> None:
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-        tmp.replace(self.dir / "state.json")
+        """Replace state.json whole (readers never see half of it). A writer that read
+        it first, to change it, holds ``changing()`` around both."""
+        write_atomic(self.dir / "state.json", json.dumps(state, indent=1, sort_keys=True))
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Exclusive right to read-modify-write state.json (``link set`` while a schedule
+        changes links): an flock on the instance directory itself, so that nothing is
+        created there, and an instance that is not up is an error, not a new directory."""
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TestbedError(f"no testbed named {self.instance!r} is up") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def read_state(self) -> dict[str, Any] | None:
         try:
@@ -177,9 +192,7 @@ def _write_host(data: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             (RUN_DIR / HOST_FILE).unlink()
         return
-    tmp = RUN_DIR / (HOST_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(RUN_DIR / HOST_FILE)
+    write_atomic(RUN_DIR / HOST_FILE, json.dumps(data, indent=1, sort_keys=True))
 
 
 ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")

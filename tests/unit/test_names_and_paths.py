@@ -5,6 +5,7 @@ before anything there is read, written or removed (no root, no namespaces)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,12 @@ def test_workload_names_that_would_move_or_hide_the_results_are_refused(tmp_path
         load_workload(wl)
     assert exc.value.path == "name" and exc.value.file == str(wl)
     assert "workload name" in exc.value.message
+
+
+def test_files_are_replaced_whole_with_the_mode_asked(tmp_path):
+    from testbed.files import write_atomic
+    target = tmp_path / "f.json"
+    write_atomic(target, "one")
+    write_atomic(target, "two", mode=0o600)
+    assert target.read_text() == "two" and (os.stat(target).st_mode & 0o777) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]      # no temporary left
