@@ -499,7 +499,7 @@ class Run:
             plan = FlowPlan(flow=flow, port=BASE_PORT + i, src_ip=net.nodes[flow.src].ipv4,
                             dst_ip=net.nodes[flow.dst].ipv4,
                             seconds=(flow.duration or self.wl.duration).seconds,
-                            out_dir=self.run_dir / "raw")
+                            out_dir=self.run_dir.absolute() / "raw")
             plans.append((plan, DRIVERS[default_driver(flow)]()))
         return plans
 

@@ -106,7 +106,8 @@ def start(netns: str, ifname: str, queue: int, config: DelayConfig, *, owner_tag
     files = DaemonFiles.under(directory, ifname)
     files.status.unlink(missing_ok=True)
     _write_config(files, 1, config)
-    argv = [sys.executable, "-m", MODULE, "--queue", str(queue), "--config", str(files.config),
+    # -P and cwd "/": a module in the caller's directory must not be imported as root
+    argv = [sys.executable, "-P", "-m", MODULE, "--queue", str(queue), "--config", str(files.config),
             "--status", str(files.status), "--realtime", str(realtime_prio),
             "--owner", owner_tag, "--ifname", ifname]
     if seed is not None:
@@ -116,7 +117,7 @@ def start(netns: str, ifname: str, queue: int, config: DelayConfig, *, owner_tag
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with open(files.log, "ab") as log, enter(netns):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True, env=env)
+                                start_new_session=True, close_fds=True, env=env, cwd="/")
     try:
         _wait_status(files, proc.pid, 1, config, proc)
         started = start_time_of(proc.pid)

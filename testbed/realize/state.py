@@ -26,7 +26,8 @@ from testbed.errors import ConfigError, TestbedError
 from testbed.files import contained, write_atomic
 from testbed.model.topology import check_instance_name
 
-RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
+# absolute: children started with cwd "/" are handed paths under it
+RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed")).absolute()
 
 
 @contextlib.contextmanager

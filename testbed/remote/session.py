@@ -164,7 +164,7 @@ class Session:
     def remove_remote(self, path: str) -> None:
         """Delete a remote directory testbed made (as root: its results are root's)."""
         assert self.conn is not None
-        argv = [self.options.remote_python, "-c",
+        argv = [self.options.remote_python, "-I", "-c",
                 "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", path]
         self.conn.simple(self.conn.privileged(argv))
 

@@ -36,7 +36,7 @@ from testbed.remote.errors import (AuthFailed, ConnectFailed, ConnectionLost, Ho
 CONNECT_TIMEOUT = 10.0
 SUDO_PASSWORD_HINTS = ("a password is required", "a terminal is required")
 
-# Runs on the remote as: python3 -c WRAPPER PIDFILE ARGV...  Output of ARGV is
+# Runs on the remote as: python3 -I -c WRAPPER PIDFILE ARGV...  Output of ARGV is
 # relayed; any byte or EOF on stdin (the SSH channel: closed when the
 # connection drops) sends SIGTERM to ARGV, which then tears down and exits.
 WRAPPER = r"""
@@ -351,7 +351,8 @@ class Connection:
         """
         write_out = out or _writer(sys.stdout)
         write_err = err or _writer(sys.stderr)
-        full = [python, "-c", WRAPPER, pidfile, *argv]
+        # -I: as root, the login directory (and PYTHON* variables) must not feed imports
+        full = [python, "-I", "-c", WRAPPER, pidfile, *argv]
         if root:
             full = self.privileged(full)
         err_tail = bytearray()

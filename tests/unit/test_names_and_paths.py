@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,12 @@ def test_files_are_replaced_whole_with_the_mode_asked(tmp_path):
     write_atomic(target, "two", mode=0o600)
     assert target.read_text() == "two" and (os.stat(target).st_mode & 0o777) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]      # no temporary left
+
+
+def test_a_relative_run_dir_setting_becomes_absolute(tmp_path):
+    """Children start in "/": the state paths handed to them must not be relative."""
+    env = dict(os.environ, TESTBED_RUN_DIR="rel/run")
+    out = subprocess.run([sys.executable, "-c", "from testbed.realize import state; "
+                          "print(state.RUN_DIR)"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == str(tmp_path / "rel" / "run")
