@@ -220,8 +220,9 @@ class Session:
         if not self.conn.exists(results):
             return dirs
         for wl in self.conn.listdir(results):
+            wl_dir = self.conn.local_path(output, wl, results)
             for run_id in self.conn.listdir(f"{results}/{wl}"):
-                local = output / wl / run_id
+                local = self.conn.local_path(wl_dir, run_id, f"{results}/{wl}")
                 self.conn.get_tree(f"{results}/{wl}/{run_id}", local)
                 (local / "remote.json").write_text(json.dumps(meta, indent=1) + "\n")
                 dirs.append(local)

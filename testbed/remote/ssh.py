@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
+from testbed.errors import ConfigError
+from testbed.files import contained
 from testbed.remote.errors import (AuthFailed, ConnectFailed, ConnectionLost, HostKeyError,
-                                   RemoteUnfit)
+                                   RemoteUnfit, UnsafeRemoteName)
 
 CONNECT_TIMEOUT = 10.0
 SUDO_PASSWORD_HINTS = ("a password is required", "a terminal is required")
@@ -451,12 +453,21 @@ class Connection:
         with self._file_op(f"copying {remote} home"):
             return self._get_tree(remote, local)
 
+    def local_path(self, local: Path, name: str, remote: str) -> Path:
+        """``local / name`` for an entry the remote lists in ``remote``: the host names
+        it, so a name that would land anywhere but inside ``local`` is refused."""
+        try:
+            return contained(local, name, what="file name")
+        except ConfigError as exc:
+            raise UnsafeRemoteName(f"{self.target.label} lists an entry of {remote} that "
+                                   f"cannot be copied home: {exc}") from None
+
     def _get_tree(self, remote: str, local: Path) -> list[Path]:
         copied: list[Path] = []
         local.mkdir(parents=True, exist_ok=True)
         for attr in self.sftp.listdir_attr(remote):
+            dst = self.local_path(local, attr.filename, remote)
             src = f"{remote}/{attr.filename}"
-            dst = local / attr.filename
             if stat.S_ISDIR(attr.st_mode or 0):
                 copied += self._get_tree(src, dst)
             elif stat.S_ISREG(attr.st_mode or 0):
