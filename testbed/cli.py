@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from testbed import cli_args, cli_compare, cli_links, cli_run
 from testbed.errors import TestbedError
+from testbed.output import reader_gone, say, silence
 
 
 def _add_common(p: argparse.ArgumentParser, *, name: bool = True, template: bool = False) -> None:
@@ -226,8 +227,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
         report = backend.teardown(inst, extra_namespaces=[n for n, i in owned.items() if i == inst])
         total_ns += len(report.namespaces)
         total_procs += len(report.processes)
-        print(f"cleaned {inst}: {len(report.namespaces)} namespaces, "
-              f"{len(report.processes)} processes")
+        say(sys.stdout, f"cleaned {inst}: {len(report.namespaces)} namespaces, "
+            f"{len(report.processes)} processes")   # a closed stdout must not stop the loop
     restored = [] if args.name else state.release_host_changes("")
     state.tidy()
     if restored:
@@ -257,28 +258,43 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # behave like other Unix tools when piped into `head`
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored (Python's default): `testbed run ... | head` must not kill
+    # a run that holds namespaces; a closed stdout is a BrokenPipeError instead
     from testbed import cli_remote
     raw = list(sys.argv[1:] if argv is None else argv)
-    if cli_remote.wants_remote(raw):
-        return cli_remote.main(raw)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        if cli_remote.wants_remote(raw):
+            code = cli_remote.main(raw)
+        else:
+            code = _run(build_parser().parse_args(argv))
+        sys.stdout.flush()      # a closed stdout shows here, not in Python's final flush
+        return code
+    except BrokenPipeError:
+        if not reader_gone(sys.stdout):
+            raise
+        # stdout's reader left (`| head`) after the work was done (progress and messages
+        # never stop it: testbed.output): stop quietly, as a tool killed by SIGPIPE would
+        silence(sys.stdout)
+        return 128 + signal.SIGPIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; a TestbedError or a stop signal becomes a message and an exit code."""
     try:
         handler = COMMANDS.get(args.command) or args.func
         return handler(args)
     except TestbedError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"testbed: error: {exc}", file=sys.stderr)
+        say(sys.stderr, f"testbed: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
         from testbed.realize.backend import Terminated
-        term = isinstance(exc, Terminated)
-        print(f"testbed: {'terminated' if term else 'interrupted'}; what was being built has "
-              "been removed", file=sys.stderr)
-        return 128 + (signal.SIGTERM if term else signal.SIGINT)
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        how = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}.get(
+            signum, f"terminated by {signal.Signals(signum).name}")
+        say(sys.stderr, f"testbed: {how}; what was being built has been removed")
+        return 128 + signum
 
 
 if __name__ == "__main__":

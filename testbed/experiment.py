@@ -1,7 +1,7 @@
 """Running a workload: bring the testbed up (or attach), start servers,
 collectors and clients on schedule, wait, stop everything, parse, and write
-the run directory. Teardown always happens (try/finally; SIGINT and SIGTERM
-become ``Interrupted``), and whatever was gathered is kept and marked.
+the run directory. Teardown always happens (try/finally; SIGINT, SIGTERM and
+SIGHUP become ``Interrupted``), and whatever was gathered is kept and marked.
 
 Order inside one run:
   preflight (all points, before anything starts) -> up/attach -> node and
@@ -29,8 +29,11 @@ from typing import Any, Iterator
 from testbed import conditions
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
-from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
+from testbed.errors import (STOP_SIGNALS, ConfigError, Interrupted, PreflightError,
+                            TestbedError, WorkloadError)
+from testbed.output import say
 from testbed.progress import ProgressLine, RateMeter
+from testbed.realize.backend import Terminated
 from testbed.results import SCHEMA_VERSION, jain_index, make_run_dir, write_json, write_table
 from testbed.schedule import Scheduler
 from testbed.summary import flow_summary, qdisc_drops
@@ -60,12 +63,20 @@ def available_ccs() -> list[str]:
 
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
-        print(f"testbed: {message}", file=sys.stderr, flush=True)
+        say(sys.stderr, f"testbed: {message}")
+
+
+def interrupted(signum: int) -> Interrupted:
+    """The error a run stopped by ``signum`` ends with; its exit code is the shell's."""
+    exc = Interrupted(f"interrupted by {signal.Signals(signum).name}; "
+                      "partial results are kept and the testbed is torn down")
+    exc.exit_code = 128 + signum        # 130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP, as a shell says
+    return exc
 
 
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread for the duration.
+    """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread for the duration.
 
     Only the first one raises: a second Ctrl-C while the run is stopping must
     not cut the teardown short, so it is reported and otherwise ignored.
@@ -74,15 +85,12 @@ def signals_raise() -> Iterator[None]:
 
     def handler(signum: int, frame: object) -> None:
         if raised:
-            print(f"testbed: {signal.Signals(signum).name} again: still stopping and tearing "
-                  "down, please wait", file=sys.stderr, flush=True)
+            say(sys.stderr, f"testbed: {signal.Signals(signum).name} again: still stopping "
+                "and tearing down, please wait")
             return
         raised.append(signum)
-        exc = Interrupted(f"interrupted by {signal.Signals(signum).name}; "
-                          "partial results are kept and the testbed is torn down")
-        exc.exit_code = 128 + signum        # 130 for Ctrl-C, 143 for SIGTERM, as a shell says
-        raise exc
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        raise interrupted(signum)
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -353,6 +361,8 @@ class Run:
                     self._say("tearing down" if not self.testbed_name else "done")
         except Interrupted as exc:
             status, error = "interrupted", exc
+        except Terminated as exc:   # while `up` built: it has rolled back, as it says
+            status, error = "interrupted", interrupted(exc.signum)
         except TestbedError as exc:
             error = exc
         except subprocess.CalledProcessError as exc:
@@ -441,9 +451,8 @@ class Run:
                                           self.manifest["links_before"])
             self.manifest["testbed"]["mismatches"] = found
             for message in conditions.messages(found):
-                print(f"testbed: WARNING: {message}: this run is recorded with the "
-                      "testbed's links as they are and marked suspect", file=sys.stderr,
-                      flush=True)
+                say(sys.stderr, f"testbed: WARNING: {message}: this run is recorded with the "
+                    "testbed's links as they are and marked suspect")
         write_json(self.run_dir / "manifest.json", self.manifest)
 
     def _node_state(self, net: Any) -> dict[str, Any]:

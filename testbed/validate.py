@@ -540,7 +540,9 @@ def validate_cli(*, topology: str | None, testbed_name: str | None, name: str | 
                  variables: Mapping[str, Any], link_backend: str, links: list[str] | None,
                  thorough: bool) -> Report:
     import testbed
+    from testbed.realize.backend import signals_raised
     if testbed_name:
         return validate(testbed.attach(testbed_name), links=links, thorough=thorough)
-    with testbed.up(topology, name=name, variables=variables, link_backend=link_backend) as net:
+    with signals_raised(), testbed.up(topology, name=name, variables=variables,
+                                      link_backend=link_backend) as net:
         return validate(net, links=links, thorough=thorough)

@@ -2,7 +2,7 @@
 
 ``realize`` makes namespaces, veth pairs, addresses, routes and sysctls in
 that order, journaling each namespace before it exists, and rolls
-everything back if any step fails (or SIGINT/SIGTERM arrive). ``teardown``
+everything back if any step fails (or SIGINT/SIGTERM/SIGHUP arrive). ``teardown``
 removes one instance from its journal and from what the kernel shows;
 ``find_owned`` lists namespaces by their ownership tag when no journal is
 left.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from testbed.errors import PreflightError, RealizeError
+from testbed.errors import STOP_SIGNALS, PreflightError, RealizeError
 from testbed.plan import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
 from testbed.realize import netns, state
 from testbed.realize.rtnl import Rtnl
@@ -97,29 +97,47 @@ class Realized:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that rollback runs; the CLI exits 143 for it."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that rollback runs; the CLI exits
+    128 + ``signum`` for it (143, 129), as a shell reports it."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated(signum)
 
 
 def _signals_raise() -> Callable[[], None]:
-    """Turn SIGTERM into ``Terminated`` for the duration of a change; returns the undo."""
+    """Turn SIGTERM and SIGHUP into ``Terminated`` for the duration of a change (SIGINT
+    already raises); returns the undo."""
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {sig: signal.signal(sig, _raise_terminated)
+                    for sig in STOP_SIGNALS if sig != signal.SIGINT}
     except ValueError:        # not the main thread: leave signals alone
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
+
+
+@contextlib.contextmanager
+def signals_raised() -> Iterator[None]:
+    """``_signals_raise`` for a block, e.g. one that brings a testbed up and down
+    (``with testbed.up(...)``): a stop signal then unwinds it, taking the testbed down."""
+    restore = _signals_raise()
+    try:
+        yield
+    finally:
+        restore()
 
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while rolling back, so a second Ctrl-C cannot cut it short."""
+    """Hold the stop signals while rolling back, so a second Ctrl-C cannot cut it short."""
     caught: list[int] = []
     try:
         previous = {sig: signal.signal(sig, lambda num, frame: caught.append(num))
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+                    for sig in STOP_SIGNALS}
     except ValueError:        # not the main thread
         yield
         return
@@ -129,7 +147,7 @@ def signals_deferred() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if caught:
-        raise Terminated if caught[0] == signal.SIGTERM else KeyboardInterrupt
+        raise KeyboardInterrupt if caught[0] == signal.SIGINT else Terminated(caught[0])
 
 
 def realize(plan: Plan, journal: state.Journal,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from testbed.output import write_quietly
 from testbed.remote.errors import (ConnectionLost, RemoteCommandFailed, RemoteError,
                                    RemoteUnfit)
 from testbed.remote.install import ensure_testbed
@@ -110,11 +111,11 @@ class Session:
             self.conn = None
 
     def _stream(self, sink: Any) -> Callable[[bytes], None]:
-        """A writer that prefixes each line (for several hosts at once)."""
+        """A writer that prefixes each line (for several hosts at once). A local reader
+        that goes away (``| head``) silences it; the remote command carries on."""
         if not self.prefix:
             def plain(data: bytes) -> None:
-                sink.buffer.write(data)
-                sink.flush()
+                write_quietly(sink, data)
             return plain
         pending = bytearray()
 
@@ -122,9 +123,8 @@ class Session:
             pending.extend(data)
             while b"\n" in pending:
                 line, _, rest = bytes(pending).partition(b"\n")
-                sink.buffer.write(self.prefix.encode() + line + b"\n")
+                write_quietly(sink, self.prefix.encode() + line + b"\n")
                 pending[:] = rest
-            sink.flush()
         return prefixed
 
     def command(self, argv: list[str], *, root: bool = True, out: Callable[[bytes], None] | None = None,

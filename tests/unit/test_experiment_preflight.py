@@ -96,7 +96,7 @@ def test_capture_interfaces_are_checked_against_the_topology(tmp_path, no_up):
     assert not (tmp_path / "res").exists()
 
 
-@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
 def test_a_signal_during_a_run_exits_as_a_shell_would_say(sig, code):
     import signal
 
