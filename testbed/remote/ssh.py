@@ -390,8 +390,10 @@ class Connection:
         if root and not self.is_root() and rc == 1 and \
                 any(h in err_tail.decode(errors="replace") for h in SUDO_PASSWORD_HINTS):
             raise RemoteUnfit(f"{self.target.user} on {self.target.label} is not root and sudo "
-                              "asks for a password: allow passwordless sudo for testbed "
-                              "(a sudoers NOPASSWD rule) or connect as root")
+                              "asks for a password: connect as root, or add the rule "
+                              f"'{sudoers_rule(self.target.user, python)}' there (visudo -f "
+                              f"/etc/sudoers.d/testbed; the path 'command -v {python}' prints "
+                              f"there), which lets {self.target.user} run anything as root")
         return rc
 
     # ---- files ----------------------------------------------------------
@@ -474,6 +476,14 @@ class Connection:
                 self.sftp.get(src, str(dst))
                 copied.append(dst)
         return copied
+
+
+def sudoers_rule(user: str, python: str = "python3") -> str:
+    """The sudoers line a non-root ``user`` needs: testbed runs ``sudo -n -- PYTHON -I -c
+    WRAPPER ...`` (and ``PYTHON -I -c`` to remove its remote files), so the rule names the
+    interpreter, and therefore lets ``user`` run any code as root."""
+    path = python if python.startswith("/") else f"/usr/bin/{python}"
+    return f"{user} ALL=(root) NOPASSWD: {path}"
 
 
 def _writer(stream: Any) -> Callable[[bytes], None]:
