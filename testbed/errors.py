@@ -7,6 +7,12 @@ shows its traceback.
 
 from __future__ import annotations
 
+import signal
+
+# what ends a testbed command the way Ctrl-C does, tearing down what it made: kill(1)'s
+# default, and the terminal going away (SIGHUP: the window closed, the SSH session dropped)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class TestbedError(Exception):
     """Base of every error testbed reports to a person."""
@@ -82,6 +88,6 @@ class ResultsError(TestbedError):
 
 
 class Interrupted(TestbedError):
-    """SIGINT or SIGTERM arrived; raised so that teardown runs."""
+    """One of ``STOP_SIGNALS`` arrived; raised so that teardown runs."""
 
     exit_code = 130

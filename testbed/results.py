@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from testbed.shape import ListOf, Obj, Opt, describe, parse_json
+from testbed.files import contained
 
 SCHEMA_VERSION = 1
 STATUSES = ("complete", "partial", "failed", "interrupted")
@@ -33,10 +34,12 @@ QDISC_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "pa
 
 
 def make_run_dir(workload: str, output: Path | None = None) -> Path:
-    """A fresh ``<output or results>/<workload>/<UTC timestamp>-<id>/`` directory."""
+    """A fresh ``<output or results>/<workload>/<UTC timestamp>-<id>/`` directory; the
+    workload's name must be a plain name that keeps it inside the output directory."""
     base = Path(output) if output is not None else Path("results")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = base / workload / f"{stamp}-{secrets.token_hex(3)}"
+    workload_dir = contained(base, workload, what="workload name")
+    run_dir = contained(workload_dir, f"{stamp}-{secrets.token_hex(3)}", what="run id")
     run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "raw").mkdir()
     return run_dir

@@ -54,6 +54,7 @@ def register(subparsers: Any) -> None:
 def _add_instance(p: argparse.ArgumentParser) -> None:
     # a link is only ever changed on a testbed that is up, so --name and --testbed are one here
     p.add_argument("--name", "--testbed", dest="name", default=None, metavar="NAME",
+                   type=options.instance_name,
                    help="testbed instance name (default: the only instance up)")
 
 

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 from testbed.cli import compare, info, instance, links, remote, run
 from testbed.errors import TestbedError
+from testbed.output import reader_gone, say, silence
+from testbed.signals import signum_of
 from testbed.version import __version__
 
 
@@ -37,35 +39,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # behave like other Unix tools when piped into `head`
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored (Python's default): `testbed run ... | head` must not kill a run
+    # that holds namespaces; a closed stdout is a BrokenPipeError instead (testbed.output)
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if remote.wants_remote(raw):
-        return _reporting(lambda: remote.main(raw, parser), remote.verbose(raw), on_host=True)
-    args = parser.parse_args(raw)
-    return _reporting(lambda: args.func(args), args.verbose)
+    try:
+        if remote.wants_remote(raw):
+            code = _reporting(lambda: remote.main(raw, parser), remote.verbose(raw), on_host=True)
+        else:
+            args = parser.parse_args(raw)
+            code = _reporting(lambda: args.func(args), args.verbose)
+        sys.stdout.flush()      # a closed stdout shows here, not in Python's final flush
+        return code
+    except BrokenPipeError:
+        if not reader_gone(sys.stdout):
+            raise
+        # stdout's reader left (`| head`) after the work was done: stop quietly, as a tool
+        # killed by SIGPIPE would
+        silence(sys.stdout)
+        return 128 + signal.SIGPIPE
 
 
 def _reporting(call: Callable[[], int], verbose: bool, *, on_host: bool = False) -> int:
-    """``call()``'s exit code; a ``TestbedError`` or a signal becomes one line and a code."""
+    """``call()``'s exit code; a ``TestbedError`` or a stop signal becomes one line and a code."""
     try:
         return call()
     except TestbedError as exc:
         if verbose:
             traceback.print_exc()
-        print(f"testbed: error: {exc}", file=sys.stderr)
+        say(sys.stderr, f"testbed: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
+        signum = signum_of(exc)
         if on_host:  # the remote side tears down what it built when its connection ends
-            print("testbed: interrupted", file=sys.stderr)
-            return 128 + signal.SIGINT
-        # realize.build brings in the kernel layer: only once interrupted
-        from testbed.realize.build import Terminated
-        term = isinstance(exc, Terminated)
-        print(f"testbed: {'terminated' if term else 'interrupted'}; what was being built has "
-              "been removed", file=sys.stderr)
-        return 128 + (signal.SIGTERM if term else signal.SIGINT)
+            say(sys.stderr, "testbed: interrupted")
+            return 128 + signum
+        how = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}.get(
+            signum, f"terminated by {signal.Signals(signum).name}")
+        say(sys.stderr, f"testbed: {how}; what was being built has been removed")
+        return 128 + signum
 
 
 if __name__ == "__main__":

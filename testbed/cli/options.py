@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from testbed.cli.args import instance_name
 from testbed.errors import ConfigError
 
 LINK_BACKENDS = ("auto", "netem", "userspace")
@@ -22,11 +23,13 @@ LINK_BACKENDS = ("auto", "netem", "userspace")
 
 def add_name(p: argparse.ArgumentParser, default: str) -> None:
     """``--name``; ``default`` says what is used without it."""
-    p.add_argument("--name", help=f"testbed instance name (default: {default})")
+    p.add_argument("--name", type=instance_name,
+                   help=f"testbed instance name (default: {default})")
 
 
 def add_testbed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--testbed", dest="testbed_name", default=None, metavar="NAME",
+                   type=instance_name,
                    help="use this testbed, already up ('testbed up'), and leave it up")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from testbed.cli import options
+from testbed.cli.args import path_problem
 from testbed.cli.run import check_run_args
 from testbed.errors import ConfigError
 
@@ -108,11 +109,22 @@ def verbose(argv: Sequence[str]) -> bool:
     return any(a in ("-v", "--verbose") for a in _before_double_dash(argv))
 
 
+def check_remote_paths(opts: RemoteOptions) -> None:
+    """The remote paths given (they become paths, and one of them a directory testbed
+    removes session directories under, as root) are usable, before connecting."""
+    for flag in ("--remote-dir", "--remote-testbed", "--remote-python"):
+        value = getattr(opts, OPTIONS[flag][0])
+        problem = None if value is None else path_problem(value)
+        if problem:
+            raise ConfigError(f"{flag} {value!r}: {problem}")
+
+
 def main(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     """Parse ``argv`` with the remote options taken out, then run it on the host(s)."""
     opts, rest = split_argv(argv)
     if opts.host and opts.hosts_file:
         raise ConfigError("give either --host or --hosts, not both")
+    check_remote_paths(opts)
     args = parser.parse_args(rest)
     if opts.hosts_file and args.command != "run":
         raise ConfigError("--hosts spreads a workload's runs over hosts: use it with "

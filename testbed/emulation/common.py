@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.errors import RealizeError
+from testbed.files import write_atomic
 from testbed.model.impairment import GilbertElliott, Impairment, parse_impairment
 from testbed.units import Duration, Rate
 
@@ -69,9 +70,7 @@ def state_path(state_dir: str | os.PathLike, netns: str, ifname: str) -> Path:
 
 def write_state(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_state(path: Path) -> dict | None:

@@ -23,6 +23,7 @@ from testbed.emulation import nfqueue
 from testbed.kernel.netns import enter, inode, processes_in
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
+from testbed.files import write_atomic
 
 START_TIMEOUT = 20.0   # a Python start-up on a saturated 2-core machine took over 5 s
 STOP_TIMEOUT = 3.0
@@ -61,9 +62,7 @@ def start_time_of(pid: int) -> int | None:
 
 
 def _write_config(files: DaemonFiles, generation: int, config: DelayConfig) -> None:
-    tmp = files.config.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"generation": generation, "delay": config.to_dict()}))
-    os.replace(tmp, files.config)
+    write_atomic(files.config, json.dumps({"generation": generation, "delay": config.to_dict()}))
 
 
 def _read_status(files: DaemonFiles) -> dict | None:
@@ -107,7 +106,8 @@ def start(netns: str, ifname: str, queue: int, config: DelayConfig, *, owner_tag
     files = DaemonFiles.under(directory, ifname)
     files.status.unlink(missing_ok=True)
     _write_config(files, 1, config)
-    argv = [sys.executable, "-m", MODULE, "--queue", str(queue), "--config", str(files.config),
+    # -P and cwd "/": a module in the caller's directory must not be imported as root
+    argv = [sys.executable, "-P", "-m", MODULE, "--queue", str(queue), "--config", str(files.config),
             "--status", str(files.status), "--realtime", str(realtime_prio),
             "--owner", owner_tag, "--ifname", ifname]
     if seed is not None:
@@ -117,7 +117,7 @@ def start(netns: str, ifname: str, queue: int, config: DelayConfig, *, owner_tag
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with open(files.log, "ab") as log, enter(netns):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True, env=env)
+                                start_new_session=True, close_fds=True, env=env, cwd="/")
     try:
         _wait_status(files, proc.pid, 1, config, proc)
         started = start_time_of(proc.pid)

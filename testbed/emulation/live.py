@@ -164,9 +164,10 @@ def change(instance: str, name: str, imp: Impairment, direction: str = "both",
     ``"<direction>: <note>"``; without a list it goes to stderr, never
     nowhere.
     """
-    data = _read(instance)
-    targets = [(d, imp, False) for d in directions(data, name, direction)]
-    return _set(instance, data, targets, notes)
+    with state.Journal(instance).changing():
+        data = _read(instance)
+        targets = [(d, imp, False) for d in directions(data, name, direction)]
+        return _set(instance, data, targets, notes)
 
 
 def put(instance: str, targets: list[tuple[LiveDirection, Impairment | None]],
@@ -178,8 +179,9 @@ def put(instance: str, targets: list[tuple[LiveDirection, Impairment | None]],
     running delay daemon is reconfigured, not restarted. All ``targets``
     belong to one link.
     """
-    _set(instance, _read(instance), [(d, imp or Impairment(), True) for d, imp in targets],
-         notes)
+    with state.Journal(instance).changing():
+        _set(instance, _read(instance), [(d, imp or Impairment(), True) for d, imp in targets],
+             notes)
 
 
 def _set(instance: str, data: dict[str, Any],

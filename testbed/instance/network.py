@@ -223,8 +223,9 @@ def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
 
 
 def attach(name: str) -> Network:
-    """The Network of an instance already up (e.g. from ``testbed up``)."""
-    data = state.Journal(name).read_state()
+    """The Network of an instance already up (e.g. from ``testbed up``); ``name`` must
+    follow the instance-name rule (a ConfigError otherwise, before any file is read)."""
+    data = state.Journal(check_instance_name(name, "instance name")).read_state()
     if data is None:
         up_now = state.instances()
         hint = f" (up: {', '.join(up_now)})" if up_now else " (none is up)"

@@ -50,6 +50,7 @@ from testbed.kernel.netns import enter
 from testbed.errors import TestbedError
 from testbed.model.impairment import GilbertElliott, Impairment
 from testbed.results import percentile
+from testbed.signals import stop_signals_raise
 
 Z_999 = 3.29  # two-sided 99.9 % normal quantile
 PROBE_PORT = 47_311
@@ -538,5 +539,6 @@ def validate_cli(*, topology: str | None, testbed_name: str | None, name: str | 
     import testbed
     if testbed_name:
         return validate(testbed.attach(testbed_name), links=links, thorough=thorough)
-    with testbed.up(topology, name=name, variables=variables, link_backend=link_backend) as net:
+    with stop_signals_raise(), testbed.up(topology, name=name, variables=variables,
+                                      link_backend=link_backend) as net:
         return validate(net, links=links, thorough=thorough)

@@ -16,6 +16,8 @@ import signal
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from testbed.files import contained
+
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
@@ -38,7 +40,7 @@ def _check(result: int, what: str, target: str) -> None:
 
 
 def path_of(name: str) -> Path:
-    return NETNS_RUN_DIR / name
+    return contained(NETNS_RUN_DIR, name, what="namespace name")
 
 
 def exists(name: str) -> bool:

@@ -149,12 +149,13 @@ def check_name(doc: Document, name: Any, path: str, what: str) -> str:
     return name
 
 
-def check_instance_name(name: Any) -> str:
-    """``name`` if it can name an instance (``--name``, and so namespaces and state
-    directories), else a ConfigError saying why and naming ``--name``."""
+def check_instance_name(name: Any, option: str = "--name") -> str:
+    """``name`` if it is a safe testbed instance name (the rule of node names), else a
+    ConfigError naming ``option``. Every way in that takes an instance name applies it
+    before the name becomes a path (/run/testbed/<name>) or a namespace name."""
     problem = name_problem(name, "instance name")
     if problem is not None:
-        raise ConfigError(problem, file="--name")
+        raise ConfigError(problem, file=option or None)
     return name
 
 

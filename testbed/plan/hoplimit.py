@@ -7,8 +7,9 @@ routers: ping from one end to the other never arrives). The planner knows
 the longest path: when it is longer than ``DEFAULT_TTL`` less
 ``TTL_MARGIN`` (slack for explicit routes that take a longer way), every
 node gets sysctls raising both to the path plus the margin, up to 255, the
-most the IP headers hold; a path longer than 255 links is a plan error (its
-ends could never talk). A value the topology sets itself wins, and a value
+most the IP headers hold. A path longer than 255 links is allowed (a long line is
+a fine benchmark of ``up``, and its neighbours still talk) but said: its ends can
+never reach each other. A value the topology sets itself wins, and a value
 too low for the path is reported (``notes``).
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Mapping, Sequence
 
-from testbed.errors import ConfigError
 from testbed.model.topology import Topology
 
 DEFAULT_TTL = 64
@@ -58,11 +58,6 @@ def _eccentricity(topo: Topology, adjacency: Adjacency, router: str) -> int:
 def needed_ttl(topo: Topology, adjacency: Adjacency) -> tuple[int, int | None]:
     """(longest path in links, the TTL every node needs; None: the kernel's 64 will do)."""
     hops = longest_path(topo, adjacency)
-    if hops > MAX_TTL:
-        raise ConfigError(f"the longest path between two nodes crosses {hops} links; a packet "
-                          f"crosses at most {MAX_TTL} (the largest IPv4 TTL and IPv6 hop "
-                          "limit), so its ends could never talk: shorten it", file=topo.file,
-                          path="links")
     if hops + TTL_MARGIN <= DEFAULT_TTL:
         return hops, None
     return hops, min(MAX_TTL, hops + TTL_MARGIN)
@@ -90,6 +85,10 @@ def too_low(node: str, user: Mapping[str, str], hops: int) -> list[str]:
 
 
 def describe(hops: int, ttl: int) -> str:
+    if hops > MAX_TTL:
+        return (f"the longest path crosses {hops} links; a packet crosses at most {MAX_TTL} "
+                "(the largest IPv4 TTL and IPv6 hop limit): nodes more than that apart can "
+                f"never reach each other. Every node sends with TTL and hop limit {ttl}")
     return (f"the longest path crosses {hops} links, near or over the default TTL of "
             f"{DEFAULT_TTL}: every node sends with TTL and hop limit {ttl} "
             f"({ttl - hops} to spare)")

@@ -2,7 +2,7 @@
 
 ``realize`` makes namespaces, veth pairs, addresses, routes and sysctls in
 that order, journaling each namespace before it exists, and rolls
-everything back if any step fails (or SIGINT/SIGTERM arrive). Undoing is
+everything back if any step fails (or SIGINT/SIGTERM/SIGHUP arrive). Undoing is
 ``testbed.realize.teardown``'s.
 """
 
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from testbed.errors import PreflightError, RealizeError
 from testbed.plan.planner import Plan, PlannedNode, ifindex
@@ -24,6 +23,7 @@ from testbed.kernel.rtnl import Rtnl
 from testbed.realize.teardown import LOOPBACK, owner_of, teardown
 # instance/network.py still takes these two from here, until it imports realize.teardown
 from testbed.realize.teardown import Teardown, process_start as _proc_start  # noqa: F401
+from testbed.signals import signals_deferred, stop_signals_raise
 
 PROC_SYS = Path("/proc/sys")
 EARLY_SYSCTLS = (
@@ -97,42 +97,6 @@ class Realized:
     seconds: float = 0.0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that rollback runs; the CLI exits 143 for it."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-def _signals_raise() -> Callable[[], None]:
-    """Turn SIGTERM into ``Terminated`` for the duration of a change; returns the undo."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:        # not the main thread: leave signals alone
-        return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while rolling back, so a second Ctrl-C cannot cut it short."""
-    caught: list[int] = []
-    try:
-        previous = {sig: signal.signal(sig, lambda num, frame: caught.append(num))
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:        # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if caught:
-        raise Terminated if caught[0] == signal.SIGTERM else KeyboardInterrupt
-
-
 def realize(plan: Plan, journal: state.Journal,
             after: Callable[[Plan, netns.Namespaces], None] | None = None) -> Realized:
     """Make ``plan`` real. On any failure or signal, undo everything and re-raise.
@@ -140,8 +104,13 @@ def realize(plan: Plan, journal: state.Journal,
     ``after`` runs once the topology exists (e.g. to apply link emulation),
     still under the same rollback.
     """
+    with stop_signals_raise():
+        return _realize(plan, journal, after)
+
+
+def _realize(plan: Plan, journal: state.Journal,
+             after: Callable[[Plan, netns.Namespaces], None] | None) -> Realized:
     started = time.monotonic()
-    restore_signals = _signals_raise()
     result = Realized()
     journal.open()
     spaces = netns.Namespaces()
@@ -171,7 +140,6 @@ def realize(plan: Plan, journal: state.Journal,
             raise
     finally:
         spaces.close()
-        restore_signals()
     result.seconds = time.monotonic() - started
     return result
 

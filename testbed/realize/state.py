@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
+from testbed.errors import ConfigError, TestbedError
+from testbed.files import contained, write_atomic
+from testbed.model.topology import check_instance_name
+
+# absolute: children started with cwd "/" are handed paths under it
+RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed")).absolute()
 
 
 @contextlib.contextmanager
@@ -66,21 +71,31 @@ def _mkdir(path: Path) -> None:
 
 
 def instance_dir(instance: str) -> Path:
-    return RUN_DIR / instance
+    """``RUN_DIR/<instance>``; a ConfigError, before any file is touched, for a name
+    that breaks the instance-name rule (``..``, ``/some/dir``, ``host.json``, ...)."""
+    return contained(RUN_DIR, check_instance_name(instance), what="instance name")
 
 
 def instances() -> list[str]:
+    """Instances with a state directory (entries that are not instance names are not ours)."""
     try:
-        return sorted(p.name for p in RUN_DIR.iterdir() if p.is_dir())
+        return sorted(p.name for p in RUN_DIR.iterdir() if p.is_dir() and _is_instance(p.name))
     except FileNotFoundError:
         return []
 
 
+def _is_instance(name: str) -> bool:
+    try:
+        check_instance_name(name)
+    except ConfigError:
+        return False
+    return True
+
+
 def pick_instance(name: str | None) -> str:
-    """``name``, or the only instance up; an error naming them when that is ambiguous."""
-    from testbed.errors import TestbedError
-    if name:
-        return name
+    """``name`` (checked), or the only instance up; an error naming them when ambiguous."""
+    if name is not None:
+        return check_instance_name(name)
     up = instances()
     if len(up) == 1:
         return up[0]
@@ -132,9 +147,24 @@ class Journal:
         return out
 
     def write_state(self, state: dict[str, Any]) -> None:
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-        tmp.replace(self.dir / "state.json")
+        """Replace state.json whole (readers never see half of it). A writer that read
+        it first, to change it, holds ``changing()`` around both."""
+        write_atomic(self.dir / "state.json", json.dumps(state, indent=1, sort_keys=True))
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Exclusive right to read-modify-write state.json (``link set`` while a schedule
+        changes links): an flock on the instance directory itself, so that nothing is
+        created there, and an instance that is not up is an error, not a new directory."""
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TestbedError(f"no testbed named {self.instance!r} is up") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def read_state(self) -> dict[str, Any] | None:
         try:
@@ -163,9 +193,7 @@ def _write_host(data: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             (RUN_DIR / HOST_FILE).unlink()
         return
-    tmp = RUN_DIR / (HOST_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(RUN_DIR / HOST_FILE)
+    write_atomic(RUN_DIR / HOST_FILE, json.dumps(data, indent=1, sort_keys=True))
 
 
 ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")

@@ -127,7 +127,9 @@ def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown
     started = time.monotonic()
     journal = state.Journal(instance)
     names = set(journal.namespaces()) | set(extra_namespaces)
-    names = {n for n in names if netns.exists(n)}
+    # only this instance's own names (tb-<instance>-<node>), whatever a journal says
+    names = {n for n in names if n.startswith(f"{NETNS_PREFIX}{instance}-") and "/" not in n
+             and netns.exists(n)}
     report = Teardown(instance)
     # processes recorded by pid + start time, then anything still inside our namespaces
     recorded = [pid for pid, start in journal.processes()

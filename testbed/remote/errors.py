@@ -36,6 +36,11 @@ class RemoteUnfit(RemoteError):
     """The remote lacks what testbed needs (doctor failed, no python3, sudo needs a password)."""
 
 
+class UnsafeRemoteName(RemoteError):
+    """The remote listed a file whose name would land outside the local directory it
+    is copied into (``..``, ``/``, ``.``, NUL, a local symlink): nothing of it is written."""
+
+
 class RemoteCommandFailed(RemoteError):
     """A remote testbed command exited non-zero; its own message was shown above."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from testbed.output import write_quietly
 from testbed.remote.errors import (ConnectionLost, RemoteCommandFailed, RemoteError,
                                    RemoteUnfit)
 from testbed.remote.install import ensure_testbed
@@ -110,11 +111,11 @@ class Session:
             self.conn = None
 
     def _stream(self, sink: Any) -> Callable[[bytes], None]:
-        """A writer that prefixes each line (for several hosts at once)."""
+        """A writer that prefixes each line (for several hosts at once). A local reader
+        that goes away (``| head``) silences it; the remote command carries on."""
         if not self.prefix:
             def plain(data: bytes) -> None:
-                sink.buffer.write(data)
-                sink.flush()
+                write_quietly(sink, data)
             return plain
         pending = bytearray()
 
@@ -122,9 +123,8 @@ class Session:
             pending.extend(data)
             while b"\n" in pending:
                 line, _, rest = bytes(pending).partition(b"\n")
-                sink.buffer.write(self.prefix.encode() + line + b"\n")
+                write_quietly(sink, self.prefix.encode() + line + b"\n")
                 pending[:] = rest
-            sink.flush()
         return prefixed
 
     def command(self, argv: list[str], *, root: bool = True, out: Callable[[bytes], None] | None = None,
@@ -164,7 +164,7 @@ class Session:
     def remove_remote(self, path: str) -> None:
         """Delete a remote directory testbed made (as root: its results are root's)."""
         assert self.conn is not None
-        argv = [self.options.remote_python, "-c",
+        argv = [self.options.remote_python, "-I", "-c",
                 "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", path]
         self.conn.simple(self.conn.privileged(argv))
 
@@ -220,8 +220,9 @@ class Session:
         if not self.conn.exists(results):
             return dirs
         for wl in self.conn.listdir(results):
+            wl_dir = self.conn.local_path(output, wl, results)
             for run_id in self.conn.listdir(f"{results}/{wl}"):
-                local = output / wl / run_id
+                local = self.conn.local_path(wl_dir, run_id, f"{results}/{wl}")
                 self.conn.get_tree(f"{results}/{wl}/{run_id}", local)
                 (local / "remote.json").write_text(json.dumps(meta, indent=1) + "\n")
                 dirs.append(local)

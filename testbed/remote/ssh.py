@@ -30,13 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
+from testbed.errors import ConfigError
+from testbed.files import contained
 from testbed.remote.errors import (AuthFailed, ConnectFailed, ConnectionLost, HostKeyError,
-                                   RemoteUnfit)
+                                   RemoteUnfit, UnsafeRemoteName)
 
 CONNECT_TIMEOUT = 10.0
 SUDO_PASSWORD_HINTS = ("a password is required", "a terminal is required")
 
-# Runs on the remote as: python3 -c WRAPPER PIDFILE ARGV...  Output of ARGV is
+# Runs on the remote as: python3 -I -c WRAPPER PIDFILE ARGV...  Output of ARGV is
 # relayed; any byte or EOF on stdin (the SSH channel: closed when the
 # connection drops) sends SIGTERM to ARGV, which then tears down and exits.
 WRAPPER = r"""
@@ -351,7 +353,8 @@ class Connection:
         """
         write_out = out or _writer(sys.stdout)
         write_err = err or _writer(sys.stderr)
-        full = [python, "-c", WRAPPER, pidfile, *argv]
+        # -I: as root, the login directory (and PYTHON* variables) must not feed imports
+        full = [python, "-I", "-c", WRAPPER, pidfile, *argv]
         if root:
             full = self.privileged(full)
         err_tail = bytearray()
@@ -387,8 +390,10 @@ class Connection:
         if root and not self.is_root() and rc == 1 and \
                 any(h in err_tail.decode(errors="replace") for h in SUDO_PASSWORD_HINTS):
             raise RemoteUnfit(f"{self.target.user} on {self.target.label} is not root and sudo "
-                              "asks for a password: allow passwordless sudo for testbed "
-                              "(a sudoers NOPASSWD rule) or connect as root")
+                              "asks for a password: connect as root, or add the rule "
+                              f"'{sudoers_rule(self.target.user, python)}' there (visudo -f "
+                              f"/etc/sudoers.d/testbed; the path 'command -v {python}' prints "
+                              f"there), which lets {self.target.user} run anything as root")
         return rc
 
     # ---- files ----------------------------------------------------------
@@ -450,18 +455,35 @@ class Connection:
         with self._file_op(f"copying {remote} home"):
             return self._get_tree(remote, local)
 
+    def local_path(self, local: Path, name: str, remote: str) -> Path:
+        """``local / name`` for an entry the remote lists in ``remote``: the host names
+        it, so a name that would land anywhere but inside ``local`` is refused."""
+        try:
+            return contained(local, name, what="file name")
+        except ConfigError as exc:
+            raise UnsafeRemoteName(f"{self.target.label} lists an entry of {remote} that "
+                                   f"cannot be copied home: {exc}") from None
+
     def _get_tree(self, remote: str, local: Path) -> list[Path]:
         copied: list[Path] = []
         local.mkdir(parents=True, exist_ok=True)
         for attr in self.sftp.listdir_attr(remote):
+            dst = self.local_path(local, attr.filename, remote)
             src = f"{remote}/{attr.filename}"
-            dst = local / attr.filename
             if stat.S_ISDIR(attr.st_mode or 0):
                 copied += self._get_tree(src, dst)
             elif stat.S_ISREG(attr.st_mode or 0):
                 self.sftp.get(src, str(dst))
                 copied.append(dst)
         return copied
+
+
+def sudoers_rule(user: str, python: str = "python3") -> str:
+    """The sudoers line a non-root ``user`` needs: testbed runs ``sudo -n -- PYTHON -I -c
+    WRAPPER ...`` (and ``PYTHON -I -c`` to remove its remote files), so the rule names the
+    interpreter, and therefore lets ``user`` run any code as root."""
+    path = python if python.startswith("/") else f"/usr/bin/{python}"
+    return f"{user} ALL=(root) NOPASSWD: {path}"
 
 
 def _writer(stream: Any) -> Callable[[bytes], None]:

@@ -1,7 +1,7 @@
 """Running a workload: bring the testbed up (or attach), start servers,
 collectors and clients on schedule, wait, stop everything, parse, and write
-the run directory. Teardown always happens (try/finally; SIGINT and SIGTERM
-become ``Interrupted``), and whatever was gathered is kept and marked.
+the run directory. Teardown always happens (try/finally; SIGINT, SIGTERM and
+SIGHUP become ``Interrupted``), and whatever was gathered is kept and marked.
 
 Order inside one run:
   preflight (all points, before anything starts) -> up/attach -> node and
@@ -30,7 +30,9 @@ from testbed.run import conditions
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
 from testbed.errors import ConfigError, Interrupted, PreflightError, TestbedError, WorkloadError
+from testbed.output import say
 from testbed.run.progress import ProgressLine, RateMeter
+from testbed.signals import Terminated, stop_signals_raise
 from testbed.results import SCHEMA_VERSION, jain_index, make_run_dir, write_json, write_table
 from testbed.emulation.scheduler import Scheduler
 from testbed.run.summary import flow_summary, qdisc_drops
@@ -61,34 +63,15 @@ def available_ccs() -> list[str]:
 
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
-        print(f"testbed: {message}", file=sys.stderr, flush=True)
+        say(sys.stderr, f"testbed: {message}")
 
 
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread for the duration.
-
-    Only the first one raises: a second Ctrl-C while the run is stopping must
-    not cut the teardown short, so it is reported and otherwise ignored.
-    """
-    raised: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if raised:
-            print(f"testbed: {signal.Signals(signum).name} again: still stopping and tearing "
-                  "down, please wait", file=sys.stderr, flush=True)
-            return
-        raised.append(signum)
-        exc = Interrupted(f"interrupted by {signal.Signals(signum).name}; "
-                          "partial results are kept and the testbed is torn down")
-        exc.exit_code = 128 + signum        # 130 for Ctrl-C, 143 for SIGTERM, as a shell says
-        raise exc
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def interrupted(signum: int) -> Interrupted:
+    """The error a run stopped by ``signum`` ends with; its exit code is the shell's."""
+    exc = Interrupted(f"interrupted by {signal.Signals(signum).name}; "
+                      "partial results are kept and the testbed is torn down")
+    exc.exit_code = 128 + signum        # 130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP, as a shell says
+    return exc
 
 
 @dataclass(frozen=True)
@@ -250,7 +233,7 @@ def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | No
     out = Path(output) if output is not None else None
     dirs: list[Path] = []
     line = ProgressLine(progress, [wl.planned_seconds for wl in workloads])
-    with signals_raise():
+    with stop_signals_raise(interrupted, once=True):
         for i, (point, wl, prep) in enumerate(zip(points, workloads, prepared)):
             line.begin_point(i, f"{wl.name} {point.label}")
             run = Run(wl, point, output=out, testbed_name=testbed_name, progress=progress,
@@ -354,6 +337,8 @@ class Run:
                     self._say("tearing down" if not self.testbed_name else "done")
         except Interrupted as exc:
             status, error = "interrupted", exc
+        except Terminated as exc:   # while `up` built: it has rolled back, as it says
+            status, error = "interrupted", interrupted(exc.signum)
         except TestbedError as exc:
             error = exc
         except subprocess.CalledProcessError as exc:
@@ -440,9 +425,8 @@ class Run:
                                           self.manifest["links_before"])
             self.manifest["testbed"]["mismatches"] = found
             for message in conditions.messages(found):
-                print(f"testbed: WARNING: {message}: this run is recorded with the "
-                      "testbed's links as they are and marked suspect", file=sys.stderr,
-                      flush=True)
+                say(sys.stderr, f"testbed: WARNING: {message}: this run is recorded with the "
+                    "testbed's links as they are and marked suspect")
         write_json(self.run_dir / "manifest.json", self.manifest)
 
     def _node_state(self, net: Any) -> dict[str, Any]:
@@ -498,7 +482,7 @@ class Run:
             plan = FlowPlan(flow=flow, port=BASE_PORT + i, src_ip=net.nodes[flow.src].ipv4,
                             dst_ip=net.nodes[flow.dst].ipv4,
                             seconds=(flow.duration or self.wl.duration).seconds,
-                            out_dir=self.run_dir / "raw")
+                            out_dir=self.run_dir.absolute() / "raw")
             plans.append((plan, DRIVERS[default_driver(flow)]()))
         return plans
 

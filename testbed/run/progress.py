@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from testbed.collect import tcpinfo
+from testbed.output import write_quietly
 from testbed.traffic import Driver, FlowPlan
 
 
@@ -43,10 +44,16 @@ class ProgressLine:
         self._next = 0.0
         self._width = 0
 
+    def _write(self, text: str) -> None:
+        """Write and flush; if the reader has gone (``output.write_quietly``), progress
+        stops and the run carries on."""
+        if self.enabled and not write_quietly(self.stream, text):
+            self.enabled = self.tty = False
+
     def message(self, text: str) -> None:
         if self.enabled:
             self._clear()
-            print(f"testbed: {text}", file=self.stream, flush=True)
+            self._write(f"testbed: {text}\n")
 
     def begin_point(self, index: int, label: str) -> None:
         self.index, self.label = index, label
@@ -76,16 +83,14 @@ class ProgressLine:
                 f"{running} running" + (f"  Mbit/s: {flows}" if flows else ""))
         if self.tty:
             pad = max(0, self._width - len(text))
-            self.stream.write("\r" + text + " " * pad)
-            self.stream.flush()
+            self._write("\r" + text + " " * pad)
             self._width = len(text)
         else:
-            print(f"testbed: {text}", file=self.stream, flush=True)
+            self._write(f"testbed: {text}\n")
 
     def _clear(self) -> None:
         if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
+            self._write("\r" + " " * self._width + "\r")
             self._width = 0
 
 

@@ -131,7 +131,9 @@ class Driver:
     def _spawn(self, node: NodeLike, argv: list[str], out: Path, err: Path) -> subprocess.Popen:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            kwargs: dict[str, Any] = {"stdout": fo, "stderr": fe, "stdin": subprocess.DEVNULL}
+            # cwd "/": tools run as root never start in the caller's directory
+            kwargs: dict[str, Any] = {"stdout": fo, "stderr": fe, "stdin": subprocess.DEVNULL,
+                                      "cwd": "/"}
             env = self.popen_env()
             if env is not None:
                 kwargs["env"] = env

@@ -19,6 +19,9 @@ from testbed.traffic.base import CONNECT_TIMEOUT, Driver, FlowPlan, FlowResult, 
 from testbed.workload.model import Flow
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# -P: the agent runs as root; a json.py in the caller's directory must not be imported
+# (the driver also starts it in "/")
+AGENT = (sys.executable, "-P", "-m", "testbed.traffic.agent")
 
 
 def parse_builtin(client: dict[str, Any] | None, server: dict[str, Any] | None, *,
@@ -125,8 +128,7 @@ class BuiltinDriver(Driver):
 
     def server_argv(self, plan: FlowPlan) -> list[str]:
         role = "udp-server" if plan.flow.protocol == "udp" else "tcp-server"
-        argv = [sys.executable, "-m", "testbed.traffic.agent", role, "--bind", plan.dst_ip,
-                *self._common(plan)]
+        argv = [*AGENT, role, "--bind", plan.dst_ip, *self._common(plan)]
         if plan.flow.protocol == "udp":
             argv += ["--packets-out", str(plan.out_dir / f"{plan.flow.name}.packets.csv"),
                      "--idle-timeout", "3"]
@@ -135,8 +137,8 @@ class BuiltinDriver(Driver):
     def client_argv(self, plan: FlowPlan) -> list[str]:
         f = plan.flow
         role = "udp-client" if f.protocol == "udp" else "tcp-client"
-        argv = [sys.executable, "-m", "testbed.traffic.agent", role, "--host", plan.dst_ip,
-                "--bind", plan.src_ip, *self._common(plan)]
+        argv = [*AGENT, role, "--host", plan.dst_ip, "--bind", plan.src_ip,
+                *self._common(plan)]
         if f.size is not None:
             argv += ["--size", str(f.size.bytes)]
         else:

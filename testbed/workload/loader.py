@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 from testbed.model import document as tb_loader
 
 from testbed.errors import ConfigError
+from testbed.files import NAME_MAX
 from testbed.units import Duration, Rate, Size, UnitError
 from testbed.workload.model import (FLOW_PROTOCOLS, Capture, Flow, RequestResponse,
                                     Sampling, Workload)
@@ -35,7 +36,8 @@ CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
 # a workload's name is a directory under the results and a flow's a file name
 # prefix: no leading dot, so never '.', '..' or hidden
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-_NAME_RULE = "may use letters, digits, '_', '.' and '-', and may not start with '.'"
+_NAME_RULE = (f"may use letters, digits, '_', '.' and '-', and may not start with '.' "
+              f"(at most {NAME_MAX} characters)")
 _CC_RE = re.compile(r"[a-z0-9_]+")
 DEFAULT_DURATION = Duration(10.0)
 
@@ -173,7 +175,7 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
             raise ctx.error(f"{path}.{key}" if key in f else path,
                             f"a flow needs '{key}:' naming a node of the topology")
     name = str(f.get("name") or f"{f['from']}-{f['to']}-{index}")
-    if not _NAME_RE.fullmatch(name):
+    if not _NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
         raise ctx.error(f"{path}.name", f"flow name {name!r} {_NAME_RULE}")
     protocol = f.get("protocol", "tcp")
     if protocol not in FLOW_PROTOCOLS:
@@ -231,7 +233,7 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     ctx = _Ctx(file, lines or {})
     top = ctx.mapping(data, "", TOP_KEYS)
     name = str(top.get("name") or file.stem)
-    if not _NAME_RE.fullmatch(name):
+    if not _NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
         raise ctx.error("name", f"workload name {name!r} {_NAME_RULE}")
     topo = top.get("topology")
     topology_path: Path | None = None

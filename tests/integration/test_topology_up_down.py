@@ -152,7 +152,7 @@ def test_kill_9_during_up_then_clean_removes_it_and_spares_foreign(tmp_path, cle
     foreign = _foreign_namespaces(f"f{os.getpid()}")
     try:
         cmd = [sys.executable, "-m", "testbed", "up", str(TOPOLOGIES / "line.yaml"),
-               "--set", "routers=250", "--name", clean_instance]
+               "--set", "routers=400", "--name", clean_instance]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         journal = state.Journal(clean_instance)
         wait_for(lambda: len(journal.namespaces()) >= 50 or proc.poll() is not None,
@@ -176,7 +176,7 @@ def test_kill_9_during_up_then_clean_removes_it_and_spares_foreign(tmp_path, cle
 
 def test_sigterm_during_up_rolls_back_without_clean(clean_instance):
     cmd = [sys.executable, "-m", "testbed", "up", str(TOPOLOGIES / "line.yaml"),
-           "--set", "routers=250", "--name", clean_instance]
+           "--set", "routers=400", "--name", clean_instance]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = state.Journal(clean_instance)
     wait_for(lambda: len(journal.namespaces()) >= 50 or proc.poll() is not None,

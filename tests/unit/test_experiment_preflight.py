@@ -96,14 +96,15 @@ def test_capture_interfaces_are_checked_against_the_topology(tmp_path, no_up):
     assert not (tmp_path / "res").exists()
 
 
-@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
 def test_a_signal_during_a_run_exits_as_a_shell_would_say(sig, code):
     import signal
 
     from testbed.errors import Interrupted
-    from testbed.run.experiment import signals_raise
+    from testbed.run.experiment import interrupted
+    from testbed.signals import stop_signals_raise
     with pytest.raises(Interrupted) as exc:
-        with signals_raise():
+        with stop_signals_raise(interrupted, once=True):
             os.kill(os.getpid(), getattr(signal, sig))
             signal.sigtimedwait([], 0.5)  # let the handler run
     assert exc.value.exit_code == code and sig in str(exc.value)

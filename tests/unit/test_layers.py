@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[2] / "testbed"
 
 FLOORS = [
-    {"errors", "units", "results", "signals", "version", "shape"},
+    {"errors", "units", "results", "signals", "version", "shape", "files", "output"},
     {"model"},
     {"workload"},
     {"plan"},

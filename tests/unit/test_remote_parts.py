@@ -85,6 +85,12 @@ def test_privileged_uses_sudo_n_for_non_root():
     assert conn.privileged(["testbed", "doctor"]) == ["testbed", "doctor"]
 
 
+def test_the_sudoers_rule_names_the_interpreter_sudo_runs():
+    assert ssh.sudoers_rule("alice") == "alice ALL=(root) NOPASSWD: /usr/bin/python3"
+    assert ssh.sudoers_rule("bob", "/opt/py/bin/python3.12") == \
+        "bob ALL=(root) NOPASSWD: /opt/py/bin/python3.12"
+
+
 def test_fingerprint_matches_openssh_format():
     key = paramiko.Ed25519Key.from_private_key_file  # noqa: F841 (API exists)
     rsa = paramiko.RSAKey.generate(1024)
