@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from testbed.errors import PreflightError
 from testbed.model.impairment import Impairment
-from testbed.plan.planner import Plan, PlannedLink
+from testbed.plan.types import Plan, PlannedLink
 from testbed.units import Duration
 
 if TYPE_CHECKING:     # testbed.emulation imports pyroute2 (~0.25 s): only when a link needs it

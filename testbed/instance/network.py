@@ -22,7 +22,8 @@ from testbed.emulation import links
 from testbed.model import document as loader
 from testbed.errors import TestbedError
 from testbed.model.topology import Topology, check_name, parse_topology
-from testbed.plan.planner import Plan, first_address, make_plan
+from testbed.plan.planner import make_plan
+from testbed.plan.types import Plan, first_address
 from testbed.realize import state
 from testbed.realize import build as backend
 from testbed.kernel import netns

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from testbed.errors import PreflightError, RealizeError
-from testbed.plan.planner import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
+from testbed.plan.types import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, ifindex
 from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
