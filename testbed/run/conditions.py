@@ -17,15 +17,13 @@ from typing import Any, Iterator
 
 from testbed.model import document as loader
 from testbed.errors import ConfigError, TestbedError
-from testbed.model.impairment import IMPAIRMENT_KEYS, GilbertElliott, Impairment
+from testbed.model.impairment import FIELD_NAMES, IMPAIRMENT_KEYS, GilbertElliott, Impairment
 from testbed.units import Duration, Percent, Rate, Size, UnitError
 
 MARKER = "tb-variable-probe-7f3a"
 _LINK_PATH = re.compile(r"^links\[(\d+)\](?:\.(forward|reverse))?\.(\w+)$")
 
 
-FIELDS = ("rate_bps", "delay_s", "jitter_s", "distribution", "loss", "loss_gilbert_elliott",
-          "queue", "reorder", "duplicate", "corrupt")
 
 
 def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
@@ -33,7 +31,7 @@ def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
     (``Impairment.as_fields``), every field present (None: not set); ``loss`` of a
     Gilbert-Elliott model is its mean loss."""
     imp = imp or Impairment()
-    out: dict[str, Any] = {k: None for k in FIELDS}
+    out: dict[str, Any] = {k: None for k in FIELD_NAMES}
     out.update(imp.as_fields())
     if isinstance(imp.loss, GilbertElliott):
         out["loss"] = imp.loss.mean_loss
