@@ -31,6 +31,7 @@ from testbed.emulation import live
 from testbed.errors import TestbedError
 from testbed.model.impairment import Impairment
 from testbed.model.schedule import ScheduleEntry
+from testbed.plan.types import PlannedDirection
 from testbed.realize import state
 
 # an action in force more than this after its planned time is flagged ``late``:
@@ -56,23 +57,13 @@ class Scheduler:
         self.events: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._before: dict[int, list[tuple[live.LiveDirection, Impairment | None]]] = {}
+        self._before: dict[int, list[tuple[PlannedDirection, Impairment | None]]] = {}
         self.t0: float | None = None
 
     @classmethod
     def for_network(cls, net: Any) -> "Scheduler":
         """The schedule of the topology a running testbed was brought up from (may be empty)."""
-        import yaml
-
-        from testbed.model.document import Document
-        from testbed.model.topology import parse_topology
-        source = net.data.get("topology_source") or ""
-        data = yaml.safe_load(source) if source.strip() else None
-        if not isinstance(data, dict) or not data.get("schedule"):
-            return cls(net.name, ())
-        topo = parse_topology(Document(file=net.data.get("file") or "<topology>", data=data),
-                              require_name=False)
-        return cls(net.name, topo.schedule)
+        return cls(net.name, net.deployed.schedule)
 
     @property
     def errors(self) -> list[str]:
@@ -130,10 +121,10 @@ class Scheduler:
         try:
             if not action.revert:
                 if e.duration is not None:
-                    data = state.Journal(self.instance).read_state() or {}
+                    deployed = live.read(self.instance)
                     self._before[e.index] = [
-                        (d, live.configured(data, d, state.instance_dir(self.instance)))
-                        for d in live.directions(data, e.link, e.direction)]
+                        (d, live.configured(deployed, d, state.instance_dir(self.instance)))
+                        for d in live.directions(deployed, e.link, e.direction)]
                 for d, merged in live.change(self.instance, e.link, e.set, e.direction,
                                              notes=notes):
                     done.append(f"{d.label}: {merged.describe()}")

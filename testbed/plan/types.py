@@ -10,7 +10,7 @@ the planner did.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from testbed.model.impairment import Impairment
@@ -116,6 +116,57 @@ class PlannedLink:
     @property
     def emulated(self) -> bool:
         return not (self.forward.is_empty and self.reverse.is_empty)
+
+    def direction(self, side: str) -> "PlannedDirection":
+        """``forward`` (a -> b) or ``reverse`` (b -> a)."""
+        if side not in SIDES:
+            raise ValueError(f"a link's side is forward or reverse, not {side!r}")
+        return PlannedDirection(self, side)
+
+    @property
+    def directions(self) -> tuple["PlannedDirection", "PlannedDirection"]:
+        return PlannedDirection(self, "forward"), PlannedDirection(self, "reverse")
+
+    def with_impairment(self, side: str, imp: Impairment) -> "PlannedLink":
+        return replace(self, **{side: imp})
+
+
+SIDES = ("forward", "reverse")
+
+
+@dataclass(frozen=True)
+class PlannedDirection:
+    """One direction of a link, ``sender`` -> ``receiver``, at the sender's egress
+    ``sender:ifname``: ``forward`` is the link's a -> b, ``reverse`` its b -> a."""
+
+    link: PlannedLink
+    side: str
+
+    @property
+    def sender(self) -> str:
+        return self.link.a if self.side == "forward" else self.link.b
+
+    @property
+    def receiver(self) -> str:
+        return self.link.b if self.side == "forward" else self.link.a
+
+    @property
+    def ifname(self) -> str:
+        """The sender's interface."""
+        return self.link.a_ifname if self.side == "forward" else self.link.b_ifname
+
+    @property
+    def peer_ifname(self) -> str:
+        """The receiver's interface."""
+        return self.link.b_ifname if self.side == "forward" else self.link.a_ifname
+
+    @property
+    def impairment(self) -> Impairment:
+        return self.link.forward if self.side == "forward" else self.link.reverse
+
+    @property
+    def label(self) -> str:
+        return f"{self.sender}->{self.receiver}"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from testbed.model import document as loader
 from testbed.errors import ConfigError, TestbedError
+from testbed.plan.deployed import Deployed
 from testbed.model.impairment import FIELD_NAMES, IMPAIRMENT_KEYS, GilbertElliott, Impairment
 from testbed.units import Duration, Percent, Rate, Size, UnitError
 
@@ -39,20 +40,20 @@ def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
     return out
 
 
-def link_directions(data: dict[str, Any], state_dir: Path) -> list[dict[str, Any]]:
+def link_directions(deployed: Deployed, state_dir: Path) -> list[dict[str, Any]]:
     """Every direction of every link of a testbed that is up, as its backend has it in force."""
     from testbed.emulation import live
     out = []
-    for d in live.all_directions(data):
+    for d in deployed.directions:
         try:
-            imp = live.configured(data, d, state_dir)
+            imp = live.configured(deployed, d, state_dir)
             error = None
         except (OSError, ValueError, TestbedError) as exc:
             imp, error = None, f"could not read: {exc}"
-        entry = {"link": d.link_name, "link_index": d.link_index, "direction": d.label,
+        entry = {"link": d.link.name, "link_index": d.link.index, "direction": d.label,
                  "side": d.side,
                  "at": f"{d.sender}:{d.ifname}", "emulated": imp is not None,
-                 "backend": data.get("link_backend") if imp is not None else None,
+                 "backend": deployed.link_backend if imp is not None else None,
                  **impairment_fields(imp)}
         if error:
             entry["error"] = error
@@ -100,12 +101,12 @@ def fed_paths(text: str, file: str, variables: dict[str, Any], name: str) -> lis
     return sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
 
 
-def mismatches(wl: Any, expected: Any, data: dict[str, Any],
+def mismatches(wl: Any, expected: Any, deployed: Deployed,
                live_dirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where the workload's variables disagree with an attached testbed.
 
-    ``expected``: the workload's topology loaded with its variables; ``data``: the
-    testbed's state; ``live_dirs``: its ``link_directions``. Only variables that feed
+    ``expected``: the workload's topology loaded with its variables; ``deployed``: the
+    testbed; ``live_dirs``: its ``link_directions``. Only variables that feed
     the topology count (a workload without variables takes the testbed as it is):
     the topology values they make are compared with the ones the testbed was built
     with (its rendered topology) and, for link emulation, with what is in force now
@@ -120,7 +121,7 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
         fed = {"(inline topology)": None}   # rendered with the workload: any variable may feed it
     else:
         file = str(wl.topology_path)
-        built_from = data.get("file")
+        built_from = deployed.file
         if not built_from or Path(built_from).resolve() != Path(file).resolve():
             return [{"variable": None, "workload": file, "testbed": built_from,
                      "where": "topology file", "path": None,
@@ -132,7 +133,7 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
             if paths != []:
                 fed[name] = paths
         mine = dict(_flatten(loader.parse_yaml(expected.source, file)[0])) if expected.source else {}
-        source = data.get("topology_source")
+        source = deployed.source
         built = dict(_flatten(loader.parse_yaml(source, file)[0])) if source else {}
         for name, paths in fed.items():
             for path in paths or []:
@@ -143,7 +144,7 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
                                            f"{mine[path]}; the testbed was built with "
                                            f"{built[path]}"})
     planned: dict[str, Impairment] = {}
-    for link in plan_for(expected, data.get("instance")).links:
+    for link in plan_for(expected, deployed.instance).links:
         planned[f"{link.a}->{link.b}"] = link.forward
         planned[f"{link.b}->{link.a}"] = link.reverse
     for name, paths in fed.items():
