@@ -59,12 +59,12 @@ def is_emulated(deployed: Deployed, d: PlannedDirection) -> bool:
 
 def configured(deployed: Deployed, d: PlannedDirection, state_dir: Path) -> Impairment | None:
     """The impairment in force as the backend recorded it (None: not emulated)."""
-    from testbed.emulation.common import impairment_from_dict, read_state, state_path
+    from testbed.emulation.common import read_state, state_path
     e = deployed.emulation(d)
     if e is None:
         return None
     record = read_state(state_path(state_dir, e.netns, e.ifname))
-    return None if record is None else impairment_from_dict(record["impairment"])
+    return None if record is None else Impairment.from_fields(record["impairment"])
 
 
 def show(instance: str, name: str | None = None) -> list[dict[str, Any]]:
