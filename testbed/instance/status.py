@@ -59,11 +59,10 @@ def _link(deployed: Deployed, link: PlannedLink, journal: state.Journal) -> dict
     them), plus each direction's impairment in force as fields in base units
     (``impairment``: {} when the direction is not emulated)."""
     from testbed.emulation import live
-    out: dict[str, Any] = {
-        "index": link.index, "name": link.name, "a": link.a, "a_ifname": link.a_ifname,
-        "b": link.b, "b_ifname": link.b_ifname, "mtu": link.mtu,
-        "forward": link.forward.describe(), "reverse": link.reverse.describe(),
-        "directions": []}
+    out: dict[str, Any] = {     # the keys in the order status --json always had
+        "a": link.a, "a_ifname": link.a_ifname, "b": link.b, "b_ifname": link.b_ifname,
+        "forward": link.forward.describe(), "index": link.index, "mtu": link.mtu,
+        "name": link.name, "reverse": link.reverse.describe(), "directions": []}
     for d in link.directions:
         imp = live.configured(deployed, d, journal.dir)
         out["directions"].append({"from": d.sender, "to": d.receiver, "side": d.side,
