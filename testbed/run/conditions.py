@@ -132,21 +132,34 @@ def mismatches(wl: Any, expected: Any, deployed: Deployed,
             paths = fed_paths(text, file, dict(wl.variables), name)
             if paths != []:
                 fed[name] = paths
-        mine = dict(_flatten(loader.parse_yaml(expected.source, file)[0])) if expected.source else {}
-        source = deployed.source
-        built = dict(_flatten(loader.parse_yaml(source, file)[0])) if source else {}
-        for name, paths in fed.items():
-            for path in paths or []:
-                if path in built and path in mine and not _same(built[path], mine[path]):
-                    out.append({"variable": name, "workload": wl.variables[name], "path": path,
-                                "testbed": built[path], "where": "as built",
-                                "message": f"{name}={wl.variables[name]} makes {path} "
-                                           f"{mine[path]}; the testbed was built with "
-                                           f"{built[path]}"})
-    planned: dict[str, Impairment] = {}
-    for link in plan_for(expected, deployed.instance).links:
-        planned[f"{link.a}->{link.b}"] = link.forward
-        planned[f"{link.b}->{link.a}"] = link.reverse
+        out += _built_differently(wl, expected.source, deployed.source, file, fed)
+    planned = {d.label: d.impairment
+               for link in plan_for(expected, deployed.instance).links for d in link.directions}
+    return _unique(out + _in_force_differently(wl, fed, planned, live_dirs))
+
+
+def _built_differently(wl: Any, mine_text: str, built_text: str, file: str,
+                       fed: dict[str, list[str] | None]) -> list[dict[str, Any]]:
+    """Topology values the fed variables make otherwise than the testbed was built with."""
+    mine = dict(_flatten(loader.parse_yaml(mine_text, file)[0])) if mine_text else {}
+    built = dict(_flatten(loader.parse_yaml(built_text, file)[0])) if built_text else {}
+    out = []
+    for name, paths in fed.items():
+        for path in paths or []:
+            if path in built and path in mine and not _same(built[path], mine[path]):
+                out.append({"variable": name, "workload": wl.variables[name], "path": path,
+                            "testbed": built[path], "where": "as built",
+                            "message": f"{name}={wl.variables[name]} makes {path} "
+                                       f"{mine[path]}; the testbed was built with "
+                                       f"{built[path]}"})
+    return out
+
+
+def _in_force_differently(wl: Any, fed: dict[str, list[str] | None],
+                          planned: dict[str, Impairment],
+                          live_dirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Link directions whose emulation in force is not what the fed variables make."""
+    out = []
     for name, paths in fed.items():
         value = wl.variables.get(name, "")
         for d in live_dirs:
@@ -165,7 +178,7 @@ def mismatches(wl: Any, expected: Any, deployed: Deployed,
                             "testbed": {c: d.get(c) for c in cols}, "where": "in force",
                             "message": f"{said} means {d['direction']} {key} {_show(want, key)}; "
                                        f"in force: {d.get('describe')}"})
-    return _unique(out)
+    return out
 
 
 def _keys_addressed(paths: list[str] | None, d: dict[str, Any]) -> list[str]:
