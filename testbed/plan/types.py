@@ -188,6 +188,8 @@ class Plan:
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as ``testbed plan --json`` prints it (state.json is
+        ``testbed.plan.deployed.Deployed.to_dict``)."""
         return {
             "instance": self.instance,
             "topology": self.topology.name,

@@ -128,3 +128,48 @@ def test_readers_of_a_version_1_instance_say_what_to_do(v1_instance):
     facts = status.instance_status("old")
     assert facts["complete"] is False and str(v1_instance) in facts["note"]
     assert "testbed down --name old" in status.render({"instances": [facts]})
+
+
+class RecordingBackend:
+    """Stands in for the userspace backend: records where ``apply`` was asked to act."""
+
+    name = "userspace"
+
+    def __init__(self):
+        self.applied = []
+
+    def apply(self, netns, ifname, imp, *, owner_tag, state_dir, rtt_hint, mtu, ingress=None):
+        self.applied.append((netns, ifname, ingress))
+
+
+def test_up_applies_each_direction_where_deployed_says_it_is(tmp_path):
+    from testbed.emulation import Selection
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nnodes: {h1: {kind: host}, r1: {kind: router}}\n"
+                    "links: [{endpoints: [h1, r1], delay: 5ms}]\n")
+    plan = make_plan(load_topology(path, {}), "dp")
+    backend = RecordingBackend()
+    links.apply(plan, Selection(backend, "test"), tmp_path)
+    recorded = [links.emulated("userspace", d, plan.nodes) for d in links.directions(plan)]
+    assert backend.applied == [
+        (e.netns, e.ifname, None if e.ingress is None else (e.ingress.netns, e.ingress.ifname))
+        for e in recorded]
+    assert backend.applied == [("tb-dp-h1", "eth0", ("tb-dp-r1", "eth0")),
+                               ("tb-dp-r1", "eth0", None)]
+
+
+def test_a_live_change_that_starts_emulating_a_direction_puts_it_where_up_would(tmp_path):
+    from testbed.emulation import live
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nnodes: {h1: {kind: host}, r1: {kind: router}}\n"
+                    "links: [{endpoints: [h1, r1]}]\n")
+    before = Deployed.of(make_plan(load_topology(path, {}), "dp"))      # nothing emulated
+    fwd = before.links[0].directions[0]
+    imp = live.parse_settings(["delay=5ms"])
+    backend = RecordingBackend()
+    after, in_force, _notes = live._set_one(before, backend, fwd, (imp, False, imp), 0.0, None,
+                                            tmp_path)
+    assert in_force == imp and after.links[0].forward == imp
+    assert backend.applied == [("tb-dp-h1", "eth0", ("tb-dp-r1", "eth0"))]
+    assert after.emulation(fwd) == links.emulated("userspace", fwd, before.nodes)
+    assert after.link_backend == "userspace" and through_json(after) == after
