@@ -164,7 +164,8 @@ def _resolve_explicit(w: Wiring, name: str, route: Route) -> PlannedRoute:
         gw = w.gateway(name, via, family)
         if gw is None:
             raise ConfigError(f"route via {via!r}: {via!r} is not a neighbour of {name!r} "
-                              f"with an IPv{family} address", file=topo.file, path=f"{route.path}.via")
+                              f"with an IPv{family} address", file=topo.file,
+                              path=f"{route.path}.via")
         return PlannedRoute(route.to, gw[0], gw[1], "explicit")
     try:
         addr = ipaddress.ip_address(via)

@@ -117,7 +117,8 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
     host: list[str] = []
     ccs = available_ccs()
     attached = _attached(testbed_name) if testbed_name else None
-    live_dirs = conditions.link_directions(attached.deployed, attached.state_dir) if attached else []
+    live_dirs = conditions.link_directions(attached.deployed, attached.state_dir) \
+        if attached else []
     prepared: list[Prepared] = []
     for wl in workloads:
         lines = _workload_lines(wl)
@@ -681,7 +682,8 @@ class Run:
                 net, plans, sampler, stats, qs, hs, captures, cap_stats, t0, stop_reasons)
         try:
             from testbed.realize import state
-            now = state.Journal(net.name).read_deployed() or net.deployed  # a schedule may have changed it
+            # a schedule may have changed it
+            now = state.Journal(net.name).read_deployed() or net.deployed
             self.manifest["links_after"] = conditions.link_directions(now, net.state_dir)
             self.manifest["nodes_after"] = self._node_state(net)
         except (OSError, subprocess.SubprocessError, TestbedError) as exc:
