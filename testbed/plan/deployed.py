@@ -119,8 +119,10 @@ class Deployed:
         by ``backend`` as ``emulated`` (None: no longer emulated)."""
         links = tuple(l.with_impairment(d.side, imp) if l.index == d.link.index else l
                       for l in self.links)
-        others = tuple(e for e in self.emulated if not e.is_of(d))
-        return replace(self, links=links, emulated=others + ((emulated,) if emulated else ()),
+        kept = [emulated if e.is_of(d) else e for e in self.emulated]
+        if emulated is not None and self.emulation(d) is None:
+            kept.append(emulated)
+        return replace(self, links=links, emulated=tuple(e for e in kept if e is not None),
                        link_backend=self.link_backend or backend)
 
     def to_dict(self) -> dict[str, Any]:

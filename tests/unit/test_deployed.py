@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.emulation import links
+from testbed.emulation import links, live
 from testbed.errors import TestbedError
 from testbed.instance import status
 from testbed.instance.network import load_topology
@@ -86,6 +86,11 @@ def test_a_change_of_one_direction_gives_a_new_value():
     assert after.emulation(rev) is None and after.emulation(fwd) == d.emulation(fwd)
     assert d.link(2).reverse == rev.impairment            # the old value is untouched
     assert through_json(after) == after
+    slower = d.with_direction(fwd, fwd.impairment.merged(live.parse_settings(["rate=1mbit"])),
+                              d.emulation(fwd), None)
+    assert slower.emulated == d.emulated and slower.link(2).forward.rate.bps == 1e6
+    back = after.with_direction(rev, rev.impairment, d.emulation(rev), "userspace")
+    assert back.emulation(rev) == d.emulation(rev) and back.link(2) == d.link(2)
 
 
 def test_a_version_1_state_is_refused_naming_the_file_and_down():
@@ -159,7 +164,6 @@ def test_up_applies_each_direction_where_deployed_says_it_is(tmp_path):
 
 
 def test_a_live_change_that_starts_emulating_a_direction_puts_it_where_up_would(tmp_path):
-    from testbed.emulation import live
     path = tmp_path / "t.yaml"
     path.write_text("name: t\nnodes: {h1: {kind: host}, r1: {kind: router}}\n"
                     "links: [{endpoints: [h1, r1]}]\n")
