@@ -122,8 +122,8 @@ def _print_up(net: Any, realized: Any) -> None:
             print(f"  {node.name:<10} {node.kind:<7} {realized.cc[node.name]:<7} "
                   f"{node.netns:<28} {addrs}")
     if net.link_backend:
-        print(f"  emulated links: {len(net.data['emulated'])} directions, backend "
-              f"{net.link_backend} ({net.data['link_backend_reason']})")
+        print(f"  emulated links: {len(net.deployed.emulated)} directions, backend "
+              f"{net.link_backend} ({net.deployed.link_backend_reason})")
     for note in realized.notes:
         print(f"  note: {note}")
     if realized.host_changes:

@@ -78,11 +78,10 @@ def link_show_command(args: argparse.Namespace) -> int:
 
 def kernel_lines(kernel: dict) -> list[str]:
     """What a backend read back, for people: one line per part (--json has it all)."""
-    # emulation imports pyroute2 (~0.3 s): not for --help or compare
-    from testbed.emulation.common import impairment_from_dict
+    from testbed.model.impairment import Impairment
     out = []
     if kernel.get("impairment"):
-        out.append("in force: " + impairment_from_dict(kernel["impairment"]).describe())
+        out.append("in force: " + Impairment.from_fields(kernel["impairment"]).describe())
     for key, value in kernel.items():
         if key in ("backend", "impairment"):
             continue

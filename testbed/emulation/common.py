@@ -1,5 +1,5 @@
-"""Types shared by the emulation backends: printable steps, state files,
-and turning an ``Impairment`` into a plain dict and back.
+"""Types shared by the emulation backends: printable steps and state files
+(one per link direction; its ``impairment`` is ``Impairment.as_fields``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from testbed.errors import RealizeError
 from testbed.files import write_atomic
-from testbed.model.impairment import GilbertElliott, Impairment, parse_impairment
-from testbed.units import Duration, Rate
+from testbed.model.impairment import Impairment
+from testbed.units import Duration
 
 
 @dataclass(frozen=True)
@@ -27,36 +27,6 @@ class Step:
 
     def __str__(self) -> str:
         return f"{self.netns}/{self.ifname}: {self.action}: {self.detail}"
-
-
-def impairment_to_dict(imp: Impairment) -> dict:
-    """Plain-JSON form that ``impairment_from_dict`` reads back exactly."""
-    out: dict = {}
-    for name in ("rate", "delay", "jitter", "queue", "reorder", "duplicate", "corrupt"):
-        value = getattr(imp, name)
-        if value is not None:
-            out[name] = _exact(value)
-    if imp.distribution is not None:
-        out["distribution"] = imp.distribution
-    if isinstance(imp.loss, GilbertElliott):
-        out["loss"] = {k: f"{getattr(imp.loss, k).fraction * 100!r}%" for k in "prhk"}
-    elif imp.loss is not None:
-        out["loss"] = f"{imp.loss.fraction * 100!r}%"
-    return out
-
-
-def _exact(value: object) -> str:
-    if isinstance(value, Rate):
-        return f"{value.bps!r}bit"
-    if isinstance(value, Duration):
-        return f"{value.seconds!r}s"
-    if hasattr(value, "fraction"):
-        return f"{value.fraction * 100!r}%"
-    return str(value)
-
-
-def impairment_from_dict(data: dict) -> Impairment:
-    return parse_impairment(data, file=None, path="state", partial=True)
 
 
 def safe_name(text: str) -> str:
@@ -105,7 +75,7 @@ def applied_with(state_dir: str | os.PathLike, netns: str, ifname: str,
     if record is None:
         raise RealizeError(f"no emulated link on {netns}/{ifname} to change; apply it first")
     rtt = None if record["rtt_hint"] is None else Duration(record["rtt_hint"])
-    before = impairment_from_dict(record["impairment"])
+    before = Impairment.from_fields(record["impairment"])
     return Applied(path, record, before, imp if exact else before.merged(imp), rtt,
                    shift_rtt(rtt, rtt_shift), record["mtu"])
 

@@ -1,46 +1,65 @@
 """Emulated links of a plan: choose the backend, check it can do everything, apply, supervise.
 
 Each direction of a link is applied at the egress of its sending interface,
-in that node's namespace. Everything the chosen backend cannot do is
+in that node's namespace (and, where ``placement`` says, at the receiver's
+ingress). Everything the chosen backend cannot do is
 reported at once, before the first kernel change, naming the backend.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from testbed.errors import PreflightError
 from testbed.model.impairment import Impairment, round_trip
-from testbed.plan.planner import Plan, PlannedLink
+from testbed.plan.deployed import EmulatedDirection, Place
+from testbed.plan.types import Plan, PlannedDirection, PlannedLink, PlannedNode
 from testbed.units import Duration
 
 if TYPE_CHECKING:     # testbed.emulation imports pyroute2 (~0.25 s): only when a link needs it
-    from testbed.emulation import Selection
+    from testbed.emulation import Backend, Selection
 
 
-@dataclass(frozen=True)
-class Direction:
-    """One emulated direction: ``sender`` -> ``receiver``, applied at ``sender:ifname``."""
-
-    link: PlannedLink
-    sender: str
-    ifname: str
-    receiver: str
-    impairment: Impairment
-
-    @property
-    def label(self) -> str:
-        return f"{self.sender}->{self.receiver}"
-
-
-def directions(plan: Plan) -> Iterator[Direction]:
+def directions(plan: Plan) -> Iterator[PlannedDirection]:
+    """The directions the plan emulates (those with an impairment), in link order."""
     for link in plan.links:
-        if not link.forward.is_empty:
-            yield Direction(link, link.a, link.a_ifname, link.b, link.forward)
-        if not link.reverse.is_empty:
-            yield Direction(link, link.b, link.b_ifname, link.a, link.reverse)
+        for d in link.directions:
+            if not d.impairment.is_empty:
+                yield d
+
+
+def placement(backend: str, d: PlannedDirection,
+              nodes: Mapping[str, PlannedNode]) -> Place | None:
+    """Where ``backend`` puts direction ``d`` besides its sender's egress (None: nowhere).
+
+    The userspace backend delays a host's traffic to a router after it has
+    crossed the link, at the router's ingress (see userspace.py).
+    """
+    if backend == "userspace" and nodes[d.sender].kind == "host" \
+            and nodes[d.receiver].kind == "router":
+        return Place(nodes[d.receiver].netns, d.peer_ifname)
+    return None
+
+
+def emulated(backend: str, d: PlannedDirection,
+             nodes: Mapping[str, PlannedNode]) -> EmulatedDirection:
+    """Direction ``d`` as ``backend`` emulates it: at the sender's egress, and ``placement``."""
+    sender = nodes[d.sender]
+    return EmulatedDirection(link=d.link.index, side=d.side, sender=d.sender,
+                             receiver=d.receiver, netns=sender.netns, ifname=d.ifname,
+                             tag=sender.tag, ingress=placement(backend, d, nodes))
+
+
+def apply_direction(backend: Backend, e: EmulatedDirection, imp: Impairment, state_dir: Path,
+                    rtt: Duration | None, mtu: int) -> None:
+    """Put ``imp`` in force on one direction, where ``e`` says."""
+    if e.ingress is None:
+        backend.apply(e.netns, e.ifname, imp, owner_tag=e.tag, state_dir=state_dir,
+                      rtt_hint=rtt, mtu=mtu)
+    else:
+        backend.apply(e.netns, e.ifname, imp, owner_tag=e.tag, state_dir=state_dir,
+                      rtt_hint=rtt, mtu=mtu, ingress=(e.ingress.netns, e.ingress.ifname))
 
 
 def rtt_hint(link: PlannedLink) -> Duration | None:
@@ -155,25 +174,15 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
             notes.append(f"link {d.label}: the userspace delay line sits in {d.sender}'s own "
                          "egress, where TCP Small Queues cap a bulk TCP sender at a few "
                          "Mbit/s per 10 ms of delay; put a router between hosts for bulk TCP")
-        extra = {}
-        if selection.backend.name == "userspace" and node.kind == "host" \
-                and plan.nodes[d.receiver].kind == "router":
-            # a host's own packets are delayed after crossing the link (see userspace.py)
-            peer_ifname = d.link.b_ifname if d.sender == d.link.a else d.link.a_ifname
-            extra["ingress"] = (plan.nodes[d.receiver].netns, peer_ifname)
-        selection.backend.apply(node.netns, d.ifname, d.impairment, owner_tag=node.tag,
-                                state_dir=state_dir, rtt_hint=rtt_hint(d.link), mtu=d.link.mtu,
-                                **extra)
+        apply_direction(selection.backend, emulated(selection.backend.name, d, plan.nodes),
+                        d.impairment, state_dir, rtt_hint(d.link), d.link.mtu)
     return notes
 
 
-def check_alive(plan_nodes: dict[str, str], backend_name: str, links: list[tuple[str, str, str]],
+def check_alive(backend_name: str, emulated: Iterable[EmulatedDirection],
                 state_dir: Path) -> None:
-    """Raise if a user-space part of any emulated link has died.
-
-    ``plan_nodes`` maps node -> (netns), ``links`` lists (node, ifname, tag).
-    """
+    """Raise if a user-space part of any emulated direction has died."""
     from testbed.emulation import BACKENDS
     backend = BACKENDS[backend_name]()
-    for node, ifname, tag in links:
-        backend.check_alive(plan_nodes[node], ifname, owner_tag=tag, state_dir=state_dir)
+    for e in emulated:
+        backend.check_alive(e.netns, e.ifname, owner_tag=e.tag, state_dir=state_dir)

@@ -2,130 +2,90 @@
 
 A link is named ``<a>-<b>`` as in the topology (``b-a`` is accepted too;
 then ``forward`` means b -> a, i.e. the direction as named). Each direction
-lives at its sender's egress, in the backend recorded in state.json. Used by
-``testbed link``, ``testbed validate`` and the scheduler.
+lives where the backend recorded in state.json put it (``Deployed.emulated``).
+Used by ``testbed link``, ``testbed validate``, ``status``, a run's recorded
+conditions and the scheduler.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.emulation import BACKENDS, Backend
+from testbed.emulation import BACKENDS, Backend, links
 from testbed.errors import ConfigError, TestbedError
 from testbed.model.impairment import Impairment, parse_impairment, round_trip
 from testbed.model.limits import kernel_limit_problems
+from testbed.plan.deployed import Deployed, EmulatedDirection
+from testbed.plan.types import PlannedDirection, PlannedLink
 from testbed.realize import state
 from testbed.units import Duration
 
 DIRECTIONS = ("forward", "reverse", "both")
 
 
-@dataclass(frozen=True)
-class LiveDirection:
-    """One direction of a link of a running testbed (``sender`` -> ``receiver``)."""
-
-    link_index: int
-    link_name: str        # as the user named it
-    side: str             # "forward" (a -> b in the topology) or "reverse"
-    sender: str
-    receiver: str
-    netns: str
-    ifname: str
-    tag: str
-    mtu: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.sender}->{self.receiver}"
-
-
-def backend_of(data: dict[str, Any], fallback: str = "auto") -> Backend:
+def backend_of(deployed: Deployed, fallback: str = "auto") -> Backend:
     """The backend instance recorded for an instance (or ``select_backend(fallback)``)."""
-    name = data.get("link_backend")
-    if name in BACKENDS:
-        return BACKENDS[name]()
+    if deployed.link_backend in BACKENDS:
+        return BACKENDS[deployed.link_backend]()
     from testbed.emulation import select_backend
     return select_backend(fallback).backend
 
 
-def find_link(data: dict[str, Any], name: str) -> tuple[dict[str, Any], bool]:
-    """The state's link entry named ``a-b`` (or ``b-a``: then flipped=True)."""
-    for link in data["links"]:
-        if name in (f"{link['a']}-{link['b']}", link.get("name")):
+def find_link(deployed: Deployed, name: str) -> tuple[PlannedLink, bool]:
+    """The link named ``a-b`` (or ``b-a``: then flipped=True)."""
+    for link in deployed.links:
+        if name == link.name:
             return link, False
-    for link in data["links"]:
-        if name == f"{link['b']}-{link['a']}":
+    for link in deployed.links:
+        if name == f"{link.b}-{link.a}":
             return link, True
-    names = ", ".join(f"{l['a']}-{l['b']}" for l in data["links"])
-    raise TestbedError(f"no link {name!r} in testbed {data.get('instance')!r} (links: {names})")
+    names = ", ".join(l.name for l in deployed.links)
+    raise TestbedError(f"no link {name!r} in testbed {deployed.instance!r} (links: {names})")
 
 
-def directions(data: dict[str, Any], name: str, direction: str = "both") -> list[LiveDirection]:
+def directions(deployed: Deployed, name: str, direction: str = "both") -> list[PlannedDirection]:
     """The directions of link ``name`` selected by ``direction`` (relative to the name)."""
     if direction not in DIRECTIONS:
         raise TestbedError(f"direction {direction!r}: choose forward, reverse or both")
-    link, flipped = find_link(data, name)
-    a_to_b = LiveDirection(link["index"], name, "forward", link["a"], link["b"],
-                           data["nodes"][link["a"]]["netns"], link["a_ifname"],
-                           data["nodes"][link["a"]]["tag"], link.get("mtu", 1500))
-    b_to_a = LiveDirection(link["index"], name, "reverse", link["b"], link["a"],
-                           data["nodes"][link["b"]]["netns"], link["b_ifname"],
-                           data["nodes"][link["b"]]["tag"], link.get("mtu", 1500))
-    as_named = [b_to_a, a_to_b] if flipped else [a_to_b, b_to_a]
+    link, flipped = find_link(deployed, name)
+    as_named = list(reversed(link.directions)) if flipped else list(link.directions)
     return {"forward": as_named[:1], "reverse": as_named[1:], "both": as_named}[direction]
 
 
-def all_directions(data: dict[str, Any]) -> list[LiveDirection]:
-    out = []
-    for link in data["links"]:
-        out += directions(data, f"{link['a']}-{link['b']}")
-    return out
+def is_emulated(deployed: Deployed, d: PlannedDirection) -> bool:
+    return deployed.emulation(d) is not None
 
 
-def placement(data: dict[str, Any], d: LiveDirection, backend: Backend) -> dict[str, Any]:
-    """Extra ``apply`` arguments: the userspace backend delays a host's traffic at the receiver."""
-    if backend.name != "userspace" or data["nodes"][d.sender]["kind"] != "host" \
-            or data["nodes"][d.receiver]["kind"] != "router":
-        return {}
-    link = next(l for l in data["links"] if l["index"] == d.link_index)
-    peer_ifname = link["b_ifname"] if d.sender == link["a"] else link["a_ifname"]
-    return {"ingress": (data["nodes"][d.receiver]["netns"], peer_ifname)}
-
-
-def is_emulated(data: dict[str, Any], d: LiveDirection) -> bool:
-    return any(e["node"] == d.sender and e["ifname"] == d.ifname for e in data.get("emulated", []))
-
-
-def configured(data: dict[str, Any], d: LiveDirection, state_dir: Path) -> Impairment | None:
+def configured(deployed: Deployed, d: PlannedDirection, state_dir: Path) -> Impairment | None:
     """The impairment in force as the backend recorded it (None: not emulated)."""
-    from testbed.emulation.common import impairment_from_dict, read_state, state_path
-    if not is_emulated(data, d):
+    from testbed.emulation.common import read_state, state_path
+    e = deployed.emulation(d)
+    if e is None:
         return None
-    record = read_state(state_path(state_dir, d.netns, d.ifname))
-    return None if record is None else impairment_from_dict(record["impairment"])
+    record = read_state(state_path(state_dir, e.netns, e.ifname))
+    return None if record is None else Impairment.from_fields(record["impairment"])
 
 
 def show(instance: str, name: str | None = None) -> list[dict[str, Any]]:
     """Each direction (of one link, or all): configured impairment, backend, kernel view."""
-    data = _read(instance)
+    deployed = read(instance)
     state_dir = state.instance_dir(instance)
-    backend = backend_of(data)
-    chosen = directions(data, name) if name else all_directions(data)
+    backend = backend_of(deployed)
+    chosen = directions(deployed, name) if name else deployed.directions
     out = []
     for d in chosen:
-        entry: dict[str, Any] = {"link": d.link_name if name else f"{_link(data, d)}",
-                                 "direction": d.label, "side": d.side,
-                                 "at": f"{d.sender}:{d.ifname}", "backend": None,
-                                 "configured": None, "kernel": None}
-        imp = configured(data, d, state_dir)
-        if imp is not None:
+        entry: dict[str, Any] = {"link": name or d.link.name, "direction": d.label,
+                                 "side": d.side, "at": f"{d.sender}:{d.ifname}",
+                                 "backend": None, "configured": None, "kernel": None}
+        imp = configured(deployed, d, state_dir)
+        e = deployed.emulation(d)
+        if imp is not None and e is not None:
             entry["backend"] = backend.name
             entry["configured"] = imp.describe()
             entry["fields"] = imp.as_fields()
-            entry["kernel"] = backend.show(d.netns, d.ifname, owner_tag=d.tag,
+            entry["kernel"] = backend.show(e.netns, e.ifname, owner_tag=e.tag,
                                            state_dir=state_dir)
         out.append(entry)
     return out
@@ -155,7 +115,7 @@ def parse_settings(items: list[str] | dict[str, Any], where: str = "link set") -
 
 
 def change(instance: str, name: str, imp: Impairment, direction: str = "both",
-           notes: list[str] | None = None) -> list[tuple[LiveDirection, Impairment]]:
+           notes: list[str] | None = None) -> list[tuple[PlannedDirection, Impairment]]:
     """Merge ``imp`` into the selected directions (like ``tc qdisc change``); update state.json.
 
     A direction that had no emulation yet gets it applied with ``imp`` alone.
@@ -165,12 +125,12 @@ def change(instance: str, name: str, imp: Impairment, direction: str = "both",
     nowhere.
     """
     with state.Journal(instance).changing():
-        data = _read(instance)
-        targets = [(d, imp, False) for d in directions(data, name, direction)]
-        return _set(instance, data, targets, notes)
+        deployed = read(instance)
+        targets = [(d, imp, False) for d in directions(deployed, name, direction)]
+        return _set(instance, deployed, targets, notes)
 
 
-def put(instance: str, targets: list[tuple[LiveDirection, Impairment | None]],
+def put(instance: str, targets: list[tuple[PlannedDirection, Impairment | None]],
         notes: list[str] | None = None) -> None:
     """Put exactly the given impairments in force (None: no emulation); update state.json.
 
@@ -180,73 +140,38 @@ def put(instance: str, targets: list[tuple[LiveDirection, Impairment | None]],
     belong to one link.
     """
     with state.Journal(instance).changing():
-        _set(instance, _read(instance), [(d, imp or Impairment(), True) for d, imp in targets],
+        _set(instance, read(instance), [(d, imp or Impairment(), True) for d, imp in targets],
              notes)
 
 
-def _set(instance: str, data: dict[str, Any],
-         targets: list[tuple[LiveDirection, Impairment, bool]],
-         notes: list[str] | None) -> list[tuple[LiveDirection, Impairment]]:
+Target = tuple[PlannedDirection, Impairment, bool]
+
+
+def _set(instance: str, deployed: Deployed, targets: list[Target],
+         notes: list[str] | None) -> list[tuple[PlannedDirection, Impairment]]:
     """Change directions of one link: ``(direction, impairment, exact)``; exact replaces.
 
     Both directions' buffers given in BDP follow the link's new round trip
     (``common.shift_rtt``): a delay change resizes them as a fresh plan would.
     """
-    from testbed.emulation.common import delay_shift, read_state, state_path
+    from testbed.emulation.common import delay_shift
     journal = state.Journal(instance)
-    backend = backend_of(data)
-    link_dirs = directions(data, _link(data, targets[0][0]))
-    before = {d.side: configured(data, d, journal.dir) for d in link_dirs}
-    after = dict(before)
-    for d, imp, exact in targets:
-        after[d.side] = imp if exact else (before[d.side] or Impairment()).merged(imp)
-    rtt = _rtt_hint(after)
-    beyond = [f"{d.label}: {p}" for d in link_dirs if after[d.side] is not None
-              for _key, p in kernel_limit_problems(after[d.side], rtt, d.mtu)]
-    if beyond:
-        raise ConfigError("; ".join(beyond))
-    problems = [f"{d.label}: {p}" for d, _imp, _exact in targets
-                for p in backend.unsupported(after[d.side])]
-    if problems:
-        raise TestbedError(f"the {backend.name} link backend cannot do: " + "; ".join(problems))
+    backend = backend_of(deployed)
+    link_dirs = deployed.link(targets[0][0].link.index).directions
+    before = {d.side: configured(deployed, d, journal.dir) for d in link_dirs}
+    after = _after(backend, before, targets)
     if any(imp.acts_per_packet for _d, imp, _exact in targets):
-        # as ``up`` does (testbed.emulation.links.apply): per-packet impairments must not
-        # meet 64 KB GSO super-packets anywhere on the path
-        from testbed.emulation import set_offloads
-        for node in data["nodes"].values():
-            for iface in node["interfaces"]:
-                set_offloads(node["netns"], iface["ifname"], False)
+        _offloads_off(deployed)
     shift = sum(delay_shift(before[side], after[side]) for side in before)
-    link = next(l for l in data["links"] if l["index"] == link_dirs[0].link_index)
-    chosen = {d.side: d for d, _imp, _exact in targets}
-    others = [d for d in link_dirs if d.side not in chosen]
-    said: list[str] = []
-    for d in others:
-        if shift and is_emulated(data, d):   # the round trip changed: resize its buffer
-            backend.change(d.netns, d.ifname, Impairment(), owner_tag=d.tag,
-                           state_dir=journal.dir, rtt_shift=shift)
-            said += _notes_of(d, read_state(state_path(journal.dir, d.netns, d.ifname)))
+    chosen = {d.side for d, _imp, _exact in targets}
+    said = _resize(deployed, backend, [d for d in link_dirs if d.side not in chosen], shift,
+                   journal.dir)
     done = []
     for d, imp, exact in targets:
-        new = after[d.side]
-        if new.is_empty:
-            if is_emulated(data, d):
-                backend.remove(d.netns, d.ifname, owner_tag=d.tag, state_dir=journal.dir)
-            data["emulated"] = [e for e in data.get("emulated", [])
-                                if not (e["node"] == d.sender and e["ifname"] == d.ifname)]
-        elif is_emulated(data, d):
-            new = backend.change(d.netns, d.ifname, imp, owner_tag=d.tag, state_dir=journal.dir,
-                                 exact=exact, rtt_shift=shift)
-            said += _notes_of(d, read_state(state_path(journal.dir, d.netns, d.ifname)))
-        else:
-            backend.apply(d.netns, d.ifname, new, owner_tag=d.tag, state_dir=journal.dir,
-                          rtt_hint=_rtt_hint(after), mtu=d.mtu, **placement(data, d, backend))
-            data.setdefault("emulated", []).append(
-                {"node": d.sender, "ifname": d.ifname, "tag": d.tag, "direction": d.label})
-            if not data.get("link_backend"):
-                data["link_backend"] = backend.name
-        link[d.side] = new.describe()
-        journal.write_state(data)
+        deployed, new, more = _set_one(deployed, backend, d, (imp, exact, after[d.side]),
+                                       shift, _rtt_hint(after), journal.dir)
+        said += more
+        journal.write_deployed(deployed)
         done.append((d, new))
     if notes is not None:
         notes += said
@@ -256,7 +181,69 @@ def _set(instance: str, data: dict[str, Any],
     return done
 
 
-def _notes_of(d: LiveDirection, record: dict[str, Any] | None) -> list[str]:
+def _after(backend: Backend, before: dict[str, Impairment | None],
+           targets: list[Target]) -> dict[str, Impairment | None]:
+    """Each side's impairment after the change; refused if the backend cannot do it."""
+    after = dict(before)
+    for d, imp, exact in targets:
+        after[d.side] = imp if exact else (before[d.side] or Impairment()).merged(imp)
+    rtt = _rtt_hint(after)
+    beyond = [f"{d.label}: {p}" for d, _imp, _exact in targets if after[d.side] is not None
+              for _key, p in kernel_limit_problems(after[d.side], rtt, d.link.mtu)]
+    if beyond:
+        raise ConfigError("; ".join(beyond))
+    problems = [f"{d.label}: {p}" for d, _imp, _exact in targets
+                for p in backend.unsupported(after[d.side])]
+    if problems:
+        raise TestbedError(f"the {backend.name} link backend cannot do: " + "; ".join(problems))
+    return after
+
+
+def _offloads_off(deployed: Deployed) -> None:
+    """As ``up`` does (testbed.emulation.links.apply): per-packet impairments must not
+    meet 64 KB GSO super-packets anywhere on the path."""
+    from testbed.emulation import set_offloads
+    for node in deployed.nodes.values():
+        for iface in node.interfaces:
+            set_offloads(node.netns, iface.ifname, False)
+
+
+def _resize(deployed: Deployed, backend: Backend, others: list[PlannedDirection],
+            shift: float, state_dir: Path) -> list[str]:
+    """The round trip changed by ``shift`` s: resize the other directions' BDP buffers."""
+    said: list[str] = []
+    for d in others:
+        e = deployed.emulation(d)
+        if shift and e is not None:
+            backend.change(e.netns, e.ifname, Impairment(), owner_tag=e.tag,
+                           state_dir=state_dir, rtt_shift=shift)
+            said += _notes_of(d, e, state_dir)
+    return said
+
+
+def _set_one(deployed: Deployed, backend: Backend, d: PlannedDirection,
+             change: tuple[Impairment, bool, Impairment], shift: float,
+             rtt: Duration | None, state_dir: Path) -> tuple[Deployed, Impairment, list[str]]:
+    """One direction: ``change`` is (what to set, exact, the result wanted). Returns the
+    testbed after it, what is in force, and what the backend had to do besides."""
+    imp, exact, new = change
+    e = deployed.emulation(d)
+    if new.is_empty:
+        if e is not None:
+            backend.remove(e.netns, e.ifname, owner_tag=e.tag, state_dir=state_dir)
+        return deployed.with_direction(d, new, None, None), new, []
+    if e is not None:
+        new = backend.change(e.netns, e.ifname, imp, owner_tag=e.tag, state_dir=state_dir,
+                             exact=exact, rtt_shift=shift)
+        return deployed.with_direction(d, new, e, None), new, _notes_of(d, e, state_dir)
+    e = links.emulated(backend.name, d, deployed.nodes)
+    links.apply_direction(backend, e, new, state_dir, rtt, d.link.mtu)
+    return deployed.with_direction(d, new, e, backend.name), new, []
+
+
+def _notes_of(d: PlannedDirection, e: EmulatedDirection, state_dir: Path) -> list[str]:
+    from testbed.emulation.common import read_state, state_path
+    record = read_state(state_path(state_dir, e.netns, e.ifname))
     return [f"{d.label}: {n}" for n in (record or {}).get("notes") or []]
 
 
@@ -265,15 +252,11 @@ def _rtt_hint(after: dict[str, Impairment | None]) -> Duration | None:
     return round_trip(*after.values())
 
 
-def _link(data: dict[str, Any], d: LiveDirection) -> str:
-    link = next(l for l in data["links"] if l["index"] == d.link_index)
-    return f"{link['a']}-{link['b']}"
-
-
-def _read(instance: str) -> dict[str, Any]:
-    data = state.Journal(instance).read_state()
-    if data is None:
+def read(instance: str) -> Deployed:
+    """The running testbed named ``instance``; a TestbedError when none is up."""
+    deployed = state.Journal(instance).read_deployed()
+    if deployed is None:
         up = state.instances()
         raise TestbedError(f"no testbed named {instance!r} is up"
                            + (f" (up: {', '.join(up)})" if up else " (none is up)"))
-    return data
+    return deployed

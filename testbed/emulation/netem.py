@@ -31,8 +31,8 @@ from pathlib import Path
 from testbed.emulation import tbf as tbf_mod
 from testbed.kernel.tc import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (Step, applied_with, impairment_to_dict, read_state,
-                                      state_path, write_state)
+from testbed.emulation.common import (Step, applied_with, read_state, state_path,
+                                      write_state)
 from testbed.emulation.distributions import netem_table
 from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment
@@ -232,7 +232,7 @@ class NetemBackend:
         write_state(state_path(state_dir, netns, ifname),
                     {"backend": self.name, "owner": owner_tag, "mtu": mtu,
                      "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
-                     "impairment": impairment_to_dict(imp), "notes": []})
+                     "impairment": imp.as_fields(), "notes": []})
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:
@@ -246,7 +246,7 @@ class NetemBackend:
         previous = resolve(now.before, now.before_rtt, now.mtu).tbf
         flushed = self._install(netns, ifname, resolve(now.merged, now.rtt_hint, now.mtu),
                                 previous_tbf=previous)
-        now.record.update(impairment=impairment_to_dict(now.merged),
+        now.record.update(impairment=now.merged.as_fields(),
                           rtt_hint=None if now.rtt_hint is None else now.rtt_hint.seconds,
                           notes=[] if flushed is None else [flushed.describe()])
         write_state(now.path, now.record)

@@ -31,6 +31,7 @@ from testbed.emulation import live
 from testbed.errors import TestbedError
 from testbed.model.impairment import Impairment
 from testbed.model.schedule import ScheduleEntry
+from testbed.plan.types import PlannedDirection
 from testbed.realize import state
 
 # an action in force more than this after its planned time is flagged ``late``:
@@ -56,21 +57,13 @@ class Scheduler:
         self.events: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._before: dict[int, list[tuple[live.LiveDirection, Impairment | None]]] = {}
+        self._before: dict[int, list[tuple[PlannedDirection, Impairment | None]]] = {}
         self.t0: float | None = None
 
     @classmethod
     def for_network(cls, net: Any) -> "Scheduler":
         """The schedule of the topology a running testbed was brought up from (may be empty)."""
-        from testbed.model.document import Document, parse_yaml
-        from testbed.model.topology import parse_topology
-        source = net.data.get("topology_source") or ""
-        file = net.data.get("file") or "<topology>"
-        data, lines = parse_yaml(source, file)
-        if not isinstance(data, dict) or not data.get("schedule"):
-            return cls(net.name, ())
-        topo = parse_topology(Document(file=file, data=data, lines=lines), require_name=False)
-        return cls(net.name, topo.schedule)
+        return cls(net.name, net.deployed.schedule)
 
     @property
     def errors(self) -> list[str]:
@@ -128,10 +121,10 @@ class Scheduler:
         try:
             if not action.revert:
                 if e.duration is not None:
-                    data = state.Journal(self.instance).read_state() or {}
+                    deployed = live.read(self.instance)
                     self._before[e.index] = [
-                        (d, live.configured(data, d, state.instance_dir(self.instance)))
-                        for d in live.directions(data, e.link, e.direction)]
+                        (d, live.configured(deployed, d, state.instance_dir(self.instance)))
+                        for d in live.directions(deployed, e.link, e.direction)]
                 for d, merged in live.change(self.instance, e.link, e.set, e.direction,
                                              notes=notes):
                     done.append(f"{d.label}: {merged.describe()}")

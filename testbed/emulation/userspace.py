@@ -39,8 +39,8 @@ from pyroute2 import IPRoute
 
 from testbed.emulation import daemon, netfilter, offload, tbf
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (Step, applied_with, impairment_to_dict, read_state,
-                                      state_path, write_state)
+from testbed.emulation.common import (Step, applied_with, read_state, state_path,
+                                      write_state)
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment
@@ -181,7 +181,7 @@ class UserspaceBackend:
             self.remove(netns, ifname, owner_tag=owner_tag, state_dir=state_dir)
         record = {"backend": self.name, "owner": owner_tag, "mtu": mtu,
                   "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
-                  "impairment": impairment_to_dict(imp), "plan": EMPTY.to_dict(),
+                  "impairment": imp.as_fields(), "plan": EMPTY.to_dict(),
                   "daemon": None, "offloads_before": None, "generation": 0, "notes": [],
                   "delay_at": None if ingress is None else
                   {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
@@ -215,7 +215,7 @@ class UserspaceBackend:
         try:
             self._converge(netns, ifname, UserspacePlan.from_dict(now.record["plan"]), new,
                            now.record, owner_tag, now.path.parent)
-            now.record["impairment"] = impairment_to_dict(now.merged)
+            now.record["impairment"] = now.merged.as_fields()
             now.record["rtt_hint"] = None if now.rtt_hint is None else now.rtt_hint.seconds
         finally:
             write_state(now.path, now.record)

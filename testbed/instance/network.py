@@ -11,10 +11,8 @@ inside. ``attach`` gives the same objects for an instance already up (from
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -22,12 +20,12 @@ from testbed.emulation import links
 from testbed.model import document as loader
 from testbed.errors import TestbedError
 from testbed.model.topology import Topology, check_instance_name, parse_topology
-from testbed.plan.planner import Plan, first_address, make_plan
+from testbed.plan.deployed import Deployed
+from testbed.plan.planner import make_plan
+from testbed.plan.types import Plan, PlannedInterface, PlannedLink, PlannedNode, PlannedRoute
 from testbed.realize import state
 from testbed.realize import build as backend
 from testbed.kernel import netns
-
-STATE_VERSION = 1
 
 
 def load_topology(path: str | os.PathLike[str], variables: Mapping[str, Any] | None = None,
@@ -42,50 +40,48 @@ def plan_for(topology: Topology, name: str | None = None) -> Plan:
     return make_plan(topology, name)
 
 
-@dataclass(frozen=True)
-class Interface:
-    ifname: str
-    peer: str
-    peer_ifname: str
-    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
-
-
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    a: str
-    a_ifname: str
-    b: str
-    b_ifname: str
-    forward: str          # description of the a -> b impairment
-    reverse: str
-
-
 class Node:
-    """One namespace of a running testbed."""
+    """One namespace of a running testbed: its planned facts (``planned``) and commands."""
 
-    def __init__(self, network: "Network", name: str, data: dict[str, Any]) -> None:
+    def __init__(self, network: "Network", planned: PlannedNode) -> None:
         self.network = network
-        self.name = name
-        self.kind: str = data["kind"]
-        self.netns: str = data["netns"]
-        self.cc: str = data["cc"]
-        self.interfaces = tuple(
-            Interface(i["ifname"], i["peer"], i["peer_ifname"],
-                      tuple(ipaddress.ip_interface(a) for a in i["addresses"]))
-            for i in data["interfaces"])
+        self.planned = planned
 
-    def __repr__(self) -> str:
-        return f"<Node {self.name} ({self.kind}) in {self.netns}>"
+    @property
+    def name(self) -> str:
+        return self.planned.name
+
+    @property
+    def kind(self) -> str:
+        return self.planned.kind
+
+    @property
+    def netns(self) -> str:
+        return self.planned.netns
+
+    @property
+    def cc(self) -> str:
+        """The congestion control planned for the node (``cc_in_force``: what it got)."""
+        return self.planned.cc
+
+    @property
+    def interfaces(self) -> tuple[PlannedInterface, ...]:
+        return self.planned.interfaces
+
+    @property
+    def routes(self) -> tuple[PlannedRoute, ...]:
+        return self.planned.routes
 
     @property
     def ipv4(self) -> str | None:
-        return first_address(self.interfaces, 4)
+        return self.planned.ipv4
 
     @property
     def ipv6(self) -> str | None:
-        return first_address(self.interfaces, 6)
+        return self.planned.ipv6
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} ({self.kind}) in {self.netns}>"
 
     def _preexec(self):
         hosts = self.network.state_dir / "hosts"
@@ -126,15 +122,20 @@ def _check_argv(argv: Sequence[str]) -> None:
 class Network:
     """A testbed instance that is up. Built from its state file."""
 
-    def __init__(self, instance: str, data: dict[str, Any], *, owned: bool) -> None:
-        self.name = instance
-        self.data = data
+    def __init__(self, deployed: Deployed, *, owned: bool) -> None:
+        self.deployed = deployed
+        self.name = deployed.instance
         self._owned = owned
-        self.nodes: dict[str, Node] = {n: Node(self, n, d) for n, d in data["nodes"].items()}
-        self.links = tuple(Link(l["index"], l["name"], l["a"], l["a_ifname"], l["b"],
-                                l["b_ifname"], l["forward"], l["reverse"])
-                           for l in data["links"])
-        self.link_backend: str | None = data.get("link_backend")
+        self.nodes: dict[str, Node] = {n: Node(self, p) for n, p in deployed.nodes.items()}
+
+    @property
+    def links(self) -> tuple[PlannedLink, ...]:
+        """The links with the impairments in force when this Network was made."""
+        return self.deployed.links
+
+    @property
+    def link_backend(self) -> str | None:
+        return self.deployed.link_backend
 
     def __repr__(self) -> str:
         return f"<Network {self.name}: {len(self.nodes)} nodes, {len(self.links)} links>"
@@ -173,11 +174,8 @@ class Network:
 
     def check_links(self) -> None:
         """Raise RealizeError if a user-space part of an emulated link has died."""
-        if not self.link_backend:
-            return
-        links.check_alive({n: node.netns for n, node in self.nodes.items()}, self.link_backend,
-                          [(e["node"], e["ifname"], e["tag"]) for e in self.data["emulated"]],
-                          self.state_dir)
+        if self.link_backend:
+            links.check_alive(self.link_backend, self.deployed.emulated, self.state_dir)
 
 
 def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.Realized]:
@@ -192,19 +190,15 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.R
             notes.extend(links.apply(plan, selection, journal.dir))
 
     realized = backend.realize(plan, journal, after=emulate)
-    data = plan.to_dict()
-    emulated = [{"node": d.sender, "ifname": d.ifname, "tag": plan.nodes[d.sender].tag,
-                 "direction": d.label} for d in links.directions(plan)]
-    data.update(version=STATE_VERSION, cc_in_force=realized.cc,
-                host_changes=realized.host_changes,
-                link_backend=selection.backend.name if selection else None,
-                link_backend_reason=selection.reason if selection else None,
-                emulated=emulated, notes=notes, topology_source=plan.topology.source,
-                variables={k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-                           for k, v in plan.topology.variables.items()})
-    journal.write_state(data)
+    name = selection.backend.name if selection else None
+    deployed = Deployed.of(
+        plan, cc_in_force=realized.cc, host_changes=tuple(realized.host_changes),
+        link_backend=name, link_backend_reason=selection.reason if selection else None,
+        emulated=tuple(links.emulated(name, d, plan.nodes) for d in links.directions(plan))
+        if name else (), notes=tuple(notes))
+    journal.write_deployed(deployed)
     realized.notes = notes
-    return Network(plan.instance, data, owned=False), realized
+    return Network(deployed, owned=False), realized
 
 
 def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
@@ -225,9 +219,9 @@ def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
 def attach(name: str) -> Network:
     """The Network of an instance already up (e.g. from ``testbed up``); ``name`` must
     follow the instance-name rule (a ConfigError otherwise, before any file is read)."""
-    data = state.Journal(check_instance_name(name, "instance name")).read_state()
-    if data is None:
+    deployed = state.Journal(check_instance_name(name, "instance name")).read_deployed()
+    if deployed is None:
         up_now = state.instances()
         hint = f" (up: {', '.join(up_now)})" if up_now else " (none is up)"
         raise TestbedError(f"no testbed named {name!r} is up{hint}")
-    return Network(name, data, owned=False)
+    return Network(deployed, owned=False)

@@ -9,16 +9,19 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.realize import state
-from testbed.realize import build as backend
+from testbed.errors import TestbedError
 from testbed.kernel import netns
+from testbed.plan.deployed import Deployed
+from testbed.plan.types import PlannedLink, PlannedNode
+from testbed.realize import build as backend
+from testbed.realize import state
 
 
-def _node_facts(node: str, data: dict[str, Any], spaces: netns.Namespaces) -> dict[str, Any]:
-    facts: dict[str, Any] = {"kind": data["kind"], "netns": data["netns"], "present": False}
-    if not netns.exists(data["netns"]):
+def _node_facts(node: PlannedNode, spaces: netns.Namespaces) -> dict[str, Any]:
+    facts: dict[str, Any] = {"kind": node.kind, "netns": node.netns, "present": False}
+    if not netns.exists(node.netns):
         return facts
-    with spaces.enter(data["netns"]), IPRoute() as ipr:
+    with spaces.enter(node.netns), IPRoute() as ipr:
         facts["present"] = True
         names = {}
         interfaces = []
@@ -51,14 +54,17 @@ def _node_facts(node: str, data: dict[str, Any], spaces: netns.Namespaces) -> di
     return facts
 
 
-def _link(data: dict[str, Any], link: dict[str, Any], journal: state.Journal) -> dict[str, Any]:
-    """A link as recorded, plus each direction's impairment in force as fields in base
-    units (``impairment``: {} when the direction is not emulated)."""
+def _link(deployed: Deployed, link: PlannedLink, journal: state.Journal) -> dict[str, Any]:
+    """A link as planned, its impairments as configured (text, as ``testbed plan`` says
+    them), plus each direction's impairment in force as fields in base units
+    (``impairment``: {} when the direction is not emulated)."""
     from testbed.emulation import live
-    out = dict(link)
-    out["directions"] = []
-    for d in live.directions(data, f"{link['a']}-{link['b']}"):
-        imp = live.configured(data, d, journal.dir)
+    out: dict[str, Any] = {     # the keys in the order status --json always had
+        "a": link.a, "a_ifname": link.a_ifname, "b": link.b, "b_ifname": link.b_ifname,
+        "forward": link.forward.describe(), "index": link.index, "mtu": link.mtu,
+        "name": link.name, "reverse": link.reverse.describe(), "directions": []}
+    for d in link.directions:
+        imp = live.configured(deployed, d, journal.dir)
         out["directions"].append({"from": d.sender, "to": d.receiver, "side": d.side,
                                   "impairment": imp.as_fields() if imp is not None else {}})
     return out
@@ -66,19 +72,26 @@ def _link(data: dict[str, Any], link: dict[str, Any], journal: state.Journal) ->
 
 def instance_status(instance: str) -> dict[str, Any]:
     journal = state.Journal(instance)
-    data = journal.read_state()
-    if data is None:
+    try:
+        deployed = journal.read_deployed()
+        unreadable = None
+    except TestbedError as exc:
+        deployed, unreadable = None, str(exc)
+    if deployed is None:
         return {"name": instance, "complete": False,
                 "namespaces": [n for n in journal.namespaces() if netns.exists(n)],
-                "note": f"no state file: an interrupted 'up'? run 'testbed down --name {instance}'"}
-    out: dict[str, Any] = {"name": instance, "complete": True, "topology": data["topology"],
-                           "file": data["file"], "link_backend": data.get("link_backend"),
-                           "nodes": {}, "links": [_link(data, l, journal) for l in data["links"]]}
+                "note": unreadable or "no state file: an interrupted 'up'? run "
+                                      f"'testbed down --name {instance}'"}
+    out: dict[str, Any] = {"name": instance, "complete": True, "topology": deployed.topology,
+                           "file": deployed.file, "link_backend": deployed.link_backend,
+                           "nodes": {}, "links": [_link(deployed, l, journal)
+                                                  for l in deployed.links]}
     with netns.Namespaces() as spaces:
-        for node, ndata in data["nodes"].items():
+        for name in sorted(deployed.nodes):    # as status always listed them
+            node = deployed.nodes[name]
             with contextlib.suppress(OSError, NetlinkError):
-                out["nodes"][node] = _node_facts(node, ndata, spaces)
-            out["nodes"].setdefault(node, {"kind": ndata["kind"], "netns": ndata["netns"],
+                out["nodes"][name] = _node_facts(node, spaces)
+            out["nodes"].setdefault(name, {"kind": node.kind, "netns": node.netns,
                                            "present": False})
     return out
 

@@ -49,6 +49,7 @@ from testbed.emulation import live
 from testbed.kernel.netns import enter
 from testbed.errors import TestbedError
 from testbed.model.impairment import GilbertElliott, Impairment
+from testbed.plan.types import PlannedDirection, PlannedNode
 from testbed.results import percentile
 from testbed.signals import stop_signals_raise
 
@@ -181,40 +182,43 @@ def _address(net, node: str, peer: str, peer_ifname: str) -> str:
     raise TestbedError(f"node {node} has no address on its link to {peer}")
 
 
-def next_hop(data: dict[str, Any], node: str, dst: str) -> tuple[int, str] | None:
+Nodes = Mapping[str, PlannedNode]
+Hop = tuple[str, int, str]          # (node, link index, next node)
+
+
+def next_hop(nodes: Nodes, node: str, dst: str) -> tuple[int, str] | None:
     """(link index, peer) over which ``node`` sends to address ``dst``, from its planned
     addresses (connected) and routes (longest prefix); None: no route."""
     ip = ipaddress.ip_address(dst)
-    n = data["nodes"][node]
-    for iface in n["interfaces"]:
-        if any(ip in ipaddress.ip_interface(a).network for a in iface["addresses"]):
-            return iface["link"], iface["peer"]
+    n = nodes[node]
+    for iface in n.interfaces:
+        if any(a.version == ip.version and ip in a.network for a in iface.addresses):
+            return iface.link, iface.peer
     best: tuple[int, str] | None = None
     best_len = -1
-    for r in n.get("routes", []):
-        net_ = ipaddress.ip_network(r["dst"], strict=False)
-        if net_.version == ip.version and ip in net_ and net_.prefixlen > best_len:
-            iface = next((i for i in n["interfaces"] if i["ifname"] == r.get("ifname")), None)
+    for r in n.routes:
+        if r.dst.version == ip.version and ip in r.dst and r.dst.prefixlen > best_len:
+            iface = next((i for i in n.interfaces if i.ifname == r.ifname), None)
             if iface is not None:
-                best, best_len = (iface["link"], iface["peer"]), net_.prefixlen
+                best, best_len = (iface.link, iface.peer), r.dst.prefixlen
     return best
 
 
-def forwarding_path(data: dict[str, Any], src: str, dst: str) -> list[tuple[str, int, str]] | None:
+def forwarding_path(nodes: Nodes, src: str, dst: str) -> list[Hop] | None:
     """The hops (node, link index, next node) from node ``src`` to address ``dst``."""
-    owner = node_of(data, dst)
-    hops: list[tuple[str, int, str]] = []
+    owner = node_of(nodes, dst)
+    hops: list[Hop] = []
     node = src
     while node != owner:
-        hop = next_hop(data, node, dst)
-        if hop is None or len(hops) > len(data["nodes"]):
+        hop = next_hop(nodes, node, dst)
+        if hop is None or len(hops) > len(nodes):
             return None
         hops.append((node, hop[0], hop[1]))
         node = hop[1]
     return hops
 
 
-def rate_path(data: dict[str, Any], d: live.LiveDirection,
+def rate_path(nodes: Nodes, d: PlannedDirection,
               impairment_of: Callable[[str, int, str], Impairment | None]
               ) -> tuple[str, str] | None:
     """A host pair (sender host, receiver address) whose traffic crosses direction ``d``
@@ -222,46 +226,34 @@ def rate_path(data: dict[str, Any], d: live.LiveDirection,
     shortest first; None if there is none. Rate tests of a router's direction go
     this way: a router's own sockets sit behind its egress delay line, where TCP small
     queues and the socket buffer cap them far below the link rate."""
-    target = impairment_of(d.sender, d.link_index, d.receiver)
+    this = (d.sender, d.link.index, d.receiver)
+    target = impairment_of(*this)
     rate = target.rate.bps if target and target.rate else math.inf
-    hosts = sorted(n for n, v in data["nodes"].items() if v["kind"] == "host")
+
+    def lowers_rate(hop: Hop) -> bool:
+        imp = impairment_of(*hop) if hop != this else None
+        return imp is not None and (imp.acts_per_packet
+                                    or imp.rate is not None and imp.rate.bps < rate)
+    hosts = sorted(n for n, v in nodes.items() if v.kind == "host")
     best: tuple[int, str, str] | None = None
     for a in hosts:
         for b in hosts:
-            addr = first_address_of(data, b)
+            addr = nodes[b].ipv4 or nodes[b].ipv6
             if a == b or addr is None:
                 continue
-            hops = forwarding_path(data, a, addr)
-            if not hops or (d.sender, d.link_index, d.receiver) not in hops:
+            hops = forwarding_path(nodes, a, addr)
+            if not hops or this not in hops or any(lowers_rate(h) for h in hops):
                 continue
-            clean = True
-            for hop in hops:
-                if hop == (d.sender, d.link_index, d.receiver):
-                    continue
-                imp = impairment_of(*hop)
-                if imp is not None and (imp.acts_per_packet
-                                        or imp.rate is not None and imp.rate.bps < rate):
-                    clean = False
-            if clean and (best is None or len(hops) < best[0]):
+            if best is None or len(hops) < best[0]:
                 best = (len(hops), a, addr)
     return None if best is None else (best[1], best[2])
 
 
-def node_of(data: dict[str, Any], addr: str) -> str | None:
+def node_of(nodes: Nodes, addr: str) -> str | None:
     """The node that has address ``addr``."""
     ip = ipaddress.ip_address(addr)
-    return next((name for name, n in data["nodes"].items() for i in n["interfaces"]
-                 if any(ipaddress.ip_interface(a).ip == ip for a in i["addresses"])), None)
-
-
-def first_address_of(data: dict[str, Any], node: str) -> str | None:
-    for family in (4, 6):
-        for iface in data["nodes"][node]["interfaces"]:
-            for a in iface["addresses"]:
-                ip = ipaddress.ip_interface(a).ip
-                if ip.version == family:
-                    return str(ip)
-    return None
+    return next((name for name, n in nodes.items() for i in n.interfaces
+                 if any(a.ip == ip for a in i.addresses)), None)
 
 
 def _loss_fraction(imp: Impairment) -> float:
@@ -282,7 +274,7 @@ def measure_rtt(net, sender: str, addr: str, count: int) -> tuple[list[float], i
     return rtts, count
 
 
-def measure_loss(net, d: live.LiveDirection, addr: str, count: int, pps: float) -> tuple[int, int]:
+def measure_loss(net, d: PlannedDirection, addr: str, count: int, pps: float) -> tuple[int, int]:
     """Send ``count`` numbered datagrams sender -> receiver; (lost, sent)."""
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     with enter(net[d.receiver].netns):
@@ -353,7 +345,7 @@ class _TbfCounter:
         self.ipr.close()
 
 
-def _iperf3(net, d: live.LiveDirection, src: str, addr: str, extra: list[str], seconds: float
+def _iperf3(net, d: PlannedDirection, src: str, addr: str, extra: list[str], seconds: float
             ) -> tuple[dict, list[tuple[float, int]]]:
     """One iperf3 test from node ``src`` to ``addr`` (through direction ``d``): its JSON and
     the byte samples (t, bytes) of ``d``'s tbf.
@@ -364,11 +356,11 @@ def _iperf3(net, d: live.LiveDirection, src: str, addr: str, extra: list[str], s
     running ``IPERF_HANG_GRACE`` s after its test should have ended is
     stopped and counts as failed. The last failure's JSON is returned.
     """
-    counter = _TbfCounter(d.netns, d.ifname)
+    counter = _TbfCounter(net[d.sender].netns, d.ifname)
     result: dict = {"error": "iperf3 never ran"}
     try:
         for _attempt in range(IPERF_ATTEMPTS):
-            result, samples = _iperf3_once(net, src, node_of(net.data, addr), addr, extra,
+            result, samples = _iperf3_once(net, src, node_of(net.deployed.nodes, addr), addr, extra,
                                            seconds, counter)
             if "error" not in result:
                 return result, samples
@@ -438,99 +430,118 @@ def steady_rate(samples: list[tuple[float, int]], window: float = 0.5) -> float 
 def validate(net, *, links: list[str] | None = None, thorough: bool = False,
              rtt_count: int | None = None) -> Report:
     """Measure each emulated link direction of ``net`` (see the module docstring)."""
-    data = net.data
-    state_dir = net.state_dir
-    report = Report(net.name, data.get("link_backend"))
-    chosen = [d for name in links for d in live.directions(data, name)] if links else \
-        live.all_directions(data)
-    emulated = [d for d in chosen if live.is_emulated(data, d)]
-    every = live.all_directions(data)
+    deployed = net.deployed
+    report = Report(net.name, deployed.link_backend)
+    chosen = [d for name in links for d in live.directions(deployed, name)] if links else \
+        deployed.directions
+
+    def in_force(d: PlannedDirection) -> Impairment | None:
+        return live.configured(deployed, d, net.state_dir)
 
     def impairment_of(node: str, link_index: int, peer: str) -> Impairment | None:
-        x = next((x for x in every if (x.sender, x.link_index, x.receiver) ==
+        x = next((x for x in deployed.directions if (x.sender, x.link.index, x.receiver) ==
                   (node, link_index, peer)), None)
-        return None if x is None else live.configured(data, x, state_dir)
+        return None if x is None else in_force(x)
     rtt_done: dict[int, Check] = {}
-    for d in emulated:
-        imp = live.configured(data, d, state_dir) or Impairment()
-        link = f"{next(l for l in data['links'] if l['index'] == d.link_index)['a']}-" \
-               f"{next(l for l in data['links'] if l['index'] == d.link_index)['b']}"
-        entry = DirectionReport(link, d.label, imp.describe())
+    for d in chosen:
+        if not live.is_emulated(deployed, d):
+            continue
+        imp = in_force(d) or Impairment()
+        entry = DirectionReport(d.link.name, d.label, imp.describe())
         addr = _address(net, d.receiver, d.sender, d.ifname)
-        if d.link_index not in rtt_done:
-            both = [live.configured(data, x, state_dir) or Impairment()
-                    for x in live.directions(data, link)]
-            cfg = sum(i.delay.seconds * 1e3 for i in both if i.delay)
-            jit = sum(i.jitter.seconds * 1e3 for i in both if i.jitter)
-            lossy = any(_loss_fraction(i) > 0 for i in both)
-            if any(_loss_fraction(i) >= 0.5 for i in both):
-                rtt_done[d.link_index] = Check("rtt", f"{cfg:g} ms", "not measured (heavy loss)",
-                                               None)
-            else:
-                count = rtt_count or (1000 if thorough else 200)
-                rtts, sent = measure_rtt(net, d.sender, addr, count)
-                check = rtt_check(rtts, sent, cfg, jit)
-                if lossy and rtts:
-                    check.detail["note"] = "some pings lost to the configured loss"
-                rtt_done[d.link_index] = check
-        entry.checks.append(rtt_done[d.link_index])
-
+        if d.link.index not in rtt_done:
+            both = [in_force(x) or Impairment() for x in d.link.directions]
+            count = rtt_count or (1000 if thorough else 200)
+            rtt_done[d.link.index] = _link_rtt(net, d, addr, both, count)
+        entry.checks.append(rtt_done[d.link.index])
+        entry.checks.append(_loss(net, d, addr, imp, thorough))
         heavy = imp.loss is not None and not isinstance(imp.loss, GilbertElliott) \
             and imp.loss.fraction >= 0.5
-        lossless = _loss_fraction(imp) == 0
-        pps = 2000.0
-        if imp.rate is not None:
-            pps = min(pps, 0.5 * imp.rate.bps / (8 * (64 + 42)))
-        count = 100_000 if thorough else max(200, min(2000, int(pps * 1.5)))
-        if thorough:
-            pps = min(pps * 2.5 if imp.rate is None else pps, 5000.0)
-        lost, sent = measure_loss(net, d, addr, count, pps)
-        entry.checks.append(loss_check(lost, sent, imp))
-
         if imp.rate is not None and not heavy:
-            seconds = 10 if thorough else 2
-            loss = imp.loss.fraction if imp.loss is not None and not \
-                isinstance(imp.loss, GilbertElliott) else 0.0
-            offered = imp.rate.bps * 1.5 / max(0.5, 1 - loss)
-            # who sends: the link's own sender if it is a host (its delay sits at the
-            # router's ingress), else a host pair whose path crosses this direction
-            src, dst, note = d.sender, addr, None
-            if data["nodes"][d.sender]["kind"] != "host":
-                via = rate_path(data, d, impairment_of)
-                if via is not None:
-                    src, dst = via
-                    note = f"traffic {src}->{node_of(data, dst)} through {d.label}"
-                else:
-                    note = (f"sent by {d.sender} itself (no host path crosses only this link): "
-                            "a router's own sockets sit behind its egress delay line, where "
-                            "TCP small queues and the socket buffer cap them; not judged")
-            result, samples = _iperf3(net, d, src, dst,
-                                      ["-u", "-b", f"{int(offered)}", "-l", "1400"], seconds)
-            wire = steady_rate(samples)
-            if wire is None or "error" in result:
-                entry.checks.append(Check("wire rate", _bps(imp.rate.bps),
-                                          f"not measured: {result.get('error', 'no tbf')}", False))
-            else:
-                check = wire_rate_check(wire, imp.rate.bps)
-                if note:
-                    check.detail["note"] = note
-                    if src == d.sender:
-                        check.ok = None
-                entry.checks.append(check)
-            result, _ = _iperf3(net, d, src, dst, ["-O", "1"], seconds)
-            try:
-                goodput = result["end"]["sum_received"]["bits_per_second"]
-            except (KeyError, TypeError):
-                entry.checks.append(Check("goodput", _bps(imp.rate.bps),
-                                          f"iperf3 failed: {result.get('error')}", False))
-            else:
-                own = src == d.sender and data["nodes"][d.sender]["kind"] != "host"
-                check = goodput_check(goodput, imp.rate.bps, d.mtu, judged=lossless and not own)
-                if note:
-                    check.detail["note"] = note
-                entry.checks.append(check)
+            entry.checks += _rate_checks(net, d, addr, imp, thorough, impairment_of)
         report.directions.append(entry)
     return report
+
+
+def _link_rtt(net, d: PlannedDirection, addr: str, both: list[Impairment], count: int) -> Check:
+    """The round trip of ``d``'s link (once per link) against both directions' delays."""
+    cfg = sum(i.delay.seconds * 1e3 for i in both if i.delay)
+    jit = sum(i.jitter.seconds * 1e3 for i in both if i.jitter)
+    if any(_loss_fraction(i) >= 0.5 for i in both):
+        return Check("rtt", f"{cfg:g} ms", "not measured (heavy loss)", None)
+    rtts, sent = measure_rtt(net, d.sender, addr, count)
+    check = rtt_check(rtts, sent, cfg, jit)
+    if any(_loss_fraction(i) > 0 for i in both) and rtts:
+        check.detail["note"] = "some pings lost to the configured loss"
+    return check
+
+
+def _loss(net, d: PlannedDirection, addr: str, imp: Impairment, thorough: bool) -> Check:
+    """Numbered datagrams sender -> receiver, paced below the rate."""
+    pps = 2000.0
+    if imp.rate is not None:
+        pps = min(pps, 0.5 * imp.rate.bps / (8 * (64 + 42)))
+    count = 100_000 if thorough else max(200, min(2000, int(pps * 1.5)))
+    if thorough:
+        pps = min(pps * 2.5 if imp.rate is None else pps, 5000.0)
+    lost, sent = measure_loss(net, d, addr, count, pps)
+    return loss_check(lost, sent, imp)
+
+
+def _rate_sender(net, d: PlannedDirection, addr: str,
+                 impairment_of: Callable[[str, int, str], Impairment | None]
+                 ) -> tuple[str, str, str | None]:
+    """Who sends the rate tests of ``d``, to which address, and a note: the link's own
+    sender if it is a host (its delay sits at the router's ingress), else a host pair
+    whose path crosses this direction, else the router itself (not judged)."""
+    nodes = net.deployed.nodes
+    if nodes[d.sender].kind == "host":
+        return d.sender, addr, None
+    via = rate_path(nodes, d, impairment_of)
+    if via is not None:
+        return via[0], via[1], f"traffic {via[0]}->{node_of(nodes, via[1])} through {d.label}"
+    return d.sender, addr, (f"sent by {d.sender} itself (no host path crosses only this "
+                            "link): a router's own sockets sit behind its egress delay line, "
+                            "where TCP small queues and the socket buffer cap them; not judged")
+
+
+def _rate_checks(net, d: PlannedDirection, addr: str, imp: Impairment, thorough: bool,
+                 impairment_of: Callable[[str, int, str], Impairment | None]) -> list[Check]:
+    """Wire rate (tbf byte counter under UDP above the rate) and TCP goodput."""
+    assert imp.rate is not None
+    seconds = 10 if thorough else 2
+    loss = imp.loss.fraction if imp.loss is not None and not \
+        isinstance(imp.loss, GilbertElliott) else 0.0
+    offered = imp.rate.bps * 1.5 / max(0.5, 1 - loss)
+    src, dst, note = _rate_sender(net, d, addr, impairment_of)
+    checks = []
+    result, samples = _iperf3(net, d, src, dst,
+                              ["-u", "-b", f"{int(offered)}", "-l", "1400"], seconds)
+    wire = steady_rate(samples)
+    if wire is None or "error" in result:
+        checks.append(Check("wire rate", _bps(imp.rate.bps),
+                            f"not measured: {result.get('error', 'no tbf')}", False))
+    else:
+        check = wire_rate_check(wire, imp.rate.bps)
+        if note:
+            check.detail["note"] = note
+            if src == d.sender:
+                check.ok = None
+        checks.append(check)
+    result, _ = _iperf3(net, d, src, dst, ["-O", "1"], seconds)
+    try:
+        goodput = result["end"]["sum_received"]["bits_per_second"]
+    except (KeyError, TypeError):
+        checks.append(Check("goodput", _bps(imp.rate.bps),
+                            f"iperf3 failed: {result.get('error')}", False))
+        return checks
+    own = src == d.sender and net.deployed.nodes[d.sender].kind != "host"
+    check = goodput_check(goodput, imp.rate.bps, d.link.mtu,
+                          judged=_loss_fraction(imp) == 0 and not own)
+    if note:
+        check.detail["note"] = note
+    checks.append(check)
+    return checks
 
 
 def validate_cli(*, topology: str | None, testbed_name: str | None, name: str | None,

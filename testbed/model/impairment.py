@@ -195,6 +195,30 @@ class Impairment:
                 out[name] = value.fraction
         return out
 
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> "Impairment":
+        """The inverse of ``as_fields``: exact for every impairment. Raises ValueError
+        (or KeyError, TypeError) on anything ``as_fields`` does not write."""
+        unknown = set(data) - set(FIELD_NAMES)
+        if unknown:
+            raise ValueError(f"unknown impairment field(s) {', '.join(sorted(unknown))}")
+        ge = data.get("loss_gilbert_elliott")
+        if ge is not None and set(ge) != set("prhk"):
+            raise ValueError(f"a Gilbert-Elliott loss has fields p, r, h, k, not {sorted(ge)}")
+        queue = data.get("queue")
+        if queue is not None and (len(queue) != 1 or set(queue) - {"packets", "bytes", "bdp"}):
+            raise ValueError(f"a queue is one of packets, bytes, bdp, not {queue!r}")
+
+        def maybe(key: str, make: Any) -> Any:
+            return None if data.get(key) is None else make(data[key])
+        return cls(rate=maybe("rate_bps", Rate), delay=maybe("delay_s", Duration),
+                   jitter=maybe("jitter_s", Duration), distribution=data.get("distribution"),
+                   loss=(GilbertElliott(**{k: Percent(v) for k, v in ge.items()})
+                         if ge is not None else maybe("loss", Percent)),
+                   queue=None if queue is None else Queue(**queue),
+                   reorder=maybe("reorder", Percent), duplicate=maybe("duplicate", Percent),
+                   corrupt=maybe("corrupt", Percent))
+
     def describe(self) -> str:
         parts = []
         if self.rate:
@@ -219,6 +243,9 @@ class Impairment:
         return ", ".join(parts) or "none"
 
 
+# the keys of ``Impairment.as_fields``: its one JSON form
+FIELD_NAMES = ("rate_bps", "delay_s", "jitter_s", "distribution", "loss", "loss_gilbert_elliott",
+               "queue", "reorder", "duplicate", "corrupt")
 IMPAIRMENT_KEYS = ("rate", "delay", "jitter", "distribution", "loss", "queue",
                    "reorder", "duplicate", "corrupt")
 

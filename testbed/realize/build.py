@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from testbed.errors import PreflightError, RealizeError
-from testbed.plan.planner import Plan, PlannedNode, ifindex
+from testbed.plan.types import Plan, PlannedNode, ifindex
 from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.plan.planner import netns_name, owner_tag
+from testbed.plan.types import netns_name, owner_tag
 from testbed.realize import build as backend
 from testbed.kernel import netns
 

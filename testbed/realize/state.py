@@ -3,7 +3,8 @@
 ``/run/testbed/<instance>/`` holds
 - ``journal``: one line per object, appended *before* the object is made,
   so that a ``kill -9`` at any point leaves a record ``clean`` can act on;
-- ``state.json``: the realized plan, written once ``up`` has finished;
+- ``state.json``: the running testbed (``testbed.plan.deployed.Deployed``),
+  written once ``up`` has finished and after every link change;
 - ``hosts``: the /etc/hosts that commands run in the nodes see;
 - ``procs``: processes started in the nodes (pid and start time).
 ``/run/testbed/host.json`` records changes made to the host outside any
@@ -25,6 +26,7 @@ from typing import Any, Iterator
 from testbed.errors import ConfigError, TestbedError
 from testbed.files import contained, write_atomic
 from testbed.model.topology import check_instance_name
+from testbed.plan.deployed import Deployed
 
 # absolute: children started with cwd "/" are handed paths under it
 RUN_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed")).absolute()
@@ -171,6 +173,19 @@ class Journal:
             return json.loads((self.dir / "state.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def read_deployed(self) -> Deployed | None:
+        """The running testbed state.json describes; None before ``up`` has written it.
+        A state.json this version cannot read is a TestbedError naming it."""
+        data = self.read_state()
+        return None if data is None else Deployed.from_dict(data, file=str(self.state_file))
+
+    def write_deployed(self, deployed: Deployed) -> None:
+        self.write_state(deployed.to_dict())
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

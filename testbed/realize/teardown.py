@@ -24,7 +24,7 @@ from typing import Iterable
 from testbed.errors import RealizeError, TestbedError
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
-from testbed.plan.planner import NETNS_PREFIX, TAG_PREFIX
+from testbed.plan.types import NETNS_PREFIX, TAG_PREFIX
 from testbed.realize import state
 
 LOOPBACK = 1  # lo's ifindex in every namespace: where the ownership tag lives

@@ -17,15 +17,14 @@ from typing import Any, Iterator
 
 from testbed.model import document as loader
 from testbed.errors import ConfigError, TestbedError
-from testbed.model.impairment import IMPAIRMENT_KEYS, GilbertElliott, Impairment
+from testbed.plan.deployed import Deployed
+from testbed.model.impairment import FIELD_NAMES, IMPAIRMENT_KEYS, GilbertElliott, Impairment
 from testbed.units import Duration, Percent, Rate, Size, UnitError
 
 MARKER = "tb-variable-probe-7f3a"
 _LINK_PATH = re.compile(r"links\[(\d+)\](?:\.(forward|reverse))?\.(\w+)")
 
 
-FIELDS = ("rate_bps", "delay_s", "jitter_s", "distribution", "loss", "loss_gilbert_elliott",
-          "queue", "reorder", "duplicate", "corrupt")
 
 
 def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
@@ -33,7 +32,7 @@ def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
     (``Impairment.as_fields``), every field present (None: not set); ``loss`` of a
     Gilbert-Elliott model is its mean loss."""
     imp = imp or Impairment()
-    out: dict[str, Any] = {k: None for k in FIELDS}
+    out: dict[str, Any] = {k: None for k in FIELD_NAMES}
     out.update(imp.as_fields())
     if isinstance(imp.loss, GilbertElliott):
         out["loss"] = imp.loss.mean_loss
@@ -41,20 +40,20 @@ def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
     return out
 
 
-def link_directions(data: dict[str, Any], state_dir: Path) -> list[dict[str, Any]]:
+def link_directions(deployed: Deployed, state_dir: Path) -> list[dict[str, Any]]:
     """Every direction of every link of a testbed that is up, as its backend has it in force."""
     from testbed.emulation import live
     out = []
-    for d in live.all_directions(data):
+    for d in deployed.directions:
         try:
-            imp = live.configured(data, d, state_dir)
+            imp = live.configured(deployed, d, state_dir)
             error = None
         except (OSError, ValueError, TestbedError) as exc:
             imp, error = None, f"could not read: {exc}"
-        entry = {"link": d.link_name, "link_index": d.link_index, "direction": d.label,
+        entry = {"link": d.link.name, "link_index": d.link.index, "direction": d.label,
                  "side": d.side,
                  "at": f"{d.sender}:{d.ifname}", "emulated": imp is not None,
-                 "backend": data.get("link_backend") if imp is not None else None,
+                 "backend": deployed.link_backend if imp is not None else None,
                  **impairment_fields(imp)}
         if error:
             entry["error"] = error
@@ -102,12 +101,12 @@ def fed_paths(text: str, file: str, variables: dict[str, Any], name: str) -> lis
     return sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
 
 
-def mismatches(wl: Any, expected: Any, data: dict[str, Any],
+def mismatches(wl: Any, expected: Any, deployed: Deployed,
                live_dirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where the workload's variables disagree with an attached testbed.
 
-    ``expected``: the workload's topology loaded with its variables; ``data``: the
-    testbed's state; ``live_dirs``: its ``link_directions``. Only variables that feed
+    ``expected``: the workload's topology loaded with its variables; ``deployed``: the
+    testbed; ``live_dirs``: its ``link_directions``. Only variables that feed
     the topology count (a workload without variables takes the testbed as it is):
     the topology values they make are compared with the ones the testbed was built
     with (its rendered topology) and, for link emulation, with what is in force now
@@ -122,7 +121,7 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
         fed = {"(inline topology)": None}   # rendered with the workload: any variable may feed it
     else:
         file = str(wl.topology_path)
-        built_from = data.get("file")
+        built_from = deployed.file
         if not built_from or Path(built_from).resolve() != Path(file).resolve():
             return [{"variable": None, "workload": file, "testbed": built_from,
                      "where": "topology file", "path": None,
@@ -133,21 +132,34 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
             paths = fed_paths(text, file, dict(wl.variables), name)
             if paths != []:
                 fed[name] = paths
-        mine = dict(_flatten(loader.parse_yaml(expected.source, file)[0])) if expected.source else {}
-        source = data.get("topology_source")
-        built = dict(_flatten(loader.parse_yaml(source, file)[0])) if source else {}
-        for name, paths in fed.items():
-            for path in paths or []:
-                if path in built and path in mine and not _same(built[path], mine[path]):
-                    out.append({"variable": name, "workload": wl.variables[name], "path": path,
-                                "testbed": built[path], "where": "as built",
-                                "message": f"{name}={wl.variables[name]} makes {path} "
-                                           f"{mine[path]}; the testbed was built with "
-                                           f"{built[path]}"})
-    planned: dict[str, Impairment] = {}
-    for link in plan_for(expected, data.get("instance")).links:
-        planned[f"{link.a}->{link.b}"] = link.forward
-        planned[f"{link.b}->{link.a}"] = link.reverse
+        out += _built_differently(wl, expected.source, deployed.source, file, fed)
+    planned = {d.label: d.impairment
+               for link in plan_for(expected, deployed.instance).links for d in link.directions}
+    return _unique(out + _in_force_differently(wl, fed, planned, live_dirs))
+
+
+def _built_differently(wl: Any, mine_text: str, built_text: str, file: str,
+                       fed: dict[str, list[str] | None]) -> list[dict[str, Any]]:
+    """Topology values the fed variables make otherwise than the testbed was built with."""
+    mine = dict(_flatten(loader.parse_yaml(mine_text, file)[0])) if mine_text else {}
+    built = dict(_flatten(loader.parse_yaml(built_text, file)[0])) if built_text else {}
+    out = []
+    for name, paths in fed.items():
+        for path in paths or []:
+            if path in built and path in mine and not _same(built[path], mine[path]):
+                out.append({"variable": name, "workload": wl.variables[name], "path": path,
+                            "testbed": built[path], "where": "as built",
+                            "message": f"{name}={wl.variables[name]} makes {path} "
+                                       f"{mine[path]}; the testbed was built with "
+                                       f"{built[path]}"})
+    return out
+
+
+def _in_force_differently(wl: Any, fed: dict[str, list[str] | None],
+                          planned: dict[str, Impairment],
+                          live_dirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Link directions whose emulation in force is not what the fed variables make."""
+    out = []
     for name, paths in fed.items():
         value = wl.variables.get(name, "")
         for d in live_dirs:
@@ -166,7 +178,7 @@ def mismatches(wl: Any, expected: Any, data: dict[str, Any],
                             "testbed": {c: d.get(c) for c in cols}, "where": "in force",
                             "message": f"{said} means {d['direction']} {key} {_show(want, key)}; "
                                        f"in force: {d.get('describe')}"})
-    return _unique(out)
+    return out
 
 
 def _keys_addressed(paths: list[str] | None, d: dict[str, Any]) -> list[str]:

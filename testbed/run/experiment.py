@@ -38,7 +38,6 @@ from testbed.emulation.scheduler import Scheduler
 from testbed.run.summary import flow_summary, qdisc_drops
 from testbed.traffic import DRIVERS, Driver, FlowPlan, default_driver
 from testbed.traffic.base import CONNECT_TIMEOUT
-from testbed.units import Rate
 from testbed.workload import RunPoint, Workload, expand_points, load_source, load_workload
 from testbed.version import __version__
 
@@ -102,7 +101,8 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
     host: list[str] = []
     ccs = available_ccs()
     attached = _attached(testbed_name) if testbed_name else None
-    live_dirs = conditions.link_directions(attached.data, attached.state_dir) if attached else []
+    live_dirs = conditions.link_directions(attached.deployed, attached.state_dir) \
+        if attached else []
     prepared: list[Prepared] = []
     for wl in workloads:
         lines = _workload_lines(wl)
@@ -117,7 +117,7 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
         else:
             topo, net = None, attached
             whose = f"testbed {testbed_name!r} has"
-        found = conditions.mismatches(wl, _topology_for(wl), attached.data, live_dirs) \
+        found = conditions.mismatches(wl, _topology_for(wl), attached.deployed, live_dirs) \
             if attached is not None and wl.variables else []
         prepared.append(Prepared(topo, found))
         for flow in wl.flows:
@@ -211,8 +211,8 @@ def _attached(testbed_name: str) -> Any:
 def _planned(topo: Any, instance_name: str | None) -> Any:
     """The Network the topology would become: its nodes and addresses, from the plan (pure)."""
     from testbed.instance.network import Network, plan_for
-    plan = plan_for(topo, instance_name)
-    return Network(plan.instance, plan.to_dict(), owned=False)
+    from testbed.plan.deployed import Deployed
+    return Network(Deployed.of(plan_for(topo, instance_name)), owned=False)
 
 
 def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | None = None,
@@ -259,16 +259,6 @@ def _topology_for(wl: Workload) -> Any:
     doc = loader.Document(file=f"{wl.file} (topology:)", data=wl.topology_inline, lines={},
                           text="", variables=dict(wl.variables))
     return parse_topology(doc)
-
-
-def _rate_of(description: str) -> float | None:
-    m = re.search(r"rate (\S+?),?(?:\s|$)", description)
-    if not m:
-        return None
-    try:
-        return Rate.parse(m.group(1).rstrip(",")).bps
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -409,19 +399,20 @@ class Run:
         """The topology as rendered and each link direction as in force, before the run;
         attached, where the workload's variables disagree with them (warned, loudly)."""
         assert self.run_dir is not None
-        rendered = net.data.get("topology_source") or ""
+        rendered = net.deployed.source
         if rendered:
             (self.run_dir / "topology.yaml").write_text(rendered)
         self.manifest["topology"].update({
-            "name": net.data.get("topology"), "built_from": net.data.get("file"),
+            "name": net.deployed.topology, "built_from": net.deployed.file,
             "rendered": "topology.yaml" if rendered else None,
             "variables": (dict(self.topology.variables) if self.topology is not None
-                          and not self.testbed_name else net.data.get("variables")),
-            "links": [{"name": l.name, "forward": l.forward, "reverse": l.reverse}
+                          and not self.testbed_name else dict(net.deployed.variables)),
+            "links": [{"name": l.name, "forward": l.forward.describe(),
+                       "reverse": l.reverse.describe()}
                       for l in net.links]})
-        self.manifest["links_before"] = conditions.link_directions(net.data, net.state_dir)
+        self.manifest["links_before"] = conditions.link_directions(net.deployed, net.state_dir)
         if self.testbed_name and self.wl.variables:
-            found = conditions.mismatches(self.wl, _topology_for(self.wl), net.data,
+            found = conditions.mismatches(self.wl, _topology_for(self.wl), net.deployed,
                                           self.manifest["links_before"])
             self.manifest["testbed"]["mismatches"] = found
             for message in conditions.messages(found):
@@ -489,12 +480,12 @@ class Run:
     def _bottlenecks(self, net: Any) -> list[tuple[Any, str]]:
         """(node, ifname) pairs to capture on, from the workload's capture interfaces."""
         picks: list[tuple[Any, str]] = []
-        emulated = [l for l in net.links if l.forward != "none" or l.reverse != "none"]
+        emulated = [l for l in net.links if l.emulated]
         for spec in self.wl.capture.interfaces:
             if spec == "bottleneck":
                 if not emulated:
                     continue
-                rated = [(r, l) for l in emulated if (r := _rate_of(l.forward)) is not None]
+                rated = [(l.forward.rate.bps, l) for l in emulated if l.forward.rate is not None]
                 link = min(rated, key=lambda x: x[0])[1] if rated else emulated[0]
                 picks.append((net.nodes[link.a], link.a_ifname))
             elif ":" in spec:
@@ -607,7 +598,7 @@ class Run:
                     captures.append((cap.start_capture(node, ifname, pcap, self.wl.capture.snaplen),
                                      pcap, f"{node.name}:{ifname}"))
                     self._record_process(captures[-1][0], "capture", "", node.name)
-            emulated = [l for l in net.links if l.forward != "none" or l.reverse != "none"]
+            emulated = [l for l in net.links if l.emulated]
             targets: dict[str, list[str]] = {}
             for l in emulated:
                 targets.setdefault(l.a, []).append(l.a_ifname)
@@ -675,7 +666,8 @@ class Run:
                 net, plans, sampler, stats, qs, hs, captures, cap_stats, t0, stop_reasons)
         try:
             from testbed.realize import state
-            now = state.Journal(net.name).read_state() or net.data   # a schedule may have changed it
+            # a schedule may have changed it
+            now = state.Journal(net.name).read_deployed() or net.deployed
             self.manifest["links_after"] = conditions.link_directions(now, net.state_dir)
             self.manifest["nodes_after"] = self._node_state(net)
         except (OSError, subprocess.SubprocessError, TestbedError) as exc:

@@ -108,7 +108,7 @@ def main() -> int:
 
         # change the delay only: loss and rate must stay
         from testbed.emulation import NetemBackend
-        tag = next(e["tag"] for e in net.data["emulated"] if e["node"] == "h1")
+        tag = next(e.tag for e in net.deployed.emulated if e.sender == "h1")
         merged = NetemBackend().change(h1.netns, link.a_ifname,
                                        parse_impairment({"delay": "50ms"}, file=None,
                                                         path="change", partial=True),
@@ -138,7 +138,7 @@ def main() -> int:
         expect(re.search(r"tbf 7463: parent 7462:1 rate 10Mbit", fwd3) is not None
                and re.search(r"bfifo 746[45]: parent 7463:1", fwd3) is not None,
                f"after lowering the rate, no fresh queue under the tbf: {fwd3!r}")
-        (fwd_dir,) = live.directions(net.data, "h1-h2", "forward")
+        (fwd_dir,) = live.directions(net.deployed, "h1-h2", "forward")
         live.put(INSTANCE, [(fwd_dir, parse_impairment({"delay": "30ms"}, file=None,
                                                        path="put"))], notes=[])
         fwd4 = tc_show(h1.netns, link.a_ifname)
@@ -161,8 +161,8 @@ def main() -> int:
 
 def net_backend_show(net, node: str, ifname: str) -> dict:
     from testbed.emulation import NetemBackend
-    entry = next(e for e in net.data["emulated"] if e["node"] == node and e["ifname"] == ifname)
-    return NetemBackend().show(net[node].netns, ifname, owner_tag=entry["tag"],
+    entry = next(e for e in net.deployed.emulated if e.sender == node and e.ifname == ifname)
+    return NetemBackend().show(net[node].netns, ifname, owner_tag=entry.tag,
                                state_dir=net.state_dir)
 
 

@@ -49,5 +49,5 @@ def test_tcp_through_a_delayed_host_link_is_not_throttled(write_topology, clean_
         # runs at hundreds of Mbit/s even on a busy 2-core machine
         assert mbps > 100, f"{mbps:.1f} Mbit/s through a 20 ms RTT host link"
         if net.link_backend == "userspace":
-            shown = net.data["emulated"]
-            assert {e["node"] for e in shown} == {"h1", "r1"}
+            shown = net.deployed.emulated
+            assert {e.sender for e in shown} == {"h1", "r1"}

@@ -66,9 +66,8 @@ def test_set_delay_then_loss_only(clean_instance, write_topology):
         assert "in force: delay 10ms, loss 1%" in text and "delay daemon: pid" in text, text
         assert "{" not in text, text                    # for people, not a JSON dump
 
-        state = json.loads((net.state_dir / "state.json").read_text())
-        assert "delay 10ms" in state["links"][0]["forward"]
-        assert "loss 1%" in state["links"][0]["forward"]
+        now = testbed.attach(clean_instance).deployed    # state.json follows the change
+        assert now.links[0].forward.describe() == "delay 10ms, loss 1%"
 
         bad = run_cli("link", "set", "h1-h3", "delay=1ms", "--testbed", clean_instance,
                       check=False)

@@ -130,7 +130,7 @@ def test_scheduled_revert_reconfigures_the_running_daemon(clean_instance, write_
         # the same daemon (pid and start time) serves the link, reconfigured twice
         assert record["daemon"] == daemon_before, (daemon_before, record["daemon"])
         assert record["generation"] == 3, record
-        assert record["impairment"] == {"delay": "0.001s"}, record
+        assert record["impairment"] == {"delay_s": 0.001}, record
         assert back["notes"] == [] and outage["notes"] == []
         assert back["at_s"] - back["planned_s"] < REVERT_TOLERANCE_S, back
         assert back["late_s"] == pytest.approx(max(0.0, back["at_s"] - 2.0), abs=1e-3)

@@ -60,6 +60,6 @@ def test_delay_step_and_outage_show_in_pings(clean_instance, write_topology):
         # ... and replies again once it was put back
         assert any(sent > back["wall"] + 0.05 for sent, _ in replies), out
 
-        state = testbed.attach(net.name).data     # state.json follows the changes
-        assert "delay 30ms" in state["links"][0]["forward"]
-        assert state["links"][0]["reverse"] == net.data["links"][0]["reverse"]
+        now = testbed.attach(net.name).deployed     # state.json follows the changes
+        assert now.links[0].forward.delay.seconds == 0.03
+        assert now.links[0].reverse == net.links[0].reverse

@@ -76,8 +76,8 @@ def test_congestion_control_is_in_force_per_node(write_topology, clean_instance)
                 finally:
                     s.close()
             assert got.rstrip(b"\0").decode() == cc
-        assert net.data["cc_in_force"] == {"h1": "reno", "h2": "bbr", "h3": "cubic",
-                                           "r1": "cubic", "r2": "cubic"}
+        assert net.deployed.cc_in_force == {"h1": "reno", "h2": "bbr", "h3": "cubic",
+                                              "r1": "cubic", "r2": "cubic"}
 
 
 def test_two_instances_of_one_topology_at_once(write_topology, instance_name):
@@ -138,6 +138,27 @@ def test_down_works_from_the_kernel_when_the_state_file_is_gone(write_topology, 
     assert len(leftovers(clean_instance)) == 5
     out = run_cli("down", "--name", clean_instance).stdout
     assert "removed 5 namespaces" in out
+
+
+def test_a_state_file_of_an_older_version_is_refused_and_down_still_works(write_topology,
+                                                                         clean_instance):
+    """An instance brought up by the previous version (state.json version 1, as
+    tests/data/state-v1.json): readers say so, naming the file; down works."""
+    run_cli("up", str(write_topology(PLAIN)), "--name", clean_instance)
+    old = json.loads((Path(__file__).parents[1] / "data" / "state-v1.json").read_text())
+    old["instance"] = clean_instance
+    path = state.Journal(clean_instance).state_file
+    path.write_text(json.dumps(old, indent=1, sort_keys=True))
+    for argv in (["exec", "--name", clean_instance, "h1", "--", "true"],
+                 ["link", "show", "--name", clean_instance]):
+        proc = run_cli(*argv, check=False)
+        assert proc.returncode == 1, (argv, proc.stderr)
+        assert f"{path} was written by an older version of testbed (state version 1)" \
+            in proc.stderr and f"`testbed down --name {clean_instance}` still" in proc.stderr
+    shown = run_cli("status", "--name", clean_instance).stdout
+    assert "incomplete" in shown and str(path) in shown, shown
+    out = run_cli("down", "--name", clean_instance).stdout
+    assert "removed 5 namespaces" in out and leftovers(clean_instance) == []
 
 
 def _foreign_namespaces(tag: str) -> list[str]:

@@ -10,7 +10,6 @@ import pytest
 
 from testbed.emulation import BACKENDS, NetemBackend, UserspaceBackend, select_backend
 from testbed.emulation import netem, nfqueue, offload
-from testbed.emulation.common import impairment_from_dict, impairment_to_dict
 from testbed.emulation.delayline import (ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine,
                                          DelaySampler)
 from testbed.emulation.distributions import netem_table, standard_factors
@@ -62,12 +61,6 @@ def test_userspace_plan():
     assert not resolve(imp(delay="10ms", loss="0%"), None, 1500).offloads_off
     steps = [str(s) for s in UserspaceBackend().plan("ns", "eth0", imp(delay="100s"), None, 1500)]
     assert "delay 100s jitter 0ms uniform" in steps[-2], steps
-
-
-def test_impairment_round_trips_through_state():
-    for i in (imp(rate="100mbit", delay="20ms", loss="0.3%", queue="375KB", reorder="1%"),
-              imp(delay="1ms", jitter="0.5ms", distribution="pareto", loss={"p": "1%", "r": "9%"})):
-        assert impairment_from_dict(impairment_to_dict(i)) == i
 
 
 @pytest.mark.parametrize("dist", [None, "uniform", "normal", "pareto", "paretonormal"])

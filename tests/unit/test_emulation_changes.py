@@ -66,7 +66,9 @@ def test_a_change_in_force_late_is_flagged(monkeypatch):
         return []
 
     monkeypatch.setattr("testbed.emulation.scheduler.live.change", change)
-    monkeypatch.setattr("testbed.emulation.scheduler.live.directions", lambda data, link, direction: [])
+    monkeypatch.setattr("testbed.emulation.scheduler.live.read", lambda instance: None)
+    monkeypatch.setattr("testbed.emulation.scheduler.live.directions",
+                        lambda deployed, link, direction: [])
     sched = Scheduler("nobody", parse_topology(Document(file="t", data=TOPO)).schedule)
     sched.start()
     deadline = time.monotonic() + 10

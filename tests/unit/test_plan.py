@@ -11,7 +11,8 @@ import pytest
 from testbed.model.document import load_text
 from testbed.model.topology import parse_topology
 from testbed.instance.network import load_topology
-from testbed.plan.planner import Plan, make_plan
+from testbed.plan.planner import make_plan
+from testbed.plan.types import Plan
 
 TOPOLOGIES = Path(__file__).parents[2] / "topologies"
 

@@ -111,7 +111,7 @@ def test_link_changes_wait_for_the_instance_lock(run_dir, monkeypatch):
     journal = state.Journal("inst")
     journal.open()
     reads: list[str] = []
-    monkeypatch.setattr(live, "_read", lambda instance: reads.append(instance) or {})
+    monkeypatch.setattr(live, "read", lambda instance: reads.append(instance) or {})
     monkeypatch.setattr(live, "directions", lambda *args: [])
     monkeypatch.setattr(live, "_set", lambda *args: [])
     for call in (lambda: live.change("inst", "a-b", None), lambda: live.put("inst", [])):

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-from testbed.emulation.live import directions
 from testbed.instance.network import load_topology
 from testbed.plan.planner import make_plan
 from testbed.instance.validate import forwarding_path, next_hop, node_of, rate_path
@@ -11,7 +10,8 @@ TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 
 
 def planned(path=TOPOLOGIES / "dumbbell.yaml"):
-    """The planned state of a topology and each hop's impairment, as validate sees them."""
+    """The planned nodes and links of a topology and each hop's impairment, as validate
+    sees them."""
     plan = make_plan(load_topology(path, {}), "vp")
     links = {l.index: l for l in plan.links}
 
@@ -19,26 +19,31 @@ def planned(path=TOPOLOGIES / "dumbbell.yaml"):
         link = links[index]
         imp = link.forward if (link.a, link.b) == (node, peer) else link.reverse
         return None if imp.is_empty else imp
-    return plan.to_dict(), impairment_of
+    return plan, impairment_of
 
 
 def test_paths_follow_the_planned_routes():
-    data, _ = planned()
-    h3 = next(a for a in (i["addresses"] for i in data["nodes"]["h3"]["interfaces"]))[0]
-    addr = h3.split("/")[0]
-    assert node_of(data, addr) == "h3"
-    hops = forwarding_path(data, "h1", addr)
+    plan, _ = planned()
+    nodes = plan.nodes
+    addr = plan.nodes["h3"].ipv4
+    assert node_of(nodes, addr) == "h3"
+    hops = forwarding_path(nodes, "h1", addr)
     assert [(a, b) for a, _, b in hops] == [("h1", "r1"), ("r1", "r2"), ("r2", "h3")]
-    assert next_hop(data, "r2", addr)[1] == "h3"
+    assert next_hop(nodes, "r2", addr)[1] == "h3"
+    assert next_hop(nodes, "h1", addr)[1] == "r1"          # by the default route
 
 
 def test_a_routers_direction_is_measured_between_hosts_on_a_clean_path():
-    data, impairment_of = planned()
-    fwd, rev = directions(data, "r1-r2")
-    src, dst = rate_path(data, fwd, impairment_of)
-    assert src in ("h1", "h2") and node_of(data, dst) in ("h3", "h4")
-    src, dst = rate_path(data, rev, impairment_of)
-    assert src in ("h3", "h4") and node_of(data, dst) in ("h1", "h2")
+    plan, impairment_of = planned()
+    fwd, rev = link_of(plan, "r1-r2").directions
+    src, dst = rate_path(plan.nodes, fwd, impairment_of)
+    assert src in ("h1", "h2") and node_of(plan.nodes, dst) in ("h3", "h4")
+    src, dst = rate_path(plan.nodes, rev, impairment_of)
+    assert src in ("h3", "h4") and node_of(plan.nodes, dst) in ("h1", "h2")
+
+
+def link_of(plan, name):
+    return next(l for l in plan.links if l.name == name)
 
 
 def test_no_host_path_when_every_other_hop_would_lower_the_rate(tmp_path):
@@ -47,11 +52,11 @@ def test_no_host_path_when_every_other_hop_would_lower_the_rate(tmp_path):
     lossy = lossy.replace("  - endpoints: [h2, r1]\n", "  - endpoints: [h2, r1]\n    rate: 10mbit\n")
     path = tmp_path / "d.yaml"
     path.write_text(lossy)
-    data, impairment_of = planned(path)
-    for d in directions(data, "r1-r2"):  # via h1: lossy both ways; via h2: slower
-        assert rate_path(data, d, impairment_of) is None, d.label
+    plan, impairment_of = planned(path)
+    for d in link_of(plan, "r1-r2").directions:  # via h1: lossy both ways; via h2: slower
+        assert rate_path(plan.nodes, d, impairment_of) is None, d.label
     clean = tmp_path / "c.yaml"
     clean.write_text(lossy.replace("    rate: 10mbit\n", "    rate: 1gbit\n"))
-    data, impairment_of = planned(clean)
-    for d in directions(data, "r1-r2"):  # h2's faster link does not lower the rate
-        assert rate_path(data, d, impairment_of) is not None, d.label
+    plan, impairment_of = planned(clean)
+    for d in link_of(plan, "r1-r2").directions:  # h2's faster link does not lower the rate
+        assert rate_path(plan.nodes, d, impairment_of) is not None, d.label
