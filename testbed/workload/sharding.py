@@ -1,0 +1,118 @@
+"""Which runs of a matrix this worker does, and which job of which engine it is.
+
+A sweep past one machine lists its runs once (``testbed matrix --json``) and
+starts one worker per run or per shard. A worker expands the same workload
+with the same ``--set``/``--repeat`` and picks its share: ``--point ID`` (a
+run id, or a point's key for all its repetitions), ``--index N`` (as
+Kubernetes' ``JOB_COMPLETION_INDEX`` counts), or ``--shard I/N`` (every N-th
+run from the I-th, I from 1: the N shards partition the list exactly, and the
+repetitions of one point land on different workers).
+
+``engine_identity`` reads the job engine's environment (Kubernetes Indexed
+Jobs, GitHub Actions) so that each run directory says which job made it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+from testbed.errors import ConfigError
+from testbed.workload.matrix import Matrix, RunPoint
+
+MAX_JOBS = 256          # GitHub Actions: a matrix makes at most 256 jobs per workflow run
+INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+# what each engine sets in a job's environment that says which job it is
+ENGINE_VARIABLES = {
+    "kubernetes": ("JOB_NAME", "JOB_COMPLETION_INDEX", "HOSTNAME", "NODE_NAME", "POD_NAME"),
+    "github-actions": ("GITHUB_REPOSITORY", "GITHUB_WORKFLOW", "GITHUB_RUN_ID",
+                       "GITHUB_RUN_ATTEMPT", "GITHUB_JOB", "RUNNER_NAME", "TESTBED_JOB_MATRIX"),
+}
+
+
+def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
+    """``"I/N"`` with 1 <= I <= N."""
+    m = _SHARD.fullmatch(text)
+    if not m:
+        raise ConfigError(f"{option} {text!r}: expected I/N, e.g. 2/5 (shard 2 of 5, from 1)")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= i <= n:
+        raise ConfigError(f"{option} {text!r}: shard I of N needs 1 <= I <= N")
+    return i, n
+
+
+def shard(points: Sequence[RunPoint], i: int, n: int) -> list[RunPoint]:
+    """Shard ``i`` of ``n`` (from 1): every n-th run starting at the i-th."""
+    return list(points[i - 1::n])
+
+
+def _by_id(points: Sequence[RunPoint], point_id: str) -> list[RunPoint]:
+    wanted = point_id.strip()
+    found = [p for p in points if p.id == wanted] or [p for p in points if p.key == wanted]
+    if not found:
+        sample = ", ".join(p.id for p in points[:3])
+        raise ConfigError(f"--point {point_id}: no run of this matrix has that id or key "
+                          f"({len(points)} runs, e.g. {sample}; 'testbed matrix' lists them; "
+                          "give the same --set and --repeat as when listing)")
+    return found
+
+
+def select_points(points: Sequence[RunPoint], *, point_id: str | None = None,
+                  index: int | None = None, shard_spec: str | None = None) -> list[RunPoint]:
+    """The runs one worker does: all of them, or those one selector picks."""
+    given = [name for name, v in (("--point", point_id), ("--index", index),
+                                  ("--shard", shard_spec)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: give one of them")
+    if point_id is not None:
+        return _by_id(points, point_id)
+    if index is not None:
+        if not 0 <= index < len(points):
+            raise ConfigError(f"--index {index}: this matrix has {len(points)} runs "
+                              f"(indexes 0 to {len(points) - 1})")
+        return [points[index]]
+    if shard_spec is not None:
+        i, n = parse_shard(shard_spec)
+        if n > len(points):
+            raise ConfigError(f"--shard {shard_spec}: more shards than the matrix's "
+                              f"{len(points)} runs")
+        return shard(points, i, n)
+    return list(points)
+
+
+def point_from_env(env: Mapping[str, str], var: str = INDEX_VARIABLE) -> int:
+    """The run index a job engine gave this worker (``--point-from-env [VAR]``)."""
+    text = env.get(var)
+    if text is None:
+        raise ConfigError(f"--point-from-env: {var} is not set (Kubernetes sets "
+                          f"{INDEX_VARIABLE} in pods of an Indexed Job)")
+    if not text.strip().isdigit():
+        raise ConfigError(f"--point-from-env: {var}={text!r} is not a run index (0, 1, 2, ...)")
+    return int(text)
+
+
+def job_matrix(matrix: Matrix, max_jobs: int = MAX_JOBS) -> list[dict[str, str]]:
+    """One CI job per run while they fit in ``max_jobs``, else ``max_jobs`` shards.
+    Each entry names the job and the worker's selector (``select``: argv words)."""
+    if max_jobs < 1:
+        raise ConfigError(f"--max-jobs {max_jobs}: must be at least 1")
+    count = len(matrix.points)
+    if count <= max_jobs:
+        return [{"job": f"{p.index:04d} {p.label}", "select": f"--point {p.id}"}
+                for p in matrix.points]
+    return [{"job": f"shard {i}/{max_jobs}", "select": f"--shard {i}/{max_jobs}"}
+            for i in range(1, max_jobs + 1)]
+
+
+def engine_identity(env: Mapping[str, str]) -> dict[str, Any]:
+    """Which engine's job this process is, from its environment: ``{"engine": None}`` when
+    neither Kubernetes nor GitHub Actions set theirs. For ``manifest.json`` (key ``engine``)."""
+    if env.get("GITHUB_ACTIONS") == "true":
+        engine = "github-actions"
+    elif env.get("KUBERNETES_SERVICE_HOST") or env.get(INDEX_VARIABLE) is not None:
+        engine = "kubernetes"
+    else:
+        return {"engine": None}
+    found = {k.lower(): env[k] for k in ENGINE_VARIABLES[engine] if k in env}
+    return {"engine": engine, **found}
