@@ -116,3 +116,17 @@ def engine_identity(env: Mapping[str, str]) -> dict[str, Any]:
         return {"engine": None}
     found = {k.lower(): env[k] for k in ENGINE_VARIABLES[engine] if k in env}
     return {"engine": engine, **found}
+
+
+def sweep_listing(matrix: Matrix, max_jobs: int = MAX_JOBS) -> dict[str, Any]:
+    """``testbed matrix --json [--max-jobs N]``: the listing and the CI jobs that cover it."""
+    return {**matrix.listing(), "jobs": job_matrix(matrix, max_jobs)}
+
+
+def check_matrix_hash(matrix: Matrix, expected: str, option: str = "--expect-matrix") -> None:
+    """A worker refuses to run when its expansion is not the one that was listed (another
+    version of the workload or topology, other --set or --repeat): its runs would not merge."""
+    if matrix.hash != expected.strip():
+        raise ConfigError(f"{option} {expected}: this worker's expansion of {matrix.workload} is "
+                          f"matrix {matrix.hash} ({len(matrix.points)} runs); the files or the "
+                          "--set/--repeat differ from those the sweep was listed with")

@@ -198,3 +198,13 @@ def test_engine_identity_from_the_environment():
 
 def test_parse_shard_accepts_spaces():
     assert parse_shard(" 2 / 5 ") == (2, 5)
+
+
+def test_a_worker_refuses_an_expansion_other_than_the_listed_one(tmp_path):
+    from testbed.workload.sharding import check_matrix_hash, sweep_listing
+    path = workload(tmp_path)
+    listed = sweep_listing(load_matrix(path), max_jobs=3)
+    assert listed["count"] == 12 and len(listed["jobs"]) == 3
+    check_matrix_hash(load_matrix(path), listed["matrix_hash"])
+    with pytest.raises(ConfigError, match="--expect-matrix .* differ from those the sweep"):
+        check_matrix_hash(load_matrix(path, repeat=1), listed["matrix_hash"])
