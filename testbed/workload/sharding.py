@@ -92,6 +92,19 @@ def point_from_env(env: Mapping[str, str], var: str = INDEX_VARIABLE) -> int:
     return int(text)
 
 
+def selection_from_env(env: Mapping[str, str], var: str = INDEX_VARIABLE,
+                       shards: int | None = None) -> dict[str, Any]:
+    """``--point-from-env [VAR] [--shards N]`` as keywords of ``select_points``: the engine's
+    index is a run index, or with ``shards`` the index of a shard (from 0, as Kubernetes counts)."""
+    index = point_from_env(env, var)
+    if shards is None:
+        return {"index": index}
+    if shards < 1 or index >= shards:
+        raise ConfigError(f"--shards {shards}: {var}={index} is not a shard of {shards} "
+                          "(indexes 0 to shards-1; set the Job's completions to --shards)")
+    return {"shard_spec": f"{index + 1}/{shards}"}
+
+
 def job_matrix(matrix: Matrix, max_jobs: int = MAX_JOBS) -> list[dict[str, str]]:
     """One CI job per run while they fit in ``max_jobs``, else ``max_jobs`` shards.
     Each entry names the job and the worker's selector (``select``: argv words)."""

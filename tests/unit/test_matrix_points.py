@@ -208,3 +208,14 @@ def test_a_worker_refuses_an_expansion_other_than_the_listed_one(tmp_path):
     check_matrix_hash(load_matrix(path), listed["matrix_hash"])
     with pytest.raises(ConfigError, match="--expect-matrix .* differ from those the sweep"):
         check_matrix_hash(load_matrix(path, repeat=1), listed["matrix_hash"])
+
+
+def test_an_engine_index_can_name_a_shard_instead_of_a_run(tmp_path):
+    from testbed.workload.sharding import selection_from_env
+    points = expand_points(load_source(workload(tmp_path)))
+    assert selection_from_env({"JOB_COMPLETION_INDEX": "5"}) == {"index": 5}
+    picked = [p for k in range(4) for p in select_points(
+        points, **selection_from_env({"JOB_COMPLETION_INDEX": str(k)}, shards=4))]
+    assert sorted(p.index for p in picked) == list(range(12))
+    with pytest.raises(ConfigError, match="--shards 4: JOB_COMPLETION_INDEX=4 is not a shard"):
+        selection_from_env({"JOB_COMPLETION_INDEX": "4"}, shards=4)
