@@ -219,3 +219,16 @@ def test_an_engine_index_can_name_a_shard_instead_of_a_run(tmp_path):
     assert sorted(p.index for p in picked) == list(range(12))
     with pytest.raises(ConfigError, match="--shards 4: JOB_COMPLETION_INDEX=4 is not a shard"):
         selection_from_env({"JOB_COMPLETION_INDEX": "4"}, shards=4)
+
+
+def test_ids_do_not_change_between_testbed_versions():
+    # Pinned on purpose: a sweep's workers may run different testbed builds (an image here,
+    # a checkout there), so the id and seed scheme is a format. These are the values
+    # docs/scale-out.md shows; changing the scheme means changing both, knowingly.
+    variables = {"rate": "100mbit", "delay": "50ms", "queue": "1bdp", "duration": "10s",
+                 "cc": "cubic", "loss": "0%"}
+    assert point_key("loss-sweep", variables) == "82bd63863565"
+    first = expand_points(load_source(REPO / "workloads" / "loss-sweep.yaml"), repeat=10)[0]
+    assert (first.id, first.seed) == ("82bd63863565-r0", 1132320596)
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    assert '"id": "82bd63863565-r0"' in doc and '"seed": 1132320596' in doc
