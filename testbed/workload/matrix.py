@@ -104,6 +104,11 @@ class Matrix:
         return {"workload": self.workload, "matrix_hash": self.hash, "count": len(self.points),
                 "points": [p.as_json() for p in self.points]}
 
+    def lines(self) -> list[str]:
+        """What ``testbed matrix`` prints: a header, then one run a line."""
+        head = f"{self.workload}: {len(self.points)} runs, matrix {self.hash}"
+        return [head] + [f"{p.index:>5}  {p.id}  seed {p.seed:>10}  {p.label}" for p in self.points]
+
 
 def workload_header(source: WorkloadSource) -> tuple[str, int]:
     """The workload's name and ``seed:`` as its defaults render them (name: the file's stem

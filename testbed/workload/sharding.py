@@ -15,6 +15,7 @@ Jobs, GitHub Actions) so that each run directory says which job made it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from testbed.errors import ConfigError
@@ -143,3 +144,41 @@ def check_matrix_hash(matrix: Matrix, expected: str, option: str = "--expect-mat
         raise ConfigError(f"{option} {expected}: this worker's expansion of {matrix.workload} is "
                           f"matrix {matrix.hash} ({len(matrix.points)} runs); the files or the "
                           "--set/--repeat differ from those the sweep was listed with")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A worker's selector options as the CLI parsed them (``None``: not given)."""
+
+    point_id: str | None = None          # --point
+    index: int | None = None             # --index
+    shard: str | None = None             # --shard I/N
+    from_env: str | None = None          # --point-from-env [VAR]
+    shards: int | None = None            # --shards N (with --point-from-env)
+    expect_matrix: str | None = None     # --expect-matrix HASH
+
+
+def worker_points(matrix: Matrix, selection: Selection, env: Mapping[str, str]) -> list[RunPoint]:
+    """The runs this worker does (``testbed run`` with its selector options), after checking
+    that its expansion is the listed one."""
+    if selection.expect_matrix is not None:
+        check_matrix_hash(matrix, selection.expect_matrix)
+    if selection.shards is not None and selection.from_env is None:
+        raise ConfigError("--shards goes with --point-from-env (use --shard I/N otherwise)")
+    if selection.from_env is None:
+        return select_points(matrix.points, point_id=selection.point_id, index=selection.index,
+                             shard_spec=selection.shard)
+    others = [name for name, v in (("--point", selection.point_id), ("--index", selection.index),
+                                   ("--shard", selection.shard)) if v is not None]
+    if others:
+        raise ConfigError(f"--point-from-env and {others[0]}: give one of them")
+    return select_points(matrix.points,
+                         **selection_from_env(env, selection.from_env, selection.shards))
+
+
+def run_record(matrix: Matrix, point: RunPoint, env: Mapping[str, str]) -> dict[str, Any]:
+    """What ``testbed run`` adds to one run's manifest.json (keys ``matrix`` and ``engine``);
+    ``testbed merge`` reads it back."""
+    return {"matrix": {"hash": matrix.hash, "count": len(matrix.points), "index": point.index,
+                       "point_id": point.id, "point_key": point.key, "seed": point.seed},
+            "engine": engine_identity(env)}

@@ -232,3 +232,39 @@ def test_ids_do_not_change_between_testbed_versions():
     assert (first.id, first.seed) == ("82bd63863565-r0", 1132320596)
     doc = (REPO / "docs" / "scale-out.md").read_text()
     assert '"id": "82bd63863565-r0"' in doc and '"seed": 1132320596' in doc
+
+
+def test_worker_points_applies_the_cli_options(tmp_path):
+    from testbed.workload.sharding import Selection, worker_points
+    matrix = load_matrix(workload(tmp_path))
+    env = {"JOB_COMPLETION_INDEX": "2"}
+    assert worker_points(matrix, Selection(), env) == list(matrix.points)
+    assert worker_points(matrix, Selection(from_env="JOB_COMPLETION_INDEX"), env) == [matrix.points[2]]
+    assert worker_points(matrix, Selection(from_env="JOB_COMPLETION_INDEX", shards=3), env) == \
+        list(matrix.points[2::3])
+    assert worker_points(matrix, Selection(shard="1/6", expect_matrix=matrix.hash), env) == \
+        list(matrix.points[0::6])
+    with pytest.raises(ConfigError, match="--point-from-env and --index: give one"):
+        worker_points(matrix, Selection(from_env="X", index=1), env)
+    with pytest.raises(ConfigError, match="--shards goes with --point-from-env"):
+        worker_points(matrix, Selection(shards=3), env)
+    with pytest.raises(ConfigError, match="--expect-matrix"):
+        worker_points(matrix, Selection(expect_matrix="0" * 16), env)
+
+
+def test_run_record_names_the_sweep_the_point_and_the_job(tmp_path):
+    from testbed.workload.sharding import run_record
+    matrix = load_matrix(workload(tmp_path))
+    point = matrix.points[5]
+    record = run_record(matrix, point, {"GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": "7"})
+    assert record["matrix"] == {"hash": matrix.hash, "count": 12, "index": 5, "point_id": point.id,
+                                "point_key": point.key, "seed": point.seed}
+    assert record["engine"] == {"engine": "github-actions", "github_run_id": "7"}
+
+
+def test_matrix_lines_for_people(tmp_path):
+    matrix = load_matrix(workload(tmp_path))
+    lines = matrix.lines()
+    assert lines[0] == f"sweep: 12 runs, matrix {matrix.hash}"
+    p = matrix.points[11]
+    assert lines[12].split() == ["11", p.id, "seed", str(p.seed), "cc=bbr,loss=5%,rep1"]

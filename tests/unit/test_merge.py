@@ -176,3 +176,25 @@ def test_no_runs_at_all_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ResultsError, match="no runs found"):
         merge_runs([tmp_path / "empty"], tmp_path / "out")
+
+
+def test_merge_reads_what_a_worker_records(tmp_path):
+    """The contract between the two sides: manifests carrying run_record() of a real
+    expansion; one run not done is missing by its id and label."""
+    from testbed.workload.matrix import load_matrix
+    from testbed.workload.sharding import run_record
+    (tmp_path / "topo.yaml").write_text("name: t\n")
+    (tmp_path / "wl.yaml").write_text("name: contract\ntopology: topo.yaml\nmatrix:\n  cc: [cubic, bbr]\n"
+                                      "repeat: 2\nflows:\n  - {from: a, to: b, cc: '{{ cc }}'}\n")
+    matrix = load_matrix(tmp_path / "wl.yaml")
+    for point in matrix.points[:-1]:
+        run = write_run(tmp_path / "w" / f"worker-{point.index % 2}", f"run-{point.index}",
+                        workload="contract", variables=point.variables,
+                        flows=[FakeFlow("f", point.variables["cc"], 1e6)])
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest.update(run_record(matrix, point, {}))
+        (run / "manifest.json").write_text(json.dumps(manifest))
+    report = merge_runs([tmp_path / "w"], tmp_path / "out", listing=matrix.listing())
+    last = matrix.points[-1]
+    assert [(m.index, m.point_id, m.label) for m in report.missing] == [(3, last.id, "cc=bbr,rep1")]
+    assert report.matrices == {matrix.hash: 3}
