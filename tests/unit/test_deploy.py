@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "deploy" / "kubernetes"
 ENTRYPOINT = REPO / "deploy" / "entrypoint.sh"
 WORKFLOW = REPO / ".github" / "workflows" / "sweep.yml"
-KUBE_VERSIONS = ("1.31.0", "1.37.0")    # the oldest with every field used (GA podFailurePolicy)
+KUBE_VERSIONS = ("1.29.0", "1.37.0")    # 1.29: the oldest schema with every field used
 
 
 def kube_documents() -> list[tuple[str, dict]]:
