@@ -217,14 +217,22 @@ def destinations(keep: list[Entry], out: Path) -> tuple[list[tuple[Path, Path]],
 
 
 def copy_run(src: Path, dest: Path) -> None:
-    """Copy a run directory whole: to a hidden name first, so that a merge cut short
-    leaves no directory that looks like a run."""
+    """Copy a run directory whole, so that a merge cut short leaves nothing that reads as
+    a run: into a hidden name, result.json last, then renamed; removed on any error or
+    signal. (After a SIGKILL a hidden copy without result.json may stay; the next merge
+    of that run replaces it.)"""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.merging")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(src, tmp, symlinks=True)
-    os.rename(tmp, dest)
+    try:
+        shutil.copytree(src, tmp, symlinks=True,
+                        ignore=lambda d, names: ["result.json"] if Path(d) == src else [])
+        shutil.copy2(src / "result.json", tmp / "result.json")
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_listing(path: Path) -> dict[str, Any]:

@@ -198,3 +198,18 @@ def test_merge_reads_what_a_worker_records(tmp_path):
     last = matrix.points[-1]
     assert [(m.index, m.point_id, m.label) for m in report.missing] == [(3, last.id, "cc=bbr,rep1")]
     assert report.matrices == {matrix.hash: 3}
+
+
+def test_a_copy_cut_short_leaves_nothing_that_reads_as_a_run(tmp_path, monkeypatch):
+    import shutil as shutil_module
+    sources = workers(tmp_path, indexes=[0])[:1]
+
+    def interrupted(src, dst, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(shutil_module, "copy2", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        merge_runs(sources, tmp_path / "out", allow_partial=True)
+    monkeypatch.undo()
+    assert list((tmp_path / "out").rglob("result.json")) == []
+    assert list((tmp_path / "out").rglob("manifest.json")) == []
+    assert merge_runs(sources, tmp_path / "out", allow_partial=True).copied
