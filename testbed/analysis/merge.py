@@ -243,8 +243,10 @@ def load_listing(path: Path) -> dict[str, Any]:
         raise ResultsError(f"{path}: cannot read the matrix listing: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: not a matrix listing ({exc.msg}, line {exc.lineno})") from None
+    points = data.get("points") if isinstance(data, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("matrix_hash"), str) \
-            or not isinstance(data.get("points"), list):
+            or not isinstance(points, list) \
+            or not all(isinstance(p, dict) and isinstance(p.get("index"), int) for p in points):
         raise ResultsError(f"{path}: not a matrix listing (write one with 'testbed matrix --json')")
     return data
 
@@ -257,6 +259,8 @@ def merge_runs(dirs: Iterable[Path | str], out: Path | str, *, allow_partial: bo
     ``ok`` (``complete`` still says it is not).
     """
     dirs, out = [Path(d) for d in dirs], Path(out)
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"-o {out}: exists and is not a directory")
     entries = [read_entry(d) for d in find_run_dirs(dirs)]
     check_matrices(entries, listing, allow_mixed)
     keep, duplicates = pick_keepers(entries)

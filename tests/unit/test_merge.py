@@ -213,3 +213,14 @@ def test_a_copy_cut_short_leaves_nothing_that_reads_as_a_run(tmp_path, monkeypat
     assert list((tmp_path / "out").rglob("result.json")) == []
     assert list((tmp_path / "out").rglob("manifest.json")) == []
     assert merge_runs(sources, tmp_path / "out", allow_partial=True).copied
+
+
+def test_bad_output_and_listing_are_refused(tmp_path):
+    sources = workers(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ResultsError, match="-o .*file: exists and is not a directory"):
+        merge_runs(sources, tmp_path / "file")
+    path = tmp_path / "matrix.json"
+    path.write_text(json.dumps({"matrix_hash": HASH, "points": [{"id": "x"}]}))
+    with pytest.raises(ResultsError, match="not a matrix listing"):
+        load_listing(path)
