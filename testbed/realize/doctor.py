@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from pathlib import Path
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -30,6 +31,8 @@ BINARIES = (
 )
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
+# a sysctl every IPv4 kernel has; container runtimes mount /proc/sys read-only unless privileged
+SYSCTL_PROBE = backend.PROC_SYS / "net" / "ipv4" / "ip_forward"
 
 
 @dataclass
@@ -85,6 +88,17 @@ def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
     return True
 
 
+def sysctl_check(probe: Path = SYSCTL_PROBE) -> Check:
+    """Whether net.* sysctls can be written: testbed sets them in each namespace it makes
+    (forwarding, IPv6 DAD, congestion control). The capabilities alone are not enough."""
+    if os.access(probe, os.W_OK):
+        return Check("sysctls", "ok", "/proc/sys is writable")
+    return Check("sysctls", "fail", f"cannot write {probe}: /proc/sys is read-only here (a "
+                 "container that is not privileged?); every testbed would fail to come up",
+                 "run the container privileged (podman/docker run --privileged; Kubernetes "
+                 "securityContext.privileged: true)")
+
+
 def run_checks() -> list[Check]:
     checks: list[Check] = [Check("kernel", "ok", f"Linux {platform.release()}")]
     caps = _capabilities()
@@ -95,6 +109,7 @@ def run_checks() -> list[Check]:
         checks.append(Check("privileges", "fail", "not root (CAP_NET_ADMIN and CAP_SYS_ADMIN "
                             "needed to build namespaces)", "run testbed as root (in a root shell, or with sudo)"))
     if privileged:
+        checks.append(sysctl_check(SYSCTL_PROBE))
         try:
             kinds = probe_qdiscs()
         except (OSError, NetlinkError) as exc:
