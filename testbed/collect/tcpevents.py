@@ -1,0 +1,464 @@
+"""Kernel TCP events of a run's flows, from the tcp tracepoints, beside the tcp_info samples.
+
+Where ``tcpinfo`` samples each socket every few milliseconds, this records
+every change as it happens: ``tcp:tcp_probe`` on every incoming segment (so
+every ACK a sender gets: cwnd, ssthresh, windows, srtt, snd_nxt/snd_una),
+``tcp:tcp_cong_state_set`` on each congestion-state change (open, disorder,
+cwr, recovery, loss), ``tcp:tcp_retransmit_skb``, the receive-buffer
+autotuning events and resets.
+
+``TcpEventsCollector`` makes a trace instance of its own (``kernel/tracefs``:
+journalled before ``mkdir``, removed by ``stop``), with the ``mono`` clock so
+that time stamps are ``time.monotonic()`` values, a buffer sized by
+``buffer_kb`` and, on every event that has ``sport``/``dport`` fields, a
+kernel-side filter on the flows' ports: other sockets on the host cost a
+filter test, nothing more. A thread copies the binary per-CPU ring-buffer
+pages (``per_cpu/cpuN/trace_pipe_raw``) into a spool file as they come,
+untouched; ``decode_spool`` turns the file into ``tcp_events.csv`` rows and
+``flow_counts`` into per-flow counts after the run. The spool starts with the
+event formats it was recorded with, so it decodes on its own. Lost events are
+counted twice over: the kernel's per-CPU ``overrun``/``dropped events``
+(``TraceStats``) and the pages' own missed-events marks (``Decoded.lost``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from testbed.collect.tcpinfo import CA_STATES, TCP_STATES, write_csv
+from testbed.errors import PreflightError
+from testbed.kernel import tracefs
+from testbed.kernel.ringbuffer import COMMIT_MASK, MISSED_STORED, EventFormat, PageLayout, \
+    decode_page, record_struct
+
+EVENTS = ("tcp/tcp_probe", "tcp/tcp_cong_state_set", "tcp/tcp_retransmit_skb",
+          "tcp/tcp_rcvbuf_grow", "tcp/tcp_rcv_space_adjust", "tcp/tcp_send_reset",
+          "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock")
+CSV_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
+               "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len", "ca_state",
+               "tcp_state", "err", "rcvbuf", "rcv_ssthresh", "window_clamp", "rcv_space",
+               "rtt_us", "reason", "cpu")
+SPOOL_MAGIC = b"TBTRACE1"
+_RECORD = struct.Struct("=HI")      # cpu, length of the page bytes that follow
+_LEN = struct.Struct("=I")
+RECORD_BYTES = 144                  # a tcp_probe record with its headers, the largest common one
+PAGE_BYTES = 4096
+INFINITE_SSTHRESH = 0x7FFFFFFF
+
+
+def buffer_kb(events_per_s: float, duration_s: float, *, cap_kb: int = 65536,
+              floor_kb: int = 512) -> int:
+    """Per-CPU ring-buffer size for ``events_per_s`` over ``duration_s`` (as if no page
+    were read during the run, since the reader can be starved), capped."""
+    want = events_per_s * duration_s * RECORD_BYTES / 1024
+    return int(min(cap_kb, max(floor_kb, want)))
+
+
+def port_filter(ports: frozenset[int] | set[int]) -> str:
+    """An ftrace filter accepting events whose ``sport`` or ``dport`` is in ``ports``
+    (contiguous ports as one range test)."""
+    if not ports:
+        raise ValueError("port_filter needs at least one port")
+    ranges: list[list[int]] = []
+    for p in sorted(ports):
+        if not 0 < p < 65536:
+            raise ValueError(f"port {p} out of range")
+        if ranges and p == ranges[-1][1] + 1:
+            ranges[-1][1] = p
+        else:
+            ranges.append([p, p])
+    tests = []
+    for side in ("sport", "dport"):
+        for lo, hi in ranges:
+            tests.append(f"{side} == {lo}" if lo == hi else f"({side} >= {lo} && {side} <= {hi})")
+    return " || ".join(tests)
+
+
+@dataclass
+class TraceStats:
+    """What the trace instance and the reader thread saw."""
+
+    buffer_kb: int
+    per_cpu: dict[int, dict[str, int]] = field(default_factory=dict)
+    pages: int = 0
+    spool_bytes: int = 0
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    unfiltered: list[str] = field(default_factory=list)   # events without a kernel port filter
+
+    def total(self, key: str) -> int:
+        return sum(c.get(key, 0) for c in self.per_cpu.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"buffer_kb": self.buffer_kb, "pages": self.pages, "spool_bytes": self.spool_bytes,
+                "overrun": self.total("overrun"), "dropped": self.total("dropped"),
+                "commit_overrun": self.total("commit_overrun"), "read": self.total("read"),
+                "cpu_seconds": self.cpu_seconds, "wall_seconds": self.wall_seconds,
+                "unfiltered_events": self.unfiltered,
+                "per_cpu": {str(k): v for k, v in self.per_cpu.items()}}
+
+
+@dataclass
+class TcpEventsCollector:
+    """Records ``events`` of sockets with a port in ``ports`` into ``spool`` between
+    ``start`` and ``stop``, in a trace instance ``name`` journalled in ``journal_dir``."""
+
+    journal_dir: Path
+    name: str
+    ports: frozenset[int]
+    spool: Path
+    buffer_kb: int = 4096
+    events: tuple[str, ...] = EVENTS
+    poll_interval: float = 0.1
+    root: Path | None = None
+    stats: TraceStats = field(init=False)
+    missing: list[str] = field(init=False, default_factory=list)   # wanted, not in this kernel
+    error: BaseException | None = field(init=False, default=None)
+    _instance: Path | None = field(init=False, default=None)
+    _fds: list[tuple[int, int]] = field(init=False, default_factory=list)
+    _stop: threading.Event = field(init=False, default_factory=threading.Event)
+    _thread: threading.Thread | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.stats = TraceStats(self.buffer_kb)
+
+    def start(self) -> None:
+        """Make and arm the instance and start the reader; on any failure nothing is left."""
+        found = tracefs.probe(self.events)
+        if not found.usable:
+            raise PreflightError("tcp events cannot be traced: " + "; ".join(found.problems))
+        self.root = self.root or found.root
+        assert self.root is not None
+        self.missing = found.missing()
+        formats = [tracefs.event_format(self.root, e) for e in self.events if found.events[e]]
+        layout = tracefs.page_layout(self.root)
+        self._instance = tracefs.create(self.root, self.journal_dir, self.name)
+        try:
+            self._configure(formats)
+            self._open(layout, formats)
+            self._thread = threading.Thread(target=self._run, args=(layout,),
+                                            name="tcpevents-reader", daemon=True)
+            self._thread.start()
+            (self._instance / "tracing_on").write_text("1")
+        except BaseException:
+            self._release()
+            raise
+
+    def _configure(self, formats: list[EventFormat]) -> None:
+        inst = self._instance
+        assert inst is not None
+        (inst / "tracing_on").write_text("0")
+        (inst / "trace_clock").write_text("mono")
+        (inst / "buffer_size_kb").write_text(str(self.buffer_kb))
+        (inst / "options" / "overwrite").write_text("0")   # full: drop new, count 'dropped'
+        filt = port_filter(self.ports)
+        for fmt in formats:
+            event = inst / "events" / "tcp" / fmt.name
+            if {"sport", "dport"} <= fmt.fields.keys():
+                (event / "filter").write_text(filt)
+            else:
+                self.stats.unfiltered.append(fmt.name)
+            (event / "enable").write_text("1")
+
+    def _open(self, layout: PageLayout, formats: list[EventFormat]) -> None:
+        inst = self._instance
+        assert inst is not None
+        for cpu in tracefs.cpus(inst):
+            path = inst / "per_cpu" / f"cpu{cpu}" / "trace_pipe_raw"
+            self._fds.append((cpu, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)))
+        header = {"version": 1, "clock": "mono", "instance": self.name,
+                  "ports": sorted(self.ports), "unfiltered": self.stats.unfiltered,
+                  "layout": [layout.timestamp_offset, layout.commit_offset,
+                             layout.commit_size, layout.data_offset],
+                  "formats": [f.as_dict() for f in formats]}
+        blob = json.dumps(header).encode()
+        with open(self.spool, "wb") as out:
+            out.write(SPOOL_MAGIC + _LEN.pack(len(blob)) + blob)
+
+    def stop(self) -> TraceStats:
+        """Stop tracing, read what is left, count losses, remove the instance."""
+        if self._instance is None:
+            return self.stats
+        try:
+            (self._instance / "tracing_on").write_text("0")
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(10.0)
+            self.stats.per_cpu = tracefs.cpu_stats(self._instance)
+        finally:
+            self._release()
+        return self.stats
+
+    def _release(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(10.0)
+        for _, fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        if self._instance is not None and self.root is not None:
+            tracefs.remove(self.root, self.name)
+        self._instance = None
+
+    def _run(self, layout: PageLayout) -> None:
+        cpu0, wall0 = time.thread_time(), time.monotonic()
+        try:
+            with open(self.spool, "ab", buffering=1 << 20) as out:
+                self._loop(layout, out.write)
+        except BaseException as exc:  # reported by the caller through .error, not swallowed
+            self.error = exc
+        finally:
+            self.stats.cpu_seconds = time.thread_time() - cpu0
+            self.stats.wall_seconds = time.monotonic() - wall0
+
+    def _loop(self, layout: PageLayout, write: Callable[[bytes], Any]) -> None:
+        """Wait for data (or the poll interval), copy every readable page out, repeat;
+        one last drain after ``stop`` turned tracing off."""
+        poller = select.poll()
+        for _, fd in self._fds:
+            poller.register(fd, select.POLLIN)
+        size = _subbuf_bytes(self._instance)
+        while True:
+            stopping = self._stop.is_set()
+            for cpu, fd in self._fds:
+                self._drain(cpu, fd, size, layout, write)
+            if stopping:
+                return
+            poller.poll(self.poll_interval * 1000)
+
+    def _drain(self, cpu: int, fd: int, size: int, layout: PageLayout,
+               write: Callable[[bytes], Any]) -> None:
+        lo, hi = layout.commit_offset, layout.commit_offset + layout.commit_size
+        while True:
+            try:
+                page = os.read(fd, size)
+            except BlockingIOError:
+                return
+            if not page:
+                return
+            commit = int.from_bytes(page[lo:hi], "little")
+            used = layout.data_offset + (commit & COMMIT_MASK) + \
+                (layout.commit_size if commit & MISSED_STORED else 0)
+            write(_RECORD.pack(cpu, min(used, len(page))))
+            write(page[:used])
+            self.stats.pages += 1
+            self.stats.spool_bytes += _RECORD.size + min(used, len(page))
+
+
+def _subbuf_bytes(instance: Path | None) -> int:
+    """The instance's sub-buffer (page) size: ``buffer_subbuf_size_kb``, else a page."""
+    if instance is not None:
+        try:
+            return int((instance / "buffer_subbuf_size_kb").read_text()) * 1024
+        except (OSError, ValueError):
+            pass    # older kernels: sub-buffers are pages
+    return os.sysconf("SC_PAGE_SIZE")
+
+
+# ---- decoding, after the run -------------------------------------------------------------
+
+_FIELDS = ("common_type", "saddr", "daddr", "saddr_v6", "daddr_v6", "sport", "dport", "family",
+           "data_len", "snd_nxt", "snd_una", "snd_cwnd", "ssthresh", "snd_wnd", "srtt", "rcv_wnd",
+           "sock_cookie", "cong_state", "state", "err", "reason", "rtt_us", "space", "rcvbuf",
+           "rcv_ssthresh", "window_clamp")
+# a record field -> (CSV column, how its value is shown)
+_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "snd_cwnd": ("cwnd", int), "srtt": ("srtt_us", int), "snd_wnd": ("snd_wnd", int),
+    "rcv_wnd": ("rcv_wnd", int), "snd_nxt": ("snd_nxt", int), "snd_una": ("snd_una", int),
+    "data_len": ("data_len", int), "sock_cookie": ("cookie", int), "err": ("err", int),
+    "rcvbuf": ("rcvbuf", int), "rcv_ssthresh": ("rcv_ssthresh", int),
+    "window_clamp": ("window_clamp", int), "space": ("rcv_space", int), "rtt_us": ("rtt_us", int),
+    "reason": ("reason", int),
+    "ssthresh": ("ssthresh", lambda v: None if v >= INFINITE_SSTHRESH else v),
+    "cong_state": ("ca_state", lambda v: CA_STATES.get(v, str(v))),
+    "state": ("tcp_state", lambda v: TCP_STATES.get(v, str(v))),
+}
+
+
+@dataclass
+class Decoded:
+    """``tcp_events.csv`` rows from a spool, and what could not be read."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pages: int = 0
+    lost: int = 0               # events the pages say were lost before them
+    lost_unknown: int = 0       # pages saying "some were lost" without a count
+    unreadable_bytes: int = 0
+    unknown_records: int = 0    # records of an event id the header does not describe
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events": len(self.rows), "pages": self.pages, "lost": self.lost,
+                "lost_unknown_pages": self.lost_unknown, "unreadable_bytes": self.unreadable_bytes,
+                "unknown_records": self.unknown_records, "problems": self.problems}
+
+
+def read_spool(data: bytes) -> tuple[dict[str, Any], Iterator[tuple[int, bytes]]]:
+    """The spool's header and its (cpu, page) records. ValueError if it is not a spool."""
+    if not data.startswith(SPOOL_MAGIC) or len(data) < len(SPOOL_MAGIC) + _LEN.size:
+        raise ValueError("not a tcp events spool (no TBTRACE1 header)")
+    (n,) = _LEN.unpack_from(data, len(SPOOL_MAGIC))
+    start = len(SPOOL_MAGIC) + _LEN.size
+    header = json.loads(data[start:start + n])
+
+    def records() -> Iterator[tuple[int, bytes]]:
+        off = start + n
+        while off + _RECORD.size <= len(data):
+            cpu, length = _RECORD.unpack_from(data, off)
+            off += _RECORD.size
+            yield cpu, data[off:off + length]
+            off += length
+    return header, records()
+
+
+def decode_spool(data: bytes, t0: float = 0.0) -> Decoded:
+    """Every recorded event as a row (``CSV_COLUMNS``; ``t`` in seconds after ``t0``, a
+    ``time.monotonic()`` value), sorted by time. Never raises on a damaged spool: it keeps
+    what it could read and says what it lost."""
+    out = Decoded()
+    try:
+        header, records = read_spool(data)
+    except ValueError as exc:
+        out.problems.append(str(exc))
+        return out
+    layout = PageLayout(*header["layout"])
+    readers = _readers(header["formats"])
+    ports = set(header["ports"])
+    unfiltered = set(header.get("unfiltered", []))
+    t0_ns = int(round(t0 * 1e9))
+    for cpu, raw in records:
+        page = decode_page(raw, layout)
+        out.pages += 1
+        out.lost += max(page.lost, 0)
+        out.lost_unknown += page.lost < 0
+        out.unreadable_bytes += page.unreadable
+        for ts, record in page.events:
+            row = _decode_record(readers, record, out)
+            if row is None or (row["event"] in unfiltered and not {row["sport"], row["dport"]} & ports):
+                continue
+            row["t"] = (ts - t0_ns) / 1e9
+            row["cpu"] = cpu
+            out.rows.append(row)
+    out.rows.sort(key=lambda r: r["t"])
+    return out
+
+
+_Reader = tuple[str, tuple[str, ...], struct.Struct]
+
+
+def _readers(formats: list[dict]) -> dict[int, _Reader]:
+    out = {}
+    for data in formats:
+        fmt = EventFormat.from_dict(data)
+        names, layout = record_struct(fmt, _FIELDS)
+        out[fmt.id] = (fmt.name.removeprefix("tcp_"), names, layout)
+    return out
+
+
+def _decode_record(readers: dict[int, _Reader], record: bytes, out: Decoded) -> dict | None:
+    if len(record) < 2:
+        out.unreadable_bytes += len(record)
+        return None
+    reader = readers.get(int.from_bytes(record[:2], "little"))
+    if reader is None:
+        out.unknown_records += 1
+        return None
+    event, names, layout = reader
+    if len(record) < layout.size:
+        out.unreadable_bytes += len(record)
+        return None
+    values = dict(zip(names, layout.unpack_from(record)))
+    row: dict[str, Any] = {"event": event}
+    _addresses(values, row)
+    for key, (column, show) in _COLUMNS.items():
+        if key in values:
+            row[column] = show(values[key])
+    return row
+
+
+def _addresses(values: dict[str, Any], row: dict[str, Any]) -> None:
+    """src/dst and ports, from split address fields (family, saddr[4], saddr_v6[16]) or
+    from whole sockaddrs (tcp_probe, tcp_send_reset: saddr[28])."""
+    saddr, daddr = values.get("saddr", b""), values.get("daddr", b"")
+    if len(saddr) >= 24:
+        (row["src"], sport), (row["dst"], dport) = _sockaddr(saddr), _sockaddr(daddr)
+    else:
+        v6 = values.get("family") == socket.AF_INET6
+        src = values.get("saddr_v6", b"") if v6 else saddr
+        dst = values.get("daddr_v6", b"") if v6 else daddr
+        row["src"], row["dst"] = _ntop(src), _ntop(dst)
+        sport = dport = None
+    row["sport"] = values.get("sport", sport)
+    row["dport"] = values.get("dport", dport)
+
+
+def _sockaddr(raw: bytes) -> tuple[str | None, int | None]:
+    family = int.from_bytes(raw[:2], "little")
+    port = int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET:
+        return _ntop(raw[4:8]), port
+    if family == socket.AF_INET6:
+        return _ntop(raw[8:24]), port
+    return None, None
+
+
+def _ntop(raw: bytes) -> str | None:
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if len(raw) == 16:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return None
+
+
+def flow_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per socket (src, sport, dst, dport): events by kind, retransmissions, fast recoveries
+    (entries into ``recovery``), loss episodes (entries into ``loss``: RTOs), the largest
+    cwnd, resets, and the time of the first and last event."""
+    flows: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
+        flow = flows.get(key)
+        if flow is None:
+            flow = flows[key] = {"src": key[0], "sport": key[1], "dst": key[2], "dport": key[3],
+                                 "events": {}, "retransmissions": 0, "fast_recoveries": 0,
+                                 "loss_episodes": 0, "max_cwnd": None, "resets_sent": 0,
+                                 "resets_received": 0, "first_t": row["t"], "_ca": "open"}
+        _count(flow, row)
+    for flow in flows.values():
+        del flow["_ca"]
+    return list(flows.values())
+
+
+def _count(flow: dict[str, Any], row: dict[str, Any]) -> None:
+    event = row["event"]
+    flow["events"][event] = flow["events"].get(event, 0) + 1
+    flow["last_t"] = row["t"]
+    if event == "retransmit_skb" and not row.get("err"):
+        flow["retransmissions"] += 1
+    elif event == "cong_state_set":
+        state = row.get("ca_state")
+        if state != flow["_ca"]:
+            flow["fast_recoveries"] += state == "recovery"
+            flow["loss_episodes"] += state == "loss"
+        flow["_ca"] = state
+    elif event == "send_reset":
+        flow["resets_sent"] += 1
+    elif event == "receive_reset":
+        flow["resets_received"] += 1
+    cwnd = row.get("cwnd")
+    if cwnd is not None and (flow["max_cwnd"] is None or cwnd > flow["max_cwnd"]):
+        flow["max_cwnd"] = cwnd
+
+
+def write_events_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """``tcp_events.csv``: one row per event, ``CSV_COLUMNS`` in order."""
+    write_csv(rows, path, CSV_COLUMNS)
