@@ -51,7 +51,6 @@ SPOOL_MAGIC = b"TBTRACE1"
 _RECORD = struct.Struct("=HI")      # cpu, length of the page bytes that follow
 _LEN = struct.Struct("=I")
 RECORD_BYTES = 144                  # a tcp_probe record with its headers, the largest common one
-PAGE_BYTES = 4096
 INFINITE_SSTHRESH = 0x7FFFFFFF
 
 
@@ -420,9 +419,10 @@ def _ntop(raw: bytes) -> str | None:
 
 
 def flow_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per socket (src, sport, dst, dport): events by kind, retransmissions, fast recoveries
-    (entries into ``recovery``), loss episodes (entries into ``loss``: RTOs), the largest
-    cwnd, resets, and the time of the first and last event."""
+    """Per socket (src, sport, dst, dport): events by kind, retransmissions (successful
+    ``tcp_retransmit_skb``), fast recoveries (entries into ``recovery``), loss episodes
+    (entries into ``loss``) and RTOs (every move to ``loss``, repeated timeouts within an
+    episode included), the largest cwnd, resets, and the first and last event's time."""
     flows: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
@@ -430,7 +430,7 @@ def flow_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if flow is None:
             flow = flows[key] = {"src": key[0], "sport": key[1], "dst": key[2], "dport": key[3],
                                  "events": {}, "retransmissions": 0, "fast_recoveries": 0,
-                                 "loss_episodes": 0, "max_cwnd": None, "resets_sent": 0,
+                                 "loss_episodes": 0, "rtos": 0, "max_cwnd": None, "resets_sent": 0,
                                  "resets_received": 0, "first_t": row["t"], "_ca": "open"}
         _count(flow, row)
     for flow in flows.values():
@@ -446,6 +446,7 @@ def _count(flow: dict[str, Any], row: dict[str, Any]) -> None:
         flow["retransmissions"] += 1
     elif event == "cong_state_set":
         state = row.get("ca_state")
+        flow["rtos"] += state == "loss"
         if state != flow["_ca"]:
             flow["fast_recoveries"] += state == "recovery"
             flow["loss_episodes"] += state == "loss"

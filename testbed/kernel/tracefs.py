@@ -16,7 +16,6 @@ mounted, not root, or an event this kernel does not have.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -135,14 +134,14 @@ def remove(root: Path, name: str) -> bool:
         raise ValueError(f"refusing to remove foreign trace instance {name!r}")
     path = root / "instances" / name
     with contextlib.suppress(FileNotFoundError):
-        (path / "tracing_on").write_text("0")
+        fd = os.open(path / "tracing_on", os.O_WRONLY | os.O_CLOEXEC)   # never creates
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
     try:
         path.rmdir()
     except FileNotFoundError:
-        return False
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
         return False
     return True
 

@@ -1,0 +1,176 @@
+"""tcp events: decoding a spool recorded from this kernel, counting per flow, filters, sizes,
+and the trace instances testbed owns (on a stand-in tracefs directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from testbed.collect import tcpevents
+from testbed.kernel import tracefs
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[dict, bytes]:
+    """A spool recorded by tests/integration/tcpevents_net.py (capture_sample): a sender
+    in bursts through a link that drops 10 %, and everything for 300 ms; with the
+    sender's own tcp_info read after its last ACK."""
+    meta = json.loads((DATA / "tcpevents_sample.json").read_text())
+    return meta, (DATA / "tcpevents_sample.spool").read_bytes()
+
+
+def _sender(meta: dict, rows: list[dict]) -> dict:
+    flows = [f for f in tcpevents.flow_counts(rows)
+             if (f["src"], f["sport"], f["dport"]) == (meta["src"], meta["sport"], meta["port"])]
+    assert len(flows) == 1
+    return flows[0]
+
+
+def test_recorded_spool_decodes_whole(sample):
+    meta, data = sample
+    decoded = tcpevents.decode_spool(data, meta["t0"])
+    assert decoded.problems == [] and decoded.unreadable_bytes == 0
+    assert decoded.unknown_records == 0 and decoded.lost == 0
+    assert decoded.pages == meta["trace"]["pages"]
+    times = [r["t"] for r in decoded.rows]
+    assert times == sorted(times) and times[0] > 0          # t0 was taken before start
+    assert {r["dport"] for r in decoded.rows} | {r["sport"] for r in decoded.rows} >= {meta["port"]}
+    assert all(meta["port"] in (r["sport"], r["dport"]) for r in decoded.rows)   # the filter held
+    assert {r["event"] for r in decoded.rows} == {"probe", "cong_state_set", "retransmit_skb",
+                                                  "destroy_sock"}
+
+
+def test_recorded_retransmissions_match_the_sockets_tcp_info(sample):
+    meta, data = sample
+    flow = _sender(meta, tcpevents.decode_spool(data, meta["t0"]).rows)
+    assert flow["retransmissions"] == meta["total_retrans"] > 0
+    assert flow["fast_recoveries"] >= 1          # the random drops
+    assert flow["loss_episodes"] >= 1            # the 300 ms outage: a timeout
+    assert flow["rtos"] >= flow["loss_episodes"]
+
+
+def test_recorded_probe_rows_carry_the_socket_state(sample):
+    meta, data = sample
+    rows = tcpevents.decode_spool(data, meta["t0"]).rows
+    acks = [r for r in rows if r["event"] == "probe" and r["src"] == meta["src"]]
+    assert acks and all(r["dst"] == meta["dst"] and r["cwnd"] >= 1 and r["srtt_us"] > 0
+                        for r in acks)
+    assert all((r["snd_nxt"] - r["snd_una"]) % (1 << 32) < 1 << 20 for r in acks)
+    assert len({r["cookie"] for r in acks}) == 1
+
+
+def test_damaged_spools_keep_what_they_can():
+    assert tcpevents.decode_spool(b"not a spool").problems
+    meta = json.loads((DATA / "tcpevents_sample.json").read_text())
+    data = (DATA / "tcpevents_sample.spool").read_bytes()
+    whole = tcpevents.decode_spool(data, meta["t0"])
+    cut = tcpevents.decode_spool(data[:len(data) - 3000], meta["t0"])
+    assert 0 < len(cut.rows) < len(whole.rows) and cut.unreadable_bytes > 0
+
+
+def _state(t: float, state: str) -> dict:
+    return {"t": t, "event": "cong_state_set", "src": "10.0.0.1", "sport": 1, "dst": "10.0.0.2",
+            "dport": 2, "ca_state": state}
+
+
+def test_flow_counts_count_entries_into_recovery_and_loss():
+    states = ["open", "disorder", "recovery", "recovery", "open", "loss", "loss", "open",
+              "recovery", "open"]
+    rows = [_state(i, s) for i, s in enumerate(states)]
+    rows.append(dict(_state(20, "x"), event="retransmit_skb", err=0))
+    rows.append(dict(_state(21, "x"), event="retransmit_skb", err=-16))   # -EBUSY: not sent
+    rows.append(dict(_state(22, "x"), event="probe", cwnd=42))
+    (flow,) = tcpevents.flow_counts(rows)
+    assert flow["fast_recoveries"] == 2 and flow["loss_episodes"] == 1 and flow["rtos"] == 2
+    assert flow["retransmissions"] == 1 and flow["max_cwnd"] == 42
+    assert (flow["first_t"], flow["last_t"]) == (0, 22)
+
+
+def test_port_filter_expression():
+    assert tcpevents.port_filter({5201}) == "sport == 5201 || dport == 5201"
+    assert tcpevents.port_filter({5201, 5202, 5203, 6000}) == (
+        "(sport >= 5201 && sport <= 5203) || sport == 6000 || "
+        "(dport >= 5201 && dport <= 5203) || dport == 6000")
+    with pytest.raises(ValueError):
+        tcpevents.port_filter(set())
+    with pytest.raises(ValueError):
+        tcpevents.port_filter({70000})
+
+
+def test_buffer_size_follows_the_event_rate_and_is_capped():
+    assert tcpevents.buffer_kb(0, 10) == 512                       # the floor
+    assert tcpevents.buffer_kb(100_000, 10) == 65536               # 137 MiB wanted: the cap
+    assert tcpevents.buffer_kb(10_000, 2) == int(10_000 * 2 * tcpevents.RECORD_BYTES / 1024)
+    assert tcpevents.buffer_kb(100_000, 10, cap_kb=1024) == 1024
+
+
+def test_events_csv_has_the_columns_in_order(tmp_path):
+    path = tmp_path / "tcp_events.csv"
+    tcpevents.write_events_csv([dict(_state(0.5, "loss"), cpu=1)], path)
+    header, line = path.read_text().splitlines()
+    assert header.split(",") == list(tcpevents.CSV_COLUMNS)
+    row = dict(zip(header.split(","), line.split(",")))
+    assert row["ca_state"] == "loss" and row["t"] == "0.5" and row["cwnd"] == ""
+
+
+# ---- tracefs instances, on a directory standing in for tracefs -----------------------------
+
+@pytest.fixture
+def fake_root(tmp_path) -> Path:
+    (tmp_path / "tracing" / "instances").mkdir(parents=True)
+    return tmp_path / "tracing"
+
+
+def test_create_journals_before_it_makes_the_instance(fake_root, tmp_path):
+    journal = tmp_path / "run"
+    name = f"{tracefs.PREFIX}lab.run1"
+    (fake_root / "instances" / name).mkdir()            # mkdir will fail...
+    with pytest.raises(FileExistsError):
+        tracefs.create(fake_root, journal, name)
+    assert tracefs.journalled(journal) == [name]        # ...and the name was journalled first
+
+
+def test_owned_instances_by_prefix_and_journal_never_foreign(fake_root, tmp_path):
+    journal = tmp_path / "run"
+    mine = tracefs.create(fake_root, journal, f"{tracefs.PREFIX}lab.run1").name
+    other_lab = f"{tracefs.PREFIX}other.run1"
+    (fake_root / "instances" / other_lab).mkdir()
+    (fake_root / "instances" / "perf-tool").mkdir()        # foreign
+    with open(journal / tracefs.JOURNAL_FILE, "a") as f:   # a journal naming a foreign one
+        f.write("perf-tool\n")
+    assert tracefs.owned_instances(fake_root, f"{tracefs.PREFIX}lab.") == [mine]
+    assert tracefs.owned_instances(fake_root, f"{tracefs.PREFIX}nope.", journal) == [mine]
+    assert tracefs.owned_instances(fake_root) == sorted([mine, other_lab])
+    with pytest.raises(ValueError):
+        tracefs.owned_instances(fake_root, "perf")
+    with pytest.raises(ValueError):
+        tracefs.remove(fake_root, "perf-tool")
+    assert tracefs.remove(fake_root, mine) and not tracefs.remove(fake_root, mine)
+    assert sorted(os.listdir(fake_root / "instances")) == sorted([other_lab, "perf-tool"])
+    with pytest.raises(ValueError):
+        tracefs.create(fake_root, journal, "no-prefix")
+
+
+def test_probe_says_why_not(tmp_path, fake_root):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw 0 0\n")
+    found = tracefs.probe(("tcp/tcp_probe",), mounts)
+    assert not found.usable and "mount -t tracefs" in found.problems[0]
+    mounts.write_text(f"sysfs /sys sysfs rw 0 0\nnodev {fake_root} tracefs rw 0 0\n")
+    (fake_root / "events" / "tcp" / "tcp_probe").mkdir(parents=True)
+    (fake_root / "events" / "tcp" / "tcp_probe" / "format").write_text("name: tcp_probe\n")
+    found = tracefs.probe(("tcp/tcp_probe", "tcp/tcp_cong_state_set"), mounts)
+    assert found.usable and found.missing() == ["tcp/tcp_cong_state_set"]
+    assert found.problems == ["this kernel has no tcp/tcp_cong_state_set tracepoint"]
+
+
+def test_per_cpu_stats_are_parsed():
+    text = ("entries: 3\noverrun: 7\ncommit overrun: 0\nbytes: 420\n"
+            "oldest event ts:  1234.5\nnow ts:  1240.0\ndropped events: 2\nread events: 99\n")
+    assert tracefs.parse_stats(text) == {"entries": 3, "overrun": 7, "commit_overrun": 0,
+                                         "bytes": 420, "dropped": 2, "read": 99}
