@@ -23,7 +23,10 @@ counted twice over: the kernel's per-CPU ``overrun``/``dropped events``
 
 from __future__ import annotations
 
+import heapq
 import json
+import mmap
+import operator
 import os
 import select
 import socket
@@ -32,9 +35,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from testbed.collect.tcpinfo import CA_STATES, TCP_STATES, write_csv
+from testbed.collect.tcpinfo import CA_STATES, TCP_STATES
 from testbed.errors import PreflightError
 from testbed.kernel import tracefs
 from testbed.kernel.ringbuffer import COMMIT_MASK, MISSED_STORED, EventFormat, PageLayout, \
@@ -285,9 +288,11 @@ _COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 
 @dataclass
 class Decoded:
-    """``tcp_events.csv`` rows from a spool, and what could not be read."""
+    """What decoding a spool gave (``rows`` only from ``decode_spool``), and what it could
+    not read."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    events: int = 0
     pages: int = 0
     lost: int = 0               # events the pages say were lost before them
     lost_unknown: int = 0       # pages saying "some were lost" without a count
@@ -296,21 +301,24 @@ class Decoded:
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": len(self.rows), "pages": self.pages, "lost": self.lost,
+        return {"events": self.events, "pages": self.pages, "lost": self.lost,
                 "lost_unknown_pages": self.lost_unknown, "unreadable_bytes": self.unreadable_bytes,
                 "unknown_records": self.unknown_records, "problems": self.problems}
 
 
-def read_spool(data: bytes) -> tuple[dict[str, Any], Iterator[tuple[int, bytes]]]:
+def read_spool(data: bytes | mmap.mmap) -> tuple[dict[str, Any], Iterator[tuple[int, bytes]]]:
     """The spool's header and its (cpu, page) records. ValueError if it is not a spool."""
-    if not data.startswith(SPOOL_MAGIC) or len(data) < len(SPOOL_MAGIC) + _LEN.size:
+    head = len(SPOOL_MAGIC) + _LEN.size
+    if len(data) < head or data[:len(SPOOL_MAGIC)] != SPOOL_MAGIC:
         raise ValueError("not a tcp events spool (no TBTRACE1 header)")
     (n,) = _LEN.unpack_from(data, len(SPOOL_MAGIC))
-    start = len(SPOOL_MAGIC) + _LEN.size
-    header = json.loads(data[start:start + n])
+    try:
+        header = json.loads(data[head:head + n])
+    except ValueError as exc:
+        raise ValueError(f"the tcp events spool's header is damaged: {exc}") from None
 
     def records() -> Iterator[tuple[int, bytes]]:
-        off = start + n
+        off = head + n
         while off + _RECORD.size <= len(data):
             cpu, length = _RECORD.unpack_from(data, off)
             off += _RECORD.size
@@ -319,22 +327,54 @@ def read_spool(data: bytes) -> tuple[dict[str, Any], Iterator[tuple[int, bytes]]
     return header, records()
 
 
-def decode_spool(data: bytes, t0: float = 0.0) -> Decoded:
+def iter_rows(data: bytes | mmap.mmap, t0: float, out: Decoded) -> Iterator[dict[str, Any]]:
     """Every recorded event as a row (``CSV_COLUMNS``; ``t`` in seconds after ``t0``, a
-    ``time.monotonic()`` value), sorted by time. Never raises on a damaged spool: it keeps
-    what it could read and says what it lost."""
-    out = Decoded()
+    ``time.monotonic()`` value), in time order: each CPU's pages are, and the CPUs are
+    merged. Counts into ``out``; never raises on a damaged spool."""
     try:
         header, records = read_spool(data)
     except ValueError as exc:
         out.problems.append(str(exc))
-        return out
+        return
+    by_cpu: dict[int, list[bytes]] = {}
+    for cpu, raw in records:
+        by_cpu.setdefault(cpu, []).append(raw)
+    streams = [_cpu_rows(header, cpu, pages, int(round(t0 * 1e9)), out)
+               for cpu, pages in sorted(by_cpu.items())]
+    for row in heapq.merge(*streams, key=operator.itemgetter("t")):
+        out.events += 1
+        yield row
+
+
+def decode_spool(data: bytes, t0: float = 0.0) -> Decoded:
+    """``iter_rows`` into ``Decoded.rows``."""
+    out = Decoded()
+    out.rows = list(iter_rows(data, t0, out))
+    return out
+
+
+def export(spool: Path, csv_path: Path, t0: float) -> tuple[Decoded, list[dict[str, Any]]]:
+    """Write ``tcp_events.csv`` from a spool file, streaming (a long run's events need not
+    fit in memory as rows), and return what was decoded and the per-flow counts."""
+    out = Decoded()
+    counter = FlowCounter()
+    with open(spool, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            out.problems.append(f"{spool} is empty")
+            write_events_csv([], csv_path)
+            return out, []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            write_events_csv((counter.add(row) for row in iter_rows(data, t0, out)), csv_path)
+    return out, counter.flows()
+
+
+def _cpu_rows(header: dict[str, Any], cpu: int, pages: list[bytes], t0_ns: int,
+              out: Decoded) -> Iterator[dict[str, Any]]:
     layout = PageLayout(*header["layout"])
     readers = _readers(header["formats"])
     ports = set(header["ports"])
-    unfiltered = set(header.get("unfiltered", []))
-    t0_ns = int(round(t0 * 1e9))
-    for cpu, raw in records:
+    unfiltered = {name.removeprefix("tcp_") for name in header.get("unfiltered", [])}
+    for raw in pages:
         page = decode_page(raw, layout)
         out.pages += 1
         out.lost += max(page.lost, 0)
@@ -346,9 +386,7 @@ def decode_spool(data: bytes, t0: float = 0.0) -> Decoded:
                 continue
             row["t"] = (ts - t0_ns) / 1e9
             row["cpu"] = cpu
-            out.rows.append(row)
-    out.rows.sort(key=lambda r: r["t"])
-    return out
+            yield row
 
 
 _Reader = tuple[str, tuple[str, ...], struct.Struct]
@@ -418,48 +456,67 @@ def _ntop(raw: bytes) -> str | None:
     return None
 
 
-def flow_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per socket (src, sport, dst, dport): events by kind, retransmissions (successful
-    ``tcp_retransmit_skb``), fast recoveries (entries into ``recovery``), loss episodes
-    (entries into ``loss``) and RTOs (every move to ``loss``, repeated timeouts within an
-    episode included), the largest cwnd, resets, and the first and last event's time."""
-    flows: dict[tuple, dict[str, Any]] = {}
-    for row in rows:
+class FlowCounter:
+    """Per socket (src, sport, dst, dport), row by row: events by kind, retransmissions
+    (successful ``tcp_retransmit_skb``), fast recoveries (entries into ``recovery``), loss
+    episodes (entries into ``loss``) and RTOs (every move to ``loss``, repeated timeouts
+    within an episode included), the largest cwnd, resets, the first and last event's time."""
+
+    def __init__(self) -> None:
+        self._flows: dict[tuple, dict[str, Any]] = {}
+        self._ca: dict[tuple, str | None] = {}
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Count ``row``; returns it (so that it can sit in a stream)."""
         key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
-        flow = flows.get(key)
+        flow = self._flows.get(key)
         if flow is None:
-            flow = flows[key] = {"src": key[0], "sport": key[1], "dst": key[2], "dport": key[3],
-                                 "events": {}, "retransmissions": 0, "fast_recoveries": 0,
-                                 "loss_episodes": 0, "rtos": 0, "max_cwnd": None, "resets_sent": 0,
-                                 "resets_received": 0, "first_t": row["t"], "_ca": "open"}
-        _count(flow, row)
-    for flow in flows.values():
-        del flow["_ca"]
-    return list(flows.values())
+            flow = self._flows[key] = {"src": key[0], "sport": key[1], "dst": key[2],
+                                       "dport": key[3], "events": {}, "retransmissions": 0,
+                                       "fast_recoveries": 0, "loss_episodes": 0, "rtos": 0,
+                                       "max_cwnd": None, "resets_sent": 0, "resets_received": 0,
+                                       "first_t": row["t"]}
+        self._count(key, flow, row)
+        return row
+
+    def _count(self, key: tuple, flow: dict[str, Any], row: dict[str, Any]) -> None:
+        event = row["event"]
+        flow["events"][event] = flow["events"].get(event, 0) + 1
+        flow["last_t"] = row["t"]
+        if event == "retransmit_skb" and not row.get("err"):
+            flow["retransmissions"] += 1
+        elif event == "cong_state_set":
+            state = row.get("ca_state")
+            flow["rtos"] += state == "loss"
+            if state != self._ca.get(key, "open"):
+                flow["fast_recoveries"] += state == "recovery"
+                flow["loss_episodes"] += state == "loss"
+            self._ca[key] = state
+        elif event == "send_reset":
+            flow["resets_sent"] += 1
+        elif event == "receive_reset":
+            flow["resets_received"] += 1
+        cwnd = row.get("cwnd")
+        if cwnd is not None and (flow["max_cwnd"] is None or cwnd > flow["max_cwnd"]):
+            flow["max_cwnd"] = cwnd
+
+    def flows(self) -> list[dict[str, Any]]:
+        return list(self._flows.values())
 
 
-def _count(flow: dict[str, Any], row: dict[str, Any]) -> None:
-    event = row["event"]
-    flow["events"][event] = flow["events"].get(event, 0) + 1
-    flow["last_t"] = row["t"]
-    if event == "retransmit_skb" and not row.get("err"):
-        flow["retransmissions"] += 1
-    elif event == "cong_state_set":
-        state = row.get("ca_state")
-        flow["rtos"] += state == "loss"
-        if state != flow["_ca"]:
-            flow["fast_recoveries"] += state == "recovery"
-            flow["loss_episodes"] += state == "loss"
-        flow["_ca"] = state
-    elif event == "send_reset":
-        flow["resets_sent"] += 1
-    elif event == "receive_reset":
-        flow["resets_received"] += 1
-    cwnd = row.get("cwnd")
-    if cwnd is not None and (flow["max_cwnd"] is None or cwnd > flow["max_cwnd"]):
-        flow["max_cwnd"] = cwnd
+def flow_counts(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``FlowCounter`` over ``rows``."""
+    counter = FlowCounter()
+    for row in rows:
+        counter.add(row)
+    return counter.flows()
 
 
-def write_events_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """``tcp_events.csv``: one row per event, ``CSV_COLUMNS`` in order."""
-    write_csv(rows, path, CSV_COLUMNS)
+def write_events_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    """``tcp_events.csv``: one row per event, ``CSV_COLUMNS`` in order (empty cells for
+    what an event does not carry), written as the rows come."""
+    with open(path, "w", buffering=1 << 20) as out:
+        out.write(",".join(CSV_COLUMNS) + "\n")
+        for row in rows:
+            out.write(",".join("" if row.get(c) is None else str(row.get(c))
+                               for c in CSV_COLUMNS) + "\n")

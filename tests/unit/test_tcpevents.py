@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,48 @@ def test_per_cpu_stats_are_parsed():
             "oldest event ts:  1234.5\nnow ts:  1240.0\ndropped events: 2\nread events: 99\n")
     assert tracefs.parse_stats(text) == {"entries": 3, "overrun": 7, "commit_overrun": 0,
                                          "bytes": 420, "dropped": 2, "read": 99}
+
+
+def _synthetic_spool(unfiltered: list[str]) -> bytes:
+    """A spool of cong_state_set records on two CPUs, built to the documented layout."""
+    from test_tcpevents_ringbuffer import CONG_STATE_FORMAT, _data, _page
+    from testbed.kernel import ringbuffer as rb
+    fmt = rb.parse_format(CONG_STATE_FORMAT)
+
+    def record(sport: int, dport: int, state: int) -> bytes:
+        rec = bytearray(64)
+        struct.pack_into("<HHHH", rec, 0, fmt.id, 0, 0, 0)
+        struct.pack_into("<HHH", rec, 16, sport, dport, socket.AF_INET)
+        rec[22:26], rec[26:30], rec[62] = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), state
+        return bytes(rec)
+    cpu0 = _page(1_000, _data(0, record(40000, 5201, 3)) + _data(20, record(40000, 5201, 0)))
+    cpu1 = _page(1_010, _data(0, record(1111, 2222, 4)) + _data(5, record(5201, 40000, 4)))
+    header = json.dumps({"version": 1, "layout": [0, 8, 8, 16], "ports": [5201],
+                         "unfiltered": unfiltered, "formats": [fmt.as_dict()]}).encode()
+    return (tcpevents.SPOOL_MAGIC + struct.pack("=I", len(header)) + header
+            + b"".join(struct.pack("=HI", cpu, len(p)) + p for cpu, p in ((0, cpu0), (1, cpu1))))
+
+
+def test_cpus_merge_in_time_order_and_unfiltered_events_are_filtered_here():
+    rows = tcpevents.decode_spool(_synthetic_spool([]), t0=0).rows
+    assert [(round(r["t"] * 1e9), r["cpu"], r["ca_state"]) for r in rows] == [
+        (1_000, 0, "recovery"), (1_010, 1, "loss"), (1_015, 1, "loss"), (1_020, 0, "open")]
+    # an event the kernel could not filter by port is filtered after decoding
+    rows = tcpevents.decode_spool(_synthetic_spool(["tcp_cong_state_set"]), t0=0).rows
+    assert [r["sport"] for r in rows] == [40000, 5201, 40000]
+    assert rows[0]["src"] == "10.0.0.1" and rows[0]["dst"] == "10.0.0.2"
+
+
+def test_export_streams_the_same_rows_and_counts(sample, tmp_path):
+    meta, data = sample
+    spool = tmp_path / "s.spool"
+    spool.write_bytes(data)
+    decoded, flows = tcpevents.export(spool, tmp_path / "tcp_events.csv", meta["t0"])
+    whole = tcpevents.decode_spool(data, meta["t0"])
+    lines = (tmp_path / "tcp_events.csv").read_text().splitlines()
+    assert len(lines) - 1 == decoded.events == len(whole.rows)
+    assert flows == tcpevents.flow_counts(whole.rows)
+    assert decoded.as_dict() == whole.as_dict()
+    spool.write_bytes(b"")
+    decoded, flows = tcpevents.export(spool, tmp_path / "empty.csv", 0.0)
+    assert decoded.problems and flows == [] and (tmp_path / "empty.csv").read_text().strip()
