@@ -43,9 +43,7 @@ from testbed.kernel import tracefs
 from testbed.kernel.ringbuffer import COMMIT_MASK, MISSED_STORED, EventFormat, PageLayout, \
     decode_page, record_struct
 
-EVENTS = ("tcp/tcp_probe", "tcp/tcp_cong_state_set", "tcp/tcp_retransmit_skb",
-          "tcp/tcp_rcvbuf_grow", "tcp/tcp_rcv_space_adjust", "tcp/tcp_send_reset",
-          "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock")
+EVENTS = tracefs.TCP_EVENTS
 CSV_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
                "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len", "ca_state",
                "tcp_state", "err", "rcvbuf", "rcv_ssthresh", "window_clamp", "rcv_space",
@@ -122,6 +120,7 @@ class TcpEventsCollector:
     events: tuple[str, ...] = EVENTS
     poll_interval: float = 0.1
     root: Path | None = None
+    mounts: Path = tracefs.MOUNTS       # where to look for the tracefs mount
     stats: TraceStats = field(init=False)
     missing: list[str] = field(init=False, default_factory=list)   # wanted, not in this kernel
     error: BaseException | None = field(init=False, default=None)
@@ -135,9 +134,10 @@ class TcpEventsCollector:
 
     def start(self) -> None:
         """Make and arm the instance and start the reader; on any failure nothing is left."""
-        found = tracefs.probe(self.events)
+        found = tracefs.probe(self.events, self.mounts)
         if not found.usable:
-            raise PreflightError("tcp events cannot be traced: " + "; ".join(found.problems))
+            fix = f" (fix: {found.fix})" if found.fix else ""
+            raise PreflightError("tcp events cannot be traced: " + "; ".join(found.problems) + fix)
         self.root = self.root or found.root
         assert self.root is not None
         self.missing = found.missing()

@@ -25,6 +25,10 @@ from testbed.errors import PreflightError
 from testbed.kernel.ringbuffer import EventFormat, PageLayout, parse_format
 
 PREFIX = "testbed."
+# the tcp tracepoints testbed records (collect/tcpevents), as system/name
+TCP_EVENTS = ("tcp/tcp_probe", "tcp/tcp_cong_state_set", "tcp/tcp_retransmit_skb",
+              "tcp/tcp_rcvbuf_grow", "tcp/tcp_rcv_space_adjust", "tcp/tcp_send_reset",
+              "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock")
 JOURNAL_FILE = "tracefs"
 MOUNTS = Path("/proc/mounts")
 MOUNT_FIX = "mount -t tracefs nodev /sys/kernel/tracing"
@@ -52,6 +56,7 @@ class Probe:
     root: Path | None
     events: dict[str, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    fix: str = ""       # what a person can do about it, when there is one thing
 
     @property
     def usable(self) -> bool:
@@ -69,11 +74,13 @@ def probe(events: tuple[str, ...], mounts: Path = MOUNTS) -> Probe:
         result.problems.append("the ring-buffer decoder reads little-endian pages only")
         return result
     if root is None:
-        result.problems.append(f"tracefs is not mounted (fix: {MOUNT_FIX})")
+        result.problems.append("tracefs is not mounted")
+        result.fix = MOUNT_FIX
         return result
     if not os.access(root / "instances", os.W_OK):
         result.root = None
         result.problems.append(f"{root}/instances is not writable (tracing needs root)")
+        result.fix = "run testbed as root"
         return result
     for event in events:
         result.events[event] = (root / "events" / event / "format").exists()

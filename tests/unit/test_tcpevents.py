@@ -162,7 +162,8 @@ def test_probe_says_why_not(tmp_path, fake_root):
     mounts = tmp_path / "mounts"
     mounts.write_text("proc /proc proc rw 0 0\n")
     found = tracefs.probe(("tcp/tcp_probe",), mounts)
-    assert not found.usable and "mount -t tracefs" in found.problems[0]
+    assert not found.usable and found.problems == ["tracefs is not mounted"]
+    assert found.fix == tracefs.MOUNT_FIX
     mounts.write_text(f"sysfs /sys sysfs rw 0 0\nnodev {fake_root} tracefs rw 0 0\n")
     (fake_root / "events" / "tcp" / "tcp_probe").mkdir(parents=True)
     (fake_root / "events" / "tcp" / "tcp_probe" / "format").write_text("name: tcp_probe\n")
@@ -221,3 +222,32 @@ def test_export_streams_the_same_rows_and_counts(sample, tmp_path):
     spool.write_bytes(b"")
     decoded, flows = tcpevents.export(spool, tmp_path / "empty.csv", 0.0)
     assert decoded.problems and flows == [] and (tmp_path / "empty.csv").read_text().strip()
+
+
+def test_doctor_says_whether_tcp_events_can_be_recorded(tmp_path, fake_root):
+    from testbed.realize.doctor import tcp_events_check
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw 0 0\n")
+    check = tcp_events_check(tracefs.probe(tracefs.TCP_EVENTS, mounts))
+    assert check.status == "warn" and check.fix == tracefs.MOUNT_FIX
+    mounts.write_text(f"nodev {fake_root} tracefs rw 0 0\n")
+    for event in tracefs.TCP_EVENTS[:-1]:
+        (fake_root / "events" / event).mkdir(parents=True)
+        (fake_root / "events" / event / "format").write_text("")
+    check = tcp_events_check(tracefs.probe(tracefs.TCP_EVENTS, mounts))
+    assert check.status == "warn" and "tcp/tcp_destroy_sock" in check.detail
+    (fake_root / "events" / tracefs.TCP_EVENTS[-1]).mkdir(parents=True)
+    (fake_root / "events" / tracefs.TCP_EVENTS[-1] / "format").write_text("")
+    assert tcp_events_check(tracefs.probe(tracefs.TCP_EVENTS, mounts)).status == "ok"
+
+
+def test_collector_refuses_to_start_without_tracefs_and_leaves_nothing(tmp_path):
+    from testbed.errors import PreflightError
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw 0 0\n")
+    collector = tcpevents.TcpEventsCollector(tmp_path / "run", f"{tracefs.PREFIX}x.y",
+                                             frozenset({5201}), tmp_path / "spool", mounts=mounts)
+    with pytest.raises(PreflightError, match="tracefs is not mounted.*mount -t tracefs"):
+        collector.start()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "spool").exists()
+    assert collector.stop().pages == 0
