@@ -95,7 +95,7 @@ def run_once(kind: str, seconds: float, n: int, tmp: Path) -> dict[str, Any]:
         collector = tcpinfo.TcpInfoSampler([("a", sock)], spool, interval=0.001,
                                            ports=frozenset({PORT}))
     elif kind == "tcpevents":
-        size = tcpevents.buffer_kb(400_000, seconds, cap_kb=65536)
+        size = tcpevents.buffer_kb(100_000, seconds)
         collector = tcpevents.TcpEventsCollector(tmp / "journal", f"{tracefs.PREFIX}{TAG}.bench",
                                                  frozenset({PORT}), spool, buffer_kb=size)
     busy0, self0 = host_busy(), self_cpu()

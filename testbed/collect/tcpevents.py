@@ -55,12 +55,15 @@ RECORD_BYTES = 144                  # a tcp_probe record with its headers, the l
 INFINITE_SSTHRESH = 0x7FFFFFFF
 
 
-def buffer_kb(events_per_s: float, duration_s: float, *, cap_kb: int = 65536,
-              floor_kb: int = 512) -> int:
-    """Per-CPU ring-buffer size for ``events_per_s`` over ``duration_s`` (as if no page
-    were read during the run, since the reader can be starved), capped."""
+def buffer_kb(events_per_s: float, duration_s: float, *, cpus: int | None = None,
+              cap_total_kb: int = 262144, floor_kb: int = 512) -> int:
+    """Per-CPU ring-buffer size for ``events_per_s`` over ``duration_s``, as if no page
+    were read during the run (the reader can be starved) and every event landed on one
+    CPU (ACKs are processed where their softirq runs); all CPUs' buffers together are
+    capped at ``cap_total_kb``."""
     want = events_per_s * duration_s * RECORD_BYTES / 1024
-    return int(min(cap_kb, max(floor_kb, want)))
+    cap = cap_total_kb // max(1, cpus or os.cpu_count() or 1)
+    return int(max(floor_kb, min(cap, want)))
 
 
 def port_filter(ports: frozenset[int] | set[int]) -> str:

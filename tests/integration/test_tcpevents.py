@@ -60,6 +60,8 @@ def _decode(collector: tcpevents.TcpEventsCollector, t0: float) -> tcpevents.Dec
     assert stats.total("dropped") == 0 and stats.total("overrun") == 0
     decoded = tcpevents.decode_spool(collector.spool.read_bytes(), t0)
     assert decoded.unreadable_bytes == 0 and decoded.unknown_records == 0 and decoded.lost == 0
+    # the mono trace clock is time.monotonic(): every event falls inside the window
+    assert all(0 < r["t"] < time.monotonic() - t0 for r in decoded.rows)
     return decoded
 
 
@@ -163,3 +165,43 @@ def test_owned_instances_survive_a_crash_and_foreign_ones_are_left(tmp_path):
     finally:
         tracefs.remove(root, ours)
         (root / "instances" / foreign).rmdir()
+
+
+class StarvedCollector(tcpevents.TcpEventsCollector):
+    """A reader that gets no CPU until ``stop``: the ring buffer must fill and say so."""
+
+    def _drain(self, cpu, fd, size, layout, write):
+        if self._stop.is_set():
+            super()._drain(cpu, fd, size, layout, write)
+
+
+def test_a_full_buffer_is_counted_not_hidden(pair, tmp_path):
+    port = _port()
+    receiver = pair.receiver(port)
+    collector = StarvedCollector(tmp_path / "journal", f"{tracefs.PREFIX}ev{os.getpid()}.full",
+                                 frozenset({port}), tmp_path / "spool", buffer_kb=16)
+    try:
+        t0 = time.monotonic()
+        collector.start()
+        pair.send(port, 20_000_000)
+        stats = collector.stop()
+    finally:
+        collector.stop()
+        receiver.kill()
+        receiver.wait()
+    assert collector.error is None
+    decoded = tcpevents.decode_spool(collector.spool.read_bytes(), t0)
+    # overwrite off: the buffer keeps the first events and counts what did not fit
+    assert stats.total("dropped") > 0 and stats.as_dict()["dropped"] == stats.total("dropped")
+    assert 0 < decoded.events < stats.total("dropped")
+    assert decoded.unreadable_bytes == 0
+
+
+def test_a_failed_start_leaves_no_instance(tmp_path):
+    name = f"{tracefs.PREFIX}ev{os.getpid()}.failed"
+    collector = tcpevents.TcpEventsCollector(tmp_path / "journal", name, frozenset(),
+                                             tmp_path / "spool")
+    with pytest.raises(ValueError, match="at least one port"):
+        collector.start()          # the filter is made after the instance
+    assert tracefs.journalled(tmp_path / "journal") == [name]
+    assert name not in os.listdir(tracefs.mount_point() / "instances")

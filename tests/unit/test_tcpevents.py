@@ -105,10 +105,11 @@ def test_port_filter_expression():
 
 
 def test_buffer_size_follows_the_event_rate_and_is_capped():
-    assert tcpevents.buffer_kb(0, 10) == 512                       # the floor
-    assert tcpevents.buffer_kb(100_000, 10) == 65536               # 137 MiB wanted: the cap
-    assert tcpevents.buffer_kb(10_000, 2) == int(10_000 * 2 * tcpevents.RECORD_BYTES / 1024)
-    assert tcpevents.buffer_kb(100_000, 10, cap_kb=1024) == 1024
+    assert tcpevents.buffer_kb(0, 10, cpus=2) == 512                     # the floor
+    assert tcpevents.buffer_kb(10_000, 2, cpus=2) == int(10_000 * 2 * tcpevents.RECORD_BYTES / 1024)
+    assert tcpevents.buffer_kb(100_000, 10, cpus=2) == 262144 // 2       # 137 MiB wanted: the cap
+    assert tcpevents.buffer_kb(100_000, 10, cpus=64) == 262144 // 64     # shared by all CPUs
+    assert tcpevents.buffer_kb(100_000, 10, cpus=2, cap_total_kb=2048) == 1024
 
 
 def test_events_csv_has_the_columns_in_order(tmp_path):
