@@ -301,10 +301,12 @@ class Decoded:
     lost_unknown: int = 0       # pages saying "some were lost" without a count
     unreadable_bytes: int = 0
     unknown_records: int = 0    # records of an event id the header does not describe
+    foreign: int = 0            # events of other ports (only those the kernel cannot filter)
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "pages": self.pages, "lost": self.lost,
+        return {"events": self.events, "foreign": self.foreign, "pages": self.pages,
+                "lost": self.lost,
                 "lost_unknown_pages": self.lost_unknown, "unreadable_bytes": self.unreadable_bytes,
                 "unknown_records": self.unknown_records, "problems": self.problems}
 
@@ -356,19 +358,30 @@ def decode_spool(data: bytes, t0: float = 0.0) -> Decoded:
     return out
 
 
-def export(spool: Path, csv_path: Path, t0: float) -> tuple[Decoded, list[dict[str, Any]]]:
+def export(spool: Path, csv_path: Path, t0: float,
+           flow_of_port: dict[int, str] | None = None) -> tuple[Decoded, list[dict[str, Any]]]:
     """Write ``tcp_events.csv`` from a spool file, streaming (a long run's events need not
-    fit in memory as rows), and return what was decoded and the per-flow counts."""
+    fit in memory as rows), and return what was decoded and the per-flow counts. With
+    ``flow_of_port`` (a flow's server port -> its name) rows and counts get a ``flow``."""
     out = Decoded()
     counter = FlowCounter()
+    columns = CSV_COLUMNS if flow_of_port is None else ("flow",) + CSV_COLUMNS
     with open(spool, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             out.problems.append(f"{spool} is empty")
-            write_events_csv([], csv_path)
+            write_events_csv([], csv_path, columns)
             return out, []
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            write_events_csv((counter.add(row) for row in iter_rows(data, t0, out)), csv_path)
+            rows = iter_rows(data, t0, out)
+            if flow_of_port is not None:
+                rows = (_label(row, flow_of_port) for row in rows)
+            write_events_csv((counter.add(row) for row in rows), csv_path, columns)
     return out, counter.flows()
+
+
+def _label(row: dict[str, Any], flow_of_port: dict[int, str]) -> dict[str, Any]:
+    row["flow"] = flow_of_port.get(row["dport"]) or flow_of_port.get(row["sport"])
+    return row
 
 
 def _cpu_rows(header: dict[str, Any], cpu: int, pages: list[bytes], t0_ns: int,
@@ -385,7 +398,10 @@ def _cpu_rows(header: dict[str, Any], cpu: int, pages: list[bytes], t0_ns: int,
         out.unreadable_bytes += page.unreadable
         for ts, record in page.events:
             row = _decode_record(readers, record, out)
-            if row is None or (row["event"] in unfiltered and not {row["sport"], row["dport"]} & ports):
+            if row is None:
+                continue
+            if row["event"] in unfiltered and not {row["sport"], row["dport"]} & ports:
+                out.foreign += 1
                 continue
             row["t"] = (ts - t0_ns) / 1e9
             row["cpu"] = cpu
@@ -474,7 +490,8 @@ class FlowCounter:
         key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
         flow = self._flows.get(key)
         if flow is None:
-            flow = self._flows[key] = {"src": key[0], "sport": key[1], "dst": key[2],
+            flow = self._flows[key] = {**({"flow": row["flow"]} if "flow" in row else {}),
+                                       "src": key[0], "sport": key[1], "dst": key[2],
                                        "dport": key[3], "events": {}, "retransmissions": 0,
                                        "fast_recoveries": 0, "loss_episodes": 0, "rtos": 0,
                                        "max_cwnd": None, "resets_sent": 0, "resets_received": 0,
@@ -515,11 +532,20 @@ def flow_counts(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return counter.flows()
 
 
-def write_events_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    """``tcp_events.csv``: one row per event, ``CSV_COLUMNS`` in order (empty cells for
-    what an event does not carry), written as the rows come."""
+def result_fields(stats: TraceStats, decoded: Decoded, flows: list[dict[str, Any]],
+                  missing: list[str]) -> dict[str, Any]:
+    """What result.json keeps of a run's tcp events: the trace's own loss counters, what
+    decoding could not read, tracepoints this kernel lacks, and the per-flow counts."""
+    return {"trace": stats.as_dict(), "decode": decoded.as_dict(),
+            "missing_events": list(missing), "flows": flows}
+
+
+def write_events_csv(rows: Iterable[dict[str, Any]], path: Path,
+                     columns: tuple[str, ...] = CSV_COLUMNS) -> None:
+    """``tcp_events.csv``: one row per event, ``columns`` in order (empty cells for what an
+    event does not carry), written as the rows come."""
     with open(path, "w", buffering=1 << 20) as out:
-        out.write(",".join(CSV_COLUMNS) + "\n")
+        out.write(",".join(columns) + "\n")
         for row in rows:
             out.write(",".join("" if row.get(c) is None else str(row.get(c))
-                               for c in CSV_COLUMNS) + "\n")
+                               for c in columns) + "\n")

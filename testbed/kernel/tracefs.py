@@ -168,6 +168,23 @@ def owned_instances(root: Path, prefix: str = PREFIX, journal_dir: Path | None =
     return sorted(mine)
 
 
+def instance_name(testbed_instance: str, run_id: str) -> str:
+    """The trace instance of one run of one testbed: ``testbed.<instance>.<run>``."""
+    return f"{PREFIX}{testbed_instance}.{run_id}"
+
+
+def remove_owned(testbed_instance: str | None, journal_dir: Path | None,
+                 mounts: Path = MOUNTS) -> list[str]:
+    """Remove the trace instances of ``testbed_instance`` (all of testbed's when None):
+    those named for it and those in its journal. For ``down`` and ``clean``; nothing to do
+    without tracefs. Returns the names removed."""
+    root = mount_point(mounts)
+    if root is None:
+        return []
+    prefix = PREFIX if testbed_instance is None else f"{PREFIX}{testbed_instance}."
+    return [name for name in owned_instances(root, prefix, journal_dir) if remove(root, name)]
+
+
 def cpus(instance: Path) -> list[int]:
     """The CPUs the instance has a buffer for."""
     return sorted(int(p.name[3:]) for p in (instance / "per_cpu").iterdir()

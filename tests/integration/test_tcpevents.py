@@ -60,6 +60,8 @@ def _decode(collector: tcpevents.TcpEventsCollector, t0: float) -> tcpevents.Dec
     assert stats.total("dropped") == 0 and stats.total("overrun") == 0
     decoded = tcpevents.decode_spool(collector.spool.read_bytes(), t0)
     assert decoded.unreadable_bytes == 0 and decoded.unknown_records == 0 and decoded.lost == 0
+    # every event the kernel handed over was decoded
+    assert decoded.events + decoded.foreign == stats.total("read") > 0
     # the mono trace clock is time.monotonic(): every event falls inside the window
     assert all(0 < r["t"] < time.monotonic() - t0 for r in decoded.rows)
     return decoded

@@ -39,6 +39,7 @@ def test_recorded_spool_decodes_whole(sample):
     assert decoded.problems == [] and decoded.unreadable_bytes == 0
     assert decoded.unknown_records == 0 and decoded.lost == 0
     assert decoded.pages == meta["trace"]["pages"]
+    assert decoded.events == meta["trace"]["read"]     # the kernel's count of events read
     times = [r["t"] for r in decoded.rows]
     assert times == sorted(times) and times[0] > 0          # t0 was taken before start
     assert {r["dport"] for r in decoded.rows} | {r["sport"] for r in decoded.rows} >= {meta["port"]}
@@ -205,8 +206,9 @@ def test_cpus_merge_in_time_order_and_unfiltered_events_are_filtered_here():
     assert [(round(r["t"] * 1e9), r["cpu"], r["ca_state"]) for r in rows] == [
         (1_000, 0, "recovery"), (1_010, 1, "loss"), (1_015, 1, "loss"), (1_020, 0, "open")]
     # an event the kernel could not filter by port is filtered after decoding
-    rows = tcpevents.decode_spool(_synthetic_spool(["tcp_cong_state_set"]), t0=0).rows
-    assert [r["sport"] for r in rows] == [40000, 5201, 40000]
+    decoded = tcpevents.decode_spool(_synthetic_spool(["tcp_cong_state_set"]), t0=0)
+    rows = decoded.rows
+    assert [r["sport"] for r in rows] == [40000, 5201, 40000] and decoded.foreign == 1
     assert rows[0]["src"] == "10.0.0.1" and rows[0]["dst"] == "10.0.0.2"
 
 
@@ -252,3 +254,40 @@ def test_collector_refuses_to_start_without_tracefs_and_leaves_nothing(tmp_path)
         collector.start()
     assert not (tmp_path / "run").exists() and not (tmp_path / "spool").exists()
     assert collector.stop().pages == 0
+
+
+def test_down_removes_only_its_own_instances(tmp_path, fake_root):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"nodev {fake_root} tracefs rw 0 0\n")
+    journal = tmp_path / "lab-journal"
+    tracefs.create(fake_root, journal, tracefs.instance_name("lab", "run1"))
+    tracefs.create(fake_root, tmp_path / "other", tracefs.instance_name("lab2", "run1"))
+    (fake_root / "instances" / "perf-tool").mkdir()
+    assert tracefs.remove_owned("lab", journal, mounts) == ["testbed.lab.run1"]
+    assert sorted(os.listdir(fake_root / "instances")) == ["perf-tool", "testbed.lab2.run1"]
+    assert tracefs.remove_owned(None, None, mounts) == ["testbed.lab2.run1"]     # clean
+    assert os.listdir(fake_root / "instances") == ["perf-tool"]
+    mounts.write_text("")
+    assert tracefs.remove_owned(None, None, mounts) == []                        # no tracefs
+
+
+def test_result_fields_are_plain_json(sample, tmp_path):
+    meta, data = sample
+    decoded = tcpevents.decode_spool(data, meta["t0"])
+    stats = tcpevents.TraceStats(512, per_cpu={0: {"dropped": 3, "overrun": 1}})
+    fields = tcpevents.result_fields(stats, decoded, tcpevents.flow_counts(decoded.rows),
+                                     ["tcp/tcp_rcvbuf_grow"])
+    back = json.loads(json.dumps(fields))
+    assert back["trace"]["dropped"] == 3 and back["trace"]["overrun"] == 1
+    assert back["decode"]["events"] == len(decoded.rows)
+    assert back["missing_events"] == ["tcp/tcp_rcvbuf_grow"] and len(back["flows"]) == 2
+
+
+def test_export_names_each_row_and_count_by_its_flow(sample, tmp_path):
+    meta, data = sample
+    spool = tmp_path / "s.spool"
+    spool.write_bytes(data)
+    _, flows = tcpevents.export(spool, tmp_path / "e.csv", meta["t0"], {meta["port"]: "bulk"})
+    header, *lines = (tmp_path / "e.csv").read_text().splitlines()
+    assert header.split(",")[0] == "flow" and all(line.startswith("bulk,") for line in lines)
+    assert sorted(f["flow"] for f in flows) == ["bulk", "bulk"]     # sender and receiver socket
