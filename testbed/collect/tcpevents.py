@@ -275,14 +275,14 @@ _FIELDS = ("common_type", "saddr", "daddr", "saddr_v6", "daddr_v6", "sport", "dp
            "data_len", "snd_nxt", "snd_una", "snd_cwnd", "ssthresh", "snd_wnd", "srtt", "rcv_wnd",
            "sock_cookie", "cong_state", "state", "err", "reason", "rtt_us", "space", "rcvbuf",
            "rcv_ssthresh", "window_clamp")
-# a record field -> (CSV column, how its value is shown)
-_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "snd_cwnd": ("cwnd", int), "srtt": ("srtt_us", int), "snd_wnd": ("snd_wnd", int),
-    "rcv_wnd": ("rcv_wnd", int), "snd_nxt": ("snd_nxt", int), "snd_una": ("snd_una", int),
-    "data_len": ("data_len", int), "sock_cookie": ("cookie", int), "err": ("err", int),
-    "rcvbuf": ("rcvbuf", int), "rcv_ssthresh": ("rcv_ssthresh", int),
-    "window_clamp": ("window_clamp", int), "space": ("rcv_space", int), "rtt_us": ("rtt_us", int),
-    "reason": ("reason", int),
+# a record field -> (CSV column, how its value is shown: None as it is)
+_COLUMNS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "snd_cwnd": ("cwnd", None), "srtt": ("srtt_us", None), "snd_wnd": ("snd_wnd", None),
+    "rcv_wnd": ("rcv_wnd", None), "snd_nxt": ("snd_nxt", None), "snd_una": ("snd_una", None),
+    "data_len": ("data_len", None), "sock_cookie": ("cookie", None), "err": ("err", None),
+    "rcvbuf": ("rcvbuf", None), "rcv_ssthresh": ("rcv_ssthresh", None),
+    "window_clamp": ("window_clamp", None), "space": ("rcv_space", None),
+    "rtt_us": ("rtt_us", None), "reason": ("reason", None),
     "ssthresh": ("ssthresh", lambda v: None if v >= INFINITE_SSTHRESH else v),
     "cong_state": ("ca_state", lambda v: CA_STATES.get(v, str(v))),
     "state": ("tcp_state", lambda v: TCP_STATES.get(v, str(v))),
@@ -408,7 +408,15 @@ def _cpu_rows(header: dict[str, Any], cpu: int, pages: list[bytes], t0_ns: int,
             yield row
 
 
-_Reader = tuple[str, tuple[str, ...], struct.Struct]
+@dataclass(frozen=True)
+class _Reader:
+    """How to turn one event's records into rows: one unpack, then a plan of columns."""
+
+    event: str
+    layout: struct.Struct
+    names: tuple[str, ...]
+    columns: tuple[tuple[int, str, Callable[[Any], Any] | None], ...]  # index, column, show
+    addresses: dict[bytes, str | None] = field(default_factory=dict)      # raw -> text, memo
 
 
 def _readers(formats: list[dict]) -> dict[int, _Reader]:
@@ -416,7 +424,8 @@ def _readers(formats: list[dict]) -> dict[int, _Reader]:
     for data in formats:
         fmt = EventFormat.from_dict(data)
         names, layout = record_struct(fmt, _FIELDS)
-        out[fmt.id] = (fmt.name.removeprefix("tcp_"), names, layout)
+        columns = tuple((i, *_COLUMNS[n]) for i, n in enumerate(names) if n in _COLUMNS)
+        out[fmt.id] = _Reader(fmt.name.removeprefix("tcp_"), layout, names, columns)
     return out
 
 
@@ -428,33 +437,34 @@ def _decode_record(readers: dict[int, _Reader], record: bytes, out: Decoded) -> 
     if reader is None:
         out.unknown_records += 1
         return None
-    event, names, layout = reader
-    if len(record) < layout.size:
+    if len(record) < reader.layout.size:
         out.unreadable_bytes += len(record)
         return None
-    values = dict(zip(names, layout.unpack_from(record)))
-    row: dict[str, Any] = {"event": event}
-    _addresses(values, row)
-    for key, (column, show) in _COLUMNS.items():
-        if key in values:
-            row[column] = show(values[key])
+    values = reader.layout.unpack_from(record)
+    row: dict[str, Any] = {"event": reader.event}
+    _addresses(dict(zip(reader.names, values)), row, reader.addresses)
+    for i, column, show in reader.columns:
+        row[column] = show(values[i]) if show is not None else values[i]
     return row
 
 
-def _addresses(values: dict[str, Any], row: dict[str, Any]) -> None:
+def _addresses(values: dict[str, Any], row: dict[str, Any],
+               memo: dict[bytes, Any] | None = None) -> None:
     """src/dst and ports, from split address fields (family, saddr[4], saddr_v6[16]) or
-    from whole sockaddrs (tcp_probe, tcp_send_reset: saddr[28])."""
+    from whole sockaddrs (tcp_probe, tcp_send_reset: saddr[28]). ``memo`` keeps what raw
+    addresses were already turned into (a run has few)."""
+    memo = {} if memo is None else memo
     saddr, daddr = values.get("saddr", b""), values.get("daddr", b"")
-    if len(saddr) >= 24:
-        (row["src"], sport), (row["dst"], dport) = _sockaddr(saddr), _sockaddr(daddr)
-    else:
+    if len(saddr) < 24:
         v6 = values.get("family") == socket.AF_INET6
-        src = values.get("saddr_v6", b"") if v6 else saddr
-        dst = values.get("daddr_v6", b"") if v6 else daddr
-        row["src"], row["dst"] = _ntop(src), _ntop(dst)
-        sport = dport = None
-    row["sport"] = values.get("sport", sport)
-    row["dport"] = values.get("dport", dport)
+        saddr = values.get("saddr_v6", b"") if v6 else saddr
+        daddr = values.get("daddr_v6", b"") if v6 else daddr
+    for raw, addr_key, port_key in ((saddr, "src", "sport"), (daddr, "dst", "dport")):
+        found = memo.get(raw)
+        if found is None:
+            found = memo[raw] = _sockaddr(raw) if len(raw) >= 24 else (_ntop(raw), None)
+        row[addr_key] = found[0]
+        row[port_key] = values.get(port_key, found[1])
 
 
 def _sockaddr(raw: bytes) -> tuple[str | None, int | None]:

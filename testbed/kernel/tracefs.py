@@ -21,7 +21,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.errors import PreflightError
 from testbed.kernel.ringbuffer import EventFormat, PageLayout, parse_format
 
 PREFIX = "testbed."
@@ -82,6 +81,11 @@ def probe(events: tuple[str, ...], mounts: Path = MOUNTS) -> Probe:
         result.problems.append(f"{root}/instances is not writable (tracing needs root)")
         result.fix = "run testbed as root"
         return result
+    clocks = _read(root / "trace_clock")
+    if clocks is not None and "mono" not in clocks.replace("[", " ").replace("]", " ").split():
+        result.problems.append("this kernel has no 'mono' trace clock (times would not line "
+                               "up with time.monotonic())")
+        return result
     for event in events:
         result.events[event] = (root / "events" / event / "format").exists()
         if not result.events[event]:
@@ -89,12 +93,11 @@ def probe(events: tuple[str, ...], mounts: Path = MOUNTS) -> Probe:
     return result
 
 
-def require_root(mounts: Path = MOUNTS) -> Path:
-    """The tracefs mount point, or a PreflightError saying how to get one."""
-    root = mount_point(mounts)
-    if root is None:
-        raise PreflightError(f"tracefs is not mounted: {MOUNT_FIX}")
-    return root
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def event_format(root: Path, event: str) -> EventFormat:

@@ -291,3 +291,28 @@ def test_export_names_each_row_and_count_by_its_flow(sample, tmp_path):
     header, *lines = (tmp_path / "e.csv").read_text().splitlines()
     assert header.split(",")[0] == "flow" and all(line.startswith("bulk,") for line in lines)
     assert sorted(f["flow"] for f in flows) == ["bulk", "bulk"]     # sender and receiver socket
+
+
+def test_probe_wants_the_mono_clock(tmp_path, fake_root):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"nodev {fake_root} tracefs rw 0 0\n")
+    (fake_root / "trace_clock").write_text("[local] global counter uptime perf\n")
+    found = tracefs.probe(("tcp/tcp_probe",), mounts)
+    assert not found.usable and "mono" in found.problems[0]
+    (fake_root / "trace_clock").write_text("[local] global mono mono_raw\n")
+    assert tracefs.probe(("tcp/tcp_probe",), mounts).problems == [
+        "this kernel has no tcp/tcp_probe tracepoint"]
+
+
+def test_addresses_of_both_families_and_both_layouts():
+    v6 = socket.inet_pton(socket.AF_INET6, "fd00::2")
+    sockaddr6 = struct.pack("<H", socket.AF_INET6) + struct.pack(">HI", 5201, 0) + v6 + b"\0" * 4
+    sockaddr4 = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 40000)
+                 + socket.inet_aton("10.0.0.1")).ljust(28, b"\0")
+    row: dict = {}
+    tcpevents._addresses({"saddr": sockaddr4, "daddr": sockaddr6}, row)     # tcp_send_reset
+    assert row == {"src": "10.0.0.1", "sport": 40000, "dst": "fd00::2", "dport": 5201}
+    row = {}
+    tcpevents._addresses({"family": socket.AF_INET6, "saddr": b"\0" * 4, "daddr": b"\0" * 4,
+                          "saddr_v6": v6, "daddr_v6": v6, "sport": 1, "dport": 2}, row)
+    assert row == {"src": "fd00::2", "dst": "fd00::2", "sport": 1, "dport": 2}
