@@ -9,7 +9,8 @@ collectors cost shows up both as CPU and as lost goodput. Scenarios, each run
   tcpevents the tcp tracepoints into a trace instance of our own (collect/tcpevents).
 Per scenario (medians): goodput, host CPU busy (cores, /proc/stat), CPU of this
 process (/proc/self/stat: the collector's thread and nothing else that is
-busy), the collector thread's own CPU, what the trace instance recorded
+busy), the collector thread's own CPU, iperf3's CPU per Gbit (the kernel's
+packet path, tracepoints included, runs mostly in its context), what the trace instance recorded
 (events, bytes, overrun/dropped from per_cpu/cpuN/stats), and the CPU it took
 to decode afterwards. Ratios are against ``none``.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from testbed.collect import tcpevents, tcpinfo  # noqa: E402
+from testbed.collect import tcpevents, tcpevents_parse, tcpinfo  # noqa: E402
 from testbed.kernel import netns, tracefs  # noqa: E402
 
 TAG = f"ev{os.getpid() % 100000}b"
@@ -71,6 +73,11 @@ def self_cpu() -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def flows(seconds: float, n: int) -> float:
     """Run n bulk flows for ``seconds``; goodput (bit/s) at the receiver."""
     server = subprocess.Popen(["ip", "netns", "exec", NS_B, "iperf3", "-s", "-1", "-p", str(PORT)],
@@ -98,7 +105,7 @@ def run_once(kind: str, seconds: float, n: int, tmp: Path) -> dict[str, Any]:
         size = tcpevents.buffer_kb(100_000, seconds)
         collector = tcpevents.TcpEventsCollector(tmp / "journal", f"{tracefs.PREFIX}{TAG}.bench",
                                                  frozenset({PORT}), spool, buffer_kb=size)
-    busy0, self0 = host_busy(), self_cpu()
+    busy0, self0, flows0 = host_busy(), self_cpu(), children_cpu()
     wall0 = time.monotonic()
     if collector:
         collector.start()
@@ -108,7 +115,11 @@ def run_once(kind: str, seconds: float, n: int, tmp: Path) -> dict[str, Any]:
         stats = collector.stop() if collector else None
     wall = time.monotonic() - wall0
     out = {"goodput_bps": goodput, "host_busy_cores": (host_busy() - busy0) / wall,
-           "self_cpu_cores": (self_cpu() - self0) / wall, "wall_s": wall}
+           "self_cpu_cores": (self_cpu() - self0) / wall,
+           # iperf3's own CPU (user + system, the packet path and the tracepoints it runs
+           # included) per Gbit moved: less sensitive to other load than goodput is
+           "flows_cpu_s_per_gbit": (children_cpu() - flows0) / (goodput * seconds / 1e9),
+           "wall_s": wall}
     if stats is not None:
         out["collector_cpu_cores"] = stats.cpu_seconds / max(stats.wall_seconds, 1e-9)
         out["spool_bytes"] = spool.stat().st_size
@@ -122,7 +133,7 @@ def decode(kind: str, spool: Path, t0: float, stats: Any) -> dict[str, Any]:
         rows = tcpinfo.decode_spool(spool.read_bytes(), ["a"], t0)
         extra = {"missed_fraction": stats.missed_fraction}
     else:
-        decoded = tcpevents.decode_spool(spool.read_bytes(), t0)
+        decoded = tcpevents_parse.decode_spool(spool.read_bytes(), t0)
         rows = decoded.rows
         extra = {"overrun": stats.total("overrun"), "dropped": stats.total("dropped"),
                  "lost_in_pages": decoded.lost, "buffer_kb": stats.buffer_kb,
@@ -168,11 +179,13 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         # kernel and us together, independent of the goodput it took away
         m["host_cpu_per_bit_ratio"] = ((m["host_busy_cores"] / m["goodput_bps"])
                                        / (base["host_busy_cores"] / base["goodput_bps"]))
+        m["flows_cpu_per_bit_ratio"] = m["flows_cpu_s_per_gbit"] / base["flows_cpu_s_per_gbit"]
     ev, ti = med["tcpevents"], med["tcpinfo"]
     med["tcpevents_vs_tcpinfo"] = {
         "collector_cpu": ev["collector_cpu_cores"] / max(ti["collector_cpu_cores"], 1e-9),
         "goodput": ev["goodput_bps"] / ti["goodput_bps"],
-        "host_cpu_per_bit": ev["host_cpu_per_bit_ratio"] / ti["host_cpu_per_bit_ratio"]}
+        "host_cpu_per_bit": ev["host_cpu_per_bit_ratio"] / ti["host_cpu_per_bit_ratio"],
+        "flows_cpu_per_bit": ev["flows_cpu_per_bit_ratio"] / ti["flows_cpu_per_bit_ratio"]}
     return med
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from tcpevents_net import make_pair, remove_pair
 
-from testbed.collect import tcpevents
+from testbed.collect import tcpevents, tcpevents_parse
 from testbed.kernel import tracefs
 
 pytestmark = [pytest.mark.root,
@@ -54,11 +54,11 @@ def _port() -> int:
     return 30000 + os.getpid() % 20000
 
 
-def _decode(collector: tcpevents.TcpEventsCollector, t0: float) -> tcpevents.Decoded:
+def _decode(collector: tcpevents.TcpEventsCollector, t0: float) -> tcpevents_parse.Decoded:
     stats = collector.stop()
     assert collector.error is None
     assert stats.total("dropped") == 0 and stats.total("overrun") == 0
-    decoded = tcpevents.decode_spool(collector.spool.read_bytes(), t0)
+    decoded = tcpevents_parse.decode_spool(collector.spool.read_bytes(), t0)
     assert decoded.unreadable_bytes == 0 and decoded.unknown_records == 0 and decoded.lost == 0
     # every event the kernel handed over was decoded
     assert decoded.events + decoded.foreign == stats.total("read") > 0
@@ -67,9 +67,9 @@ def _decode(collector: tcpevents.TcpEventsCollector, t0: float) -> tcpevents.Dec
     return decoded
 
 
-def _flow(decoded: tcpevents.Decoded, sport: int) -> tuple[dict, list[dict]]:
+def _flow(decoded: tcpevents_parse.Decoded, sport: int) -> tuple[dict, list[dict]]:
     rows = [r for r in decoded.rows if r["sport"] == sport and r["src"] == "10.77.0.1"]
-    flows = tcpevents.flow_counts(rows)
+    flows = tcpevents_parse.flow_counts(rows)
     assert len(flows) == 1, flows
     return flows[0], rows
 
@@ -192,7 +192,7 @@ def test_a_full_buffer_is_counted_not_hidden(pair, tmp_path):
         receiver.kill()
         receiver.wait()
     assert collector.error is None
-    decoded = tcpevents.decode_spool(collector.spool.read_bytes(), t0)
+    decoded = tcpevents_parse.decode_spool(collector.spool.read_bytes(), t0)
     # overwrite off: the buffer keeps the first events and counts what did not fit
     assert stats.total("dropped") > 0 and stats.as_dict()["dropped"] == stats.total("dropped")
     assert 0 < decoded.events < stats.total("dropped")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.collect import tcpevents
+from testbed.collect import tcpevents, tcpevents_parse
 from testbed.kernel import tracefs
 
 DATA = Path(__file__).parent.parent / "data"
@@ -27,7 +27,7 @@ def sample() -> tuple[dict, bytes]:
 
 
 def _sender(meta: dict, rows: list[dict]) -> dict:
-    flows = [f for f in tcpevents.flow_counts(rows)
+    flows = [f for f in tcpevents_parse.flow_counts(rows)
              if (f["src"], f["sport"], f["dport"]) == (meta["src"], meta["sport"], meta["port"])]
     assert len(flows) == 1
     return flows[0]
@@ -35,7 +35,7 @@ def _sender(meta: dict, rows: list[dict]) -> dict:
 
 def test_recorded_spool_decodes_whole(sample):
     meta, data = sample
-    decoded = tcpevents.decode_spool(data, meta["t0"])
+    decoded = tcpevents_parse.decode_spool(data, meta["t0"])
     assert decoded.problems == [] and decoded.unreadable_bytes == 0
     assert decoded.unknown_records == 0 and decoded.lost == 0
     assert decoded.pages == meta["trace"]["pages"]
@@ -50,7 +50,7 @@ def test_recorded_spool_decodes_whole(sample):
 
 def test_recorded_retransmissions_match_the_sockets_tcp_info(sample):
     meta, data = sample
-    flow = _sender(meta, tcpevents.decode_spool(data, meta["t0"]).rows)
+    flow = _sender(meta, tcpevents_parse.decode_spool(data, meta["t0"]).rows)
     assert flow["retransmissions"] == meta["total_retrans"] > 0
     assert flow["fast_recoveries"] >= 1          # the random drops
     assert flow["loss_episodes"] >= 1            # the 300 ms outage: a timeout
@@ -59,7 +59,7 @@ def test_recorded_retransmissions_match_the_sockets_tcp_info(sample):
 
 def test_recorded_probe_rows_carry_the_socket_state(sample):
     meta, data = sample
-    rows = tcpevents.decode_spool(data, meta["t0"]).rows
+    rows = tcpevents_parse.decode_spool(data, meta["t0"]).rows
     acks = [r for r in rows if r["event"] == "probe" and r["src"] == meta["src"]]
     assert acks and all(r["dst"] == meta["dst"] and r["cwnd"] >= 1 and r["srtt_us"] > 0
                         for r in acks)
@@ -68,11 +68,11 @@ def test_recorded_probe_rows_carry_the_socket_state(sample):
 
 
 def test_damaged_spools_keep_what_they_can():
-    assert tcpevents.decode_spool(b"not a spool").problems
+    assert tcpevents_parse.decode_spool(b"not a spool").problems
     meta = json.loads((DATA / "tcpevents_sample.json").read_text())
     data = (DATA / "tcpevents_sample.spool").read_bytes()
-    whole = tcpevents.decode_spool(data, meta["t0"])
-    cut = tcpevents.decode_spool(data[:len(data) - 3000], meta["t0"])
+    whole = tcpevents_parse.decode_spool(data, meta["t0"])
+    cut = tcpevents_parse.decode_spool(data[:len(data) - 3000], meta["t0"])
     assert 0 < len(cut.rows) < len(whole.rows) and cut.unreadable_bytes > 0
 
 
@@ -88,7 +88,7 @@ def test_flow_counts_count_entries_into_recovery_and_loss():
     rows.append(dict(_state(20, "x"), event="retransmit_skb", err=0))
     rows.append(dict(_state(21, "x"), event="retransmit_skb", err=-16))   # -EBUSY: not sent
     rows.append(dict(_state(22, "x"), event="probe", cwnd=42))
-    (flow,) = tcpevents.flow_counts(rows)
+    (flow,) = tcpevents_parse.flow_counts(rows)
     assert flow["fast_recoveries"] == 2 and flow["loss_episodes"] == 1 and flow["rtos"] == 2
     assert flow["retransmissions"] == 1 and flow["max_cwnd"] == 42
     assert (flow["first_t"], flow["last_t"]) == (0, 22)
@@ -115,9 +115,9 @@ def test_buffer_size_follows_the_event_rate_and_is_capped():
 
 def test_events_csv_has_the_columns_in_order(tmp_path):
     path = tmp_path / "tcp_events.csv"
-    tcpevents.write_events_csv([dict(_state(0.5, "loss"), cpu=1)], path)
+    tcpevents_parse.write_events_csv([dict(_state(0.5, "loss"), cpu=1)], path)
     header, line = path.read_text().splitlines()
-    assert header.split(",") == list(tcpevents.CSV_COLUMNS)
+    assert header.split(",") == list(tcpevents_parse.CSV_COLUMNS)
     row = dict(zip(header.split(","), line.split(",")))
     assert row["ca_state"] == "loss" and row["t"] == "0.5" and row["cwnd"] == ""
 
@@ -197,16 +197,16 @@ def _synthetic_spool(unfiltered: list[str]) -> bytes:
     cpu1 = _page(1_010, _data(0, record(1111, 2222, 4)) + _data(5, record(5201, 40000, 4)))
     header = json.dumps({"version": 1, "layout": [0, 8, 8, 16], "ports": [5201],
                          "unfiltered": unfiltered, "formats": [fmt.as_dict()]}).encode()
-    return (tcpevents.SPOOL_MAGIC + struct.pack("=I", len(header)) + header
-            + b"".join(struct.pack("=HI", cpu, len(p)) + p for cpu, p in ((0, cpu0), (1, cpu1))))
+    return (tcpevents.SPOOL_MAGIC + tcpevents.SPOOL_HEADER_LENGTH.pack(len(header)) + header
+            + b"".join(tcpevents.SPOOL_RECORD.pack(cpu, len(p)) + p for cpu, p in ((0, cpu0), (1, cpu1))))
 
 
 def test_cpus_merge_in_time_order_and_unfiltered_events_are_filtered_here():
-    rows = tcpevents.decode_spool(_synthetic_spool([]), t0=0).rows
+    rows = tcpevents_parse.decode_spool(_synthetic_spool([]), t0=0).rows
     assert [(round(r["t"] * 1e9), r["cpu"], r["ca_state"]) for r in rows] == [
         (1_000, 0, "recovery"), (1_010, 1, "loss"), (1_015, 1, "loss"), (1_020, 0, "open")]
     # an event the kernel could not filter by port is filtered after decoding
-    decoded = tcpevents.decode_spool(_synthetic_spool(["tcp_cong_state_set"]), t0=0)
+    decoded = tcpevents_parse.decode_spool(_synthetic_spool(["tcp_cong_state_set"]), t0=0)
     rows = decoded.rows
     assert [r["sport"] for r in rows] == [40000, 5201, 40000] and decoded.foreign == 1
     assert rows[0]["src"] == "10.0.0.1" and rows[0]["dst"] == "10.0.0.2"
@@ -216,14 +216,14 @@ def test_export_streams_the_same_rows_and_counts(sample, tmp_path):
     meta, data = sample
     spool = tmp_path / "s.spool"
     spool.write_bytes(data)
-    decoded, flows = tcpevents.export(spool, tmp_path / "tcp_events.csv", meta["t0"])
-    whole = tcpevents.decode_spool(data, meta["t0"])
+    decoded, flows = tcpevents_parse.export(spool, tmp_path / "tcp_events.csv", meta["t0"])
+    whole = tcpevents_parse.decode_spool(data, meta["t0"])
     lines = (tmp_path / "tcp_events.csv").read_text().splitlines()
     assert len(lines) - 1 == decoded.events == len(whole.rows)
-    assert flows == tcpevents.flow_counts(whole.rows)
+    assert flows == tcpevents_parse.flow_counts(whole.rows)
     assert decoded.as_dict() == whole.as_dict()
     spool.write_bytes(b"")
-    decoded, flows = tcpevents.export(spool, tmp_path / "empty.csv", 0.0)
+    decoded, flows = tcpevents_parse.export(spool, tmp_path / "empty.csv", 0.0)
     assert decoded.problems and flows == [] and (tmp_path / "empty.csv").read_text().strip()
 
 
@@ -273,9 +273,9 @@ def test_down_removes_only_its_own_instances(tmp_path, fake_root):
 
 def test_result_fields_are_plain_json(sample, tmp_path):
     meta, data = sample
-    decoded = tcpevents.decode_spool(data, meta["t0"])
+    decoded = tcpevents_parse.decode_spool(data, meta["t0"])
     stats = tcpevents.TraceStats(512, per_cpu={0: {"dropped": 3, "overrun": 1}})
-    fields = tcpevents.result_fields(stats, decoded, tcpevents.flow_counts(decoded.rows),
+    fields = tcpevents_parse.result_fields(stats, decoded, tcpevents_parse.flow_counts(decoded.rows),
                                      ["tcp/tcp_rcvbuf_grow"])
     back = json.loads(json.dumps(fields))
     assert back["trace"]["dropped"] == 3 and back["trace"]["overrun"] == 1
@@ -287,7 +287,7 @@ def test_export_names_each_row_and_count_by_its_flow(sample, tmp_path):
     meta, data = sample
     spool = tmp_path / "s.spool"
     spool.write_bytes(data)
-    _, flows = tcpevents.export(spool, tmp_path / "e.csv", meta["t0"], {meta["port"]: "bulk"})
+    _, flows = tcpevents_parse.export(spool, tmp_path / "e.csv", meta["t0"], {meta["port"]: "bulk"})
     header, *lines = (tmp_path / "e.csv").read_text().splitlines()
     assert header.split(",")[0] == "flow" and all(line.startswith("bulk,") for line in lines)
     assert sorted(f["flow"] for f in flows) == ["bulk", "bulk"]     # sender and receiver socket
@@ -310,9 +310,9 @@ def test_addresses_of_both_families_and_both_layouts():
     sockaddr4 = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 40000)
                  + socket.inet_aton("10.0.0.1")).ljust(28, b"\0")
     row: dict = {}
-    tcpevents._addresses({"saddr": sockaddr4, "daddr": sockaddr6}, row)     # tcp_send_reset
+    tcpevents_parse._addresses({"saddr": sockaddr4, "daddr": sockaddr6}, row)     # tcp_send_reset
     assert row == {"src": "10.0.0.1", "sport": 40000, "dst": "fd00::2", "dport": 5201}
     row = {}
-    tcpevents._addresses({"family": socket.AF_INET6, "saddr": b"\0" * 4, "daddr": b"\0" * 4,
+    tcpevents_parse._addresses({"family": socket.AF_INET6, "saddr": b"\0" * 4, "daddr": b"\0" * 4,
                           "saddr_v6": v6, "daddr_v6": v6, "sport": 1, "dport": 2}, row)
     assert row == {"src": "fd00::2", "dst": "fd00::2", "sport": 1, "dport": 2}
