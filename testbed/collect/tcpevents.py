@@ -44,6 +44,44 @@ SPOOL_HEADER_LENGTH = struct.Struct("=I")
 RECORD_BYTES = 144                  # a tcp_probe record with its headers, the largest common one
 
 
+@dataclass(frozen=True)
+class SpoolHeader:
+    """What a spool says about itself: how its pages and records are laid out, and which
+    ports the kernel filtered on (and for which events it could not)."""
+
+    layout: PageLayout
+    formats: tuple[EventFormat, ...]
+    ports: frozenset[int]
+    unfiltered: frozenset[str]          # event names without a kernel-side port filter
+    instance: str = ""
+    version: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "version": self.version, "clock": "mono", "instance": self.instance,
+            "ports": sorted(self.ports), "unfiltered": sorted(self.unfiltered),
+            "layout": [self.layout.timestamp_offset, self.layout.commit_offset,
+                       self.layout.commit_size, self.layout.data_offset],
+            "formats": [f.as_dict() for f in self.formats]}).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> SpoolHeader:
+        """ValueError, saying what, if ``blob`` is not a header this version can read."""
+        try:
+            data = json.loads(blob)
+            if data.get("version") != 1:
+                raise ValueError(f"version {data.get('version')!r}, this testbed reads 1")
+            if len(data["layout"]) != 4:
+                raise ValueError("the page layout needs 4 numbers")
+            return cls(PageLayout(*(int(x) for x in data["layout"])),
+                       tuple(EventFormat.from_dict(f) for f in data["formats"]),
+                       frozenset(int(p) for p in data["ports"]),
+                       frozenset(str(e) for e in data["unfiltered"]),
+                       str(data.get("instance", "")))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"the tcp events spool's header is damaged: {exc}") from None
+
+
 def buffer_kb(events_per_s: float, duration_s: float, *, cpus: int | None = None,
               cap_total_kb: int = 262144, floor_kb: int = 512) -> int:
     """Per-CPU ring-buffer size for ``events_per_s`` over ``duration_s``, as if no page
@@ -169,12 +207,8 @@ class TcpEventsCollector:
         for cpu in tracefs.cpus(inst):
             path = inst / "per_cpu" / f"cpu{cpu}" / "trace_pipe_raw"
             self._fds.append((cpu, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)))
-        header = {"version": 1, "clock": "mono", "instance": self.name,
-                  "ports": sorted(self.ports), "unfiltered": self.stats.unfiltered,
-                  "layout": [layout.timestamp_offset, layout.commit_offset,
-                             layout.commit_size, layout.data_offset],
-                  "formats": [f.as_dict() for f in formats]}
-        blob = json.dumps(header).encode()
+        blob = SpoolHeader(layout, tuple(formats), self.ports, frozenset(self.stats.unfiltered),
+                           self.name).to_json()
         with open(self.spool, "wb") as out:
             out.write(SPOOL_MAGIC + SPOOL_HEADER_LENGTH.pack(len(blob)) + blob)
 

@@ -11,7 +11,6 @@ holding a long run's millions of events in memory.
 from __future__ import annotations
 
 import heapq
-import json
 import mmap
 import operator
 import os
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from testbed.collect.tcpevents import SPOOL_HEADER_LENGTH, SPOOL_MAGIC, SPOOL_RECORD, TraceStats
+from testbed.collect.tcpevents import SPOOL_HEADER_LENGTH, SPOOL_MAGIC, SPOOL_RECORD, \
+    SpoolHeader, TraceStats
 from testbed.collect.tcpinfo import CA_STATES, TCP_STATES
-from testbed.kernel.ringbuffer import EventFormat, PageLayout, decode_page, record_struct
+from testbed.kernel.ringbuffer import EventFormat, decode_page, record_struct
 
 CSV_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
                "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len", "ca_state",
@@ -70,16 +70,13 @@ class Decoded:
                 "unknown_records": self.unknown_records, "problems": self.problems}
 
 
-def read_spool(data: bytes | mmap.mmap) -> tuple[dict[str, Any], Iterator[tuple[int, bytes]]]:
+def read_spool(data: bytes | mmap.mmap) -> tuple[SpoolHeader, Iterator[tuple[int, bytes]]]:
     """The spool's header and its (cpu, page) records. ValueError if it is not a spool."""
     head = len(SPOOL_MAGIC) + SPOOL_HEADER_LENGTH.size
     if len(data) < head or data[:len(SPOOL_MAGIC)] != SPOOL_MAGIC:
         raise ValueError("not a tcp events spool (no TBTRACE1 header)")
     (n,) = SPOOL_HEADER_LENGTH.unpack_from(data, len(SPOOL_MAGIC))
-    try:
-        header = json.loads(data[head:head + n])
-    except ValueError as exc:
-        raise ValueError(f"the tcp events spool's header is damaged: {exc}") from None
+    header = SpoolHeader.from_json(data[head:head + n])
 
     def records() -> Iterator[tuple[int, bytes]]:
         off = head + n
@@ -143,12 +140,10 @@ def _label(row: dict[str, Any], flow_of_port: dict[int, str]) -> dict[str, Any]:
     return row
 
 
-def _cpu_rows(header: dict[str, Any], cpu: int, pages: list[bytes], t0_ns: int,
+def _cpu_rows(header: SpoolHeader, cpu: int, pages: list[bytes], t0_ns: int,
               out: Decoded) -> Iterator[dict[str, Any]]:
-    layout = PageLayout(*header["layout"])
-    readers = _readers(header["formats"])
-    ports = set(header["ports"])
-    unfiltered = {name.removeprefix("tcp_") for name in header.get("unfiltered", [])}
+    layout, readers, ports = header.layout, _readers(header.formats), header.ports
+    unfiltered = {name.removeprefix("tcp_") for name in header.unfiltered}
     for raw in pages:
         page = decode_page(raw, layout)
         out.pages += 1
@@ -178,10 +173,9 @@ class _Reader:
     addresses: dict[bytes, str | None] = field(default_factory=dict)      # raw -> text, memo
 
 
-def _readers(formats: list[dict]) -> dict[int, _Reader]:
+def _readers(formats: tuple[EventFormat, ...]) -> dict[int, _Reader]:
     out = {}
-    for data in formats:
-        fmt = EventFormat.from_dict(data)
+    for fmt in formats:
         names, layout = record_struct(fmt, _FIELDS)
         columns = tuple((i, *_COLUMNS[n]) for i, n in enumerate(names) if n in _COLUMNS)
         out[fmt.id] = _Reader(fmt.name.removeprefix("tcp_"), layout, names, columns)

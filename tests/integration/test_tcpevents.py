@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -207,3 +209,30 @@ def test_a_failed_start_leaves_no_instance(tmp_path):
         collector.start()          # the filter is made after the instance
     assert tracefs.journalled(tmp_path / "journal") == [name]
     assert name not in os.listdir(tracefs.mount_point() / "instances")
+
+
+def test_down_removes_the_instance_of_a_run_killed_with_sigkill(tmp_path):
+    lab = f"ev{os.getpid()}k"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from testbed.collect.tcpevents import TcpEventsCollector\n"
+        "from testbed.kernel import tracefs\n"
+        f"c = TcpEventsCollector(Path({str(tmp_path)!r}), tracefs.instance_name({lab!r}, 'r1'),\n"
+        f"                       frozenset({{{_port()}}}), Path({str(tmp_path / 'spool')!r}))\n"
+        "c.start()\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+    finally:
+        proc.kill()
+        proc.wait()
+    root = tracefs.mount_point()
+    name = tracefs.instance_name(lab, "r1")
+    assert name in os.listdir(root / "instances")          # left behind by the kill
+    assert tracefs.remove_owned(lab, tmp_path) == [name]    # what down does
+    assert name not in os.listdir(root / "instances")

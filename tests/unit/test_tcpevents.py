@@ -316,3 +316,13 @@ def test_addresses_of_both_families_and_both_layouts():
     tcpevents_parse._addresses({"family": socket.AF_INET6, "saddr": b"\0" * 4, "daddr": b"\0" * 4,
                           "saddr_v6": v6, "daddr_v6": v6, "sport": 1, "dport": 2}, row)
     assert row == {"src": "fd00::2", "dst": "fd00::2", "sport": 1, "dport": 2}
+
+
+def test_a_damaged_header_is_a_problem_not_a_crash(sample):
+    _, data = sample
+    magic, length = tcpevents.SPOOL_MAGIC, tcpevents.SPOOL_HEADER_LENGTH
+    for header in (b'{"version": 1}', b'{"version": 2}', b"[1, 2]", b"{not json",
+                   b'{"version": 1, "layout": [0, 8], "formats": [], "ports": [], "unfiltered": []}'):
+        decoded = tcpevents_parse.decode_spool(magic + length.pack(len(header)) + header)
+        assert decoded.rows == [] and len(decoded.problems) == 1, header
+        assert "header" in decoded.problems[0]
