@@ -18,7 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.plan.types import netns_name, owner_tag
 from testbed.realize import build as backend
-from testbed.kernel import netns
+from testbed.kernel import netns, tracefs
 
 QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "cake", "sfq")
 BINARIES = (
@@ -99,6 +99,19 @@ def sysctl_check(probe: Path = SYSCTL_PROBE) -> Check:
                  "securityContext.privileged: true)")
 
 
+def tcp_events_check(found: tracefs.Probe) -> Check:
+    """Whether runs can record kernel TCP events (tcp_events.csv), and what is missing."""
+    if not found.usable:
+        return Check("tcp events", "warn", "runs record no tcp_events.csv: "
+                     + "; ".join(found.problems), found.fix)
+    missing = found.missing()
+    if missing:
+        return Check("tcp events", "warn", f"tracefs at {found.root}; this kernel lacks "
+                     f"{', '.join(missing)}: those columns stay empty")
+    return Check("tcp events", "ok", f"tracefs at {found.root}, all {len(found.events)} tcp "
+                 "tracepoints")
+
+
 def run_checks() -> list[Check]:
     checks: list[Check] = [Check("kernel", "ok", f"Linux {platform.release()}")]
     caps = _capabilities()
@@ -143,6 +156,7 @@ def run_checks() -> list[Check]:
         checks.append(Check("cc allowed list", "ok", f"{' '.join(not_allowed)} not in "
                             "tcp_allowed_congestion_control: testbed adds them while a testbed "
                             "uses them, records it, and restores the list on down"))
+    checks.append(tcp_events_check(tracefs.probe(tracefs.TCP_EVENTS)))
     for binary, package, why in BINARIES:
         path = shutil.which(binary)
         checks.append(Check(binary, "ok" if path else "warn", path or f"missing ({why})",
