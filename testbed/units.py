@@ -37,6 +37,21 @@ _SIZE_UNITS = {
 }
 
 
+
+def _quantity_units() -> dict[str, tuple[str, float]]:
+    """Every unit with the kind of quantity it makes, for expressions that carry no
+    context (``--assert``, summaries): the tables above, less the letters that mean two
+    things (tc's ``m`` is a MiB in a size and a minute in a time) or nothing."""
+    kinds = (("rate", _RATE_UNITS), ("time", _TIME_UNITS), ("size", _SIZE_UNITS))
+    seen = [u for _kind, table in kinds for u in table]
+    table = {u: (kind, float(f)) for kind, units in kinds for u, f in units.items()
+             if u and seen.count(u) == 1 and u not in ("k", "g")}
+    table["%"] = ("fraction", 0.01)
+    return table
+
+
+QUANTITY_UNITS = _quantity_units()
+
 class UnitError(ValueError):
     """A value could not be read as the quantity asked for."""
 

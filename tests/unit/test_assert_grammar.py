@@ -169,3 +169,10 @@ def test_nesting_and_operators_up_to_the_limits_still_work():
     text = "(" * expr.MAX_NESTING + "1" + ")" * expr.MAX_NESTING + " < " + \
         "+".join(["1"] * (expr.MAX_OPERATORS + 1))
     assert value(text) == [1, expr.MAX_OPERATORS + 1]
+
+
+@pytest.mark.parametrize("text, value", [("1tbit", 1e12), ("2gib", 2 * 1024 ** 3),
+                                         ("1min", 60.0), ("3sec", 3.0)])
+def test_assertions_take_every_unit_a_topology_takes(text, value):
+    """One unit table (testbed.units): --assert lacked tbit, gib, min and sec."""
+    assert expr.parse_number(text) == pytest.approx(value)
