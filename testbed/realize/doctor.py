@@ -36,7 +36,7 @@ SYSCTL_PROBE = backend.PROC_SYS / "net" / "ipv4" / "ip_forward"
 
 
 @dataclass
-class Check:
+class Finding:
     name: str
     status: str          # "ok", "warn" (works, with less), "fail" (cannot work)
     detail: str
@@ -88,58 +88,58 @@ def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
     return True
 
 
-def sysctl_check(probe: Path = SYSCTL_PROBE) -> Check:
+def sysctl_check(probe: Path = SYSCTL_PROBE) -> Finding:
     """Whether net.* sysctls can be written: testbed sets them in each namespace it makes
     (forwarding, IPv6 DAD, congestion control). The capabilities alone are not enough."""
     if os.access(probe, os.W_OK):
-        return Check("sysctls", "ok", "/proc/sys is writable")
-    return Check("sysctls", "fail", f"cannot write {probe}: /proc/sys is read-only here (a "
+        return Finding("sysctls", "ok", "/proc/sys is writable")
+    return Finding("sysctls", "fail", f"cannot write {probe}: /proc/sys is read-only here (a "
                  "container that is not privileged?); every testbed would fail to come up",
                  "run the container privileged (podman/docker run --privileged; Kubernetes "
                  "securityContext.privileged: true)")
 
 
-def tcp_events_check(found: tracefs.Probe) -> Check:
+def tcp_events_check(found: tracefs.Probe) -> Finding:
     """Whether runs can record kernel TCP events (tcp_events.csv), and what is missing."""
     if not found.usable:
-        return Check("tcp events", "warn", "runs record no tcp_events.csv: "
+        return Finding("tcp events", "warn", "runs record no tcp_events.csv: "
                      + "; ".join(found.problems), found.fix)
     missing = found.missing()
     if missing:
-        return Check("tcp events", "warn", f"tracefs at {found.root}; this kernel lacks "
+        return Finding("tcp events", "warn", f"tracefs at {found.root}; this kernel lacks "
                      f"{', '.join(missing)}: those columns stay empty")
-    return Check("tcp events", "ok", f"tracefs at {found.root}, all {len(found.events)} tcp "
+    return Finding("tcp events", "ok", f"tracefs at {found.root}, all {len(found.events)} tcp "
                  "tracepoints")
 
 
-def run_checks() -> list[Check]:
-    checks: list[Check] = [Check("kernel", "ok", f"Linux {platform.release()}")]
+def run_checks() -> list[Finding]:
+    checks: list[Finding] = [Finding("kernel", "ok", f"Linux {platform.release()}")]
     caps = _capabilities()
     privileged = bool(caps & (1 << CAP_NET_ADMIN)) and bool(caps & (1 << CAP_SYS_ADMIN))
     if privileged:
-        checks.append(Check("privileges", "ok", "CAP_NET_ADMIN and CAP_SYS_ADMIN"))
+        checks.append(Finding("privileges", "ok", "CAP_NET_ADMIN and CAP_SYS_ADMIN"))
     else:
-        checks.append(Check("privileges", "fail", "not root (CAP_NET_ADMIN and CAP_SYS_ADMIN "
+        checks.append(Finding("privileges", "fail", "not root (CAP_NET_ADMIN and CAP_SYS_ADMIN "
                             "needed to build namespaces)", "run testbed as root (in a root shell, or with sudo)"))
     if privileged:
         checks.append(sysctl_check(SYSCTL_PROBE))
         try:
             kinds = probe_qdiscs()
         except (OSError, NetlinkError) as exc:
-            checks.append(Check("qdiscs", "fail", f"could not probe: {exc}"))
+            checks.append(Finding("qdiscs", "fail", f"could not probe: {exc}"))
             kinds = {}
         if kinds:
             have = [k for k, ok in kinds.items() if ok]
             lack = [k for k, ok in kinds.items() if not ok]
-            checks.append(Check("qdiscs", "ok" if kinds.get("tbf") else "fail",
+            checks.append(Finding("qdiscs", "ok" if kinds.get("tbf") else "fail",
                                 f"available: {', '.join(have) or 'none'}; "
                                 f"missing: {', '.join(lack) or 'none'}",
                                 "" if kinds.get("tbf") else "the kernel needs sch_tbf"))
             if kinds.get("netem"):
-                checks.append(Check("link emulation", "ok", "sch_netem present: links use the "
+                checks.append(Finding("link emulation", "ok", "sch_netem present: links use the "
                                     "netem backend"))
             else:
-                checks.append(Check("link emulation", "warn", "no sch_netem: emulated links use "
+                checks.append(Finding("link emulation", "warn", "no sch_netem: emulated links use "
                                     "the userspace backend (tbf for rate, an NFQUEUE daemon for "
                                     "delay, jitter and loss)",
                                     "for netem: apt-get install linux-modules-extra-$(uname -r) "
@@ -147,24 +147,24 @@ def run_checks() -> list[Check]:
                                     "sch_netem; or use vagrant/guest"))
     available = backend.available_ccs()
     allowed = backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control").split()
-    checks.append(Check("congestion control", "ok" if {"cubic", "bbr"} <= set(available) else "warn",
+    checks.append(Finding("congestion control", "ok" if {"cubic", "bbr"} <= set(available) else "warn",
                         f"available: {' '.join(available)}; allowed in namespaces without a host "
                         f"change: {' '.join(allowed)}",
                         "" if "bbr" in available else "modprobe tcp_bbr"))
     not_allowed = [cc for cc in available if cc not in allowed]
     if not_allowed:
-        checks.append(Check("cc allowed list", "ok", f"{' '.join(not_allowed)} not in "
+        checks.append(Finding("cc allowed list", "ok", f"{' '.join(not_allowed)} not in "
                             "tcp_allowed_congestion_control: testbed adds them while a testbed "
                             "uses them, records it, and restores the list on down"))
     checks.append(tcp_events_check(tracefs.probe(tracefs.TCP_EVENTS)))
     for binary, package, why in BINARIES:
         path = shutil.which(binary)
-        checks.append(Check(binary, "ok" if path else "warn", path or f"missing ({why})",
+        checks.append(Finding(binary, "ok" if path else "warn", path or f"missing ({why})",
                             "" if path else f"apt-get install {package}"))
     return checks
 
 
-def render(checks: list[Check]) -> str:
+def render(checks: list[Finding]) -> str:
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
     lines = []
     for check in checks:
