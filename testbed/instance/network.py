@@ -24,7 +24,8 @@ from testbed.plan.deployed import Deployed
 from testbed.plan.planner import make_plan
 from testbed.plan.types import Plan, PlannedInterface, PlannedLink, PlannedNode, PlannedRoute
 from testbed.realize import state
-from testbed.realize import build as backend
+from testbed.realize.build import Realized, preflight, realize
+from testbed.realize.teardown import Teardown, process_start, teardown
 from testbed.kernel import netns
 
 
@@ -166,11 +167,11 @@ class Network:
         return [n for n in self.nodes.values() if n.kind == "host"]
 
     def record_process(self, pid: int) -> None:
-        start = backend._proc_start(pid)
+        start = process_start(pid)
         state.Journal(self.name).record("proc", pid, start if start is not None else 0)
 
-    def down(self) -> backend.Teardown:
-        return backend.teardown(self.name)
+    def down(self) -> Teardown:
+        return teardown(self.name)
 
     def check_links(self) -> None:
         """Raise RealizeError if a user-space part of an emulated link has died."""
@@ -178,10 +179,10 @@ class Network:
             links.check_alive(self.link_backend, self.deployed.emulated, self.state_dir)
 
 
-def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.Realized]:
+def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, Realized]:
     """Preflight and realize ``plan``; the result owns nothing (see ``up``)."""
     selection = links.choose(plan, link_backend)
-    backend.preflight(plan)
+    preflight(plan)
     journal = state.Journal(plan.instance)
     notes: list[str] = list(plan.notes)
 
@@ -189,7 +190,7 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, backend.R
         if selection is not None:
             notes.extend(links.apply(plan, selection, journal.dir))
 
-    realized = backend.realize(plan, journal, after=emulate)
+    realized = realize(plan, journal, after=emulate)
     name = selection.backend.name if selection else None
     deployed = Deployed.of(
         plan, cc_in_force=realized.cc, host_changes=tuple(realized.host_changes),

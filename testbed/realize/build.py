@@ -21,8 +21,6 @@ from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
 from testbed.realize.teardown import LOOPBACK, owner_of, teardown
-# instance/network.py still takes these two from here, until it imports realize.teardown
-from testbed.realize.teardown import Teardown, process_start as _proc_start  # noqa: F401
 from testbed.signals import signals_deferred, stop_signals_raise
 
 PROC_SYS = Path("/proc/sys")
