@@ -23,6 +23,7 @@ from testbed.plan.planner import NETNS_PREFIX, TAG_PREFIX, Plan, PlannedNode, if
 from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
+from testbed.kernel.sysctl import NetSysctls
 
 PROC_SYS = Path("/proc/sys")
 LOOPBACK = 1
@@ -183,9 +184,10 @@ def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespace
             rtnl.altname(LOOPBACK, node.tag, f"node {node.name}: tagging lo with {node.tag}")
             rtnl.up(LOOPBACK, f"node {node.name}: setting lo up")
             rtnl.commit()
-            for key, value in EARLY_SYSCTLS:
-                with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
-                    write_sysctl(key, value)
+            with NetSysctls() as sysctls:
+                for key, value in EARLY_SYSCTLS:
+                    with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
+                        sysctls.write(key, value)
 
 
 def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
@@ -207,26 +209,25 @@ def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
 
 
 def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> str:
-    with spaces.enter(node.netns):
-        with Rtnl() as rtnl:
-            oif = {i.ifname: i.ifindex for i in node.interfaces}
-            for iface in node.interfaces:
-                for addr in iface.addresses:
-                    rtnl.address(iface.ifindex, addr, f"node {node.name}: adding {addr} "
-                                 f"to {iface.ifname}")
-                rtnl.up(iface.ifindex, f"node {node.name}: setting {iface.ifname} up")
-            for route in node.routes:
-                rtnl.route(route.dst, route.gateway, oif[route.ifname],
-                           f"node {node.name}: route {route}")
-            # sysctls before routes are committed would not matter; forwarding first
-            for key, value in node.sysctls:
-                try:
-                    write_sysctl(key, value)
-                except OSError as exc:
-                    raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
-                                       f"{exc.strerror}") from exc
-            rtnl.commit()
-        in_force = read_sysctl("net.ipv4.tcp_congestion_control")
+    with spaces.enter(node.netns), Rtnl() as rtnl, NetSysctls() as sysctls:
+        oif = {i.ifname: i.ifindex for i in node.interfaces}
+        for iface in node.interfaces:
+            for addr in iface.addresses:
+                rtnl.address(iface.ifindex, addr, f"node {node.name}: adding {addr} "
+                             f"to {iface.ifname}")
+            rtnl.up(iface.ifindex, f"node {node.name}: setting {iface.ifname} up")
+        for route in node.routes:
+            rtnl.route(route.dst, route.gateway, oif[route.ifname],
+                       f"node {node.name}: route {route}")
+        # sysctls before routes are committed would not matter; forwarding first
+        for key, value in node.sysctls:
+            try:
+                sysctls.write(key, value)
+            except OSError as exc:
+                raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
+                                   f"{exc.strerror}") from exc
+        rtnl.commit()
+        in_force = sysctls.read("net.ipv4.tcp_congestion_control")
     if in_force != node.cc:
         raise RealizeError(f"node {node.name}: asked for congestion control {node.cc!r} but the "
                            f"kernel reports {in_force!r}")
