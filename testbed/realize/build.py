@@ -152,9 +152,8 @@ def realize(plan: Plan, journal: state.Journal,
             (journal.dir / "hosts").write_text(plan.hosts_file())
             _make_namespaces(plan, journal, spaces)
             _make_links(plan, spaces)
-            for node in plan.nodes.values():
-                result.cc[node.name] = _configure_node(node, spaces)
-            _wait_operational(plan, spaces)
+            result.cc, not_yet_up = _configure_nodes(plan, spaces)
+            _wait_operational(not_yet_up, spaces)
             if after is not None:
                 after(plan, spaces)
         except BaseException as exc:
@@ -191,6 +190,14 @@ def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespace
 
 
 def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
+    """Every veth pair, the end of the node configured last already up.
+
+    _configure_node sets the other end up, so once a node is configured, all
+    its links have both ends up (the nodes configured before it set theirs
+    up; those after it had theirs made up): its interfaces are operational
+    by then, or shortly after, and need no second visit to be waited for.
+    """
+    order = {name: position for position, name in enumerate(plan.nodes)}
     fds: dict[str, int] = {}
     try:
         with Rtnl() as rtnl:
@@ -199,16 +206,35 @@ def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
                     if node not in fds:
                         fds[node] = os.open(netns.path_of(plan.nodes[node].netns),
                                             os.O_RDONLY | os.O_CLOEXEC)
-                rtnl.veth(link.a_ifname, ifindex(link.index, 0), fds[link.a],
-                          link.b_ifname, ifindex(link.index, 1), fds[link.b], link.mtu,
-                          f"creating veth {link.a}:{link.a_ifname} <-> {link.b}:{link.b_ifname}")
+                a = (link.a, link.a_ifname, ifindex(link.index, 0))
+                b = (link.b, link.b_ifname, ifindex(link.index, 1))
+                (node, name, index), (peer, peer_name, peer_index) = \
+                    (a, b) if order[link.a] > order[link.b] else (b, a)
+                rtnl.veth(name, index, fds[node], peer_name, peer_index, fds[peer], link.mtu,
+                          f"creating veth {link.a}:{link.a_ifname} <-> {link.b}:{link.b_ifname}",
+                          up=True)
             rtnl.commit()
     finally:
         for fd in fds.values():
             os.close(fd)
 
 
-def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> str:
+def _configure_nodes(plan: Plan, spaces: netns.Namespaces
+                     ) -> tuple[dict[str, str], list[PlannedNode]]:
+    """Configure every node: (congestion control in force by node, nodes with an
+    interface not operational yet)."""
+    cc: dict[str, str] = {}
+    not_yet_up = []
+    for node in plan.nodes.values():
+        cc[node.name], operational = _configure_node(node, spaces)
+        if not operational:
+            not_yet_up.append(node)
+    return cc, not_yet_up
+
+
+def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> tuple[str, bool]:
+    """Addresses, routes and sysctls of one node: (congestion control in force, whether
+    every interface is operational already)."""
     with spaces.enter(node.netns), Rtnl() as rtnl, NetSysctls() as sysctls:
         oif = {i.ifname: i.ifindex for i in node.interfaces}
         for iface in node.interfaces:
@@ -228,28 +254,35 @@ def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> str:
                                    f"{exc.strerror}") from exc
         rtnl.commit()
         in_force = sysctls.read("net.ipv4.tcp_congestion_control")
+        operational = _operational(node, rtnl)
     if in_force != node.cc:
         raise RealizeError(f"node {node.name}: asked for congestion control {node.cc!r} but the "
                            f"kernel reports {in_force!r}")
-    return in_force
+    return in_force, operational
 
 
-def _wait_operational(plan: Plan, spaces: netns.Namespaces, timeout: float = 5.0) -> None:
-    """Wait until the kernel reports every interface operationally up.
+def _operational(node: PlannedNode, rtnl: Rtnl) -> bool:
+    """Whether the kernel reports every interface of ``node`` operationally up."""
+    states = rtnl.operstates([i.ifindex for i in node.interfaces])
+    return all(states[i.ifindex] == "UP" for i in node.interfaces)
+
+
+def _wait_operational(nodes: list[PlannedNode], spaces: netns.Namespaces,
+                      timeout: float = 5.0) -> None:
+    """Wait until the kernel reports every interface of ``nodes`` operationally up.
 
     The kernel turns a veth's carrier on asynchronously (linkwatch), and until
     it has, the device has no working qdisc: packets sent straight after
     ``up`` would be dropped.
     """
     deadline = time.monotonic() + timeout
-    pending = [n for n in plan.nodes.values() if n.interfaces]
+    pending = [n for n in nodes if n.interfaces]
     while pending:
         still = []
         for node in pending:
             with spaces.enter(node.netns), Rtnl() as rtnl:
-                states = rtnl.link_states()
-            if any(states.get(i.ifindex) != "UP" for i in node.interfaces):
-                still.append(node)
+                if not _operational(node, rtnl):
+                    still.append(node)
         pending = still
         if pending:
             if time.monotonic() > deadline:
