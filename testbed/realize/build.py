@@ -27,8 +27,10 @@ from testbed.kernel.sysctl import NetSysctls
 
 PROC_SYS = Path("/proc/sys")
 LOOPBACK = 1
-EARLY_SYSCTLS = (
-    # before any interface exists, so new interfaces inherit them
+IPV6_EARLY_SYSCTLS = (
+    # before any interface exists, so new interfaces inherit them: without duplicate
+    # address detection IPv6 works at once (until a link-local address has passed it,
+    # a node does not even send neighbour solicitations)
     ("net.ipv6.conf.default.accept_dad", "0"),
     ("net.ipv6.conf.all.accept_dad", "0"),
 )
@@ -177,16 +179,28 @@ def realize(plan: Plan, journal: state.Journal,
 
 
 def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespaces) -> None:
+    # an IPv4-only plan leaves IPv6 as the kernel has it: the sysctls are a tenth of
+    # the cost of a namespace (the first lookups of /proc/sys/net/ipv6 in it)
+    early = IPV6_EARLY_SYSCTLS if uses_ipv6(plan) else ()
     for node in plan.nodes.values():
         journal.record("netns", node.netns)
         with spaces.create(node.netns), Rtnl() as rtnl:
             rtnl.altname(LOOPBACK, node.tag, f"node {node.name}: tagging lo with {node.tag}")
             rtnl.up(LOOPBACK, f"node {node.name}: setting lo up")
             rtnl.commit()
-            with NetSysctls() as sysctls:
-                for key, value in EARLY_SYSCTLS:
-                    with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
-                        sysctls.write(key, value)
+            if early:
+                with NetSysctls() as sysctls:
+                    for key, value in early:
+                        with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
+                            sysctls.write(key, value)
+
+
+def uses_ipv6(plan: Plan) -> bool:
+    """Whether any node has an IPv6 address or sets an IPv6 sysctl."""
+    return any(address.version == 6 for node in plan.nodes.values()
+               for iface in node.interfaces for address in iface.addresses) or \
+        any(key.startswith("net.ipv6.") for node in plan.nodes.values()
+            for key, _ in node.sysctls)
 
 
 def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
