@@ -475,17 +475,19 @@ def _value(cells: dict[tuple[str, str], Cell], scenario: str, tool: str,
 
 
 def render(cells: dict[tuple[str, str], Cell], scenarios: list[str]) -> str:
-    lines = ["| scenario | tool | runs | up s | up CPU s | down s | peak RSS MB | up vs floor | "
-             "up vs Mininet API / CLI | down vs Mininet API / CLI |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | tool | runs | up s | up CPU s | down s | peak RSS MB | up vs floor "
+             "(paired) | up CPU vs floor | up vs Mininet API / CLI | down vs Mininet API / CLI |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario in scenarios:
         for tool in TOOLS:
             cell = cells.get((scenario, tool))
             if cell is not None:
                 lines.append(_row(cells, cell))
     lines.append("")
-    lines.append("Ratios are testbed / other (below 1 = testbed faster); up CPU is user + "
-                 "system time of the up process (the kernel's asynchronous work not counted).")
+    lines.append("Ratios are testbed / other (below 1 = testbed faster): of the medians, and "
+                 "in brackets the median of the ratios of runs made one after the other; up "
+                 "CPU is user + system time of the up process (the kernel's asynchronous work "
+                 "not counted).")
     lines.append("")
     lines.append("Targets:")
     for scenario, tool, attr, limit, text in TARGETS:
@@ -502,10 +504,13 @@ def _row(cells: dict[tuple[str, str], Cell], cell: Cell) -> str:
     scenario, tool = cell.scenario, cell.tool
     up, down = cell.median("up"), cell.median("down")
     if up is None and cell.error:
-        return f"| {scenario} | {tool} | {len(cell.samples)} | {cell.error[:60]} | | | | | | |"
-    vs_floor = vs_mn_up = vs_mn_down = ""
+        return f"| {scenario} | {tool} | {len(cell.samples)} | {cell.error[:60]} | | | | | | | |"
+    vs_floor = cpu_vs_floor = vs_mn_up = vs_mn_down = ""
+    floor = cells.get((scenario, "floor"))
+    if tool.startswith("testbed") and floor is not None:
+        vs_floor = f"{_ratio(up, floor.median('up'))} ({_paired_ratio(cell, floor)})"
+        cpu_vs_floor = _ratio(cell.median("cpu"), floor.median("cpu"))
     if tool.startswith("testbed"):
-        vs_floor = _ratio(up, _value(cells, scenario, "floor", "up"))
         # CLI against CLI and API against API first; both shown
         api_up, cli_up = (_value(cells, scenario, t, "up") for t in ("Mininet API", "Mininet CLI"))
         api_down, cli_down = (_value(cells, scenario, t, "down")
@@ -515,7 +520,14 @@ def _row(cells: dict[tuple[str, str], Cell], cell: Cell) -> str:
     down_text = cell.error[:40] if down is None and cell.error else _fmt(down)
     return (f"| {scenario} | {tool} | {len(cell.samples)} | {_fmt(up)} | "
             f"{_fmt(cell.median('cpu'))} | {down_text} | {_fmt(cell.median('rss_mb'))} | "
-            f"{vs_floor} | {vs_mn_up} | {vs_mn_down} |")
+            f"{vs_floor} | {cpu_vs_floor} | {vs_mn_up} | {vs_mn_down} |")
+
+
+def _paired_ratio(cell: Cell, floor: Cell) -> str:
+    """Median of up / floor's up over the runs made one after the other (same run number):
+    a change of the machine's load between runs cancels out."""
+    ratios = [s.up / f.up for s, f in zip(cell.samples, floor.samples) if s.up and f.up]
+    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
 
 
 # ----------------------------------------------------------------- main
