@@ -39,13 +39,20 @@ kill its own processes, its bridges and root-side veths live in a throwaway
 network namespace, and everything it made dies with it on a timeout.
 
 After every run the benchmark checks that nothing is left: no namespace
-named for the run, no /run/testbed/<name>.
+named for the run, no /run/testbed/<name>; then it waits until the kernel
+has destroyed the run's namespaces (it does so after ``down`` returns, in a
+kernel worker), so that work does not slow the next run. The tools of a
+scenario take turns run by run, so a change of the machine's load hits each
+alike. Besides wall time, each ``up`` reports its CPU time (user + system of
+the process tree), which a busy machine distorts much less.
 
 Run as root on a quiet machine (load < 1):
 
     /tmp/venv/bin/python benchmarks/bench_topology.py [--runs 3] [--json out.json]
         [--scenarios line-10,line-100,line-1000,star-100] [--no-mininet]
-        [--mininet-timeout 300]
+        [--mininet-timeout 300] [--prefix tbb]
+    /tmp/venv/bin/python benchmarks/bench_topology.py --vs-floor
+        # testbed CLI and API against the floor, 100 and 1000 routers, 5 runs each
 
 It asserts nothing about time (a benchmark is not a test); it marks each
 target of issue 2 as met or missed.
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -93,6 +101,7 @@ class Sample:
     up: float | None = None
     down: float | None = None
     rss_mb: float | None = None       # peak resident set of the controller process(es)
+    cpu: float | None = None          # user + system CPU seconds of the up process(es)
     error: str | None = None
     load: float | None = None         # 1-minute load average when the run started
 
@@ -124,9 +133,21 @@ class Timeout(Exception):
         self.output = output
 
 
+@dataclass
+class Ran:
+    """One finished command: wall and CPU seconds, peak RSS (MB), exit code, output."""
+
+    wall: float
+    cpu: float
+    rss_mb: float | None
+    rc: int
+    output: str
+
+
 def run_rss(argv: list[str], *, timeout: float | None = None,
-            on_line: Callable[[str], None] | None = None) -> tuple[float, float, int, str]:
-    """Run ``argv``: (wall seconds, peak RSS in MB of its process tree, rc, output).
+            on_line: Callable[[str], None] | None = None) -> Ran:
+    """Run ``argv``: its wall time, CPU time (user + system of the whole process tree),
+    peak RSS in MB of its process tree, exit code and output.
 
     The RSS comes from GNU time around the command: ru_maxrss of a child of
     this process would start at this process's own size (exec keeps the
@@ -136,6 +157,7 @@ def run_rss(argv: list[str], *, timeout: float | None = None,
     """
     with tempfile.NamedTemporaryFile("r", prefix="tbbench-rss-") as rss_file:
         wrapped = ([GNU_TIME, "-f", "%M", "-o", rss_file.name] if GNU_TIME else []) + argv
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -158,10 +180,12 @@ def run_rss(argv: list[str], *, timeout: float | None = None,
             reader.join(timeout=5)
             raise Timeout("".join(lines)) from None
         wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         reader.join(timeout=5)
         rss_lines = rss_file.read().split()
     rss_mb = int(rss_lines[-1]) / 1024 if rss_lines and rss_lines[-1].isdigit() else None
-    return wall, rss_mb, proc.returncode, "".join(lines)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Ran(wall, cpu, rss_mb, proc.returncode, "".join(lines))
 
 
 def _max(*values: float | None) -> float | None:
@@ -200,24 +224,24 @@ def shape(scenario: str) -> tuple[list[str], list[tuple[str, str]]]:
 # ----------------------------------------------------------------- testbed
 
 
-def bench_testbed_cli(scenario: str, run: int, testbed_bin: str) -> Sample:
+def bench_testbed_cli(scenario: str, run: int, testbed_bin: str, prefix: str) -> Sample:
     topo, var, n, _ = SCENARIOS[scenario]
-    name = f"tbb{os.getpid()}c{run}"
+    name = f"{prefix}{os.getpid()}c{run}"
     up_argv = [testbed_bin, "up", str(REPO / "topologies" / topo), "--set", f"{var}={n}",
                "--name", name]
     sample = Sample()
     try:
-        wall, rss_up, rc, out = run_rss(up_argv)
-        if rc != 0:
-            sample.error = f"up failed ({rc}): {out.strip().splitlines()[-1:]}"
+        up = run_rss(up_argv)
+        if up.rc != 0:
+            sample.error = f"up failed ({up.rc}): {up.output.strip().splitlines()[-1:]}"
             return sample
-        sample.up = wall
-        wall, rss_down, rc, out = run_rss([testbed_bin, "down", "--name", name])
-        if rc != 0:
-            sample.error = f"down failed ({rc}): {out.strip().splitlines()[-1:]}"
+        sample.up, sample.cpu = up.wall, up.cpu
+        down = run_rss([testbed_bin, "down", "--name", name])
+        if down.rc != 0:
+            sample.error = f"down failed ({down.rc}): {down.output.strip().splitlines()[-1:]}"
             return sample
-        sample.down = wall
-        sample.rss_mb = _max(rss_up, rss_down)
+        sample.down = down.wall
+        sample.rss_mb = _max(up.rss_mb, down.rss_mb)
     finally:
         _ensure_testbed_gone(name, testbed_bin)
     return sample
@@ -227,28 +251,29 @@ API_SCRIPT = r"""
 import json, resource, sys, time
 import testbed
 path, var, n, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-t0 = time.monotonic()
+t0, c0 = time.monotonic(), time.process_time()
 net = testbed.up(path, variables={var: n}, name=name)
-t1 = time.monotonic()
+t1, c1 = time.monotonic(), time.process_time()
 net.down()
 t2 = time.monotonic()
-print(json.dumps({"up": t1 - t0, "down": t2 - t1,
+print(json.dumps({"up": t1 - t0, "down": t2 - t1, "cpu": c1 - c0,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def bench_testbed_api(scenario: str, run: int, python: str) -> Sample:
+def bench_testbed_api(scenario: str, run: int, python: str, prefix: str) -> Sample:
     topo, var, n, _ = SCENARIOS[scenario]
-    name = f"tbb{os.getpid()}a{run}"
+    name = f"{prefix}{os.getpid()}a{run}"
     sample = Sample()
     try:
-        _, _, rc, out = run_rss([python, "-c", API_SCRIPT, str(REPO / "topologies" / topo), var,
-                                 str(n), name])
-        if rc != 0:
-            sample.error = f"API run failed ({rc}): {out.strip().splitlines()[-1:]}"
+        ran = run_rss([python, "-c", API_SCRIPT, str(REPO / "topologies" / topo), var, str(n),
+                       name])
+        if ran.rc != 0:
+            sample.error = f"API run failed ({ran.rc}): {ran.output.strip().splitlines()[-1:]}"
             return sample
-        data = json.loads(out.strip().splitlines()[-1])
+        data = json.loads(ran.output.strip().splitlines()[-1])
         sample.up, sample.down, sample.rss_mb = data["up"], data["down"], data["rss_mb"]
+        sample.cpu = data["cpu"]
     finally:
         _ensure_testbed_gone(name, str(Path(python).with_name("testbed")))
     return sample
@@ -265,9 +290,9 @@ def _ensure_testbed_gone(name: str, testbed_bin: str) -> None:
 # ----------------------------------------------------------------- floor
 
 
-def bench_floor(scenario: str, run: int) -> Sample:
+def bench_floor(scenario: str, run: int, name_prefix: str) -> Sample:
     nodes, links = shape(scenario)
-    prefix = f"tbbench-{os.getpid()}-{run}-"
+    prefix = f"{name_prefix}ench-{os.getpid()}-{run}-"
     ns = {node: f"{prefix}{node}" for node in nodes}
     next_if: dict[str, int] = {node: 0 for node in nodes}
     up_lines = [f"netns add {ns[node]}" for node in nodes]
@@ -284,17 +309,17 @@ def bench_floor(scenario: str, run: int) -> Sample:
         up_file.write_text("\n".join(up_lines) + "\n")
         down_file.write_text("\n".join(down_lines) + "\n")
         try:
-            wall, rss, rc, out = run_rss(["ip", "-batch", str(up_file)])
-            if rc != 0:
-                sample.error = f"ip -batch up failed: {out.strip()[:200]}"
+            up = run_rss(["ip", "-batch", str(up_file)])
+            if up.rc != 0:
+                sample.error = f"ip -batch up failed: {up.output.strip()[:200]}"
                 return sample
-            sample.up, sample.rss_mb = wall, rss
-            wall, rss, rc, out = run_rss(["ip", "-batch", str(down_file)])
-            if rc != 0:
-                sample.error = f"ip -batch down failed: {out.strip()[:200]}"
+            sample.up, sample.cpu, sample.rss_mb = up.wall, up.cpu, up.rss_mb
+            down = run_rss(["ip", "-batch", str(down_file)])
+            if down.rc != 0:
+                sample.error = f"ip -batch down failed: {down.output.strip()[:200]}"
                 return sample
-            sample.down = wall
-            sample.rss_mb = _max(sample.rss_mb, rss)
+            sample.down = down.wall
+            sample.rss_mb = _max(sample.rss_mb, down.rss_mb)
         finally:
             left = leftovers(prefix)
             if left:      # only ever our own exact names
@@ -346,18 +371,17 @@ def bench_mininet_api(scenario: str, timeout: float) -> Sample:
     kind, _, n = SCENARIOS[scenario][3].partition(",")
     sample = Sample()
     try:
-        _, _, rc, out = run_rss(UNSHARE + [SYSTEM_PYTHON, "-c", MN_API_SCRIPT, kind, n,
-                                           str(HERE)],
-                                timeout=timeout)
+        ran = run_rss(UNSHARE + [SYSTEM_PYTHON, "-c", MN_API_SCRIPT, kind, n, str(HERE)],
+                      timeout=timeout)
     except Timeout as exc:
         lines = [l for l in exc.output.splitlines() if l.startswith("{")]
         sample.up = json.loads(lines[0])["up"] if lines else None
         sample.error = "timeout"
         return sample
-    if rc != 0:
-        sample.error = f"failed ({rc}): {out.strip().splitlines()[-1:]}"
+    if ran.rc != 0:
+        sample.error = f"failed ({ran.rc}): {ran.output.strip().splitlines()[-1:]}"
         return sample
-    data = json.loads(out.strip().splitlines()[-1])
+    data = json.loads(ran.output.strip().splitlines()[-1])
     sample.up, sample.down, sample.rss_mb = data["up"], data["down"], data["rss_mb"]
     return sample
 
@@ -376,17 +400,17 @@ def bench_mininet_cli(scenario: str, timeout: float) -> Sample:
 
     started = time.monotonic()
     try:
-        wall, rss, rc, out = run_rss(argv, timeout=timeout, on_line=watch)
+        ran = run_rss(argv, timeout=timeout, on_line=watch)
     except Timeout:
         sample.up = stopping[0] - started if stopping else None
         sample.error = "timeout"
         return sample
-    if rc != 0 or not stopping:
-        sample.error = f"mn failed ({rc}): {[l.strip() for l in out.splitlines()[-3:]]}"
+    if ran.rc != 0 or not stopping:
+        sample.error = f"mn failed ({ran.rc}): {[l.strip() for l in ran.output.splitlines()[-3:]]}"
         return sample
     sample.up = stopping[0] - started
-    sample.down = started + wall - stopping[0]
-    sample.rss_mb = rss
+    sample.down = started + ran.wall - stopping[0]
+    sample.rss_mb = ran.rss_mb
     return sample
 
 
@@ -412,7 +436,8 @@ topos = {"chain": _mn_chain}      # read by `mn --custom bench_topology.py --top
 
 
 TARGETS = [
-    # (scenario, tool, attribute, limit, description)
+    # (scenario, tool, attribute, limit, description); attribute "up/floor" is the ratio
+    # of the medians of testbed's up and the floor's up, measured interleaved
     ("line-100", "testbed CLI", "up", 1.0, "100 nodes up < 1 s (CLI)"),
     ("line-100", "testbed CLI", "down", 0.5, "100 nodes down < 0.5 s (CLI)"),
     ("star-100", "testbed CLI", "up", 1.0, "100-host star up < 1 s (CLI)"),
@@ -420,7 +445,12 @@ TARGETS = [
     ("line-1000", "testbed CLI", "up", 10.0, "1000 nodes up < 10 s (CLI)"),
     ("line-1000", "testbed CLI", "rss_mb", 150.0, "controller RSS < 150 MB at 1000 nodes (CLI)"),
     ("line-1000", "testbed API", "rss_mb", 150.0, "controller RSS < 150 MB at 1000 nodes (API)"),
+    ("line-100", "testbed CLI", "up/floor", 2.0, "100 routers up within 2x of the floor (CLI)"),
+    ("line-1000", "testbed CLI", "up/floor", 2.0, "1000 routers up within 2x of the floor (CLI)"),
 ]
+# --vs-floor: the architecture issue's comparison, in one command
+VS_FLOOR = {"scenarios": "line-100,line-1000", "tools": "testbed CLI,testbed API,floor",
+            "runs": 5, "big_runs": 5}
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -431,54 +461,116 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
 
+def _value(cells: dict[tuple[str, str], Cell], scenario: str, tool: str,
+           attr: str) -> float | None:
+    """A cell's median of ``attr``; ``up/floor`` is its up median over the floor's."""
+    cell = cells.get((scenario, tool))
+    if cell is None:
+        return None
+    if attr != "up/floor":
+        return cell.median(attr)
+    floor = cells.get((scenario, "floor"))
+    up, floor_up = cell.median("up"), floor.median("up") if floor else None
+    return up / floor_up if up is not None and floor_up else None
+
+
 def render(cells: dict[tuple[str, str], Cell], scenarios: list[str]) -> str:
-    lines = ["| scenario | tool | runs | up s | down s | peak RSS MB | up vs floor | "
-             "up vs Mininet API / CLI | down vs Mininet API / CLI |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | tool | runs | up s | up CPU s | down s | peak RSS MB | up vs floor "
+             "(paired) | up CPU vs floor | up vs Mininet API / CLI | down vs Mininet API / CLI |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario in scenarios:
-        floor = cells.get((scenario, "floor"))
-        mn_api = cells.get((scenario, "Mininet API"))
-        mn_cli = cells.get((scenario, "Mininet CLI"))
         for tool in TOOLS:
             cell = cells.get((scenario, tool))
-            if cell is None:
-                continue
-            up, down = cell.median("up"), cell.median("down")
-            if up is None and cell.error:
-                lines.append(f"| {scenario} | {tool} | {len(cell.samples)} | {cell.error[:60]} "
-                             "| | | | | |")
-                continue
-            vs_floor = vs_mn_up = vs_mn_down = ""
-            if tool.startswith("testbed"):
-                vs_floor = _ratio(up, floor.median("up") if floor else None)
-                # CLI against CLI and API against API first; both shown
-                api_up = mn_api.median("up") if mn_api else None
-                cli_up = mn_cli.median("up") if mn_cli else None
-                api_down = mn_api.median("down") if mn_api else None
-                cli_down = mn_cli.median("down") if mn_cli else None
-                vs_mn_up = f"{_ratio(up, api_up)} / {_ratio(up, cli_up)}"
-                vs_mn_down = f"{_ratio(down, api_down)} / {_ratio(down, cli_down)}"
-            down_text = cell.error[:40] if down is None and cell.error else _fmt(down)
-            lines.append(f"| {scenario} | {tool} | {len(cell.samples)} | {_fmt(up)} | "
-                         f"{down_text} | {_fmt(cell.median('rss_mb'))} | {vs_floor} | "
-                         f"{vs_mn_up} | {vs_mn_down} |")
+            if cell is not None:
+                lines.append(_row(cells, cell))
     lines.append("")
-    lines.append("Ratios are testbed / other (below 1 = testbed faster).")
+    lines.append("Ratios are testbed / other (below 1 = testbed faster): of the medians, and "
+                 "in brackets the median of the ratios of runs made one after the other; up "
+                 "CPU is user + system time of the up process (the kernel's asynchronous work "
+                 "not counted).")
     lines.append("")
-    lines.append("Issue 2 targets:")
+    lines.append("Targets:")
     for scenario, tool, attr, limit, text in TARGETS:
-        cell = cells.get((scenario, tool))
-        value = cell.median(attr) if cell else None
+        if scenario not in scenarios:
+            continue
+        value = _value(cells, scenario, tool, attr)
         verdict = "not measured" if value is None else \
             ("met" if value < limit else "MISSED") + f" ({value:.2f})"
         lines.append(f"- {text}: {verdict}")
     return "\n".join(lines)
 
 
+def _row(cells: dict[tuple[str, str], Cell], cell: Cell) -> str:
+    scenario, tool = cell.scenario, cell.tool
+    up, down = cell.median("up"), cell.median("down")
+    if up is None and cell.error:
+        return f"| {scenario} | {tool} | {len(cell.samples)} | {cell.error[:60]} | | | | | | | |"
+    vs_floor = cpu_vs_floor = vs_mn_up = vs_mn_down = ""
+    floor = cells.get((scenario, "floor"))
+    if tool.startswith("testbed") and floor is not None:
+        vs_floor = f"{_ratio(up, floor.median('up'))} ({_paired_ratio(cell, floor)})"
+        cpu_vs_floor = _ratio(cell.median("cpu"), floor.median("cpu"))
+    if tool.startswith("testbed"):
+        # CLI against CLI and API against API first; both shown
+        api_up, cli_up = (_value(cells, scenario, t, "up") for t in ("Mininet API", "Mininet CLI"))
+        api_down, cli_down = (_value(cells, scenario, t, "down")
+                              for t in ("Mininet API", "Mininet CLI"))
+        vs_mn_up = f"{_ratio(up, api_up)} / {_ratio(up, cli_up)}"
+        vs_mn_down = f"{_ratio(down, api_down)} / {_ratio(down, cli_down)}"
+    down_text = cell.error[:40] if down is None and cell.error else _fmt(down)
+    return (f"| {scenario} | {tool} | {len(cell.samples)} | {_fmt(up)} | "
+            f"{_fmt(cell.median('cpu'))} | {down_text} | {_fmt(cell.median('rss_mb'))} | "
+            f"{vs_floor} | {cpu_vs_floor} | {vs_mn_up} | {vs_mn_down} |")
+
+
+def _paired_ratio(cell: Cell, floor: Cell) -> str:
+    """Median of up / floor's up over the runs made one after the other (same run number):
+    a change of the machine's load between runs cancels out."""
+    ratios = [s.up / f.up for s, f in zip(cell.samples, floor.samples) if s.up and f.up]
+    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
+
+
 # ----------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def _net_namespaces_alive() -> int | None:
+    """Network namespaces the kernel still holds (made or not yet destroyed), from slabinfo."""
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith("net_namespace "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def settle(baseline: int | None, timeout: float) -> None:
+    """Wait until the kernel has destroyed the namespaces of the last run.
+
+    ``down`` returns before the kernel has freed the namespaces (cleanup_net runs
+    in a kernel worker), and that work would slow whichever run comes next.
+    Waits until no more than ``baseline`` (the count before the run) + 5 are
+    alive, or ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while baseline is not None and time.monotonic() < deadline:
+        alive = _net_namespaces_alive()
+        if alive is None or alive <= baseline + 5:
+            return
+        time.sleep(0.1)
+
+
+def byte_compile() -> None:
+    """Compile testbed's modules as an install does: with PYTHONDONTWRITEBYTECODE set,
+    every CLI run would otherwise compile the whole package from source."""
+    import compileall
+    import testbed
+
+    compileall.compile_dir(str(Path(testbed.__file__).parent), quiet=1)
+
+
+def _parse_args(argv: list[str] | None):
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -489,20 +581,67 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {', '.join(SCENARIOS)}")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
     parser.add_argument("--no-mininet", action="store_true", help="skip Mininet")
+    parser.add_argument("--vs-floor", action="store_true",
+                        help="testbed (CLI, API) against the ip -batch floor for 100 and 1000 "
+                             "routers, 5 interleaved runs each, no Mininet (the other options "
+                             "still override)")
     parser.add_argument("--mininet-timeout", type=float, default=300.0,
                         help="seconds per Mininet run before it is killed (default 300)")
     parser.add_argument("--testbed", default=str(Path(sys.executable).with_name("testbed")),
                         help="the testbed executable (default: next to this Python)")
     parser.add_argument("--json", metavar="FILE", help="also write the samples as JSON")
+    parser.add_argument("--prefix", default="tbb",
+                        help="start of every instance and namespace name made (default tbb: "
+                             "instances tbb<pid>c<run>, floor namespaces tbbench-<pid>-...)")
+    preset = argparse.ArgumentParser(add_help=False)
+    preset.add_argument("--vs-floor", action="store_true")
+    if preset.parse_known_args(argv)[0].vs_floor:
+        parser.set_defaults(no_mininet=True, **VS_FLOOR)
     args = parser.parse_args(argv)
-
-    if os.geteuid() != 0:
-        print("bench_topology: needs root (it builds namespaces)", file=sys.stderr)
-        return 2
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    return args, scenarios
+
+
+def _run_order(scenarios: list[str], tools: list[str], args) -> list[tuple[str, str, int]]:
+    """(scenario, tool, run) in the order to run them.
+
+    The tools of a scenario alternate run by run, so that a change of the
+    machine's load hits all of them alike. Mininet last, biggest last: a
+    Mininet killed at its time limit leaves the kernel destroying a thousand
+    bridges for a while, which slows whatever runs next.
+    """
+    order = []
+    for scenario in scenarios:
+        runs = args.big_runs if SCENARIOS[scenario][2] >= 1000 else args.runs
+        order += [(scenario, tool, run) for run in range(runs) for tool in tools
+                  if not tool.startswith("Mininet")]
+    for scenario in sorted(scenarios, key=lambda s: SCENARIOS[s][2]):
+        runs = args.big_runs if SCENARIOS[scenario][2] >= 1000 else args.runs
+        order += [(scenario, tool, run) for tool in tools if tool.startswith("Mininet")
+                  for run in range(runs)]
+    return order
+
+
+def _bench(scenario: str, tool: str, run: int, args) -> Sample:
+    if tool == "testbed CLI":
+        return bench_testbed_cli(scenario, run, args.testbed, args.prefix)
+    if tool == "testbed API":
+        return bench_testbed_api(scenario, run, sys.executable, args.prefix)
+    if tool == "floor":
+        return bench_floor(scenario, run, args.prefix)
+    if tool == "Mininet API":
+        return bench_mininet_api(scenario, args.mininet_timeout)
+    return bench_mininet_cli(scenario, args.mininet_timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, scenarios = _parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_topology: needs root (it builds namespaces)", file=sys.stderr)
+        return 2
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if args.no_mininet:
         tools = [t for t in tools if not t.startswith("Mininet")]
@@ -512,40 +651,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping Mininet: {why}", file=sys.stderr)
             tools = [t for t in tools if not t.startswith("Mininet")]
 
+    byte_compile()
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"({os.cpu_count()} CPUs)", file=sys.stderr)
     cells: dict[tuple[str, str], Cell] = {}
-    # Mininet last, biggest last: a Mininet killed at its time limit leaves the kernel
-    # destroying a thousand bridges for a while, which slows whatever runs next
-    order = [(scenario, tool) for scenario in scenarios for tool in tools
-             if not tool.startswith("Mininet")]
-    order += sorted(((scenario, tool) for scenario in scenarios for tool in tools
-                     if tool.startswith("Mininet")), key=lambda st: SCENARIOS[st[0]][2])
-    for scenario, tool in order:
-        runs = args.big_runs if SCENARIOS[scenario][2] >= 1000 else args.runs
-        cell = cells[scenario, tool] = Cell(scenario, tool)
-        for run in range(runs):
-            started_load = os.getloadavg()[0]
-            if tool == "testbed CLI":
-                sample = bench_testbed_cli(scenario, run, args.testbed)
-            elif tool == "testbed API":
-                sample = bench_testbed_api(scenario, run, sys.executable)
-            elif tool == "floor":
-                sample = bench_floor(scenario, run)
-            elif tool == "Mininet API":
-                sample = bench_mininet_api(scenario, args.mininet_timeout)
-            else:
-                sample = bench_mininet_cli(scenario, args.mininet_timeout)
-            sample.load = started_load
-            cell.samples.append(sample)
-            print(f"{scenario:<10} {tool:<12} run {run + 1}/{runs} (load {started_load:.2f}): "
-                  f"up {_fmt(sample.up)} s, "
-                  f"down {_fmt(sample.down)} s, RSS {_fmt(sample.rss_mb)} MB"
-                  + (f"  [{sample.error}]" if sample.error else ""),
-                  file=sys.stderr, flush=True)
-            if sample.error == "timeout":
-                break          # a second timeout teaches nothing
+    timed_out: set[tuple[str, str]] = set()
+    for scenario, tool, run in _run_order(scenarios, tools, args):
+        if (scenario, tool) in timed_out:
+            continue          # a second timeout teaches nothing
+        cell = cells.setdefault((scenario, tool), Cell(scenario, tool))
+        baseline, started_load = _net_namespaces_alive(), os.getloadavg()[0]
+        sample = _bench(scenario, tool, run, args)
+        sample.load = started_load
+        cell.samples.append(sample)
+        print(f"{scenario:<10} {tool:<12} run {run + 1} (load {started_load:.2f}): "
+              f"up {_fmt(sample.up)} s (CPU {_fmt(sample.cpu)} s), "
+              f"down {_fmt(sample.down)} s, RSS {_fmt(sample.rss_mb)} MB"
+              + (f"  [{sample.error}]" if sample.error else ""),
+              file=sys.stderr, flush=True)
+        if sample.error == "timeout":
+            timed_out.add((scenario, tool))
+        settle(baseline, timeout=30.0)
     end_load = os.getloadavg()
     print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}",
           file=sys.stderr)
@@ -556,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             "kernel": os.uname().release,
             "cells": [{"scenario": c.scenario, "tool": c.tool,
                        "up": c.median("up"), "down": c.median("down"),
-                       "rss_mb": c.median("rss_mb"),
+                       "cpu": c.median("cpu"), "rss_mb": c.median("rss_mb"),
                        "samples": [asdict(s) for s in c.samples]} for c in cells.values()],
         }, indent=1))
     return 0

@@ -18,17 +18,20 @@ FIFO under the tbf, which drops what the old queue held, and says how much
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from testbed.kernel import tc as rtnl
 from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
 from testbed.model.limits import ETH_HEADER, U32_MAX, tbf_burst
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+# pyroute2 is imported where it is used: importing it costs 0.15-0.35 s, and this
+# module is imported on every `testbed up` (testbed.emulation.links -> testbed.emulation)
 
 # the handle marks the root qdisc as ours ("tb" in ASCII)
 HANDLE_MAJOR = 0x7462
@@ -102,6 +105,7 @@ def _our_tbf(ipr: IPRoute, index: int, handle: int = HANDLE, parent: int = TC_H_
 def read(netns: str, ifname: str, handle: int = HANDLE,
          parent: int = TC_H_ROOT) -> TbfParams | None:
     """Our tbf on the interface as the kernel reports it, or None."""
+    from pyroute2 import IPRoute
     with enter(netns), IPRoute() as ipr:
         msg = _our_tbf(ipr, _ifindex(ipr, netns, ifname), handle, parent)
     if msg is None:
@@ -118,6 +122,8 @@ def apply(netns: str, ifname: str, params: TbfParams, *, previous: TbfParams | N
     burst shrinks, the queue is replaced too (module docstring); returns what
     it held then if that was anything, else None.
     """
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
     try:
         with enter(netns), IPRoute() as ipr:
             index = _ifindex(ipr, netns, ifname)
@@ -141,6 +147,7 @@ def apply(netns: str, ifname: str, params: TbfParams, *, previous: TbfParams | N
 def _fresh_queue(netns: str, ifname: str, index: int, handle: int, parent: int,
                  limit: int) -> tuple[int, int]:
     """Graft a new bfifo under our tbf (the old queue is dropped): (packets, bytes) it held."""
+    from pyroute2 import IPRoute
     with enter(netns), IPRoute() as ipr:
         tbf_msg = _our_tbf(ipr, index, handle, parent)
         if tbf_msg is None:
@@ -164,6 +171,8 @@ def _fresh_queue(netns: str, ifname: str, index: int, handle: int, parent: int,
 
 def remove(netns: str, ifname: str, handle: int = HANDLE, parent: int = TC_H_ROOT) -> None:
     """Delete our tbf (and its queue) if it is there (only ours, recognised by its handle)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
     with enter(netns), IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found or _our_tbf(ipr, found[0], handle, parent) is None:

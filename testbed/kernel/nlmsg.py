@@ -88,13 +88,19 @@ def ifinfo(index: int, *attrs: bytes, flags: int = 0, change: int = 0) -> bytes:
 
 
 def veth(name: str, index: int, ns_fd: int, peer: str, peer_index: int, peer_ns_fd: int,
-         mtu: int) -> bytes:
-    """RTM_NEWLINK body of a veth pair, both ends placed in their namespaces."""
+         mtu: int, *, flags: int = 0) -> bytes:
+    """RTM_NEWLINK body of a veth pair, both ends placed in their namespaces.
+
+    ``flags`` (e.g. IFF_UP) are set on the first end as the kernel makes it, as
+    ``ip link add ... up`` does. Not on the peer: the kernel would set them
+    before the pair is joined, and a veth without its peer cannot go up (ENOTCONN).
+    """
     peer_body = ifinfo(peer_index, asciiz(IFLA_IFNAME, peer), u32(IFLA_NET_NS_FD, peer_ns_fd),
                        u32(IFLA_MTU, mtu))
     return ifinfo(index, asciiz(IFLA_IFNAME, name), u32(IFLA_NET_NS_FD, ns_fd), u32(IFLA_MTU, mtu),
                   attr(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "veth") +
-                       attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_body))))
+                       attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_body))),
+                  flags=flags, change=flags)
 
 
 def altname(index: int, name: str) -> bytes:

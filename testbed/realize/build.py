@@ -22,10 +22,13 @@ from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
 from testbed.realize.teardown import LOOPBACK, owner_of, teardown
 from testbed.signals import signals_deferred, stop_signals_raise
+from testbed.kernel.sysctl import NetSysctls
 
 PROC_SYS = Path("/proc/sys")
-EARLY_SYSCTLS = (
-    # before any interface exists, so new interfaces inherit them
+IPV6_EARLY_SYSCTLS = (
+    # before any interface exists, so new interfaces inherit them: without duplicate
+    # address detection IPv6 works at once (until a link-local address has passed it,
+    # a node does not even send neighbour solicitations)
     ("net.ipv6.conf.default.accept_dad", "0"),
     ("net.ipv6.conf.all.accept_dad", "0"),
 )
@@ -118,9 +121,8 @@ def _realize(plan: Plan, journal: state.Journal,
             (journal.dir / "hosts").write_text(plan.hosts_file())
             _make_namespaces(plan, journal, spaces)
             _make_links(plan, spaces)
-            for node in plan.nodes.values():
-                result.cc[node.name] = _configure_node(node, spaces)
-            _wait_operational(plan, spaces)
+            result.cc, not_yet_up = _configure_nodes(plan, spaces)
+            _wait_operational(not_yet_up, spaces)
             if after is not None:
                 after(plan, spaces)
         except BaseException as exc:
@@ -143,18 +145,39 @@ def _realize(plan: Plan, journal: state.Journal,
 
 
 def _make_namespaces(plan: Plan, journal: state.Journal, spaces: netns.Namespaces) -> None:
+    # an IPv4-only plan leaves IPv6 as the kernel has it: the sysctls are a tenth of
+    # the cost of a namespace (the first lookups of /proc/sys/net/ipv6 in it)
+    early = IPV6_EARLY_SYSCTLS if uses_ipv6(plan) else ()
     for node in plan.nodes.values():
         journal.record("netns", node.netns)
         with spaces.create(node.netns), Rtnl() as rtnl:
             rtnl.altname(LOOPBACK, node.tag, f"node {node.name}: tagging lo with {node.tag}")
             rtnl.up(LOOPBACK, f"node {node.name}: setting lo up")
             rtnl.commit()
-            for key, value in EARLY_SYSCTLS:
-                with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
-                    write_sysctl(key, value)
+            if early:
+                with NetSysctls() as sysctls:
+                    for key, value in early:
+                        with contextlib.suppress(FileNotFoundError):   # kernels without IPv6
+                            sysctls.write(key, value)
+
+
+def uses_ipv6(plan: Plan) -> bool:
+    """Whether any node has an IPv6 address or sets an IPv6 sysctl."""
+    return any(address.version == 6 for node in plan.nodes.values()
+               for iface in node.interfaces for address in iface.addresses) or \
+        any(key.startswith("net.ipv6.") for node in plan.nodes.values()
+            for key, _ in node.sysctls)
 
 
 def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
+    """Every veth pair, the end of the node configured last already up.
+
+    _configure_node sets the other end up, so once a node is configured, all
+    its links have both ends up (the nodes configured before it set theirs
+    up; those after it had theirs made up): its interfaces are operational
+    by then, or shortly after, and need no second visit to be waited for.
+    """
+    order = {name: position for position, name in enumerate(plan.nodes)}
     fds: dict[str, int] = {}
     try:
         with Rtnl() as rtnl:
@@ -163,58 +186,83 @@ def _make_links(plan: Plan, spaces: netns.Namespaces) -> None:
                     if node not in fds:
                         fds[node] = os.open(netns.path_of(plan.nodes[node].netns),
                                             os.O_RDONLY | os.O_CLOEXEC)
-                rtnl.veth(link.a_ifname, ifindex(link.index, 0), fds[link.a],
-                          link.b_ifname, ifindex(link.index, 1), fds[link.b], link.mtu,
-                          f"creating veth {link.a}:{link.a_ifname} <-> {link.b}:{link.b_ifname}")
+                a = (link.a, link.a_ifname, ifindex(link.index, 0))
+                b = (link.b, link.b_ifname, ifindex(link.index, 1))
+                (node, name, index), (peer, peer_name, peer_index) = \
+                    (a, b) if order[link.a] > order[link.b] else (b, a)
+                rtnl.veth(name, index, fds[node], peer_name, peer_index, fds[peer], link.mtu,
+                          f"creating veth {link.a}:{link.a_ifname} <-> {link.b}:{link.b_ifname}",
+                          up=True)
             rtnl.commit()
     finally:
         for fd in fds.values():
             os.close(fd)
 
 
-def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> str:
-    with spaces.enter(node.netns):
-        with Rtnl() as rtnl:
-            oif = {i.ifname: i.ifindex for i in node.interfaces}
-            for iface in node.interfaces:
-                for addr in iface.addresses:
-                    rtnl.address(iface.ifindex, addr, f"node {node.name}: adding {addr} "
-                                 f"to {iface.ifname}")
-                rtnl.up(iface.ifindex, f"node {node.name}: setting {iface.ifname} up")
-            for route in node.routes:
-                rtnl.route(route.dst, route.gateway, oif[route.ifname],
-                           f"node {node.name}: route {route}")
-            # sysctls before routes are committed would not matter; forwarding first
-            for key, value in node.sysctls:
-                try:
-                    write_sysctl(key, value)
-                except OSError as exc:
-                    raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
-                                       f"{exc.strerror}") from exc
-            rtnl.commit()
-        in_force = read_sysctl("net.ipv4.tcp_congestion_control")
+def _configure_nodes(plan: Plan, spaces: netns.Namespaces
+                     ) -> tuple[dict[str, str], list[PlannedNode]]:
+    """Configure every node: (congestion control in force by node, nodes with an
+    interface not operational yet)."""
+    cc: dict[str, str] = {}
+    not_yet_up = []
+    for node in plan.nodes.values():
+        cc[node.name], operational = _configure_node(node, spaces)
+        if not operational:
+            not_yet_up.append(node)
+    return cc, not_yet_up
+
+
+def _configure_node(node: PlannedNode, spaces: netns.Namespaces) -> tuple[str, bool]:
+    """Addresses, routes and sysctls of one node: (congestion control in force, whether
+    every interface is operational already)."""
+    with spaces.enter(node.netns), Rtnl() as rtnl, NetSysctls() as sysctls:
+        oif = {i.ifname: i.ifindex for i in node.interfaces}
+        for iface in node.interfaces:
+            for addr in iface.addresses:
+                rtnl.address(iface.ifindex, addr, f"node {node.name}: adding {addr} "
+                             f"to {iface.ifname}")
+            rtnl.up(iface.ifindex, f"node {node.name}: setting {iface.ifname} up")
+        for route in node.routes:
+            rtnl.route(route.dst, route.gateway, oif[route.ifname],
+                       f"node {node.name}: route {route}")
+        # sysctls before routes are committed would not matter; forwarding first
+        for key, value in node.sysctls:
+            try:
+                sysctls.write(key, value)
+            except OSError as exc:
+                raise RealizeError(f"node {node.name}: setting {key}={value} failed: "
+                                   f"{exc.strerror}") from exc
+        rtnl.commit()
+        in_force = sysctls.read("net.ipv4.tcp_congestion_control")
+        operational = _operational(node, rtnl)
     if in_force != node.cc:
         raise RealizeError(f"node {node.name}: asked for congestion control {node.cc!r} but the "
                            f"kernel reports {in_force!r}")
-    return in_force
+    return in_force, operational
 
 
-def _wait_operational(plan: Plan, spaces: netns.Namespaces, timeout: float = 5.0) -> None:
-    """Wait until the kernel reports every interface operationally up.
+def _operational(node: PlannedNode, rtnl: Rtnl) -> bool:
+    """Whether the kernel reports every interface of ``node`` operationally up."""
+    states = rtnl.operstates([i.ifindex for i in node.interfaces])
+    return all(states[i.ifindex] == "UP" for i in node.interfaces)
+
+
+def _wait_operational(nodes: list[PlannedNode], spaces: netns.Namespaces,
+                      timeout: float = 5.0) -> None:
+    """Wait until the kernel reports every interface of ``nodes`` operationally up.
 
     The kernel turns a veth's carrier on asynchronously (linkwatch), and until
     it has, the device has no working qdisc: packets sent straight after
     ``up`` would be dropped.
     """
     deadline = time.monotonic() + timeout
-    pending = [n for n in plan.nodes.values() if n.interfaces]
+    pending = [n for n in nodes if n.interfaces]
     while pending:
         still = []
         for node in pending:
             with spaces.enter(node.netns), Rtnl() as rtnl:
-                states = rtnl.link_states()
-            if any(states.get(i.ifindex) != "UP" for i in node.interfaces):
-                still.append(node)
+                if not _operational(node, rtnl):
+                    still.append(node)
         pending = still
         if pending:
             if time.monotonic() > deadline:

@@ -36,6 +36,24 @@ def test_veth_matches_pyroute2():
     assert ours == _encoded(msg, nlmsg.RTM_NEWLINK, FLAGS, 3)
 
 
+def test_veth_made_up_matches_pyroute2():
+    """``ip link add ... up``: flags and change on the first end; the peer's are left 0
+    (the kernel would apply them before the pair is joined: ENOTCONN)."""
+    msg = ifinfmsg()
+    msg["index"] = 1001
+    msg["flags"] = msg["change"] = 1
+    msg["attrs"] = [
+        ("IFLA_IFNAME", "eth0"), ("IFLA_NET_NS_FD", 7), ("IFLA_MTU", 1500),
+        ("IFLA_LINKINFO", {"attrs": [
+            ("IFLA_INFO_KIND", "veth"),
+            ("IFLA_INFO_DATA", {"attrs": [
+                ("VETH_INFO_PEER", {"index": 1002, "attrs": [
+                    ("IFLA_IFNAME", "eth12"), ("IFLA_NET_NS_FD", 8), ("IFLA_MTU", 1500)]})]})]})]
+    ours = nlmsg.message(nlmsg.RTM_NEWLINK, FLAGS, 3,
+                         nlmsg.veth("eth0", 1001, 7, "eth12", 1002, 8, 1500, flags=1))
+    assert ours == _encoded(msg, nlmsg.RTM_NEWLINK, FLAGS, 3)
+
+
 @pytest.mark.parametrize("tag", ["testbed.a.h1", "testbed.some-long-instance.r1000"])
 def test_altname_matches_pyroute2(tag):
     msg = ifinfmsg()
