@@ -13,13 +13,12 @@ import csv
 import datetime as _dt
 import json
 import math
-import os
 import secrets
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from testbed.shape import ListOf, Obj, Opt, describe, parse_json
-from testbed.files import contained
+from testbed.files import contained, write_atomic
 
 SCHEMA_VERSION = 1
 STATUSES = ("complete", "partial", "failed", "interrupted")
@@ -76,9 +75,7 @@ def jain_index(values: Sequence[float]) -> float | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_table(rows: list[dict[str, Any]], columns: Sequence[str], path: Path) -> list[Path]:

@@ -16,6 +16,8 @@ from testbed.analysis.runs import Run, RunSet
 from testbed.analysis.stats import CI_METHOD, TEST_METHOD
 from testbed.analysis.summary import Summary, summarize
 from testbed.analysis.tables import cell, comparison_line, default_metrics, header, visible_metrics
+from testbed.errors import ConfigError
+from testbed.files import write_atomic
 from testbed.version import __version__
 
 
@@ -107,11 +109,12 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
 def write_report(runset: RunSet, output: Path, *, by: Sequence[str] = (),
                  png_dir: Path | None = None) -> Path:
     """Write the report of ``runset`` to ``output`` (HTML); returns the path."""
-    html = render_report(summarize(runset, by), png_dir=png_dir)
     output = Path(output)
-    if output.parent and not output.parent.exists():
-        output.parent.mkdir(parents=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(html)
-    tmp.replace(output)
+    if output.is_dir():
+        raise ConfigError(f"{output} is a directory: give the report's file name",
+                          file="--output")
+    html = render_report(summarize(runset, by), png_dir=png_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh temporary name: a fixed one (OUTPUT.tmp) is a symlink another user can plant
+    write_atomic(output, html)
     return output

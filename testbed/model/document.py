@@ -191,9 +191,14 @@ def known_variables(text: str, file: str) -> set[str]:
     defaults, body, _ = split_variables(text, file)
     try:
         tree = template_environment().parse(body)
+        names = jinja2.meta.find_undeclared_variables(tree)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"template syntax: {exc.message}", file=file, line=exc.lineno) from None
-    return (set(map(str, defaults)) | jinja2.meta.find_undeclared_variables(tree)) - {"env"}
+    except Exception as exc:  # noqa: BLE001 - jinja2 compiles the template: e.g. a constant
+        # too long to print ({{ 2**20000 }}) fails there, before any render
+        raise ConfigError(f"template: {type(exc).__name__}: {str(exc).split(';')[0]}",
+                          file=file) from None
+    return (set(map(str, defaults)) | names) - {"env"}
 
 
 def check_variables(given: Iterable[str], known: Iterable[str], file: str, *,
@@ -288,8 +293,15 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
+PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+
+
 def _walk(node: yaml.Node, path: str, lines: dict[str, int], scalars: yaml.SafeLoader) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    plain = PLAIN_TAGS.get(type(node))
+    if plain is not None and node.tag != plain:      # !!python/object:..., !!set, !foo
+        raise ConfigError(f"YAML tag {node.tag!r} is not allowed: write a plain mapping or list",
+                          path=path or None, line=node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:

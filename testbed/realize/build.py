@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,27 @@ def available_ccs() -> list[str]:
     return read_sysctl("net.ipv4.tcp_available_congestion_control").split()
 
 
+def _sysctl_problems(plan: Plan) -> list[str]:
+    """Sysctls that do not exist here, or that are not the namespace's own: a host-wide one
+    (``net.ipv4.tcp_allowed_congestion_control``, ``net.core.rmem_max``) is read-only in a
+    network namespace, and testbed changes sysctls only inside its namespaces."""
+    wanted = {(node.name, key) for node in plan.nodes.values() for key, _ in node.sysctls
+              if ".conf." not in key and ".neigh." not in key}  # per-interface: not yet there
+    problems = [f"node {n}: sysctl {k} does not exist in this kernel"
+                for n, k in sorted(wanted) if not sysctl_path(k).exists()]
+    keys = sorted({k for _, k in wanted if sysctl_path(k).exists()})
+    if keys:
+        probe = subprocess.run(["unshare", "--net", "sh", "-c",
+                                'for p; do [ -w "$p" ] || echo "$p"; done', "sh",
+                                *map(str, map(sysctl_path, keys))],
+                               capture_output=True, text=True, timeout=10)
+        host_wide = set(probe.stdout.split())
+        problems += [f"node {n}: sysctl {k} is host-wide, not the namespace's own (read-only "
+                     "in a network namespace): testbed sets sysctls only inside its namespaces"
+                     for n, k in sorted(wanted) if str(sysctl_path(k)) in host_wide]
+    return problems
+
+
 def preflight(plan: Plan) -> None:
     """Everything that can fail before the first change, reported at once."""
     problems = []
@@ -62,12 +84,7 @@ def preflight(plan: Plan) -> None:
             if cc not in available:
                 problems.append(f"congestion control {cc!r} is not available in this kernel "
                                 f"(available: {', '.join(available)}); try `modprobe tcp_{cc}`")
-        for node in plan.nodes.values():
-            for key, _ in node.sysctls:
-                if ".conf." in key or ".neigh." in key:
-                    continue      # per-interface keys exist only once the interface does
-                if not sysctl_path(key).exists():
-                    problems.append(f"node {node.name}: sysctl {key} does not exist in this kernel")
+        problems += _sysctl_problems(plan)
         taken = [n.netns for n in plan.nodes.values() if netns.exists(n.netns)]
         foreign = {name: owner for name in taken
                    if (owner := owner_of(name)) not in (None, plan.instance)}

@@ -24,6 +24,7 @@ from typing import Iterable
 from testbed.errors import RealizeError, TestbedError
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
+from testbed.model.topology import check_instance_name
 from testbed.plan.types import NETNS_PREFIX, TAG_PREFIX
 from testbed.realize import state
 
@@ -201,6 +202,8 @@ def clean(name: str | None = None) -> Cleaned:
     Without ``name`` this is every instance on the machine, and host changes
     whose instances are all gone are undone too.
     """
+    if name is not None:
+        check_instance_name(name, "name")   # as down and attach: '..' must not reach a path
     cleaned = Cleaned()
     for inst, namespaces in leftovers(name).items():
         cleaned.instances.append(teardown(inst, extra_namespaces=namespaces))

@@ -100,3 +100,26 @@ def test_dollar_signs_in_variables_and_names_are_shown_as_text(tmp_path, value):
     with plots.plain_text():
         label = fig.subplots().set_title(value)
     assert label.get_parse_math() is False
+
+
+def test_report_does_not_follow_a_planted_temporary_symlink(sweep, tmp_path):
+    """The report was written to OUTPUT.tmp, then renamed: a symlink planted there (by
+    another user, in /tmp) made a root testbed overwrite its target."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "rep.html"
+    (tmp_path / "rep.html.tmp").symlink_to(victim)
+    assert cli.main(["report", str(sweep), "-o", str(out)]) == 0
+    assert victim.read_text() == "precious"
+    assert out.read_text().startswith("<!DOCTYPE html>") or "<html" in out.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep.html", "rep.html.tmp",
+                                                            "results", "victim"]
+
+
+def test_report_into_a_directory_is_one_error(sweep, tmp_path, capsys):
+    target = tmp_path / "dir"
+    target.mkdir()
+    assert cli.main(["report", str(sweep), "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err
+    assert list(target.iterdir()) == []

@@ -144,3 +144,11 @@ def test_a_relative_run_dir_setting_becomes_absolute(tmp_path):
                           "print(state.RUN_DIR)"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == str(tmp_path / "rel" / "run")
+
+
+@pytest.mark.parametrize("bad", ["..", "/tmp/x", "a/b", "", "x\n"])
+def test_clean_in_the_python_api_checks_the_name_like_down(bad):
+    """testbed.clean('..') returned an empty Cleaned instead of refusing the name."""
+    import testbed
+    with pytest.raises(ConfigError, match="instance name"):
+        testbed.clean(bad)

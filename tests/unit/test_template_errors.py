@@ -45,3 +45,14 @@ def test_workload_header_type_error_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_source(wl)
     assert info.value.line == 5 and info.value.file == str(wl)
+
+
+def test_a_constant_too_long_to_print_is_one_error(tmp_path, capsys):
+    """jinja2 compiles {{ 2**20000 }} to Python text: that failed with a traceback (exit 1)
+    while `plan` looked for the variables the file uses, before any render."""
+    f = tmp_path / "big.yaml"
+    f.write_text("name: big\nnodes: {h1: {kind: host}, h2: {kind: host}}\n"
+                 "links:\n  - endpoints: [h1, h2]\n    delay: \"{{ 2**20000 }}ms\"\n")
+    assert cli.main(["plan", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}: template: ValueError" in err and "Traceback" not in err
