@@ -1,0 +1,204 @@
+"""``testbed run W.yaml --kernel host --kernel 6.1 --kernel 6.12``: one workload, several kernels.
+
+For each kernel in turn, every point of the workload's matrix runs there:
+``host`` runs ``testbed run`` here; a guest kernel boots once (QEMU, KVM if it
+really works, else TCG with a warning) and runs the same ``testbed run`` inside,
+on the workload and topology files shipped into a temporary directory shared with
+the guest. Run directories come home into the one ``--output`` tree, as remote
+runs do, each annotated with the kernel it ran on (``testbed.guest.record``),
+ready for ``compare --by kernel.release``.
+
+A guest that does not finish within its timeout is killed; nothing of it stays on
+the host but what it wrote into the results (``testbed.guest.vm``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from testbed.errors import TestbedError, WorkloadError
+from testbed.files import contained
+from testbed.guest import build, catalog, record, vm
+from testbed.remote.session import WORKLOAD_SLOT
+from testbed.remote.workload import RemoteRun
+
+ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class GuestOptions:
+    """How guests are run: acceleration (auto: KVM when it works), vCPUs, MiB, seconds."""
+
+    accel: str = "auto"
+    vcpus: int = 1
+    memory: int = 1024
+    timeout: float = 1800.0
+
+
+@dataclass
+class Outcome:
+    """What the kernels brought home, and which of them failed."""
+
+    dirs: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def error(self) -> WorkloadError | None:
+        if not self.failed:
+            return None
+        return WorkloadError(f"{len(self.failed)} kernel(s) failed: {'; '.join(self.failed)}"
+                             + (f"; results of the others: {len(self.dirs)} run(s)"
+                                if self.dirs else ""))
+
+
+def resolve_all(choices: list[str]) -> list[catalog.Kernel | None]:
+    """Each ``--kernel`` as a Kernel (None for host), all checked before anything runs."""
+    catalog.check_choices(choices)
+    guests = [c for c in choices if c != catalog.HOST]
+    offered = catalog.available() if guests else []
+    built = catalog.cached()
+    return [None if c == catalog.HOST else catalog.resolve(c, offered, built) for c in choices]
+
+
+def run_on_kernels(run: RemoteRun, host_argv: list[str], kernels: list[catalog.Kernel | None],
+                   options: GuestOptions, log: Callable[[str], None]) -> Outcome:
+    """Run ``run`` on each kernel in turn; ``host_argv`` is the local ``run`` argv."""
+    outcome = Outcome()
+    for kernel in kernels:
+        name = kernel.name if kernel else catalog.HOST
+        log(f"testbed: kernel {name}: running {len(run.points)} run(s)")
+        try:
+            dirs, rc = (_on_host(host_argv) if kernel is None
+                        else _in_guest(run, kernel, options, log))
+        except TestbedError as exc:
+            outcome.failed.append(f"{name}: {exc}")
+            continue
+        outcome.dirs += dirs
+        if rc != 0:
+            outcome.failed.append(f"{name}: exit {rc}")
+    return outcome
+
+
+def _on_host(argv: list[str]) -> tuple[list[Path], int]:
+    """``testbed run`` here, as a child (its stderr shown): the run dirs it printed."""
+    proc = subprocess.run([sys.executable, "-m", "testbed", *argv], stdout=subprocess.PIPE,
+                          text=True)
+    dirs = [Path(line) for line in proc.stdout.splitlines() if line.strip()]
+    kernel = record.host_record()
+    for d in dirs:
+        record.annotate(d, kernel)
+    return dirs, proc.returncode
+
+
+def choose_accel(guest: build.Guest, wanted: str, log: Callable[[str], None]) -> tuple[str, str | None]:
+    """(kvm or tcg, why not KVM): KVM only when a guest really boots with it."""
+    if wanted == "tcg":
+        return "tcg", "--accel tcg"
+    why_not = vm.kvm_works(guest)
+    if why_not is None:
+        return "kvm", None
+    if wanted == "kvm":
+        raise WorkloadError(f"--accel kvm: KVM does not work here: {why_not}")
+    log(f"testbed: WARNING: KVM unusable ({why_not}); the guest runs under TCG (software "
+        "emulation): several times slower, its timings loose, high rates out of reach")
+    return "tcg", why_not
+
+
+def _in_guest(run: RemoteRun, kernel: catalog.Kernel, options: GuestOptions,
+              log: Callable[[str], None]) -> tuple[list[Path], int]:
+    directory = catalog.kernel_dir(kernel)
+    if not catalog.is_built(directory):
+        log(f"testbed: kernel {kernel.name} is not built yet: building it (1-3 min)")
+    guest = fetch(kernel)
+    accel, why_not = choose_accel(guest, options.accel, log)
+    machine = vm.Machine(accel, options.memory, options.vcpus)
+    with tempfile.TemporaryDirectory(prefix="testbed-kernel-") as tmp:
+        stage = Path(tmp)
+        argv = _guest_argv(run, _ship([run.workload, *run.topologies], stage / "in"))
+        result = vm.run_command(
+            guest, ["python3", "-m", "testbed", *argv], shares=_shares(stage),
+            env=vm.guest_env(["/testbed-code", "/site-packages"]), machine=machine,
+            timeout=options.timeout, out=_prefixed(log, f"[{kernel.name}] "),
+            cwd="/out", modules=("tcp_bbr",))
+        if result.timed_out:
+            log(f"testbed: kernel {kernel.name}: the guest did not finish in "
+                f"{options.timeout:.0f} s; killed")
+        kernel_record = record.KernelRecord(
+            flavour=kernel.flavour, mode=accel, package=kernel.package,
+            config_hash=record.config_hash(build.kernel_dir(directory) / "boot" /
+                                           f"config-{guest.kernel_version}"))
+        guest_record = record.GuestRecord(
+            kernel=kernel.name, package=kernel.package, release=guest.kernel_version,
+            accel=accel, vcpus=options.vcpus, memory_mib=options.memory,
+            boot_s=result.boot_s, accel_note=why_not)
+        dirs = _bring_home(stage / "results", run.output, kernel_record, guest_record)
+    return dirs, result.returncode
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """A console line as one log line: of a progress line redrawn with CR, its last state."""
+    def write(line: str) -> None:
+        shown = [part.rstrip() for part in line.split("\r") if part.strip()]
+        if shown:
+            log(prefix + shown[-1])
+    return write
+
+
+def fetch(kernel: catalog.Kernel, force: bool = False) -> build.Guest:
+    """Build ``kernel``'s guest in the cache (or find it there)."""
+    root = catalog.cache_root()
+    return build.ensure(catalog.kernel_dir(kernel, root), force=force, package=kernel.package,
+                        base=root / catalog.BASE_DIR_NAME)
+
+
+def _ship(files: list[Path], into: Path) -> dict[Path, str]:
+    """Copy ``files`` under ``into`` keeping their relative layout; their guest paths."""
+    resolved = [f.resolve() for f in files]
+    base = Path(os.path.commonpath([f.parent for f in resolved]))
+    mapping = {}
+    for f in resolved:
+        rel = f.relative_to(base).as_posix()
+        (into / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, into / rel)
+        mapping[f] = f"/out/in/{rel}"
+    return mapping
+
+
+def _guest_argv(run: RemoteRun, mapping: dict[Path, str]) -> list[str]:
+    workload = mapping[run.workload.resolve()]
+    argv = [workload if a == WORKLOAD_SLOT else a for a in run.argv]
+    argv += ["--output", "/out/results"]
+    return argv + (["--name", run.instance] if run.instance else [])
+
+
+def _shares(stage: Path) -> list[vm.Share]:
+    """testbed's own code and the venv's packages (read-only), the staging dir (read-write)."""
+    code = Path(__file__).resolve().parents[2]  # the directory holding the testbed package
+    packages = Path(sysconfig.get_paths()["purelib"])
+    return [vm.Share("testbed-code", code, "/testbed-code", True),
+            vm.Share("site-packages", packages, "/site-packages", True),
+            vm.Share("out", stage, "/out", False)]
+
+
+def _bring_home(results: Path, output: Path, kernel: record.KernelRecord,
+                guest: record.GuestRecord) -> list[Path]:
+    """Move the guest's run directories into ``output``, each annotated."""
+    dirs: list[Path] = []
+    if not results.is_dir():
+        return dirs
+    for wl in sorted(results.iterdir()):
+        for run_dir in sorted(wl.iterdir()):
+            home = contained(contained(output, wl.name, what="workload name"), run_dir.name,
+                             what="run id")
+            home.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(run_dir), str(home))
+            record.annotate(home, kernel, guest)
+            dirs.append(home)
+    return dirs
