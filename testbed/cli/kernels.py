@@ -21,6 +21,7 @@ from testbed.cli.run import check_run_args
 from testbed.cli import options, remote
 from testbed.errors import ConfigError
 from testbed.output import say
+from testbed.signals import stop_signals_raise
 
 # option -> (destination, takes a value, converter)
 OPTIONS: dict[str, tuple[str, Any]] = {
@@ -181,8 +182,9 @@ def main(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     run = remote_run(rest, args.workload, variables=options.variables(args), repeat=args.repeat,
                      output=args.output, instance=args.name, attached=False)
     guest_options = runner.GuestOptions(**{k: v for k, v in found.items() if k != "kernels"})
-    outcome = runner.run_on_kernels(run, rest, kernels, guest_options,
-                                    log=lambda line: say(sys.stderr, line))
+    with stop_signals_raise():  # SIGTERM/SIGHUP unwind like Ctrl-C: QEMU killed, temp dirs gone
+        outcome = runner.run_on_kernels(run, rest, kernels, guest_options,
+                                        log=lambda line: say(sys.stderr, line))
     for d in outcome.dirs:
         print(d)
     error = outcome.error()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from testbed.errors import TestbedError, WorkloadError
+from testbed.errors import PreflightError, TestbedError, WorkloadError
 from testbed.files import contained
 from testbed.guest import build, catalog, record, vm
 from testbed.remote.session import WORKLOAD_SLOT
@@ -71,12 +71,13 @@ def run_on_kernels(run: RemoteRun, host_argv: list[str], kernels: list[catalog.K
                    options: GuestOptions, log: Callable[[str], None]) -> Outcome:
     """Run ``run`` on each kernel in turn; ``host_argv`` is the local ``run`` argv."""
     outcome = Outcome()
+    accel = _AccelChoice(options.accel, log)
     for kernel in kernels:
         name = kernel.name if kernel else catalog.HOST
         log(f"testbed: kernel {name}: running {len(run.points)} run(s)")
         try:
             dirs, rc = (_on_host(host_argv) if kernel is None
-                        else _in_guest(run, kernel, options, log))
+                        else _in_guest(run, kernel, options, accel, log))
         except TestbedError as exc:
             outcome.failed.append(f"{name}: {exc}")
             continue
@@ -97,27 +98,42 @@ def _on_host(argv: list[str]) -> tuple[list[Path], int]:
     return dirs, proc.returncode
 
 
-def choose_accel(guest: build.Guest, wanted: str, log: Callable[[str], None]) -> tuple[str, str | None]:
-    """(kvm or tcg, why not KVM): KVM only when a guest really boots with it."""
-    if wanted == "tcg":
-        return "tcg", "--accel tcg"
-    why_not = vm.kvm_works(guest)
-    if why_not is None:
-        return "kvm", None
-    if wanted == "kvm":
-        raise WorkloadError(f"--accel kvm: KVM does not work here: {why_not}")
-    log(f"testbed: WARNING: KVM unusable ({why_not}); the guest runs under TCG (software "
-        "emulation): several times slower, its timings loose, high rates out of reach")
-    return "tcg", why_not
+class _AccelChoice:
+    """kvm or tcg, decided once per command: KVM only when a guest really boots with it
+    (trying costs up to ``vm.KVM_PROBE_TIMEOUT`` where it hangs, so it is tried once)."""
+
+    def __init__(self, wanted: str, log: Callable[[str], None]) -> None:
+        self.wanted = wanted
+        self.log = log
+        self.decided: tuple[str, str | None] | None = None
+
+    def __call__(self, guest: build.Guest) -> tuple[str, str | None]:
+        """(kvm or tcg, why not KVM)."""
+        if self.decided is None:
+            self.decided = self._decide(guest)
+        return self.decided
+
+    def _decide(self, guest: build.Guest) -> tuple[str, str | None]:
+        if self.wanted == "tcg":
+            return "tcg", "--accel tcg"
+        why_not = vm.kvm_works(guest)
+        if why_not is None:
+            return "kvm", None
+        if self.wanted == "kvm":
+            raise WorkloadError(f"--accel kvm: KVM does not work here: {why_not}")
+        self.log(f"testbed: WARNING: KVM unusable ({why_not}); guests run under TCG (software "
+                 "emulation): several times slower, timings loose, high rates out of reach; "
+                 "runs record kernel.mode tcg")
+        return "tcg", why_not
 
 
 def _in_guest(run: RemoteRun, kernel: catalog.Kernel, options: GuestOptions,
-              log: Callable[[str], None]) -> tuple[list[Path], int]:
+              choose_accel: _AccelChoice, log: Callable[[str], None]) -> tuple[list[Path], int]:
     directory = catalog.kernel_dir(kernel)
     if not catalog.is_built(directory):
         log(f"testbed: kernel {kernel.name} is not built yet: building it (1-3 min)")
     guest = fetch(kernel)
-    accel, why_not = choose_accel(guest, options.accel, log)
+    accel, why_not = choose_accel(guest)
     machine = vm.Machine(accel, options.memory, options.vcpus)
     with tempfile.TemporaryDirectory(prefix="testbed-kernel-") as tmp:
         stage = Path(tmp)
@@ -154,6 +170,9 @@ def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
 def fetch(kernel: catalog.Kernel, force: bool = False) -> build.Guest:
     """Build ``kernel``'s guest in the cache (or find it there)."""
     root = catalog.cache_root()
+    if os.geteuid() != 0 and not catalog.is_built(catalog.kernel_dir(kernel, root)):
+        raise PreflightError(f"building guest kernel {kernel.name} needs root (debootstrap, "
+                             f"mkfs.ext4 -d, the cache {root}): run it with sudo")
     return build.ensure(catalog.kernel_dir(kernel, root), force=force, package=kernel.package,
                         base=root / catalog.BASE_DIR_NAME)
 

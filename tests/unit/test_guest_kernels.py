@@ -238,3 +238,23 @@ def test_progress_redrawn_with_cr_shows_its_last_state():
     write("t=0/5s\rt=1/5s  \r   ")
     write("")
     assert seen == ["[k] t=1/5s"]
+
+
+def test_kvm_is_tried_once_per_command_and_its_absence_warned(monkeypatch, tmp_path):
+    tries: list[object] = []
+    monkeypatch.setattr(vm, "kvm_works", lambda guest: tries.append(guest) or "it hangs")
+    logged: list[str] = []
+    choose = runner._AccelChoice("auto", logged.append)
+    guest = build.Guest(tmp_path / "k", tmp_path / "i", tmp_path / "r", "6.1.0-57-amd64")
+    assert choose(guest) == ("tcg", "it hangs") and choose(guest) == ("tcg", "it hangs")
+    assert len(tries) == 1 and len(logged) == 1 and "WARNING: KVM unusable" in logged[0]
+    with pytest.raises(Exception, match="--accel kvm: KVM does not work here: it hangs"):
+        runner._AccelChoice("kvm", logged.append)(guest)
+    assert runner._AccelChoice("tcg", logged.append)(guest) == ("tcg", "--accel tcg")
+    assert len(tries) == 2
+
+
+def test_kvm_is_used_when_a_guest_boots_with_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(vm, "kvm_works", lambda guest: None)
+    guest = build.Guest(tmp_path / "k", tmp_path / "i", tmp_path / "r", "6.1.0-57-amd64")
+    assert runner._AccelChoice("auto", pytest.fail)(guest) == ("kvm", None)
