@@ -14,11 +14,11 @@ the host but what it wrote into the results (``testbed.guest.vm``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,11 @@ from testbed.remote.session import WORKLOAD_SLOT
 from testbed.remote.workload import RemoteRun
 
 ACCELS = ("auto", "kvm", "tcg")
+# what testbed run imports in the guest (the guest's python3 is Debian's 3.11: pure-python
+# and abi3 wheels of the host's import there)
+DEPENDENCIES = ("yaml", "jinja2", "markupsafe", "pyroute2", "psutil")
+# congestion controls loaded before the run, so that preflight finds them available
+CC_MODULES = ("tcp_bbr", "tcp_vegas", "tcp_westwood", "tcp_htcp", "tcp_dctcp")
 
 
 @dataclass(frozen=True)
@@ -129,33 +134,36 @@ class _AccelChoice:
 
 def _in_guest(run: RemoteRun, kernel: catalog.Kernel, options: GuestOptions,
               choose_accel: _AccelChoice, log: Callable[[str], None]) -> tuple[list[Path], int]:
-    directory = catalog.kernel_dir(kernel)
-    if not catalog.is_built(directory):
+    if not catalog.is_built(catalog.kernel_dir(kernel)):
         log(f"testbed: kernel {kernel.name} is not built yet: building it (1-3 min)")
     guest = fetch(kernel)
     accel, why_not = choose_accel(guest)
-    machine = vm.Machine(accel, options.memory, options.vcpus)
     with tempfile.TemporaryDirectory(prefix="testbed-kernel-") as tmp:
         stage = Path(tmp)
         argv = _guest_argv(run, _ship([run.workload, *run.topologies], stage / "in"))
+        shares = _shares(stage)
         result = vm.run_command(
-            guest, ["python3", "-m", "testbed", *argv], shares=_shares(stage),
-            env=vm.guest_env(["/testbed-code", "/site-packages"]), machine=machine,
-            timeout=options.timeout, out=_prefixed(log, f"[{kernel.name}] "),
-            cwd="/out", modules=("tcp_bbr",))
+            guest, ["python3", "-m", "testbed", *argv], shares=shares,
+            env=vm.guest_env([share.path for share in shares if share.readonly]),
+            machine=vm.Machine(accel, options.memory, options.vcpus), timeout=options.timeout,
+            out=_prefixed(log, f"[{kernel.name}] "), cwd="/out", modules=CC_MODULES)
         if result.timed_out:
             log(f"testbed: kernel {kernel.name}: the guest did not finish in "
                 f"{options.timeout:.0f} s; killed")
-        kernel_record = record.KernelRecord(
-            flavour=kernel.flavour, mode=accel, package=kernel.package,
-            config_hash=record.config_hash(build.kernel_dir(directory) / "boot" /
-                                           f"config-{guest.kernel_version}"))
         guest_record = record.GuestRecord(
             kernel=kernel.name, package=kernel.package, release=guest.kernel_version,
             accel=accel, vcpus=options.vcpus, memory_mib=options.memory,
             boot_s=result.boot_s, accel_note=why_not)
-        dirs = _bring_home(stage / "results", run.output, kernel_record, guest_record)
+        dirs = _bring_home(stage / "results", run.output, _kernel_record(kernel, guest, accel),
+                           guest_record)
     return dirs, result.returncode
+
+
+def _kernel_record(kernel: catalog.Kernel, guest: build.Guest, accel: str) -> record.KernelRecord:
+    config = (build.kernel_dir(catalog.kernel_dir(kernel)) / "boot" /
+              f"config-{guest.kernel_version}")
+    return record.KernelRecord(flavour=kernel.flavour, mode=accel, package=kernel.package,
+                               config_hash=record.config_hash(config))
 
 
 def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
@@ -198,12 +206,27 @@ def _guest_argv(run: RemoteRun, mapping: dict[Path, str]) -> list[str]:
 
 
 def _shares(stage: Path) -> list[vm.Share]:
-    """testbed's own code and the venv's packages (read-only), the staging dir (read-write)."""
+    """testbed's own code and the directories its dependencies import from (read-only),
+    the staging directory (read-write)."""
     code = Path(__file__).resolve().parents[2]  # the directory holding the testbed package
-    packages = Path(sysconfig.get_paths()["purelib"])
-    return [vm.Share("testbed-code", code, "/testbed-code", True),
-            vm.Share("site-packages", packages, "/site-packages", True),
-            vm.Share("out", stage, "/out", False)]
+    shares = [vm.Share("testbed-code", code, "/testbed-code", True)]
+    for i, directory in enumerate(d for d in _dependency_dirs() if d != code):
+        shares.append(vm.Share(f"deps{i}", directory, f"/deps{i}", True))
+    return [*shares, vm.Share("out", stage, "/out", False)]
+
+
+def _dependency_dirs() -> list[Path]:
+    """Where this interpreter imports testbed's dependencies from (a venv's site-packages,
+    or Debian's dist-packages), each once."""
+    found: list[Path] = []
+    for name in DEPENDENCIES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        directory = Path(spec.origin).resolve().parents[1]
+        if directory not in found:
+            found.append(directory)
+    return found
 
 
 def _bring_home(results: Path, output: Path, kernel: record.KernelRecord,

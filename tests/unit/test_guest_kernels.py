@@ -258,3 +258,21 @@ def test_kvm_is_used_when_a_guest_boots_with_it(monkeypatch, tmp_path):
     monkeypatch.setattr(vm, "kvm_works", lambda guest: None)
     guest = build.Guest(tmp_path / "k", tmp_path / "i", tmp_path / "r", "6.1.0-57-amd64")
     assert runner._AccelChoice("auto", pytest.fail)(guest) == ("kvm", None)
+
+
+@pytest.mark.parametrize("packer", ["xz", "gzip", "zstd"])
+def test_the_elf_kernel_is_found_inside_a_bzimage_of_each_compression(packer):
+    import lzma
+    import shutil
+    import subprocess
+    elf = b"\x7fELF" + os.urandom(4096)
+    if packer == "zstd":  # Debian's 6.12 kernels: the old builder found no ELF in them
+        if not shutil.which("zstd"):
+            pytest.skip("zstd not installed")
+        packed = subprocess.run(["zstd", "-c"], input=elf, capture_output=True, check=True).stdout
+    else:
+        packed = lzma.compress(elf, format=lzma.FORMAT_XZ) if packer == "xz" else \
+            gzip.compress(elf)
+    bzimage = b"MZ setup code" + os.urandom(512) + packed + b"\0trailer" * 64
+    assert build.find_elf(bzimage) == elf
+    assert build.find_elf(b"MZ no kernel here") is None
