@@ -66,14 +66,19 @@ def list_command(args: argparse.Namespace) -> int:
     built = catalog.cached(root)
     print(f"host      {_host_release()} (this machine's kernel)")
     for kernel, size in [(k, catalog.directory_size(catalog.kernel_dir(k, root))) for k in built]:
-        print(f"built     {kernel.name:28} {size / GIB:5.2f} GiB  {catalog.kernel_dir(kernel, root)}")
+        print(f"built     {kernel.name:28} {_size(size):>9}  {catalog.kernel_dir(kernel, root)}")
     base = root / catalog.BASE_DIR_NAME
     if base.is_dir():
         print(f"base root {'(shared by the built kernels)':28} "
-              f"{catalog.directory_size(base) / GIB:5.2f} GiB  {base}")
+              f"{_size(catalog.directory_size(base)):>9}  {base}")
     for line in _offered_lines(catalog.available(), set(built)):
         print(line)
     return 0
+
+
+def _size(nbytes: int) -> str:
+    """Bytes on disk for people: MiB below a GiB, else GiB."""
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes >> 20} MiB"
 
 
 def _host_release() -> str:
@@ -111,7 +116,7 @@ def fetch_command(args: argparse.Namespace) -> int:
     for kernel in kernels:
         guest = runner.fetch(kernel, force=args.force)
         size = catalog.directory_size(catalog.kernel_dir(kernel))
-        print(f"{kernel.name}: {guest.kernel_version}, {size / GIB:.2f} GiB in "
+        print(f"{kernel.name}: {guest.kernel_version}, {_size(size)} in "
               f"{catalog.kernel_dir(kernel)}")
     return 0
 

@@ -276,3 +276,21 @@ def test_the_elf_kernel_is_found_inside_a_bzimage_of_each_compression(packer):
     bzimage = b"MZ setup code" + os.urandom(512) + packed + b"\0trailer" * 64
     assert build.find_elf(bzimage) == elf
     assert build.find_elf(b"MZ no kernel here") is None
+
+
+def test_kernels_lists_host_what_is_built_with_its_size_and_what_is_offered(monkeypatch, capsys,
+                                                                          tmp_path):
+    monkeypatch.setattr(catalog, "available", lambda: catalog.parse_apt_search(APT))
+    monkeypatch.setenv("TESTBED_KERNEL_CACHE", str(tmp_path))
+    built = tmp_path / "6.1.0-57-generic"
+    built.mkdir()
+    for name in ("vmlinux", "rootfs.ext4", "initramfs.cpio.gz"):
+        (built / f"{name}.key").write_text("k")
+    (built / "vmlinux").write_bytes(b"\0" * (3 << 20))
+    assert cli.main(["kernels"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"host      {os.uname().release}")
+    assert out[1].split()[:4] == ["built", "6.1.0-57-generic", "3", "MiB"]
+    offered = [line.split()[1] for line in out if line.startswith("offered")]
+    assert offered == ["6.1", "6.1-cloud", "6.1-rt", "6.12", "6.12-rt"]
+    assert "newest 6.1.0-57 (built;" in next(l for l in out if l.startswith("offered   6.1 "))
