@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from testbed.cli.run import check_run_args
 from testbed.cli import options, remote
 from testbed.errors import ConfigError
+from testbed.guest.vm import ACCELS
 from testbed.output import say
 from testbed.signals import stop_signals_raise
 
@@ -39,7 +40,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("kernels (with 'run'; see 'testbed kernels')")
     g.add_argument("--kernel", metavar="K", help="run every matrix point on kernel K: 'host' "
                    "or a guest kernel (6.1, 6.12, 6.12-rt, 6.1.0-57, ...); repeatable")
-    g.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="guest acceleration "
+    g.add_argument("--accel", choices=ACCELS, help="guest acceleration "
                    "(default auto: KVM if a guest really boots with it, else TCG, warned)")
     g.add_argument("--vcpus", metavar="N", help="guest virtual CPUs (default 1)")
     g.add_argument("--guest-memory", metavar="MIB", help="guest memory (default 1024)")
@@ -162,8 +163,8 @@ def _converted(flag: str, value: str, convert: Any, found: dict[str, Any]) -> An
         raise ConfigError(f"{flag} {value!r}: expected a number") from None
     if flag == "--kernel":
         return [*found["kernels"], converted]
-    if flag == "--accel" and value not in ("auto", "kvm", "tcg"):
-        raise ConfigError(f"--accel {value!r}: expected auto, kvm or tcg")
+    if flag == "--accel" and value not in ACCELS:
+        raise ConfigError(f"--accel {value!r}: expected {', '.join(ACCELS)}")
     if flag != "--accel" and converted <= 0:
         raise ConfigError(f"{flag} {value}: must be more than 0")
     return converted
@@ -186,7 +187,10 @@ def main(argv: Sequence[str], parser: argparse.ArgumentParser) -> int:
     kernels = runner.resolve_all(found["kernels"])
     run = remote_run(rest, args.workload, variables=options.variables(args), repeat=args.repeat,
                      output=args.output, instance=args.name, attached=False)
-    guest_options = runner.GuestOptions(**{k: v for k, v in found.items() if k != "kernels"})
+    defaults = runner.GuestOptions()
+    guest_options = runner.GuestOptions(
+        accel=found.get("accel", defaults.accel), vcpus=found.get("vcpus", defaults.vcpus),
+        memory=found.get("memory", defaults.memory), timeout=found.get("timeout", defaults.timeout))
     with stop_signals_raise():  # SIGTERM/SIGHUP unwind like Ctrl-C: QEMU killed, temp dirs gone
         outcome = runner.run_on_kernels(run, rest, kernels, guest_options,
                                         log=lambda line: say(sys.stderr, line))

@@ -30,7 +30,6 @@ from testbed.guest import build, catalog, record, vm
 from testbed.remote.session import WORKLOAD_SLOT
 from testbed.remote.workload import RemoteRun
 
-ACCELS = ("auto", "kvm", "tcg")
 # what testbed run imports in the guest (the guest's python3 is Debian's 3.11: pure-python
 # and abi3 wheels of the host's import there)
 DEPENDENCIES = ("yaml", "jinja2", "markupsafe", "pyroute2", "psutil")

@@ -40,6 +40,7 @@ DEFAULT_MODULES = (
     "cls_u32", "cls_matchall", "act_mirred",
 )
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ACCELS = ("auto", "kvm", "tcg")  # auto: KVM when a guest really boots with it, else TCG
 TIMED_OUT = 124
 GUEST_FAILED = 125
 KVM_PROBE_TIMEOUT = 15.0  # a KVM guest runs its command in ~2 s; one that hangs (as here) never does

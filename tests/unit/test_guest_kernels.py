@@ -96,7 +96,7 @@ def test_only_built_kernels_count_as_cached(tmp_path):
     (["--kernel", "6.1", "--kernel", "6.1"], "--kernel 6.1 given twice"),
     (["--kernel", "6.1", "--vcpus", "0"], "--vcpus 0: must be more than 0"),
     (["--kernel", "6.1", "--guest-memory", "lots"], "--guest-memory 'lots': expected a number"),
-    (["--kernel", "6.1", "--accel", "xen"], "--accel 'xen': expected auto, kvm or tcg"),
+    (["--kernel", "6.1", "--accel", "xen"], "--accel 'xen': expected auto, kvm, tcg"),
     (["--kernel", "6.1", "--host", "nobody@192.0.2.1"], "not with --host/--hosts"),
 ])
 def test_run_kernel_refuses_bad_options_before_anything_runs(monkeypatch, capsys, argv, message):
