@@ -45,7 +45,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--vcpus", metavar="N", help="guest virtual CPUs (default 1)")
     g.add_argument("--guest-memory", metavar="MIB", help="guest memory (default 1024)")
     g.add_argument("--guest-timeout", metavar="S", help="seconds before a guest is killed "
-                   "(default 1800)")
+                   "(default: 300 + 3 x each run's planned length + 60 per run)")
 
 
 def register(subparsers: Any) -> None:

@@ -29,22 +29,25 @@ from testbed.files import contained
 from testbed.guest import build, catalog, record, vm
 from testbed.remote.session import WORKLOAD_SLOT
 from testbed.remote.workload import RemoteRun
+from testbed.workload import load_source, load_workload
 
 # what testbed run imports in the guest (the guest's python3 is Debian's 3.11: pure-python
 # and abi3 wheels of the host's import there)
 DEPENDENCIES = ("yaml", "jinja2", "markupsafe", "pyroute2", "psutil")
 # congestion controls loaded before the run, so that preflight finds them available
+BOOT_MARGIN = 300.0  # seconds: a TCG boot takes 12-22 s, a loaded host more
 CC_MODULES = ("tcp_bbr", "tcp_vegas", "tcp_westwood", "tcp_htcp", "tcp_dctcp")
 
 
 @dataclass(frozen=True)
 class GuestOptions:
-    """How guests are run: acceleration (auto: KVM when it works), vCPUs, MiB, seconds."""
+    """How guests are run: acceleration (auto: KVM when it works), vCPUs, MiB, and the
+    seconds before a guest is killed (None: ``guest_timeout`` of the workload)."""
 
     accel: str = "auto"
     vcpus: int = 1
     memory: int = 1024
-    timeout: float = 1800.0
+    timeout: float | None = None
 
 
 @dataclass
@@ -131,12 +134,23 @@ class _AccelChoice:
         return "tcg", why_not
 
 
+def guest_timeout(run: RemoteRun) -> float:
+    """Long enough for a guest under TCG to run ``run``: a boot's margin, then per run
+    three times its planned length (TCG; 10 s flagship points took 25-30 s) plus a minute
+    for bringing the testbed up and down."""
+    source = load_source(run.workload)
+    planned = [load_workload(run.workload, p.variables, source=source).planned_seconds
+               for p in run.points]
+    return BOOT_MARGIN + sum(3 * seconds + 60 for seconds in planned)
+
+
 def _in_guest(run: RemoteRun, kernel: catalog.Kernel, options: GuestOptions,
               choose_accel: _AccelChoice, log: Callable[[str], None]) -> tuple[list[Path], int]:
     if not catalog.is_built(catalog.kernel_dir(kernel)):
         log(f"testbed: kernel {kernel.name} is not built yet: building it (1-3 min)")
     guest = fetch(kernel)
     accel, why_not = choose_accel(guest)
+    timeout = options.timeout or guest_timeout(run)
     with tempfile.TemporaryDirectory(prefix="testbed-kernel-") as tmp:
         stage = Path(tmp)
         argv = _guest_argv(run, _ship([run.workload, *run.topologies], stage / "in"))
@@ -144,11 +158,11 @@ def _in_guest(run: RemoteRun, kernel: catalog.Kernel, options: GuestOptions,
         result = vm.run_command(
             guest, ["python3", "-m", "testbed", *argv], shares=shares,
             env=vm.guest_env([share.path for share in shares if share.readonly]),
-            machine=vm.Machine(accel, options.memory, options.vcpus), timeout=options.timeout,
+            machine=vm.Machine(accel, options.memory, options.vcpus), timeout=timeout,
             out=_prefixed(log, f"[{kernel.name}] "), cwd="/out", modules=CC_MODULES)
         if result.timed_out:
             log(f"testbed: kernel {kernel.name}: the guest did not finish in "
-                f"{options.timeout:.0f} s; killed")
+                f"{timeout:.0f} s; killed")
         guest_record = record.GuestRecord(
             kernel=kernel.name, package=kernel.package, release=guest.kernel_version,
             accel=accel, vcpus=options.vcpus, memory_mib=options.memory,

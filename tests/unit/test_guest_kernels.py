@@ -294,3 +294,13 @@ def test_kernels_lists_host_what_is_built_with_its_size_and_what_is_offered(monk
     offered = [line.split()[1] for line in out if line.startswith("offered")]
     assert offered == ["6.1", "6.1-cloud", "6.1-rt", "6.12", "6.12-rt"]
     assert "newest 6.1.0-57 (built;" in next(l for l in out if l.startswith("offered   6.1 "))
+
+
+def test_a_guest_gets_time_for_every_run_it_holds(tmp_path):
+    from testbed.remote.workload import remote_run
+    one = remote_run(["run", WORKLOAD], Path(WORKLOAD), variables={"mix": "shared"}, repeat=1,
+                     output=tmp_path, instance=None, attached=False)
+    all_three = remote_run(["run", WORKLOAD], Path(WORKLOAD), variables={"duration": "100s"},
+                           repeat=2, output=tmp_path, instance=None, attached=False)
+    assert runner.guest_timeout(one) == runner.BOOT_MARGIN + 3 * 10 + 60
+    assert runner.guest_timeout(all_three) == runner.BOOT_MARGIN + 6 * (3 * 100 + 60)
