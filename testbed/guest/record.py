@@ -46,6 +46,7 @@ class GuestRecord:
     memory_mib: int
     boot_s: float | None
     accel_note: str | None  # why not KVM, when TCG was used
+    timed_out: bool = False  # killed at its timeout: its last run has no result.json
 
 
 def config_hash(config: Path) -> str | None:

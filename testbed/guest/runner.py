@@ -166,7 +166,7 @@ def _in_guest(run: RemoteRun, kernel: catalog.Kernel, options: GuestOptions,
         guest_record = record.GuestRecord(
             kernel=kernel.name, package=kernel.package, release=guest.kernel_version,
             accel=accel, vcpus=options.vcpus, memory_mib=options.memory,
-            boot_s=result.boot_s, accel_note=why_not)
+            boot_s=result.boot_s, accel_note=why_not, timed_out=result.timed_out)
         dirs = _bring_home(stage / "results", run.output, _kernel_record(kernel, guest, accel),
                            guest_record)
     return dirs, result.returncode

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -37,15 +36,11 @@ def kernel_61() -> str:
     return proc.stdout.split(":")[0]          # 6.1.0-NN-generic
 
 
-def _leftovers() -> tuple[set[int], set[str]]:
-    """QEMU processes booting a kernel of the cache, and the guest/kernel temporary
-    directories that exist."""
-    qemus = {p.pid for p in psutil.process_iter(["name", "cmdline"])
-             if (p.info["name"] or "").startswith("qemu")
-             and "/kernels/" in " ".join(p.info["cmdline"] or [])}
-    tmp = {n for n in os.listdir(tempfile.gettempdir())
-           if n.startswith(("testbed-guest-", "testbed-kernel-"))}
-    return qemus, tmp
+def _qemus_using(directory: Path) -> list[int]:
+    """QEMU processes whose command line names ``directory`` (their shares are in it)."""
+    return [p.pid for p in psutil.process_iter(["name", "cmdline"])
+            if (p.info["name"] or "").startswith("qemu")
+            and str(directory) in " ".join(p.info["cmdline"] or [])]
 
 
 def test_a_flagship_point_runs_in_the_guest_kernel_on_netem(kernel_61, tmp_path):
@@ -70,15 +65,21 @@ def test_a_flagship_point_runs_in_the_guest_kernel_on_netem(kernel_61, tmp_path)
 
 
 def test_a_guest_that_does_not_finish_is_killed_at_its_timeout(kernel_61, tmp_path):
-    before = _leftovers()
-    proc = _testbed("run", FLAGSHIP, "--kernel", "6.1", "--accel", "tcg", "--guest-timeout", "20",
-                    "--set", "mix=bbr-alone", "--set", "duration=300s",
-                    "--output", str(tmp_path), timeout=120)
+    private_tmp = tmp_path / "tmp"           # the guest's temporary directories go here
+    private_tmp.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "testbed", "run", FLAGSHIP, "--kernel", "6.1", "--accel", "tcg",
+         "--guest-timeout", "20", "--set", "mix=bbr-alone", "--set", "duration=300s",
+         "--output", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "TMPDIR": str(private_tmp)})
     assert proc.returncode != 0
     assert "did not finish in 20 s; killed" in proc.stderr, proc.stderr
     assert "1 kernel(s) failed" in proc.stderr
-    qemus, tmp = _leftovers()
-    assert qemus <= before[0] and tmp <= before[1]
+    assert _qemus_using(private_tmp) == []
+    assert list(private_tmp.iterdir()) == []
+    for run_dir in tmp_path.glob("results/*/*"):   # what the killed guest wrote came home, marked
+        assert json.loads((run_dir / "guest.json").read_text())["timed_out"] is True
 
 
 def test_a_kernel_that_does_not_exist_is_named_with_those_that_do(tmp_path):
