@@ -304,3 +304,16 @@ def test_a_guest_gets_time_for_every_run_it_holds(tmp_path):
                            repeat=2, output=tmp_path, instance=None, attached=False)
     assert runner.guest_timeout(one) == runner.BOOT_MARGIN + 3 * 10 + 60
     assert runner.guest_timeout(all_three) == runner.BOOT_MARGIN + 6 * (3 * 100 + 60)
+
+
+def test_ctrl_c_while_a_guest_runs_kills_it(tmp_path):
+    pidfile = tmp_path / "pid"
+    busy = ("import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); "
+            "print('@@b@@', flush=True); print('working', flush=True); time.sleep(300)")
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        vm.boot([sys.executable, "-c", busy, str(pidfile)], tmp_path, ("@@b@@", "@@e@@"),
+                timeout=60, out=interrupt)
+    assert not _alive(int(pidfile.read_text()))
