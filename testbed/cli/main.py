@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from testbed.cli import compare, info, instance, links, remote, run
+from testbed.cli import compare, info, instance, kernels, links, remote, run
 from testbed.errors import TestbedError
 from testbed.output import reader_gone, say, silence
 from testbed.signals import signum_of
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"testbed {__version__}")
     remote.add_options(parser)  # --host/--hosts/...: handled in main() before parsing
+    kernels.add_options(parser)  # --kernel/--vcpus/...: the same
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     instance.register(sub)
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     compare.register(sub)
     links.register(sub)
+    kernels.register(sub)
     return parser
 
 
@@ -44,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        if remote.wants_remote(raw):
+        if kernels.wants_kernels(raw):
+            code = _reporting(lambda: kernels.main(raw, parser), remote.verbose(raw))
+        elif remote.wants_remote(raw):
             code = _reporting(lambda: remote.main(raw, parser), remote.verbose(raw), on_host=True)
         else:
             args = parser.parse_args(raw)

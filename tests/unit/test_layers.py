@@ -26,7 +26,7 @@ FLOORS = [
     {"instance"},
     {"traffic", "collect"},
     {"run"},
-    {"analysis", "remote"},
+    {"analysis", "remote", "guest"},
     {"cli"},
     {"pytest_plugin", "__main__", "__init__"},
 ]
