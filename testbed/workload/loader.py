@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import jinja2
+import jinja2.meta
+
 from testbed.model import document as tb_loader
 
 from testbed.errors import ConfigError
@@ -60,6 +63,10 @@ SYNONYMS = {"src": "from", "source": "from", "dst": "to", "dest": "to", "destina
             "bandwidth": "rate", "bw": "rate", "length": "duration", "time": "duration",
             "flow": "flows", "repeats": "repeat", "repetitions": "repeat", "variables": "matrix",
             "parallel": "count", "streams": "count"}
+# variables of the shipped topologies that other words are often written for
+VARIABLE_SYNONYMS = {"buffer": "queue", "buf": "queue", "queue_size": "queue", "qlen": "queue",
+                     "bandwidth": "rate", "bw": "rate", "rtt": "delay", "latency": "delay",
+                     "drop": "loss", "congestion_control": "cc", "algorithm": "cc"}
 # names that are settings of the run, not template variables
 SET_HINTS = {"repeat": "repetitions are not a template variable: use --repeat N",
              "topology": "the topology file is named in the workload's 'topology:'"}
@@ -130,6 +137,26 @@ def load_source(path: str | Path) -> WorkloadSource:
                           known=known)
 
 
+def _topology_files(source: WorkloadSource, points: list[dict[str, Any]]) -> list[str]:
+    """The topology files the workload names at ``points`` (a templated name may differ)."""
+    files: list[str] = []
+    for variables in points:
+        try:
+            _, data = tb_loader.render_lenient(source.text, str(source.file), variables)
+        except ConfigError:
+            continue      # the strict load of this point reports it
+        topo = data.get("topology") if isinstance(data, dict) else None
+        if isinstance(topo, str) and topo and (source.file.parent / topo).is_file():
+            path = str((source.file.parent / topo).resolve())
+            if path not in files:
+                files.append(path)
+    return files
+
+
+def _known_from(source: WorkloadSource, files: list[str]) -> str:
+    return "the workload" + "".join(f" and {os.path.relpath(f)}" for f in files)
+
+
 def check_overrides(source: WorkloadSource, overrides: dict[str, Any],
                     points: list[dict[str, Any]]) -> None:
     """``--set`` may name only variables the workload or its topology knows; else one error.
@@ -142,21 +169,40 @@ def check_overrides(source: WorkloadSource, overrides: dict[str, Any],
     known = set(source.known)
     if all(name in known for name in overrides):
         return
-    files: list[str] = []
-    for variables in points:
-        try:
-            _, data = tb_loader.render_lenient(source.text, str(source.file), variables)
-        except ConfigError:
-            continue      # the strict load of this point reports it
-        topo = data.get("topology") if isinstance(data, dict) else None
-        if isinstance(topo, str) and topo and (source.file.parent / topo).is_file():
-            path = str((source.file.parent / topo).resolve())
-            if path not in files:
-                files.append(path)
-                known |= tb_loader.known_variables(tb_loader.read(path), path)
-    known_from = "the workload" + "".join(f" and {os.path.relpath(f)}" for f in files)
+    files = _topology_files(source, points)
+    for path in files:
+        known |= tb_loader.known_variables(tb_loader.read(path), path)
     tb_loader.check_variables(overrides, known, str(source.file), hints=SET_HINTS,
-                              known_from=known_from)
+                              known_from=_known_from(source, files))
+
+
+def template_reads(text: str, file: str) -> set[str]:
+    """The variables a file's template reads (not those its header only declares)."""
+    _, body, _ = tb_loader.split_variables(text, file)
+    tree = tb_loader.template_environment().parse(body)    # its syntax was checked by load_source
+    return set(jinja2.meta.find_undeclared_variables(tree)) - {"env"}
+
+
+def check_matrix_keys(source: WorkloadSource, points: list[dict[str, Any]]) -> None:
+    """Each ``matrix:`` key must be read by the workload's template or its topology's: a key
+    nothing reads (``buffer:`` for ``queue:``) would run every point alike. Checked like
+    ``--set``: one error naming the key, with a did-you-mean."""
+    reads = template_reads(source.text, str(source.file))
+    unread = [key for key in source.matrix if key not in reads]
+    if not unread:
+        return
+    files = _topology_files(source, points)
+    for path in files:
+        reads |= tb_loader.known_variables(tb_loader.read(path), path)
+    for key in unread:
+        if key in reads:
+            continue
+        guess = tb_loader.closest(key, reads - set(source.matrix), VARIABLE_SYNONYMS)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        raise _Ctx(source.file, {}).error(
+            f"matrix.{key}", f"matrix key {key!r} is read by no template{hint}: every point would "
+            f"run alike; variables read by {_known_from(source, files)}: "
+            f"{', '.join(sorted(reads)) or 'none'}")
 
 
 def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,
