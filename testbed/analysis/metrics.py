@@ -181,6 +181,12 @@ def _goodput(v: RunView, names: Sequence[str]) -> float | None:
     return sum(vals) if vals else None
 
 
+def _share(v: RunView, names: Sequence[str]) -> float | None:
+    total = _goodput(v, v.flow_names())
+    mine = _goodput(v, names)
+    return mine / total if mine is not None and total else None
+
+
 def _rtt(p: float) -> Callable[[RunView, Sequence[str]], float | None]:
     def metric(v: RunView, names: Sequence[str]) -> float | None:
         return percentile(v.srtt(names), p)
@@ -253,6 +259,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("goodput", "bps", "higher", "sum of the flows' goodput", _goodput),
+    Metric("share", "fraction", "", "the flows' part of the run's total goodput", _share),
     Metric("rtt_p50", "s", "lower", "median smoothed RTT (tcp_info)", _rtt(50)),
     Metric("rtt_p95", "s", "lower", "95th percentile smoothed RTT", _rtt(95)),
     Metric("rtt_p99", "s", "lower", "99th percentile smoothed RTT", _rtt(99)),

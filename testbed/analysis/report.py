@@ -15,7 +15,8 @@ from testbed.analysis.metrics import METRICS, UNIT_LABEL
 from testbed.analysis.runs import Run, RunSet
 from testbed.analysis.stats import CI_METHOD, TEST_METHOD
 from testbed.analysis.summary import Summary, summarize
-from testbed.analysis.tables import cell, comparison_line, default_metrics, header, visible_metrics
+from testbed.analysis.tables import (cell, comparison_line, default_metrics, header, meaningful,
+                                     visible_metrics)
 from testbed.version import __version__
 
 
@@ -56,7 +57,7 @@ def _b64(png: bytes) -> str:
 def render_report(summary: Summary, *, test_metric: str = "goodput",
                   png_dir: Path | None = None) -> str:
     """The report's HTML text; with ``png_dir``, each plot also as a PNG file there."""
-    metrics = visible_metrics(summary, default_metrics())
+    metrics = visible_metrics(summary, default_metrics(summary))
     keys = summary.dims + summary.flow_by
     figures: list[tuple[str, str, bytes]] = []          # (section, title, png)
     sweep = plots.loss_sweep(summary)
@@ -80,6 +81,7 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
             slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:60]
             (png_dir / f"{i:02d}-{slug}.png").write_bytes(png)
     rs = summary.runset
+    shown, rest = meaningful(summary.comparisons(test_metric))
     labels_of: dict[str, str] = {}
     for row in summary.rows:
         for v in row.views:
@@ -97,7 +99,7 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
         rows=[{"labels": [r.labels.get(k, "") for k in keys], "n": len(r.views),
                "cells": [cell(r.estimate(m), METRICS[m].unit) for m in metrics]} for r in summary.rows],
         test_metric=test_metric,
-        comparisons=[comparison_line(c) for c in summary.comparisons(test_metric)],
+        comparisons=[comparison_line(c) for c in shown], comparisons_note=rest,
         overview=[{"title": t, "data": _b64(p)} for s, t, p in figures if s == "overview"],
         series=[{"title": t, "data": _b64(p)} for s, t, p in figures if s == "series"],
         runs=[_run_facts(r, labels_of.get(r.run_id, "")) for r in rs.runs],

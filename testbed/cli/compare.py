@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
 
 def _metrics(arg: str | None, summary: Any) -> list[str]:
     if arg is None:
-        return tables.visible_metrics(summary, tables.default_metrics())
+        return tables.visible_metrics(summary, tables.default_metrics(summary))
     wanted = [m.strip() for m in arg.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
