@@ -60,9 +60,10 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
     metrics = visible_metrics(summary, default_metrics(summary))
     keys = summary.dims + summary.flow_by
     figures: list[tuple[str, str, bytes]] = []          # (section, title, png)
-    sweep = plots.loss_sweep(summary)
-    if sweep is not None:
-        figures.append(("overview", "Goodput vs random loss rate", sweep))
+    for dim in summary.dims:
+        sweep = plots.metric_sweep(summary, dim)
+        if sweep is not None:
+            figures.append(("overview", f"Metrics against {dim}", sweep))
     figures.append(("overview", "Throughput vs queueing delay (Pantheon-style)",
                     plots.throughput_delay(summary.rows)))
     figures.append(("overview", "RTT CDF", plots.rtt_cdf(summary.rows)))

@@ -50,9 +50,16 @@ def mixed_cc(views: Sequence[RunView]) -> bool:
                for v in views)
 
 
-def _sort_key(value: str) -> tuple[int, Any]:
+def sort_key(value: str) -> tuple[int, Any]:
+    """Quantities by value, then text; text that starts with a number (``0.25bdp``,
+    ``16bdp``) by its unit, then by that number, not character by character."""
     kind, v = normalize(value)
-    return (0, v) if kind != "text" else (1, v)
+    if kind != "text":
+        return (0, v)
+    m = _QUANTITY.match(v)
+    if m:
+        return (1, (m.group(2) + v[m.end():], float(m.group(1))))
+    return (1, (v, 0.0))
 
 
 @dataclass
@@ -136,7 +143,7 @@ class Summary:
                 picked = [[f["name"] for f in v.flows
                            if tuple(flow_attr(f, k) or "-" for k in self.flow_by) == split] for v in views]
                 rows.append(Row({**labels, **dict(zip(self.flow_by, split))}, views, picked))
-        rows.sort(key=lambda r: [_sort_key(v) for v in r.labels.values()])
+        rows.sort(key=lambda r: [sort_key(v) for v in r.labels.values()])
         return rows
 
     # ---- selection (assertions) ------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from testbed.cli import main as cli
 from testbed.analysis import load_runs, summarize
-from testbed.analysis import plots
+from testbed.analysis import plots, report
 from testbed.analysis.metrics import RunView
 from testbed.analysis.report import render_report
 from testbed.analysis.synthetic import FakeFlow, write_run
@@ -37,10 +37,10 @@ def _pngs(html: str) -> list[bytes]:
 def test_report_is_self_contained_with_plots_and_manifests(sweep):
     html = render_report(summarize(load_runs([sweep])))
     images = _pngs(html)
-    # loss sweep, throughput-delay, RTT CDF + one time series per group (6)
-    assert len(images) == 3 + 6
+    # metrics against cc and against loss, throughput-delay, RTT CDF + a time series per group (6)
+    assert len(images) == 4 + 6
     assert all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in images)
-    assert "Goodput vs random loss rate" in html and "RTT CDF" in html
+    assert "Metrics against loss" in html and "RTT CDF" in html
     # no external resource: nothing to fetch when offline
     assert not re.search(r'(src|href)="(?!data:)', html)
     assert "<script" not in html
@@ -82,7 +82,7 @@ def test_report_command_writes_html_and_pngs(sweep, tmp_path, capsys):
     assert cli.main(["report", str(sweep), "-o", str(out), "--png-dir", str(tmp_path / "png")]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_text().startswith("<!DOCTYPE html>")
-    assert len(list((tmp_path / "png").glob("*.png"))) == 9
+    assert len(list((tmp_path / "png").glob("*.png"))) == 10
 
 
 @pytest.mark.parametrize("value", ["$x^{$", "a$b$c", r"$\frac{1}{$", "50$"])
@@ -100,3 +100,40 @@ def test_dollar_signs_in_variables_and_names_are_shown_as_text(tmp_path, value):
     with plots.plain_text():
         label = fig.subplots().set_title(value)
     assert label.get_parse_math() is False
+
+
+def test_throughput_is_not_doubled_by_sampling_gaps_at_bin_edges(tmp_path):
+    """A 50 Mbit/s flow read ~98 Mbit/s in the bin where a late sample landed."""
+    from testbed.results import TCPINFO_COLUMNS, write_table
+    run = write_run(tmp_path, "r", variables={}, flows=[FakeFlow("f", "cubic", 50e6)])
+    times = [0.0, 0.09, 0.11, 0.19, 0.41, 0.42, 0.61, 0.79, 0.81, 1.0]   # gaps and edge samples
+    rows = [{"flow": "f", "t": t, "sport": 1, "state": "ESTABLISHED", "bytes_acked": int(50e6 / 8 * t)}
+            for t in times]
+    write_table(rows, ("flow",) + TCPINFO_COLUMNS, run / "tcp_info.csv")
+    series = plots.throughput_series(RunView(load_runs([run]).runs[0]), bin_s=0.1)["f"]
+    assert [round(v / 1e6) for _, v in series] == [50] * 10
+
+
+def test_palette_tells_many_groups_apart():
+    assert plots.palette(3) == list(plots.COLORS[:3])
+    for n in (20, 25, 60):
+        assert len(set(plots.palette(n))) == n
+
+
+def test_report_plots_each_metric_against_each_swept_variable_per_cc(tmp_path):
+    """A shared sweep over queue: one line per cc, share and Jain included."""
+    for q, bbr in (("1bdp", 30e6), ("4bdp", 20e6), ("16bdp", 10e6)):
+        for rep in range(2):
+            write_run(tmp_path, f"q{q}-{rep}", variables={"queue": q, "rate": "50mbit"}, repetition=rep,
+                      flows=[FakeFlow("bbr", "bbr", bbr), FakeFlow("cubic", "cubic", 45e6 - bbr)])
+    s = summarize(load_runs([tmp_path]))
+    assert [r.labels["queue"] for r in s.rows][::2] == ["1bdp", "4bdp", "16bdp"]   # not as text
+    from PIL import Image
+    png = plots.metric_sweep(s, "queue")
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 24)}
+    assert (0x1f, 0x77, 0xb4) in colours and (0xd6, 0x27, 0x28) in colours  # bbr and cubic lines
+    assert img.height > 4 * 200                     # goodput, share, rtt_p95, jain panels
+    html = report.render_report(s)
+    assert "Metrics against queue" in html
+    assert plots.metric_sweep(s, "rate") is None       # not swept
