@@ -30,8 +30,9 @@ from testbed.errors import ConfigError
 # unit -> (kind, factor to base units)
 UNITS: dict[str, tuple[str, float]] = {
     "%": ("fraction", 0.01),
-    "bit": ("rate", 1.0), "bps": ("rate", 1.0), "kbit": ("rate", 1e3), "kbps": ("rate", 1e3),
-    "mbit": ("rate", 1e6), "mbps": ("rate", 1e6), "gbit": ("rate", 1e9), "gbps": ("rate", 1e9),
+    # rates as tc reads them (testbed.units): ...bit bits, ...bps bytes per second
+    "bit": ("rate", 1.0), "bps": ("rate", 8.0), "kbit": ("rate", 1e3), "kbps": ("rate", 8e3),
+    "mbit": ("rate", 1e6), "mbps": ("rate", 8e6), "gbit": ("rate", 1e9), "gbps": ("rate", 8e9),
     "ns": ("time", 1e-9), "us": ("time", 1e-6), "ms": ("time", 1e-3), "s": ("time", 1.0),
     "b": ("size", 1.0), "kb": ("size", 1e3), "mb": ("size", 1e6), "gb": ("size", 1e9),
     "kib": ("size", 1024.0), "mib": ("size", 1024.0 ** 2),
