@@ -10,6 +10,7 @@ file, the YAML path and the line.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -67,6 +68,23 @@ SYNONYMS = {"src": "from", "source": "from", "dst": "to", "dest": "to", "destina
 VARIABLE_SYNONYMS = {"buffer": "queue", "buf": "queue", "queue_size": "queue", "qlen": "queue",
                      "bandwidth": "rate", "bw": "rate", "rtt": "delay", "latency": "delay",
                      "drop": "loss", "congestion_control": "cc", "algorithm": "cc"}
+# congestion controls of Linux (net/ipv4/tcp_*.c) and the common out-of-tree ones
+KNOWN_CC = ("bbr", "bbr2", "bbr3", "bic", "cdg", "cubic", "dctcp", "highspeed", "htcp", "hybla",
+            "illinois", "lp", "nv", "prague", "reno", "scalable", "vegas", "veno", "westwood",
+            "yeah")
+
+
+def misspelt_cc(name: str) -> str | None:
+    """The known congestion control ``name`` is a near miss of (``renno`` -> ``reno``), or None
+    when it is known or like none (a module of its own: the preflight checks the kernel)."""
+    if name.startswith("tcp_") and len(name) > 4:
+        return name[4:]                 # the module's name, not the algorithm's
+    if name in KNOWN_CC or any(name.startswith(k) for k in KNOWN_CC):
+        return None                     # known, or a variant of one built as its own module
+    match = difflib.get_close_matches(name, KNOWN_CC, n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
 # names that are settings of the run, not template variables
 SET_HINTS = {"repeat": "repetitions are not a template variable: use --repeat N",
              "topology": "the topology file is named in the workload's 'topology:'"}
@@ -232,6 +250,10 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
             raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
         if protocol != "tcp":
             raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
+        guess = misspelt_cc(cc)
+        if guess:
+            raise ctx.error(f"{path}.cc", f"unknown congestion control {cc!r}; did you mean "
+                            f"{guess!r}?")
     start = ctx.unit(Duration.parse, f.get("start", "0s"), f"{path}.start")
     duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False), f["duration"],
                         f"{path}.duration") if f.get("duration") is not None else None
