@@ -1,0 +1,39 @@
+"""Studies as shipped: a workload's trend holds when it runs (root, real namespaces).
+
+Short versions of the shipped workloads (fewer points, short flows); each
+checks the direction of the effect the workload's header promises, with a
+margin a slow or starved host cannot erase.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from testbed.analysis import load_runs, summarize
+from testbed.analysis.verdicts import check_assertions
+from testbed.run.experiment import run_workload
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def test_buffer_sweep_bbr_share_falls_as_the_buffer_grows(tmp_path):
+    out = tmp_path / "res"
+    for queue in ("0.25bdp", "16bdp"):
+        run_workload(REPO / "workloads" / "buffer-sweep.yaml", output=out, progress=False,
+                     variables={"queue": queue, "duration": "8s"},
+                     name="st" + secrets.token_hex(3))
+    runs = load_runs([out], include_suspect=True)   # a busy host may mark them: the trend holds
+    assert len(runs.runs) == 2, runs.exclusion_note()
+    summary = summarize(runs)
+    assert summary.flow_by == ["cc"]          # shared runs are split, not pooled
+    shallow = summary.select({"cc": "bbr", "queue": "0.25bdp"}).estimate("share").mean
+    deep = summary.select({"cc": "bbr", "queue": "16bdp"}).estimate("share").mean
+    print(f"bbr share: {shallow:.2f} at 0.25 BDP, {deep:.2f} at 16 BDP")
+    (verdict,) = check_assertions(summary, ["share[cc=bbr,queue=0.25bdp] > "
+                                            "share[cc=bbr,queue=16bdp] + 10%"])
+    assert verdict.passed, verdict.message
