@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from testbed.cli import compare, info, instance, links, remote, run
+from testbed.cli import compare, info, instance, links, plot, remote, run
 from testbed.errors import TestbedError
 from testbed.output import reader_gone, say, silence
 from testbed.signals import signum_of
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     compare.register(sub)
     links.register(sub)
+    plot.register(sub)
     return parser
 
 
