@@ -7,7 +7,8 @@
   percentile queueing delay, one point per run and a marker per group mean;
 - ``metric_sweep``: goodput, share, RTT p95 and Jain's index (mean, 95 % CI)
   against one swept variable, one line per congestion control (or other
-  label); ``loss_sweep`` is its goodput against ``loss``.
+  label); ``loss_sweep`` is its goodput against ``loss``;
+- ``time_sequence``: one connection's tcptrace-style graph from the pcap.
 
 Colours come from ``palette(n)``, distinct for as many groups as there are.
 """
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from testbed.analysis.metrics import METRICS, RunView, backlog_series
 from testbed.analysis.stats import Estimate, mean_ci
 from testbed.analysis.summary import Row, Summary, sort_key
+from testbed.analysis.tsg import TimeSequence
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
@@ -126,38 +128,142 @@ def throughput_series(view: RunView, bin_s: float | None = None) -> dict[str, li
     return out
 
 
+def _established(view: RunView, flows: Sequence[str] | None
+                 ) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(flow, samples) of each data socket: established and seen more than once."""
+    out = []
+    for (flow, _), rows in sorted(_per_socket(view).items(), key=lambda kv: str(kv[0])):
+        est = [r for r in rows if r.get("state") == "ESTABLISHED"]
+        if len(est) >= 2 and (flows is None or flow in flows):
+            out.append((flow, est))
+    return out
+
+
+def _series(ax: Any, rows: list[dict[str, Any]], column: str, scale: float, **style: Any) -> None:
+    pts = [(r["t"], r[column] * scale) for r in rows if r.get(column) is not None]
+    if pts:
+        ax.plot([t for t, _ in pts], [v for _, v in pts], **style)
+
+
+def ca_changes(rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """(time, new state) each time ca_state leaves or enters open."""
+    out, before = [], "open"
+    for r in rows:
+        state = r.get("ca_state")
+        if state and state != before:
+            out.append((r["t"], state))
+            before = state
+    return out
+
+
+def retransmission_times(rows: list[dict[str, Any]]) -> list[float]:
+    """The sample times at which the socket's total_retrans grew."""
+    out, before = [], None
+    for r in rows:
+        n = r.get("total_retrans")
+        if n is not None and before is not None and n > before:
+            out.append(r["t"])
+        before = n if n is not None else before
+    return out
+
+
+_CA_MARK = {"recovery": ("^", "#ff7f0e"), "loss": ("s", "#d62728"), "cwr": ("v", "#9467bd"),
+            "disorder": ("d", "#8c564b"), "open": ("o", "#2ca02c")}
+
+
+def _cwnd_panel(ax: Any, flow_rows: list[tuple[str, list[dict[str, Any]]]],
+                color: dict[str, str]) -> None:
+    """cwnd, ssthresh (dashed), retransmissions (x) and ca_state changes (markers)."""
+    for flow, rows in flow_rows:
+        c = color.get(flow, "k")
+        _series(ax, rows, "cwnd", 1.0, color=c, lw=0.8)
+        _series(ax, rows, "ssthresh", 1.0, color=c, lw=0.8, ls="--")
+        cwnd_at = {r["t"]: r.get("cwnd") for r in rows}
+        retx = retransmission_times(rows)
+        if retx:
+            ax.scatter(retx, [cwnd_at.get(t) or 0 for t in retx], marker="x", color="#d62728",
+                       s=16, zorder=3)
+        for t, state in ca_changes(rows):
+            marker, mc = _CA_MARK.get(state, ("o", "#7f7f7f"))
+            ax.scatter([t], [cwnd_at.get(t) or 0], marker=marker, color=mc, s=22, zorder=4)
+    ax.set_ylabel("cwnd (solid), ssthresh\n(dashed), packets", fontsize=8)
+    handles = [_legend_mark(ax, "x", "#d62728", "retransmission")] + \
+        [_legend_mark(ax, m, c, f"ca_state -> {s}") for s, (m, c) in _CA_MARK.items()
+         if any(state == s for _, rows in flow_rows for _, state in ca_changes(rows))]
+    ax.legend(handles=handles, fontsize=7, loc="upper right")
+
+
+def _legend_mark(ax: Any, marker: str, color: str, label: str) -> Any:
+    from matplotlib.lines import Line2D
+    return Line2D([], [], marker=marker, color=color, ls="", label=label)
+
+
+def schedule_events(view: RunView) -> list[tuple[float, str]]:
+    """(time on the run clock, what) of each link schedule action the manifest records."""
+    out = []
+    for e in view.run.manifest.get("link_schedule") or []:
+        if not isinstance(e, dict) or e.get("skipped"):
+            continue
+        t = e.get("at_s", e.get("planned_s"))
+        if isinstance(t, (int, float)):
+            out.append((float(t), f"{e.get('link', '')}: {e.get('set', e.get('action', ''))}"))
+    return out
+
+
 @_plain
-def timeseries(view: RunView, title: str) -> bytes:
-    """Throughput, cwnd, RTT per flow and queue backlog of one run, over time."""
-    fig = _figure(8.0)
-    axes = fig.subplots(4, 1, sharex=True)
-    names = view.flow_names()
+def timeseries(view: RunView, title: str, *, since: float | None = None,
+               until: float | None = None, flows: Sequence[str] | None = None) -> bytes:
+    """Per flow over time: throughput with pacing rate and BBR's bandwidth estimate; cwnd
+    with ssthresh, retransmissions and ca_state changes; RTT; BBR's gains when there are
+    any; the queue backlog. Link schedule actions are vertical lines."""
+    flow_rows = _established(view, flows)
+    bbr = any(r.get("bbr_pacing_gain") is not None for _, rows in flow_rows for r in rows)
+    fig = _figure(9.5 if bbr else 8.0)
+    axes = fig.subplots(5 if bbr else 4, 1, sharex=True)
+    names = [n for n in view.flow_names() if flows is None or n in flows]
     color = dict(zip(names, palette(len(names))))
     for flow, pts in sorted(throughput_series(view).items()):
-        axes[0].plot([t for t, _ in pts], [v / 1e6 for _, v in pts], label=flow,
-                     color=color.get(flow, "k"), drawstyle="steps-post")
-    for (flow, sport), rows in sorted(_per_socket(view).items(), key=lambda kv: str(kv[0])):
-        est = [r for r in rows if r.get("state") == "ESTABLISHED"]
-        if len(est) < 2:
-            continue  # control connections and sockets seen once
-        axes[1].plot([r["t"] for r in est], [r.get("cwnd") for r in est], color=color.get(flow, "k"),
-                     lw=0.8)
-        axes[2].plot([r["t"] for r in est], [(r.get("srtt_us") or 0) / 1e3 for r in est],
-                     color=color.get(flow, "k"), lw=0.8)
+        if flow in color:
+            axes[0].plot([t for t, _ in pts], [v / 1e6 for _, v in pts], label=flow,
+                         color=color[flow], drawstyle="steps-post")
+    for flow, rows in flow_rows:
+        c = color.get(flow, "k")
+        _series(axes[0], rows, "pacing_rate_bps", 1e-6, color=c, lw=0.6, ls="--")
+        _series(axes[0], rows, "bbr_bw_bps", 1e-6, color=c, lw=0.8, ls=":")
+        _series(axes[2], rows, "srtt_us", 1e-3, color=c, lw=0.8)
+        _series(axes[2], rows, "min_rtt_us", 1e-3, color=c, lw=0.6, ls=":")
+        if bbr:
+            _series(axes[3], rows, "bbr_pacing_gain", 1.0, color=c, lw=0.8)
+            _series(axes[3], rows, "bbr_cwnd_gain", 1.0, color=c, lw=0.8, ls="--")
+    _cwnd_panel(axes[1], flow_rows, color)
     label, backlog = backlog_series(view.run)
     if backlog:
-        axes[3].plot([t for t, _ in backlog], [b / 1e3 for _, b in backlog], color="#444", lw=0.8)
-    axes[0].set_ylabel("throughput\n(Mbit/s)")
-    axes[1].set_ylabel("cwnd\n(packets)")
-    axes[2].set_ylabel("smoothed RTT\n(ms)")
-    axes[3].set_ylabel(f"backlog (KB)\n{label or 'no qdisc data'}", fontsize=8)
-    axes[3].set_xlabel("time (s)")
+        axes[-1].plot([t for t, _ in backlog], [b / 1e3 for _, b in backlog], color="#444", lw=0.8)
+    axes[0].set_ylabel("throughput (solid)\npacing (--), BBR bw (:)\nMbit/s", fontsize=8)
+    axes[2].set_ylabel("srtt (solid)\nmin_rtt (:), ms", fontsize=8)
+    if bbr:
+        axes[3].set_ylabel("BBR pacing gain\n(solid), cwnd gain (--)", fontsize=8)
+    axes[-1].set_ylabel(f"backlog (KB)\n{label or 'no qdisc data'}", fontsize=8)
+    axes[-1].set_xlabel("time (s since the run's t0)")
     if names:
-        axes[0].legend(loc="upper right", fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
+        axes[0].legend(loc="upper left", fontsize=8)
+    _decorate(axes, schedule_events(view), since, until)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
+
+
+def _decorate(axes: Sequence[Any], events: list[tuple[float, str]], since: float | None,
+              until: float | None) -> None:
+    """Grid, schedule events as labelled vertical lines, and the time range."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        for t, _ in events:
+            ax.axvline(t, color="#555", ls="-.", lw=0.8)
+    for t, what in events:
+        axes[0].annotate(what, (t, 1.0), xycoords=("data", "axes fraction"), fontsize=6,
+                         rotation=90, va="top", ha="right", color="#555")
+    if since is not None or until is not None:
+        axes[0].set_xlim(left=since, right=until)
 
 
 @_plain
@@ -286,3 +392,47 @@ def metric_sweep(summary: Summary, x_key: str, metrics: Sequence[str] = SWEEP_ME
 def loss_sweep(summary: Summary, loss_key: str = "loss") -> bytes | None:
     """Goodput (mean, 95 % CI) against the loss variable, one line per other label; None if no loss dim."""
     return metric_sweep(summary, loss_key, ("goodput",))
+
+
+def _in_range(t: float, since: float | None, until: float | None) -> bool:
+    return (since is None or t >= since) and (until is None or t <= until)
+
+
+@_plain
+def time_sequence(ts: TimeSequence, title: str, since: float | None = None,
+                  until: float | None = None) -> bytes:
+    """tcptrace-style: segments as bars (retransmissions red), ACK line, receive-window edge
+    and SACK blocks, sequence offsets in KB, within [since, until]."""
+    fig = _figure(5.5, 9.0)
+    ax = fig.subplots()
+
+    def keep(rows: list[Any]) -> list[Any]:
+        return [r for r in rows if _in_range(r[0], since, until)]
+
+    for rows, color, label in ((keep(ts.segments), "#1f1f1f", "data segments"),
+                               (keep(ts.retransmits), "#d62728", "retransmissions")):
+        if rows:
+            ax.vlines([t for t, _, _ in rows], [s / 1e3 for _, s, _ in rows],
+                      [e / 1e3 for _, _, e in rows], colors=color, lw=1.2 if color != "#1f1f1f"
+                      else 0.8, label=label)
+    if keep(ts.retransmits):
+        ax.scatter([t for t, _, _ in keep(ts.retransmits)],
+                   [e / 1e3 for _, _, e in keep(ts.retransmits)], marker="x", color="#d62728", s=18)
+    for rows, color, label in ((keep(ts.acks), "#2ca02c", "cumulative ACK"),
+                               (keep(ts.window), "#ff7f0e", "receive window edge (ACK + rwnd)")):
+        if rows:
+            ax.plot([t for t, _ in rows], [v / 1e3 for _, v in rows], color=color, lw=0.9,
+                    drawstyle="steps-post", label=label)
+    sacks = keep(ts.sacks)
+    if sacks:
+        ax.vlines([t for t, _, _ in sacks], [a / 1e3 for _, a, _ in sacks],
+                  [b / 1e3 for _, _, b in sacks], colors="#9467bd", lw=2.5, alpha=0.6,
+                  label="SACK blocks")
+    ax.set_xlabel(f"time ({ts.clock})")
+    ax.set_ylabel("sequence offset (KB from the ISN)")
+    ax.set_title(f"{title}\n{ts.connection}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    if since is not None or until is not None:
+        ax.set_xlim(left=since, right=until)
+    return _png(fig)

@@ -55,8 +55,10 @@ def _b64(png: bytes) -> str:
 
 
 def render_report(summary: Summary, *, test_metric: str = "goodput",
-                  png_dir: Path | None = None) -> str:
-    """The report's HTML text; with ``png_dir``, each plot also as a PNG file there."""
+                  png_dir: Path | None = None, since: float | None = None,
+                  until: float | None = None) -> str:
+    """The report's HTML text; with ``png_dir``, each plot also as a PNG file there. The time
+    series show [since, until] (seconds on each run's clock)."""
     metrics = visible_metrics(summary, default_metrics(summary))
     keys = summary.dims + summary.flow_by
     figures: list[tuple[str, str, bytes]] = []          # (section, title, png)
@@ -75,7 +77,8 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
         seen.add(view.run.run_id)
         group = ", ".join(f"{k}={v}" for k, v in row.labels.items() if k in summary.dims) or "all runs"
         figures.append(("series", f"{group} (run {view.run.run_id})",
-                        plots.timeseries(view, f"{summary.runset.workload}: {group}")))
+                        plots.timeseries(view, f"{summary.runset.workload}: {group}",
+                                         since=since, until=until)))
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
         for i, (_, title, png) in enumerate(figures):
@@ -108,9 +111,10 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
 
 
 def write_report(runset: RunSet, output: Path, *, by: Sequence[str] = (),
-                 png_dir: Path | None = None) -> Path:
+                 png_dir: Path | None = None, since: float | None = None,
+                 until: float | None = None) -> Path:
     """Write the report of ``runset`` to ``output`` (HTML); returns the path."""
-    html = render_report(summarize(runset, by), png_dir=png_dir)
+    html = render_report(summarize(runset, by), png_dir=png_dir, since=since, until=until)
     output = Path(output)
     if output.parent and not output.parent.exists():
         output.parent.mkdir(parents=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from testbed.analysis import load_runs, summarize, tables, verdicts
 from testbed.analysis.metrics import METRICS
+from testbed.cli.plot import add_time_range, check_time_range
 from testbed.errors import ConfigError
 
 
@@ -70,6 +71,7 @@ def register(subparsers: Any) -> None:
                    help="HTML file to write (default: report.html)")
     p.add_argument("--png-dir", type=Path, default=None,
                    help="also write each plot as a PNG file into this directory")
+    add_time_range(p)
     p.set_defaults(func=report_command)
 
 
@@ -114,8 +116,10 @@ def compare_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     # analysis.report imports matplotlib (~0.5 s): only for report
     from testbed.analysis import report
+    check_time_range(args)
     runset = load_runs(args.paths, include_suspect=args.include_suspect,
                        include_partial=args.include_partial)
-    path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir)
+    path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir,
+                               since=args.since, until=args.until)
     print(path)
     return 0

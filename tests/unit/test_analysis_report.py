@@ -137,3 +137,48 @@ def test_report_plots_each_metric_against_each_swept_variable_per_cc(tmp_path):
     html = report.render_report(s)
     assert "Metrics against queue" in html
     assert plots.metric_sweep(s, "rate") is None       # not swept
+
+
+def _teaching_run(tmp_path):
+    """One flow: slow start, a loss (recovery, a retransmission), a schedule action at 0.5 s."""
+    import json
+    from testbed.results import TCPINFO_COLUMNS, write_table
+    run = write_run(tmp_path, "r", variables={}, flows=[FakeFlow("f", "cubic", 10e6)])
+    rows = []
+    for k in range(100):
+        t = k * 0.01
+        state = "recovery" if 50 <= k < 55 else "open"
+        rows.append({"flow": "f", "t": t, "sport": 1, "state": "ESTABLISHED", "ca_state": state,
+                     "cwnd": 10 + k if k < 50 else 30, "ssthresh": None if k < 50 else 30,
+                     "srtt_us": 40000, "min_rtt_us": 40000, "pacing_rate_bps": 20e6,
+                     "bytes_acked": int(10e6 / 8 * t), "total_retrans": 0 if k < 51 else 1})
+    write_table(rows, ("flow",) + TCPINFO_COLUMNS, run / "tcp_info.csv")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["link_schedule"] = [{"link": "r1-r2", "set": "loss 100%", "at_s": 0.5,
+                                  "action": "set"}]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return RunView(load_runs([run]).runs[0])
+
+
+def test_time_series_mark_retransmissions_state_changes_and_schedule_events(tmp_path):
+    from PIL import Image
+    view = _teaching_run(tmp_path)
+    rows = [r for r in view.run.tcp_info()]
+    assert plots.retransmission_times(rows) == [pytest.approx(0.51)]
+    assert plots.ca_changes(rows) == [(pytest.approx(0.5), "recovery"), (pytest.approx(0.55), "open")]
+    assert plots.schedule_events(view) == [(0.5, "r1-r2: loss 100%")]
+    img = Image.open(io.BytesIO(plots.timeseries(view, "t"))).convert("RGB")
+    colours = {c for _, c in img.getcolors(maxcolors=1 << 24)}
+    assert (0xd6, 0x27, 0x28) in colours          # the retransmission's x
+    assert (0xff, 0x7f, 0x0e) in colours          # the entry into recovery
+    assert (0x55, 0x55, 0x55) in colours          # the schedule action's line
+
+
+def test_report_zooms_its_time_series(tmp_path, capsys):
+    _teaching_run(tmp_path)
+    out = tmp_path / "r.html"
+    assert cli.main(["report", str(tmp_path / "r"), "-o", str(out), "--from", "0.4",
+                     "--to", "0.6"]) == 0
+    assert cli.main(["report", str(tmp_path / "r"), "-o", str(out), "--from", "0.6",
+                     "--to", "0.4"]) == 2
+    assert "--to 0.4 must be after --from 0.6" in capsys.readouterr().err
