@@ -33,7 +33,7 @@ T = TypeVar("T")
 TOP_KEYS = ("name", "description", "topology", "matrix", "repeat", "seed",
             "duration", "sampling", "capture", "flows")
 FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size", "count",
-             "rate", "packet_size", "rr", "driver")
+             "rate", "packet_size", "rr", "driver", "rcvbuf", "sndbuf")
 RR_KEYS = ("request", "response", "think")
 SAMPLING_KEYS = ("tcp_info", "qdisc", "host")
 CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
@@ -290,9 +290,27 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
     driver = f.get("driver")
     if driver is not None and not isinstance(driver, str):
         raise ctx.error(f"{path}.driver", f"driver must be a name, got {driver!r}")
+    rcvbuf, sndbuf = (_socket_buffer(ctx, f, key, path, protocol) for key in ("rcvbuf", "sndbuf"))
     return Flow(name=name, src=f["from"], dst=f["to"], protocol=protocol, cc=cc, start=start,
                 duration=duration, size=size, count=count, rate=rate, packet_size=packet_size,
-                rr=rr, driver=driver, yaml_path=path)
+                rr=rr, driver=driver, rcvbuf=rcvbuf, sndbuf=sndbuf, yaml_path=path)
+
+
+MIN_SOCKET_BUFFER = Size(4096)        # below a page the kernel rounds it up anyway
+
+
+def _socket_buffer(ctx: _Ctx, f: dict[str, Any], key: str, path: str, protocol: str
+                   ) -> Size | None:
+    """``rcvbuf:``/``sndbuf:`` of a tcp flow: a size of at least 4 KB, or None."""
+    if f.get(key) is None:
+        return None
+    size = ctx.unit(Size.parse, f[key], f"{path}.{key}")
+    if protocol != "tcp":
+        raise ctx.error(f"{path}.{key}", f"{key} applies to tcp flows only")
+    if size < MIN_SOCKET_BUFFER:
+        raise ctx.error(f"{path}.{key}", f"{key} must be at least {MIN_SOCKET_BUFFER.bytes} bytes, "
+                        f"got {size.bytes}")
+    return size
 
 
 def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None,

@@ -45,6 +45,8 @@ class Flow:
     packet_size: Size = Size(1200)
     rr: RequestResponse | None = None
     driver: str | None = None
+    rcvbuf: Size | None = None     # the receiver's SO_RCVBUF: caps the window it offers
+    sndbuf: Size | None = None     # the sender's SO_SNDBUF: caps what it keeps in flight
     yaml_path: str = ""
 
     @property
