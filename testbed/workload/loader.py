@@ -21,6 +21,7 @@ import jinja2
 import jinja2.meta
 
 from testbed.model import document as tb_loader
+from testbed.model.document import Document
 
 from testbed.errors import ConfigError
 from testbed.files import NAME_MAX
@@ -31,7 +32,7 @@ from testbed.workload.model import (FLOW_PROTOCOLS, Capture, Flow, RequestRespon
 T = TypeVar("T")
 
 TOP_KEYS = ("name", "description", "topology", "matrix", "repeat", "seed",
-            "duration", "sampling", "capture", "flows")
+            "duration", "sampling", "capture", "flows", "schedule")
 FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size", "count",
              "rate", "packet_size", "rr", "driver", "rcvbuf", "sndbuf")
 RR_KEYS = ("request", "response", "think")
@@ -367,7 +368,13 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ctx.error("seed", f"seed must be an integer, got {seed!r}")
     description = top.get("description") or ""
+    schedule = top.get("schedule")
+    if schedule is not None and not isinstance(schedule, list):
+        raise ctx.error("schedule", "schedule must be a list of {at, link, set} entries")
     return Workload(name=name, file=file.resolve(), description=str(description).strip(),
                     topology_path=topology_path, topology_inline=topology_inline,
                     variables=dict(variables or {}), flows=flows, duration=duration,
-                    sampling=sampling, capture=capture, seed=seed, rendered_text=rendered)
+                    sampling=sampling, capture=capture, seed=seed, rendered_text=rendered,
+                    schedule_doc=None if schedule is None else
+                    Document(str(file), schedule, {k: v for k, v in ctx.lines.items()
+                                                   if k.startswith("schedule")}))

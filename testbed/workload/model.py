@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from testbed.model.document import Document
+from testbed.model.schedule import ScheduleEntry, parse_schedule
 from testbed.units import Duration, Rate, Size
 
 FLOW_PROTOCOLS = ("tcp", "udp")
@@ -93,6 +95,15 @@ class Workload:
     capture: Capture = field(default_factory=Capture)
     seed: int = 1
     rendered_text: str = ""
+    # ``schedule:`` as written (checked against the topology's links by ``schedule_entries``)
+    schedule_doc: Document | None = field(default=None, repr=False, compare=False)
+
+    def schedule_entries(self, links: Sequence[Any]) -> tuple[ScheduleEntry, ...]:
+        """The workload's link schedule, checked against the topology's ``links`` (errors name
+        the workload file and ``schedule[i]``); run after the topology's own entries."""
+        if self.schedule_doc is None:
+            return ()
+        return parse_schedule(self.schedule_doc, self.schedule_doc.data, links)
 
     @property
     def planned_seconds(self) -> float:
