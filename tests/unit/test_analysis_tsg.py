@@ -99,3 +99,10 @@ def test_plot_command_bad_input_is_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_handshake_metric_is_syn_to_syn_ack(tmp_path):
+    from testbed.analysis import load_runs, summarize
+    _run_with_capture(tmp_path)
+    row = summarize(load_runs([tmp_path])).rows[0]
+    assert row.estimate("handshake").mean == pytest.approx(0.04)
