@@ -8,6 +8,7 @@ margin a slow or starved host cannot erase.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -37,3 +38,31 @@ def test_buffer_sweep_bbr_share_falls_as_the_buffer_grows(tmp_path):
     (verdict,) = check_assertions(summary, ["share[cc=bbr,queue=0.25bdp] > "
                                             "share[cc=bbr,queue=16bdp] + 10%"])
     assert verdict.passed, verdict.message
+
+
+LESSONS = REPO / "workloads" / "lessons"
+# shorter than as shipped where the phenomenon fits in less time
+SHORT = {"sawtooth": {"duration": "6s"}, "udp-vs-tcp": {"duration": "4s"},
+         "bbr-vs-cubic": {"duration": "4s"}, "slow-start": {"duration": "2s"}}
+
+
+def header_assertions(path: Path) -> list[str]:
+    """The ``--assert "..."`` of a workload's header: what it promises to show."""
+    header = "".join(line for line in path.read_text().splitlines(keepends=True)
+                     if line.startswith("#"))
+    return re.findall(r'--assert "([^"]+)"', header)
+
+
+@pytest.mark.parametrize("lesson", sorted(p.stem for p in LESSONS.glob("*.yaml")))
+def test_a_lesson_shows_what_its_header_says(tmp_path, lesson):
+    path = LESSONS / f"{lesson}.yaml"
+    assertions = header_assertions(path)
+    assert assertions, f"{path.name} promises nothing it checks"
+    out = tmp_path / "res"
+    run_workload(path, output=out, progress=False, variables=SHORT.get(lesson, {}),
+                 name="st" + secrets.token_hex(3))
+    summary = summarize(load_runs([out], include_suspect=True))
+    verdicts = check_assertions(summary, assertions)
+    for v in verdicts:
+        print(f"{lesson}: {'PASS' if v.passed else 'FAIL'} {v.text} ({v.message})")
+    assert all(v.passed for v in verdicts), [v.message for v in verdicts if not v.passed]
