@@ -316,6 +316,47 @@ def _per_socket(fn: Callable[[list[dict[str, Any]]], float | None], combine: str
     return metric
 
 
+@dataclass(frozen=True)
+class SocketHistory:
+    """A socket's retransmissions and ca_state changes over time: from the kernel's events
+    (tcp_events.csv) when the run recorded them, each one; else as far as the tcp_info
+    samples saw (a state shorter than the sampling interval can be missed)."""
+
+    retransmissions: list[float]
+    ca_changes: list[tuple[float, str]]
+    source: str                            # "tcp_events" or "tcp_info"
+
+
+def socket_history(run: Run, rows: list[dict[str, Any]]) -> SocketHistory:
+    """The history of the socket whose tcp_info samples are ``rows``."""
+    key = tuple(rows[0].get(k) for k in ("src", "sport", "dst", "dport")) if rows else None
+    events = [e for e in run.tcp_events()
+              if tuple(e.get(k) for k in ("src", "sport", "dst", "dport")) == key]
+    if events:
+        retx = [e["t"] for e in events if e.get("event") == "retransmit_skb" and not e.get("err")]
+        states = [(e["t"], e.get("ca_state") or "") for e in events
+                  if e.get("event") == "cong_state_set"]
+        return SocketHistory(retx, _changes(states), "tcp_events")
+    retx, before = [], None
+    for r in rows:
+        n = r.get("total_retrans")
+        if n is not None and before is not None and n > before:
+            retx.append(r["t"])
+        before = n if n is not None else before
+    return SocketHistory(retx, _changes([(r["t"], r.get("ca_state") or "") for r in rows]),
+                         "tcp_info")
+
+
+def _changes(states: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """(time, new state) each time the state differs from the one before (open at first)."""
+    out, before = [], "open"
+    for t, state in states:
+        if state and state != before:
+            out.append((t, state))
+            before = state
+    return out
+
+
 def ssthresh_cuts(rows: list[dict[str, Any]]) -> float:
     """Multiplicative decreases: each time ssthresh takes a new value (it is set to the
     reduced window on every congestion event)."""
@@ -323,13 +364,16 @@ def ssthresh_cuts(rows: list[dict[str, Any]]) -> float:
     return float(sum(1 for a, b in zip([None] + values, values) if a != b))
 
 
-def state_entries(state: str) -> Callable[[list[dict[str, Any]]], float]:
-    """How often the socket entered ca_state ``state`` (recovery: fast recovery; loss: an
-    RTO), as far as the tcp_info samples saw."""
-    def count(rows: list[dict[str, Any]]) -> float:
-        states = [r.get("ca_state") for r in rows]
-        return float(sum(1 for a, b in zip([None] + states, states) if b == state and a != b))
-    return count
+def state_entries(state: str) -> Callable[[RunView, Sequence[str]], float | None]:
+    """How often the flows' sending sockets entered ca_state ``state`` (recovery: fast
+    recovery; loss: an RTO), from ``socket_history``."""
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        sockets = data_sockets(v, names)
+        if not sockets:
+            return None
+        return float(sum(1 for rows in sockets
+                         for _, s in socket_history(v.run, rows).ca_changes if s == state))
+    return metric
 
 
 def window_ratio(v: RunView, names: Sequence[str]) -> float | None:
@@ -386,9 +430,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("cwnd_cuts", "count", "", "multiplicative decreases (new ssthresh values)",
            _per_socket(ssthresh_cuts, "sum")),
     Metric("recoveries", "count", "", "entries into fast recovery (ca_state recovery)",
-           _per_socket(state_entries("recovery"), "sum")),
+           state_entries("recovery")),
     Metric("rtos", "count", "lower", "retransmission timeouts (entries into ca_state loss)",
-           _per_socket(state_entries("loss"), "sum")),
+           state_entries("loss")),
     Metric("window_ratio", "ratio", "", "goodput / (receive window / RTT): 1 when "
            "receiver-limited", window_ratio),
     Metric("rwnd_limited", "fraction", "", "time the receive window limited the sender",

@@ -15,12 +15,13 @@ Colours come from ``palette(n)``, distinct for as many groups as there are.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import io
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from testbed.analysis.metrics import METRICS, RunView, backlog_series
+from testbed.analysis.metrics import METRICS, RunView, backlog_series, socket_history
 from testbed.analysis.stats import Estimate, mean_ci
 from testbed.analysis.summary import Row, Summary, sort_key
 from testbed.analysis.tsg import TimeSequence
@@ -145,51 +146,35 @@ def _series(ax: Any, rows: list[dict[str, Any]], column: str, scale: float, **st
         ax.plot([t for t, _ in pts], [v for _, v in pts], **style)
 
 
-def ca_changes(rows: list[dict[str, Any]]) -> list[tuple[float, str]]:
-    """(time, new state) each time ca_state leaves or enters open."""
-    out, before = [], "open"
-    for r in rows:
-        state = r.get("ca_state")
-        if state and state != before:
-            out.append((r["t"], state))
-            before = state
-    return out
-
-
-def retransmission_times(rows: list[dict[str, Any]]) -> list[float]:
-    """The sample times at which the socket's total_retrans grew."""
-    out, before = [], None
-    for r in rows:
-        n = r.get("total_retrans")
-        if n is not None and before is not None and n > before:
-            out.append(r["t"])
-        before = n if n is not None else before
-    return out
-
-
 _CA_MARK = {"recovery": ("^", "#ff7f0e"), "loss": ("s", "#d62728"), "cwr": ("v", "#9467bd"),
             "disorder": ("d", "#8c564b"), "open": ("o", "#2ca02c")}
 
 
-def _cwnd_panel(ax: Any, flow_rows: list[tuple[str, list[dict[str, Any]]]],
+def _cwnd_at(rows: list[dict[str, Any]], times: Sequence[float]) -> list[float]:
+    """The cwnd of the last sample at or before each time (events fall between samples)."""
+    ts = [r["t"] for r in rows]
+    return [rows[max(bisect.bisect_right(ts, t) - 1, 0)].get("cwnd") or 0 for t in times]
+
+
+def _cwnd_panel(ax: Any, view: RunView, flow_rows: list[tuple[str, list[dict[str, Any]]]],
                 color: dict[str, str]) -> None:
     """cwnd, ssthresh (dashed), retransmissions (x) and ca_state changes (markers)."""
+    seen: set[str] = set()
     for flow, rows in flow_rows:
         c = color.get(flow, "k")
         _series(ax, rows, "cwnd", 1.0, color=c, lw=0.8)
         _series(ax, rows, "ssthresh", 1.0, color=c, lw=0.8, ls="--")
-        cwnd_at = {r["t"]: r.get("cwnd") for r in rows}
-        retx = retransmission_times(rows)
-        if retx:
-            ax.scatter(retx, [cwnd_at.get(t) or 0 for t in retx], marker="x", color="#d62728",
-                       s=16, zorder=3)
-        for t, state in ca_changes(rows):
+        history = socket_history(view.run, rows)
+        if history.retransmissions:
+            ax.scatter(history.retransmissions, _cwnd_at(rows, history.retransmissions),
+                       marker="x", color="#d62728", s=16, zorder=3)
+        for t, state in history.ca_changes:
             marker, mc = _CA_MARK.get(state, ("o", "#7f7f7f"))
-            ax.scatter([t], [cwnd_at.get(t) or 0], marker=marker, color=mc, s=22, zorder=4)
+            ax.scatter([t], _cwnd_at(rows, [t]), marker=marker, color=mc, s=22, zorder=4)
+            seen.add(state)
     ax.set_ylabel("cwnd (solid), ssthresh\n(dashed), packets", fontsize=8)
     handles = [_legend_mark(ax, "x", "#d62728", "retransmission")] + \
-        [_legend_mark(ax, m, c, f"ca_state -> {s}") for s, (m, c) in _CA_MARK.items()
-         if any(state == s for _, rows in flow_rows for _, state in ca_changes(rows))]
+        [_legend_mark(ax, m, c, f"ca_state -> {s}") for s, (m, c) in _CA_MARK.items() if s in seen]
     ax.legend(handles=handles, fontsize=7, loc="upper right")
 
 
@@ -235,7 +220,7 @@ def timeseries(view: RunView, title: str, *, since: float | None = None,
         if bbr:
             _series(axes[3], rows, "bbr_pacing_gain", 1.0, color=c, lw=0.8)
             _series(axes[3], rows, "bbr_cwnd_gain", 1.0, color=c, lw=0.8, ls="--")
-    _cwnd_panel(axes[1], flow_rows, color)
+    _cwnd_panel(axes[1], view, flow_rows, color)
     label, backlog = backlog_series(view.run)
     if backlog:
         axes[-1].plot([t for t, _ in backlog], [b / 1e3 for _, b in backlog], color="#444", lw=0.8)

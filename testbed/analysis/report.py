@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from testbed.analysis import plots
+from testbed.analysis import plots, tsg
 from testbed.analysis.metrics import METRICS, UNIT_LABEL
 from testbed.analysis.runs import Run, RunSet
 from testbed.analysis.stats import CI_METHOD, TEST_METHOD
 from testbed.analysis.summary import Summary, summarize
 from testbed.analysis.tables import (cell, comparison_line, default_metrics, header, meaningful,
                                      visible_metrics)
+from testbed.errors import ResultsError
 from testbed.version import __version__
 
 
@@ -50,6 +51,35 @@ def _run_facts(run: Run, labels: str) -> dict[str, Any]:
     }
 
 
+def _series_figures(summary: Summary, since: float | None, until: float | None
+                    ) -> list[tuple[str, str, bytes]]:
+    """The time series of the first run of each group, and the time-sequence graph of each
+    of its tcp flows when the run has a capture."""
+    figures: list[tuple[str, str, bytes]] = []
+    seen: set[str] = set()
+    for row in summary.rows:
+        view = row.views[0]
+        if view.run.run_id in seen:
+            continue  # a run split by --by appears once
+        seen.add(view.run.run_id)
+        group = ", ".join(f"{k}={v}" for k, v in row.labels.items() if k in summary.dims) or "all runs"
+        title = f"{summary.runset.workload}: {group}"
+        figures.append(("series", f"{group} (run {view.run.run_id})",
+                        plots.timeseries(view, title, since=since, until=until)))
+        if not any((view.run.path / "raw").glob("*.pcap")):
+            continue
+        for flow in view.flows:
+            if flow.get("protocol", "tcp") != "tcp":
+                continue
+            try:
+                ts = tsg.run_time_sequence(view.run, flow["name"])
+            except ResultsError:
+                continue      # captured where this flow does not pass
+            figures.append(("series", f"{group}: time-sequence graph of flow {flow['name']}",
+                            plots.time_sequence(ts, f"{title}, flow {flow['name']}", since, until)))
+    return figures
+
+
 def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
 
@@ -69,16 +99,7 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
     figures.append(("overview", "Throughput vs queueing delay (Pantheon-style)",
                     plots.throughput_delay(summary.rows)))
     figures.append(("overview", "RTT CDF", plots.rtt_cdf(summary.rows)))
-    seen: set[str] = set()
-    for row in summary.rows:
-        view = row.views[0]
-        if view.run.run_id in seen:
-            continue  # a run split by --by appears once
-        seen.add(view.run.run_id)
-        group = ", ".join(f"{k}={v}" for k, v in row.labels.items() if k in summary.dims) or "all runs"
-        figures.append(("series", f"{group} (run {view.run.run_id})",
-                        plots.timeseries(view, f"{summary.runset.workload}: {group}",
-                                         since=since, until=until)))
+    figures += _series_figures(summary, since, until)
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
         for i, (_, title, png) in enumerate(figures):

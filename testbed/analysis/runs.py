@@ -73,6 +73,7 @@ class Run:
     result: dict[str, Any]
     manifest: dict[str, Any]
     _tcp_info: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _tcp_events: list[dict[str, Any]] | None = field(default=None, repr=False)
     _qdisc: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
@@ -115,6 +116,15 @@ class Run:
                 rows.append(row)
             self._tcp_info = rows
         return self._tcp_info
+
+    def tcp_events(self) -> list[dict[str, Any]]:
+        """Rows of tcp_events.csv (the kernel's tracepoints; none when not recorded)."""
+        if self._tcp_events is None:
+            path = self.path / "tcp_events.csv"
+            rows = read_csv(path) if path.exists() else []
+            self._tcp_events = [{**r, **{k: _num(r.get(k)) for k in ("t", "sport", "dport", "cwnd")}}
+                                for r in rows]
+        return self._tcp_events
 
     def qdisc(self) -> list[dict[str, Any]]:
         if self._qdisc is None:

@@ -11,7 +11,7 @@ import pytest
 from testbed.cli import main as cli
 from testbed.analysis import load_runs, summarize
 from testbed.analysis import plots, report
-from testbed.analysis.metrics import RunView
+from testbed.analysis.metrics import RunView, socket_history
 from testbed.analysis.report import render_report
 from testbed.analysis.synthetic import FakeFlow, write_run
 
@@ -163,9 +163,10 @@ def _teaching_run(tmp_path):
 def test_time_series_mark_retransmissions_state_changes_and_schedule_events(tmp_path):
     from PIL import Image
     view = _teaching_run(tmp_path)
-    rows = [r for r in view.run.tcp_info()]
-    assert plots.retransmission_times(rows) == [pytest.approx(0.51)]
-    assert plots.ca_changes(rows) == [(pytest.approx(0.5), "recovery"), (pytest.approx(0.55), "open")]
+    history = socket_history(view.run, view.run.tcp_info())
+    assert history.source == "tcp_info"
+    assert history.retransmissions == [pytest.approx(0.51)]
+    assert history.ca_changes == [(pytest.approx(0.5), "recovery"), (pytest.approx(0.55), "open")]
     assert plots.schedule_events(view) == [(0.5, "r1-r2: loss 100%")]
     img = Image.open(io.BytesIO(plots.timeseries(view, "t"))).convert("RGB")
     colours = {c for _, c in img.getcolors(maxcolors=1 << 24)}
@@ -182,3 +183,21 @@ def test_report_zooms_its_time_series(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "r"), "-o", str(out), "--from", "0.6",
                      "--to", "0.4"]) == 2
     assert "--to 0.4 must be after --from 0.6" in capsys.readouterr().err
+
+
+def test_kernel_events_are_preferred_to_samples_when_recorded(tmp_path):
+    """tcp_info at 10 ms misses a recovery shorter than that; tcp_events.csv has each one."""
+    from testbed.collect.tcpevents_parse import CSV_COLUMNS
+    from testbed.results import write_table
+    view = _teaching_run(tmp_path)
+    key = {"src": "10.0.0.1", "sport": 1, "dst": "10.0.1.1", "dport": 5201}
+    rows = [{**r, **key} for r in view.run.tcp_info()]
+    events = [{"t": 0.301, "event": "retransmit_skb", **key},
+              {"t": 0.302, "event": "cong_state_set", "ca_state": "recovery", **key},
+              {"t": 0.305, "event": "cong_state_set", "ca_state": "open", **key},
+              {"t": 0.4, "event": "retransmit_skb", **{**key, "sport": 2}}]   # another socket
+    write_table(events, CSV_COLUMNS, view.run.path / "tcp_events.csv")
+    history = socket_history(view.run, rows)
+    assert history.source == "tcp_events"
+    assert history.retransmissions == [0.301]
+    assert history.ca_changes == [(0.302, "recovery"), (0.305, "open")]

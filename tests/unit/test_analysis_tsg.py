@@ -106,3 +106,11 @@ def test_handshake_metric_is_syn_to_syn_ack(tmp_path):
     _run_with_capture(tmp_path)
     row = summarize(load_runs([tmp_path])).rows[0]
     assert row.estimate("handshake").mean == pytest.approx(0.04)
+
+
+def test_report_shows_the_time_sequence_graph_of_a_captured_flow(tmp_path):
+    from testbed.analysis import load_runs, summarize
+    from testbed.analysis.report import render_report
+    _run_with_capture(tmp_path)
+    html = render_report(summarize(load_runs([tmp_path])))
+    assert "time-sequence graph of flow bulk" in html
