@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from testbed.model.document import Document
 from testbed.model.schedule import ScheduleEntry, parse_schedule
@@ -97,6 +97,20 @@ class Workload:
     rendered_text: str = ""
     # ``schedule:`` as written (checked against the topology's links by ``schedule_entries``)
     schedule_doc: Document | None = field(default=None, repr=False, compare=False)
+
+    def router_notes(self, kinds: Mapping[str, str]) -> list[str]:
+        """A note for each flow that starts or ends on a router (``kinds``: node -> kind):
+        allowed, but usually a slip for a host; its traffic skips the access links and
+        shares the router's CPU with the forwarding it measures."""
+        hosts = sorted(n for n, k in kinds.items() if k == "host")
+        notes = []
+        for flow in self.flows:
+            for key, node in (("from", flow.src), ("to", flow.dst)):
+                if kinds.get(node) == "router":
+                    notes.append(f"{self.file.name}: {flow.yaml_path}.{key}: {node} is a router; "
+                                 f"its traffic skips the access links and shares the router's "
+                                 f"CPU with forwarding (hosts: {', '.join(hosts) or 'none'})")
+        return notes
 
     def schedule_entries(self, links: Sequence[Any]) -> tuple[ScheduleEntry, ...]:
         """The workload's link schedule, checked against the topology's ``links`` (errors name

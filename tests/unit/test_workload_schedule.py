@@ -1,5 +1,5 @@
 """``schedule:`` in a workload: accepted, then checked against the topology's links with
-errors that name the workload file and the entry."""
+errors that name the workload file and the entry; a note for a flow on a router."""
 
 from __future__ import annotations
 
@@ -46,3 +46,11 @@ def test_a_workload_schedule_naming_no_link_says_where(tmp_path):
 def test_a_workload_schedule_that_is_not_a_list_is_refused_at_load(tmp_path):
     with pytest.raises(ConfigError, match="schedule must be a list"):
         load_workload(workload(tmp_path, "  at: 2s\n"))
+
+
+def test_a_router_as_a_flows_end_gets_a_note(tmp_path):
+    p = tmp_path / "wl.yaml"
+    p.write_text(f"name: wl\ntopology: {DUMBBELL}\nflows: [{{from: r1, to: h3}}, {{from: h1, to: h4}}]\n")
+    kinds = {name: node.kind for name, node in load_topology(DUMBBELL).nodes.items()}
+    (note,) = load_workload(p).router_notes(kinds)
+    assert note.startswith("wl.yaml: flows[0].from: r1 is a router") and "h1, h2, h3, h4" in note
