@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from testbed.analysis import plots, tsg
-from testbed.analysis.metrics import METRICS, UNIT_LABEL
+from testbed.analysis.metrics import METRICS, UNIT_LABEL, RunView
 from testbed.analysis.runs import Run, RunSet
 from testbed.analysis.stats import CI_METHOD, TEST_METHOD
 from testbed.analysis.summary import Summary, summarize
@@ -51,23 +51,27 @@ def _run_facts(run: Run, labels: str) -> dict[str, Any]:
     }
 
 
-def _series_figures(summary: Summary, since: float | None, until: float | None
-                    ) -> list[tuple[str, str, bytes]]:
-    """The time series of the first run of each group, and the time-sequence graph of each
-    of its tcp flows when the run has a capture."""
+def _series_figures(summary: Summary, since: float | None, until: float | None,
+                    every_run: bool = False) -> list[tuple[str, str, bytes]]:
+    """The time series of the first run of each group (of each run: ``every_run``), and the
+    time-sequence graph of each of its tcp flows when the run has a capture."""
     figures: list[tuple[str, str, bytes]] = []
     seen: set[str] = set()
     for row in summary.rows:
-        view = row.views[0]
-        if view.run.run_id in seen:
-            continue  # a run split by --by appears once
-        seen.add(view.run.run_id)
         group = ", ".join(f"{k}={v}" for k, v in row.labels.items() if k in summary.dims) or "all runs"
-        title = f"{summary.runset.workload}: {group}"
-        figures.append(("series", f"{group} (run {view.run.run_id})",
-                        plots.timeseries(view, title, since=since, until=until)))
-        if not any((view.run.path / "raw").glob("*.pcap")):
-            continue
+        for view in row.views if every_run else row.views[:1]:
+            if view.run.run_id not in seen:   # a run split by --by appears once
+                seen.add(view.run.run_id)
+                figures += _run_figures(view, group, f"{summary.runset.workload}: {group}",
+                                        since, until)
+    return figures
+
+
+def _run_figures(view: RunView, group: str, title: str, since: float | None,
+                 until: float | None) -> list[tuple[str, str, bytes]]:
+    figures = [("series", f"{group} (run {view.run.run_id})",
+                plots.timeseries(view, title, since=since, until=until))]
+    if any((view.run.path / "raw").glob("*.pcap")):
         for flow in view.flows:
             if flow.get("protocol", "tcp") != "tcp":
                 continue
@@ -75,7 +79,8 @@ def _series_figures(summary: Summary, since: float | None, until: float | None
                 ts = tsg.run_time_sequence(view.run, flow["name"])
             except ResultsError:
                 continue      # captured where this flow does not pass
-            figures.append(("series", f"{group}: time-sequence graph of flow {flow['name']}",
+            figures.append(("series", f"{group}: time-sequence graph of flow {flow['name']} "
+                            f"(run {view.run.run_id})",
                             plots.time_sequence(ts, f"{title}, flow {flow['name']}", since, until)))
     return figures
 
@@ -86,7 +91,7 @@ def _b64(png: bytes) -> str:
 
 def render_report(summary: Summary, *, test_metric: str = "goodput",
                   png_dir: Path | None = None, since: float | None = None,
-                  until: float | None = None) -> str:
+                  until: float | None = None, every_run: bool = False) -> str:
     """The report's HTML text; with ``png_dir``, each plot also as a PNG file there. The time
     series show [since, until] (seconds on each run's clock)."""
     metrics = visible_metrics(summary, default_metrics(summary))
@@ -99,7 +104,7 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
     figures.append(("overview", "Throughput vs queueing delay (Pantheon-style)",
                     plots.throughput_delay(summary.rows)))
     figures.append(("overview", "RTT CDF", plots.rtt_cdf(summary.rows)))
-    figures += _series_figures(summary, since, until)
+    figures += _series_figures(summary, since, until, every_run)
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
         for i, (_, title, png) in enumerate(figures):
@@ -133,9 +138,10 @@ def render_report(summary: Summary, *, test_metric: str = "goodput",
 
 def write_report(runset: RunSet, output: Path, *, by: Sequence[str] = (),
                  png_dir: Path | None = None, since: float | None = None,
-                 until: float | None = None) -> Path:
+                 until: float | None = None, every_run: bool = False) -> Path:
     """Write the report of ``runset`` to ``output`` (HTML); returns the path."""
-    html = render_report(summarize(runset, by), png_dir=png_dir, since=since, until=until)
+    html = render_report(summarize(runset, by), png_dir=png_dir, since=since, until=until,
+                         every_run=every_run)
     output = Path(output)
     if output.parent and not output.parent.exists():
         output.parent.mkdir(parents=True)

@@ -72,6 +72,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--png-dir", type=Path, default=None,
                    help="also write each plot as a PNG file into this directory")
     add_time_range(p)
+    p.add_argument("--all-runs", action="store_true",
+                   help="time series of every run, not only the first of each group")
     p.set_defaults(func=report_command)
 
 
@@ -120,6 +122,6 @@ def report_command(args: argparse.Namespace) -> int:
     runset = load_runs(args.paths, include_suspect=args.include_suspect,
                        include_partial=args.include_partial)
     path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir,
-                               since=args.since, until=args.until)
+                               since=args.since, until=args.until, every_run=args.all_runs)
     print(path)
     return 0

@@ -201,3 +201,10 @@ def test_kernel_events_are_preferred_to_samples_when_recorded(tmp_path):
     assert history.source == "tcp_events"
     assert history.retransmissions == [0.301]
     assert history.ca_changes == [(0.302, "recovery"), (0.305, "open")]
+
+
+def test_report_all_runs_shows_every_runs_time_series(sweep, tmp_path):
+    first = report.render_report(summarize(load_runs([sweep])))
+    every = report.render_report(summarize(load_runs([sweep])), every_run=True)
+    assert len(_pngs(every)) == len(_pngs(first)) + 6      # 12 runs in 6 groups
+    assert cli.main(["report", str(sweep), "-o", str(tmp_path / "r.html"), "--all-runs"]) == 0
