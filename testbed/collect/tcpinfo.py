@@ -219,8 +219,7 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
             raw = bytes(payload[:_TCP_INFO.size])
             if len(raw) < _TCP_INFO.size:
                 raw += b"\0" * (_TCP_INFO.size - len(raw))
-            info = dict(zip(_TCP_INFO_NAMES, _TCP_INFO.unpack(raw)))
-            sent_len = len(payload)
+            info, sent_len = dict(zip(_TCP_INFO_NAMES, _TCP_INFO.unpack(raw))), len(payload)
         elif atype == INET_DIAG_CONG:
             row["cc"] = bytes(payload).split(b"\0", 1)[0].decode(errors="replace")
         elif atype == INET_DIAG_BBRINFO and len(payload) >= _BBR_INFO.size:

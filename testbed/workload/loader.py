@@ -233,6 +233,20 @@ def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,
     return parse_workload(data, file=src.file, lines=lines, variables=context, rendered=rendered)
 
 
+def _flow_cc(ctx: _Ctx, cc: Any, path: str, protocol: str) -> str | None:
+    """A flow's ``cc:``: a name, for tcp, not a near miss of a known one."""
+    if cc is None:
+        return None
+    if not isinstance(cc, str) or not _CC_RE.fullmatch(cc):
+        raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
+    if protocol != "tcp":
+        raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
+    guess = misspelt_cc(cc)
+    if guess:
+        raise ctx.error(f"{path}.cc", f"unknown congestion control {cc!r}; did you mean {guess!r}?")
+    return cc
+
+
 def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
     f = ctx.mapping(raw, path, FLOW_KEYS)
     for key in ("from", "to"):
@@ -245,16 +259,7 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
     protocol = f.get("protocol", "tcp")
     if protocol not in FLOW_PROTOCOLS:
         raise ctx.error(f"{path}.protocol", f"unknown protocol {protocol!r}; use tcp or udp")
-    cc = f.get("cc")
-    if cc is not None:
-        if not isinstance(cc, str) or not _CC_RE.fullmatch(cc):
-            raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
-        if protocol != "tcp":
-            raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
-        guess = misspelt_cc(cc)
-        if guess:
-            raise ctx.error(f"{path}.cc", f"unknown congestion control {cc!r}; did you mean "
-                            f"{guess!r}?")
+    cc = _flow_cc(ctx, f.get("cc"), path, protocol)
     start = ctx.unit(Duration.parse, f.get("start", "0s"), f"{path}.start")
     duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False), f["duration"],
                         f"{path}.duration") if f.get("duration") is not None else None
@@ -368,13 +373,18 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ctx.error("seed", f"seed must be an integer, got {seed!r}")
     description = top.get("description") or ""
-    schedule = top.get("schedule")
-    if schedule is not None and not isinstance(schedule, list):
-        raise ctx.error("schedule", "schedule must be a list of {at, link, set} entries")
     return Workload(name=name, file=file.resolve(), description=str(description).strip(),
                     topology_path=topology_path, topology_inline=topology_inline,
                     variables=dict(variables or {}), flows=flows, duration=duration,
                     sampling=sampling, capture=capture, seed=seed, rendered_text=rendered,
-                    schedule_doc=None if schedule is None else
-                    Document(str(file), schedule, {k: v for k, v in ctx.lines.items()
-                                                   if k.startswith("schedule")}))
+                    schedule_doc=_schedule_doc(ctx, top.get("schedule")))
+
+
+def _schedule_doc(ctx: _Ctx, schedule: Any) -> Document | None:
+    """``schedule:`` kept with its lines, to be checked once the topology's links are known."""
+    if schedule is None:
+        return None
+    if not isinstance(schedule, list):
+        raise ctx.error("schedule", "schedule must be a list of {at, link, set} entries")
+    return Document(str(ctx.file), schedule,
+                    {k: v for k, v in ctx.lines.items() if k.startswith("schedule")})
