@@ -8,7 +8,7 @@ Everything here is checked structurally; checks that need the topology
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -112,12 +112,15 @@ class Workload:
                                  f"CPU with forwarding (hosts: {', '.join(hosts) or 'none'})")
         return notes
 
-    def schedule_entries(self, links: Sequence[Any]) -> tuple[ScheduleEntry, ...]:
+    def schedule_entries(self, links: Sequence[Any], first_index: int = 0
+                         ) -> tuple[ScheduleEntry, ...]:
         """The workload's link schedule, checked against the topology's ``links`` (errors name
-        the workload file and ``schedule[i]``); run after the topology's own entries."""
+        the workload file and ``schedule[i]``). Numbered from ``first_index``: after the
+        topology's own entries, so that each entry of the run has its own index."""
         if self.schedule_doc is None:
             return ()
-        return parse_schedule(self.schedule_doc, self.schedule_doc.data, links)
+        return tuple(replace(e, index=first_index + e.index)
+                     for e in parse_schedule(self.schedule_doc, self.schedule_doc.data, links))
 
     @property
     def planned_seconds(self) -> float:

@@ -31,7 +31,8 @@ def test_a_workload_schedule_is_read_and_checked_against_the_topology(tmp_path):
     wl = load_workload(workload(tmp_path, "  - {at: 2s, for: 1s, link: r1-r2, set: {loss: 100%}}\n"))
     links = load_topology(DUMBBELL).links
     (entry,) = wl.schedule_entries(links)
-    assert entry.at.seconds == 2.0 and entry.link == "r1-r2"
+    assert entry.at.seconds == 2.0 and entry.link == "r1-r2" and entry.index == 0
+    assert wl.schedule_entries(links, first_index=3)[0].index == 3    # after the topology's
     assert load_workload(workload(tmp_path, "  []\n")).schedule_entries(links) == ()
 
 
