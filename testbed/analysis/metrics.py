@@ -357,22 +357,20 @@ def _changes(states: list[tuple[float, str]]) -> list[tuple[float, str]]:
     return out
 
 
-def ssthresh_cuts(rows: list[dict[str, Any]]) -> float:
-    """Multiplicative decreases: each time ssthresh takes a new value (it is set to the
-    reduced window on every congestion event)."""
-    values = [r.get("ssthresh") for r in rows if r.get("ssthresh") is not None]
-    return float(sum(1 for a, b in zip([None] + values, values) if a != b))
+REDUCING_STATES = ("recovery", "cwr", "loss")    # each entry cuts cwnd (and sets ssthresh)
 
 
-def state_entries(state: str) -> Callable[[RunView, Sequence[str]], float | None]:
-    """How often the flows' sending sockets entered ca_state ``state`` (recovery: fast
-    recovery; loss: an RTO), from ``socket_history``."""
+def state_entries(*states: str) -> Callable[[RunView, Sequence[str]], float | None]:
+    """How often the flows' sending sockets entered one of ca_state ``states`` (recovery:
+    fast recovery; loss: an RTO; any of REDUCING_STATES: a multiplicative decrease), from
+    ``socket_history``. (Not ssthresh changes: a steady sawtooth sets the same value each
+    time.)"""
     def metric(v: RunView, names: Sequence[str]) -> float | None:
         sockets = data_sockets(v, names)
         if not sockets:
             return None
         return float(sum(1 for rows in sockets
-                         for _, s in socket_history(v.run, rows).ca_changes if s == state))
+                         for _, s in socket_history(v.run, rows).ca_changes if s in states))
     return metric
 
 
@@ -427,8 +425,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("handshake", "s", "", "SYN to SYN-ACK in the capture (one RTT)", _handshake),
     Metric("ss_growth", "ratio", "", "cwnd growth per RTT in slow start (2: doubling)",
            _per_socket(slow_start_growth, "mean")),
-    Metric("cwnd_cuts", "count", "", "multiplicative decreases (new ssthresh values)",
-           _per_socket(ssthresh_cuts, "sum")),
+    Metric("cwnd_cuts", "count", "", "multiplicative decreases (entries into recovery, cwr "
+           "or loss)", state_entries(*REDUCING_STATES)),
     Metric("recoveries", "count", "", "entries into fast recovery (ca_state recovery)",
            state_entries("recovery")),
     Metric("rtos", "count", "lower", "retransmission timeouts (entries into ca_state loss)",
