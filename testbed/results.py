@@ -27,7 +27,12 @@ TCPINFO_COLUMNS = ("t", "node", "src", "sport", "dst", "dport", "state", "ca_sta
                    "cwnd", "ssthresh", "srtt_us", "rttvar_us", "min_rtt_us", "rto_us", "mss",
                    "delivery_rate_bps", "pacing_rate_bps", "bytes_acked", "bytes_sent",
                    "bytes_retrans", "total_retrans", "lost", "retransmits", "unacked", "delivered",
-                   "app_limited", "bbr_bw_bps", "bbr_min_rtt_us", "bbr_pacing_gain", "bbr_cwnd_gain")
+                   "app_limited", "bbr_bw_bps", "bbr_min_rtt_us", "bbr_pacing_gain", "bbr_cwnd_gain",
+                   # flow control and where the time went: the peer's window (snd_wnd) and
+                   # ours (rcv_wnd, Linux 6.2+), microseconds limited by the receive window
+                   # or the send buffer out of busy_time, ECN-marked deliveries, reordering
+                   "snd_wnd", "rcv_wnd", "rwnd_limited_us", "sndbuf_limited_us", "busy_time_us",
+                   "delivered_ce", "reordering")
 QDISC_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "packets", "drops",
                  "overlimits", "requeues", "backlog", "qlen")
 

@@ -1,7 +1,11 @@
 """Physical quantities as types: rates, durations, sizes and percentages.
 
 Parsing accepts what tc users write (``100mbit``, ``20ms``, ``1.5MB``,
-``0.5%``) and rejects anything ambiguous. Values are kept in base units
+``0.5%``) and rejects anything ambiguous. Rates follow tc: ``mbit`` is
+megabits per second and ``mbps`` (any case: ``5MBps``) megaBYTES per second,
+so ``50mbps`` is 400 Mbit/s. A percentage needs its ``%``: a bare ``0.01``
+could be meant as 0.01 % or as the fraction 0.01 (1 %), so only ``0`` may go
+without it. Values are kept in base units
 (bit/s, seconds, bytes, fraction) so arithmetic never guesses.
 
 Numbers are read as floats (``1e100000000`` is infinite at once, not a
@@ -12,6 +16,7 @@ infinite or NaN is refused with a message, never a traceback later on.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -21,10 +26,11 @@ MAX_RATE_BPS = 1e15            # 1000 tbit
 MAX_SECONDS = 365 * 86400.0    # a year
 MAX_BYTES = 10**18             # 1 EB
 
+# as tc reads them: ...bit are bits, ...bps BYTES per second (50mbps is 400 Mbit/s)
 _RATE_UNITS = {
-    "bit": 1, "bps": 1,
-    "kbit": 1e3, "kbps": 1e3, "mbit": 1e6, "mbps": 1e6,
-    "gbit": 1e9, "gbps": 1e9, "tbit": 1e12, "tbps": 1e12,
+    "bit": 1, "bps": 8,
+    "kbit": 1e3, "kbps": 8e3, "mbit": 1e6, "mbps": 8e6,
+    "gbit": 1e9, "gbps": 8e9, "tbit": 1e12, "tbps": 8e12,
 }
 _TIME_UNITS = {
     "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0,
@@ -96,6 +102,16 @@ def _at_most(value: float, ceiling: float, text: object, shown: str) -> float:
     return value
 
 
+def _rate_unit_error(text: object, unit: str) -> str:
+    guess = difflib.get_close_matches(unit, _RATE_UNITS, n=1, cutoff=0.6)
+    hint = ""
+    if guess:
+        kind = "bytes" if guess[0].endswith("ps") else "bits"
+        hint = f"did you mean {guess[0]!r} ({kind} per second, as tc reads it)? "
+    return (f"unknown rate unit {unit!r} in {text!r}; {hint}use bit, kbit, mbit, gbit for bits "
+            f"per second, or bps, kbps, mbps, gbps for bytes per second, as tc does")
+
+
 @dataclass(frozen=True, order=True)
 class Rate:
     """A data rate in bits per second."""
@@ -106,8 +122,7 @@ class Rate:
     def parse(cls, text: object) -> "Rate":
         value, unit = _split(text, "rate", "100mbit")
         if unit not in _RATE_UNITS:
-            raise UnitError(f"unknown rate unit {unit!r} in {text!r} "
-                            f"(use bit, kbit, mbit, gbit)" if unit else
+            raise UnitError(_rate_unit_error(text, unit) if unit else
                             f"a rate needs a unit, e.g. '{text}mbit'")
         if value <= 0:
             raise UnitError(f"a rate must be positive, got {text!r}")
@@ -175,6 +190,10 @@ class Size:
         return f"{self.bytes}B"
 
 
+def _as_percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
 @dataclass(frozen=True, order=True)
 class Percent:
     """A probability, stored as a fraction in [0, 1]."""
@@ -188,11 +207,9 @@ class Percent:
             value /= 100.0
         elif unit:
             raise UnitError(f"unknown unit {unit!r} in {text!r}; write a percentage like '1%'")
-        elif not isinstance(text, (int, float)):
-            raise UnitError(f"write a percentage with '%', e.g. '{text}%'")
-        else:
-            # a bare number is read as percent, as tc and netem users write it
-            value /= 100.0
+        elif value != 0:
+            raise UnitError(f"write a percentage with '%': {text!r} could mean '{text}%' "
+                            f"or, as a fraction, '{_as_percent(value)}'")
         if not 0.0 <= value <= 1.0:
             raise UnitError(f"a percentage must be between 0% and 100%, got {text!r}")
         return cls(value)

@@ -15,7 +15,10 @@ Sources, per metric:
   their clients' raw output;
 - utilisation: goodput / the bottleneck rate (the rate of the tbf qdisc that
   carried the most bytes, from the manifest; else the ``rate`` variable);
-- backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``.
+- backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``;
+- what the lessons prove (slow start growth, multiplicative decreases,
+  recoveries and RTOs, receive-window limits): the samples of each flow's
+  sending socket in ``tcp_info.csv``; the handshake: SYNs in the capture.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from testbed.analysis.runs import Run
+from testbed.analysis.tsg import run_time_sequence
 from testbed.errors import ResultsError
 from testbed.results import AGENT_CLIENT, jain_index, percentile, read_json
 from testbed.shape import problem
@@ -181,6 +185,12 @@ def _goodput(v: RunView, names: Sequence[str]) -> float | None:
     return sum(vals) if vals else None
 
 
+def _share(v: RunView, names: Sequence[str]) -> float | None:
+    total = _goodput(v, v.flow_names())
+    mine = _goodput(v, names)
+    return mine / total if mine is not None and total else None
+
+
 def _rtt(p: float) -> Callable[[RunView, Sequence[str]], float | None]:
     def metric(v: RunView, names: Sequence[str]) -> float | None:
         return percentile(v.srtt(names), p)
@@ -241,6 +251,148 @@ def _drops(v: RunView, names: Sequence[str]) -> float | None:
     return float(max(vals)) if vals else None
 
 
+# ---- what the lessons prove (workloads/lessons/) ---------------------------------
+
+def data_sockets(v: RunView, names: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """Per selected tcp flow, the samples of its socket that sent the most (the sender's)."""
+    sockets: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in v.run.tcp_info():
+        if r.get("flow") in names and r.get("state") == "ESTABLISHED":
+            sockets.setdefault((r["flow"], r.get("node"), r.get("sport")), []).append(r)
+    best: dict[str, list[dict[str, Any]]] = {}
+    for (flow, _, _), rows in sockets.items():
+        if len(rows) >= 2 and (flow not in best or _acked(rows) > _acked(best[flow])):
+            best[flow] = rows
+    return list(best.values())
+
+
+def _acked(rows: list[dict[str, Any]]) -> float:
+    return rows[-1].get("bytes_acked") or 0.0
+
+
+def _handshake(v: RunView, names: Sequence[str]) -> float | None:
+    """SYN to SYN-ACK of the flows' connections in the capture (mean): one RTT."""
+    gaps = []
+    for name in names:
+        if not list((v.run.path / "raw").glob("*.pcap")):
+            return None
+        syns = run_time_sequence(v.run, name).syns
+        if len(syns) >= 2:
+            gaps.append(syns[1] - syns[0])
+    return sum(gaps) / len(gaps) if gaps else None
+
+
+def slow_start_growth(rows: list[dict[str, Any]]) -> float | None:
+    """cwnd's growth factor per round trip before slow start ends (ssthresh first set):
+    2**(slope of log2 cwnd against rounds), least squares, a round being the srtt of its
+    time (it grows as the queue fills); None with under 3 samples or 2 rounds."""
+    phase = []
+    for r in rows:
+        if r.get("ssthresh") is not None or r.get("ca_state") not in (None, "open"):
+            break
+        if r.get("cwnd") and r.get("srtt_us"):
+            phase.append(r)
+    # from the last sample at the initial window: before the first ACK nothing can grow
+    first = next((i for i, r in enumerate(phase) if r["cwnd"] > phase[0]["cwnd"]), len(phase))
+    phase = phase[max(first - 1, 0):]
+    xs = [0.0]
+    for a, b in zip(phase, phase[1:]):
+        xs.append(xs[-1] + (b["t"] - a["t"]) / (b["srtt_us"] / 1e6))
+    if len(phase) < 3 or xs[-1] < 2:
+        return None
+    ys = [math.log2(r["cwnd"]) for r in phase]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return float(2 ** slope)
+
+
+def _per_socket(fn: Callable[[list[dict[str, Any]]], float | None], combine: str
+                ) -> Callable[[RunView, Sequence[str]], float | None]:
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        vals = [x for x in (fn(rows) for rows in data_sockets(v, names)) if x is not None]
+        if not vals:
+            return None
+        return sum(vals) if combine == "sum" else sum(vals) / len(vals)
+    return metric
+
+
+@dataclass(frozen=True)
+class SocketHistory:
+    """A socket's retransmissions and ca_state changes over time: from the kernel's events
+    (tcp_events.csv) when the run recorded them, each one; else as far as the tcp_info
+    samples saw (a state shorter than the sampling interval can be missed)."""
+
+    retransmissions: list[float]
+    ca_changes: list[tuple[float, str]]
+    source: str                            # "tcp_events" or "tcp_info"
+
+
+def socket_history(run: Run, rows: list[dict[str, Any]]) -> SocketHistory:
+    """The history of the socket whose tcp_info samples are ``rows``."""
+    key = tuple(rows[0].get(k) for k in ("src", "sport", "dst", "dport")) if rows else None
+    events = [e for e in run.tcp_events()
+              if tuple(e.get(k) for k in ("src", "sport", "dst", "dport")) == key]
+    if events:
+        retx = [e["t"] for e in events if e.get("event") == "retransmit_skb" and not e.get("err")]
+        states = [(e["t"], e.get("ca_state") or "") for e in events
+                  if e.get("event") == "cong_state_set"]
+        return SocketHistory(retx, _changes(states), "tcp_events")
+    retx, before = [], None
+    for r in rows:
+        n = r.get("total_retrans")
+        if n is not None and before is not None and n > before:
+            retx.append(r["t"])
+        before = n if n is not None else before
+    return SocketHistory(retx, _changes([(r["t"], r.get("ca_state") or "") for r in rows]),
+                         "tcp_info")
+
+
+def _changes(states: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """(time, new state) each time the state differs from the one before (open at first)."""
+    out, before = [], "open"
+    for t, state in states:
+        if state and state != before:
+            out.append((t, state))
+            before = state
+    return out
+
+
+REDUCING_STATES = ("recovery", "cwr", "loss")    # each entry cuts cwnd (and sets ssthresh)
+
+
+def state_entries(*states: str) -> Callable[[RunView, Sequence[str]], float | None]:
+    """How often the flows' sending sockets entered one of ca_state ``states`` (recovery:
+    fast recovery; loss: an RTO; any of REDUCING_STATES: a multiplicative decrease), from
+    ``socket_history``. (Not ssthresh changes: a steady sawtooth sets the same value each
+    time.)"""
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        sockets = data_sockets(v, names)
+        if not sockets:
+            return None
+        return float(sum(1 for rows in sockets
+                         for _, s in socket_history(v.run, rows).ca_changes if s in states))
+    return metric
+
+
+def window_ratio(v: RunView, names: Sequence[str]) -> float | None:
+    """Goodput / (the peer's advertised window / RTT), medians over the sender's samples:
+    about 1 when the receive window is what limits the flow."""
+    g = _goodput(v, names)
+    wnd = [r["snd_wnd"] for rows in data_sockets(v, names) for r in rows if r.get("snd_wnd")]
+    rtt = [r["srtt_us"] / 1e6 for rows in data_sockets(v, names) for r in rows if r.get("srtt_us")]
+    if g is None or not wnd or not rtt:
+        return None
+    return g / (percentile(wnd, 50) * 8 / percentile(rtt, 50))
+
+
+def rwnd_limited(rows: list[dict[str, Any]]) -> float | None:
+    """The part of the time busy sending that the receive window held the sender back."""
+    last = rows[-1]
+    busy = last.get("busy_time_us")
+    return last.get("rwnd_limited_us", 0) / busy if busy and last.get("rwnd_limited_us") is not None \
+        else None
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -253,6 +405,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("goodput", "bps", "higher", "sum of the flows' goodput", _goodput),
+    Metric("share", "fraction", "", "the flows' part of the run's total goodput", _share),
     Metric("rtt_p50", "s", "lower", "median smoothed RTT (tcp_info)", _rtt(50)),
     Metric("rtt_p95", "s", "lower", "95th percentile smoothed RTT", _rtt(95)),
     Metric("rtt_p99", "s", "lower", "99th percentile smoothed RTT", _rtt(99)),
@@ -269,6 +422,19 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("backlog_p95", "bytes", "lower", "95th percentile bottleneck queue backlog",
            _backlog_p95, per_flow=False),
     Metric("drops", "count", "lower", "drops at the bottleneck qdisc", _drops, per_flow=False),
+    Metric("handshake", "s", "", "SYN to SYN-ACK in the capture (one RTT)", _handshake),
+    Metric("ss_growth", "ratio", "", "cwnd growth per RTT in slow start (2: doubling)",
+           _per_socket(slow_start_growth, "mean")),
+    Metric("cwnd_cuts", "count", "", "multiplicative decreases (entries into recovery, cwr "
+           "or loss)", state_entries(*REDUCING_STATES)),
+    Metric("recoveries", "count", "", "entries into fast recovery (ca_state recovery)",
+           state_entries("recovery")),
+    Metric("rtos", "count", "lower", "retransmission timeouts (entries into ca_state loss)",
+           state_entries("loss")),
+    Metric("window_ratio", "ratio", "", "goodput / (receive window / RTT): 1 when "
+           "receiver-limited", window_ratio),
+    Metric("rwnd_limited", "fraction", "", "time the receive window limited the sender",
+           _per_socket(rwnd_limited, "mean")),
 )}
 
 DEFAULT_COLUMNS = ("goodput", "rtt_p50", "rtt_p95", "rtt_p99", "qdelay_p50", "retrans", "udp_loss",

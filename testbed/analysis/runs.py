@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from testbed.errors import ResultsError
-from testbed.results import SCHEMA_VERSION
+from testbed.results import SCHEMA_VERSION, TCPINFO_COLUMNS
 from testbed.shape import ListOf, MapOf, Obj, OneOf, Opt, Shape, parse_json, problem
 
 # What the analysis reads of result.json and manifest.json, with the types it relies on
 # (other keys are kept, not checked). A file that differs is a ResultsError naming the field.
+# tcp_info.csv's columns that hold words; the others are numbers
+TCPINFO_TEXT = ("flow", "node", "state", "ca_state", "cc", "src", "dst")
 FLOW_SHAPE = Obj({
     "name": str, "from": Opt(str), "to": Opt(str), "protocol": Opt(str), "kind": Opt(str),
     "cc": Opt(OneOf((str, ListOf(str)))), "cc_requested": Opt(str),
@@ -71,6 +73,7 @@ class Run:
     result: dict[str, Any]
     manifest: dict[str, Any]
     _tcp_info: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _tcp_events: list[dict[str, Any]] | None = field(default=None, repr=False)
     _qdisc: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
@@ -106,14 +109,22 @@ class Run:
         if self._tcp_info is None:
             rows = []
             for r in read_csv(self.path / "tcp_info.csv"):
-                row: dict[str, Any] = {k: r[k] for k in ("flow", "node", "state", "cc", "src", "dst")
-                                       if k in r}
-                for k in ("t", "sport", "dport", "cwnd", "srtt_us", "min_rtt_us", "bytes_acked",
-                          "bytes_sent", "bytes_retrans", "total_retrans", "delivery_rate_bps", "mss"):
-                    row[k] = _num(r.get(k))
+                row: dict[str, Any] = {k: r[k] for k in TCPINFO_TEXT if k in r}
+                for k in TCPINFO_COLUMNS:
+                    if k not in TCPINFO_TEXT:
+                        row[k] = _num(r.get(k))
                 rows.append(row)
             self._tcp_info = rows
         return self._tcp_info
+
+    def tcp_events(self) -> list[dict[str, Any]]:
+        """Rows of tcp_events.csv (the kernel's tracepoints; none when not recorded)."""
+        if self._tcp_events is None:
+            path = self.path / "tcp_events.csv"
+            rows = read_csv(path) if path.exists() else []
+            self._tcp_events = [{**r, **{k: _num(r.get(k)) for k in ("t", "sport", "dport", "cwnd")}}
+                                for r in rows]
+        return self._tcp_events
 
     def qdisc(self) -> list[dict[str, Any]]:
         if self._qdisc is None:

@@ -4,7 +4,9 @@ Runs are grouped by the workload variables whose values differ among them
 (the matrix point, including dimensions pinned with ``--set``); repetitions of
 one point form one group. ``by`` splits groups further by a flow attribute
 (``cc``, ``flow``, ``from``, ``to``, ``protocol``), e.g. the CUBIC and the BBR
-flow of one shared run. Each row holds one Estimate (mean, 95 % CI) per metric
+flow of one shared run; when flows of different congestion control share runs
+and no ``by`` is given, groups are split by ``cc`` (and ``note`` says so), as
+their pooled mean describes no flow. Each row holds one Estimate (mean, 95 % CI) per metric
 over its runs.
 
 ``Summary.select`` resolves ``metric[key=value, ...]`` selectors for
@@ -42,9 +44,22 @@ def normalize(value: object) -> tuple[str, Any]:
     return "text", text.lower()
 
 
-def _sort_key(value: str) -> tuple[int, Any]:
+def mixed_cc(views: Sequence[RunView]) -> bool:
+    """Whether some run has flows of more than one congestion control."""
+    return any(len({flow_attr(f, "cc") for f in v.flows if f.get("protocol", "tcp") == "tcp"}) > 1
+               for v in views)
+
+
+def sort_key(value: str) -> tuple[int, Any]:
+    """Quantities by value, then text; text that starts with a number (``0.25bdp``,
+    ``16bdp``) by its unit, then by that number, not character by character."""
     kind, v = normalize(value)
-    return (0, v) if kind != "text" else (1, v)
+    if kind != "text":
+        return (0, v)
+    m = _QUANTITY.match(v)
+    if m:
+        return (1, (m.group(2) + v[m.end():], float(m.group(1))))
+    return (1, (v, 0.0))
 
 
 @dataclass
@@ -102,6 +117,12 @@ class Summary:
                    if len({normalize(v.run.variables.get(k, "")) for v in self.views}) > 1]
         self.dims = varying + [k for k in by if k in all_vars and k not in varying]
         self.flow_by = [k for k in by if k in FLOW_KEYS and k not in all_vars]
+        self.note = ""
+        if not by and mixed_cc(self.views):
+            key = "cc" if "cc" not in all_vars else "flow"
+            self.flow_by = [key]
+            self.note = (f"flows of different congestion control share runs: split by {key} "
+                         f"(pooling them would average unlike flows; --by flow splits further)")
         self.rows = self._rows()
 
     # ---- grouping ----------------------------------------------------------
@@ -122,7 +143,7 @@ class Summary:
                 picked = [[f["name"] for f in v.flows
                            if tuple(flow_attr(f, k) or "-" for k in self.flow_by) == split] for v in views]
                 rows.append(Row({**labels, **dict(zip(self.flow_by, split))}, views, picked))
-        rows.sort(key=lambda r: [_sort_key(v) for v in r.labels.values()])
+        rows.sort(key=lambda r: [sort_key(v) for v in r.labels.values()])
         return rows
 
     # ---- selection (assertions) ------------------------------------------------

@@ -3,16 +3,19 @@
 ``write_run`` lays out what ``testbed run`` writes (result.json,
 manifest.json, tcp_info.csv, qdisc.csv) from a few numbers: each flow sends
 at a constant goodput with a constant RTT above a base RTT, so every metric
-has a value that can be computed by hand.
+has a value that can be computed by hand. ``pcap_bytes`` writes a capture of
+given TCP packets.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from testbed.pcapfile import TcpPacket
 from testbed.results import SCHEMA_VERSION, write_table
 from testbed.results import QDISC_COLUMNS, TCPINFO_COLUMNS
 from testbed.version import __version__
@@ -90,3 +93,25 @@ def write_run(base: Path, name: str, *, workload: str = "synthetic", variables: 
     (run / "manifest.json").write_text(json.dumps(manifest))
     (run / "result.json").write_text(json.dumps(result))
     return run
+
+
+def pcap_bytes(packets: Sequence[TcpPacket]) -> bytes:
+    """A pcap file (Ethernet, microseconds) holding ``packets`` as IPv4 TCP, with their
+    window scale and SACK options and ``payload`` bytes cut by a 128-byte snaplen."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 128, 1)]
+    for p in packets:
+        opts = b""
+        if p.wscale is not None:
+            opts += bytes([1, 3, 3, p.wscale])
+        if p.sack:
+            opts += bytes([1, 1, 5, 2 + 8 * len(p.sack)]) + b"".join(
+                struct.pack(">II", a, b) for a, b in p.sack)
+        tcp = struct.pack(">HHIIHH", p.sport, p.dport, p.seq, p.ack,
+                          ((20 + len(opts)) // 4) << 12 | p.flags, p.window) + b"\0\0\0\0" + opts
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + p.payload, 0, 0, 64, 6, 0,
+                         bytes(map(int, p.src.split("."))), bytes(map(int, p.dst.split("."))))
+        frame = (b"\0" * 12 + b"\x08\x00" + ip + tcp + b"\0" * p.payload)[:128]
+        sec = int(p.t)
+        out.append(struct.pack("<IIII", sec, round((p.t - sec) * 1e6), len(frame),
+                               14 + 20 + len(tcp) + p.payload) + frame)
+    return b"".join(out)

@@ -36,8 +36,22 @@ def visible_metrics(summary: Summary, metrics: Sequence[str]) -> list[str]:
 
 def header(summary: Summary) -> str:
     rs = summary.runset
-    return (f"{rs.workload}: {len(rs.runs)} of {rs.total} runs compared in {len(summary.rows)} "
+    text = (f"{rs.workload}: {len(rs.runs)} of {rs.total} runs compared in {len(summary.rows)} "
             f"group(s); {rs.exclusion_note()}")
+    return f"{text}; {summary.note}" if summary.note else text
+
+
+def meaningful(comparisons: Sequence[Comparison]) -> tuple[list[Comparison], str]:
+    """The comparisons worth a line (those that can be significant), and one line for the rest:
+    with n=2 vs 2 no difference, however large, reaches p < 0.05 in an exact test."""
+    shown = [c for c in comparisons if c.test is not None and c.test.min_p < 0.05]
+    hidden = [c for c in comparisons if c not in shown]
+    if not hidden:
+        return shown, ""
+    sizes = sorted({f"n={c.test.n_a} vs {c.test.n_b}" for c in hidden if c.test is not None})
+    why = (f"cannot be significant with {', '.join(sizes)} (the exact test needs 4 runs a group "
+           f"for p < 0.05: --repeat 4)" if sizes else "have no data")
+    return shown, f"{len(hidden)} of {len(comparisons)} pairs not shown: they {why}"
 
 
 def _heading(metric: str, sep: str = " ") -> str:
@@ -109,11 +123,14 @@ def to_markdown(summary: Summary, metrics: Sequence[str], comparisons: list[Comp
         cells = [r.labels.get(k, "") for k in keys] + [str(len(r.views))]
         cells += [cell(r.estimate(m), METRICS[m].unit) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    if comparisons:
+    shown, rest = meaningful(comparisons)
+    if shown:
         metric = comparisons[0].metric
         lines += ["", f"Differences in {metric} ({TEST_METHOD}):", "",
                   "| A | B | mean A | mean B | A/B | p | verdict |", "|---|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(comparison_line(c)) + " |" for c in comparisons]
+        lines += ["| " + " | ".join(comparison_line(c)) + " |" for c in shown]
+    if rest:
+        lines += ["", f"Differences in {comparisons[0].metric} ({TEST_METHOD}): {rest}."]
     return "\n".join(lines) + "\n"
 
 
@@ -136,14 +153,21 @@ def print_table(summary: Summary, metrics: Sequence[str], comparisons: list[Comp
         table.add_row(*[r.labels.get(k, "") for k in keys], str(len(r.views)),
                       *[cell(r.estimate(m), METRICS[m].unit) for m in metrics])
     console.print(table)
-    if comparisons:
+    shown, rest = meaningful(comparisons)
+    if shown:
         ct = Table(title=f"Differences in {comparisons[0].metric} ({TEST_METHOD})", title_justify="left")
         for h in ("A", "B", "mean A", "mean B", "A/B", "p", "verdict"):
             ct.add_column(h)
-        for c in comparisons:
+        for c in shown:
             ct.add_row(*comparison_line(c))
         console.print(ct)
+    if rest:
+        console.print(f"Differences in {comparisons[0].metric} ({TEST_METHOD}): {rest}.")
 
 
-def default_metrics() -> list[str]:
-    return list(DEFAULT_COLUMNS)
+def default_metrics(summary: Summary | None = None) -> list[str]:
+    """The default columns; with flows split (``--by cc``), each one's share of the goodput too."""
+    columns = list(DEFAULT_COLUMNS)
+    if summary is not None and summary.flow_by:
+        columns.insert(columns.index("goodput") + 1, "share")
+    return columns

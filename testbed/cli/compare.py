@@ -11,6 +11,7 @@ from typing import Any
 
 from testbed.analysis import load_runs, summarize, tables, verdicts
 from testbed.analysis.metrics import METRICS
+from testbed.cli.plot import add_time_range, check_time_range
 from testbed.errors import ConfigError
 
 
@@ -70,12 +71,15 @@ def register(subparsers: Any) -> None:
                    help="HTML file to write (default: report.html)")
     p.add_argument("--png-dir", type=Path, default=None,
                    help="also write each plot as a PNG file into this directory")
+    add_time_range(p)
+    p.add_argument("--all-runs", action="store_true",
+                   help="time series of every run, not only the first of each group")
     p.set_defaults(func=report_command)
 
 
 def _metrics(arg: str | None, summary: Any) -> list[str]:
     if arg is None:
-        return tables.visible_metrics(summary, tables.default_metrics())
+        return tables.visible_metrics(summary, tables.default_metrics(summary))
     wanted = [m.strip() for m in arg.split(",") if m.strip()]
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
@@ -114,8 +118,10 @@ def compare_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     # analysis.report imports matplotlib (~0.5 s): only for report
     from testbed.analysis import report
+    check_time_range(args)
     runset = load_runs(args.paths, include_suspect=args.include_suspect,
                        include_partial=args.include_partial)
-    path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir)
+    path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir,
+                               since=args.since, until=args.until, every_run=args.all_runs)
     print(path)
     return 0

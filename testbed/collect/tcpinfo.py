@@ -85,10 +85,18 @@ TCP_INFO_FIELDS: tuple[tuple[str, str], ...] = (
     ("min_rtt", "I"), ("data_segs_in", "I"), ("data_segs_out", "I"), ("delivery_rate", "Q"),
     ("busy_time", "Q"), ("rwnd_limited", "Q"), ("sndbuf_limited", "Q"), ("delivered", "I"),
     ("delivered_ce", "I"), ("bytes_sent", "Q"), ("bytes_retrans", "Q"), ("dsack_dups", "I"),
-    ("reord_seen", "I"), ("rcv_ooopack", "I"), ("snd_wnd", "I"),
+    ("reord_seen", "I"), ("rcv_ooopack", "I"), ("snd_wnd", "I"), ("rcv_wnd", "I"),
+    ("rehash", "I"),
 )
 _TCP_INFO = struct.Struct("=" + "".join(f for _, f in TCP_INFO_FIELDS))
 _TCP_INFO_NAMES = tuple(n for n, _ in TCP_INFO_FIELDS)
+# where each field ends: a kernel older than the field sends a shorter struct
+_TCP_INFO_END = {name: struct.calcsize("=" + "".join(f for _, f in TCP_INFO_FIELDS[:i + 1]))
+                 for i, (name, _) in enumerate(TCP_INFO_FIELDS)}
+# tcp_info fields that go to the CSV as they are: column -> field
+_FLOW_CONTROL = {"snd_wnd": "snd_wnd", "rcv_wnd": "rcv_wnd", "rwnd_limited_us": "rwnd_limited",
+                 "sndbuf_limited_us": "sndbuf_limited", "busy_time_us": "busy_time",
+                 "delivered_ce": "delivered_ce", "reordering": "reordering"}
 _BBR_INFO = struct.Struct("=IIIII")
 
 CSV_COLUMNS = TCPINFO_COLUMNS
@@ -197,6 +205,7 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
     row: dict[str, Any] = {"src": src, "sport": sport, "dst": dst, "dport": dport,
                            "state": TCP_STATES.get(state, str(state)), "cc": None}
     info: dict[str, int] = {}
+    sent_len = 0                  # bytes of tcp_info the kernel sent
     bbr: tuple[int, ...] | None = None
     off = INET_DIAG_MSG_SIZE
     n = len(msg)
@@ -210,7 +219,7 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
             raw = bytes(payload[:_TCP_INFO.size])
             if len(raw) < _TCP_INFO.size:
                 raw += b"\0" * (_TCP_INFO.size - len(raw))
-            info = dict(zip(_TCP_INFO_NAMES, _TCP_INFO.unpack(raw)))
+            info, sent_len = dict(zip(_TCP_INFO_NAMES, _TCP_INFO.unpack(raw))), len(payload)
         elif atype == INET_DIAG_CONG:
             row["cc"] = bytes(payload).split(b"\0", 1)[0].decode(errors="replace")
         elif atype == INET_DIAG_BBRINFO and len(payload) >= _BBR_INFO.size:
@@ -231,6 +240,8 @@ def decode_message(msg: bytes | memoryview) -> dict[str, Any]:
             "lost": info["lost"], "retransmits": info["retransmits"], "unacked": info["unacked"],
             "delivered": info["delivered"], "app_limited": (info["app_limited"] & 1),
         })
+        row.update({column: info[field] if _TCP_INFO_END[field] <= sent_len else None
+                    for column, field in _FLOW_CONTROL.items()})
     if bbr is not None:
         bw_lo, bw_hi, min_rtt, pacing_gain, cwnd_gain = bbr
         row.update({"bbr_bw_bps": ((bw_hi << 32) | bw_lo) * 8, "bbr_min_rtt_us": min_rtt,

@@ -27,6 +27,16 @@ ENDPOINT = {"oneOf": [NAME, {
     "properties": {"node": NAME, "ifname": {"type": "string", "maxLength": 15},
                    "ipv4": {"type": "string"}, "ipv6": {"type": "string"}}}]}
 
+SCHEDULE = {"type": "array", "items": {
+    "type": "object", "additionalProperties": False, "required": ["at", "link", "set"],
+    "description": "link changes over time, relative to when flows start",
+    "properties": {
+        "at": {"type": "string", "description": "e.g. 5s"},
+        "for": {"type": "string", "description": "revert after this long"},
+        "link": {"type": "string", "description": "a link named a-b"},
+        "direction": {"enum": ["forward", "reverse", "both"]},
+        "set": IMPAIRMENT}}}
+
 
 def topology_schema() -> dict[str, Any]:
     return {
@@ -56,15 +66,7 @@ def topology_schema() -> dict[str, Any]:
                               "required": ["to", "via"],
                               "properties": {"to": {"type": "string"},
                                              "via": {"type": "string"}}}}}}},
-            "schedule": {"type": "array", "items": {
-                "type": "object", "additionalProperties": False, "required": ["at", "link", "set"],
-                "description": "link changes over time, relative to when flows start",
-                "properties": {
-                    "at": {"type": "string", "description": "e.g. 5s"},
-                    "for": {"type": "string", "description": "revert after this long"},
-                    "link": {"type": "string", "description": "a link named a-b"},
-                    "direction": {"enum": ["forward", "reverse", "both"]},
-                    "set": IMPAIRMENT}}},
+            "schedule": SCHEDULE,
             "links": {"type": "array", "items": {
                 "type": "object", "additionalProperties": False, "required": ["endpoints"],
                 "properties": {

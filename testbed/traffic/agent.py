@@ -59,6 +59,8 @@ def _tcp_connect(args: argparse.Namespace) -> socket.socket:
         except OSError as exc:
             raise SystemExit(json.dumps({"error": f"congestion control {args.cc!r} unavailable: "
                                                   f"{exc.strerror}"}))
+    if args.sndbuf:     # before connect: fixed, not autotuned
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.sndbuf)
     if args.bind:
         s.bind((args.bind, 0))
     s.settimeout(args.connect_timeout)
@@ -148,6 +150,8 @@ def tcp_client(args: argparse.Namespace) -> dict[str, Any]:
 def tcp_server(args: argparse.Namespace) -> dict[str, Any]:
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if args.rcvbuf:     # before listen: accepted sockets inherit it, and the window scale fits it
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
     ls.bind((args.bind or "0.0.0.0", args.port))
     ls.listen(args.count + 4)
     conns: list[dict[str, Any]] = []
@@ -322,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0)
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--cc", default="")
+    p.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF of the server's sockets")
+    p.add_argument("--sndbuf", type=int, default=0, help="SO_SNDBUF of the client's sockets")
     p.add_argument("--request", type=int, default=100)
     p.add_argument("--response", type=int, default=100)
     p.add_argument("--think", type=float, default=0.0)

@@ -132,6 +132,8 @@ class BuiltinDriver(Driver):
         if plan.flow.protocol == "udp":
             argv += ["--packets-out", str(plan.out_dir / f"{plan.flow.name}.packets.csv"),
                      "--idle-timeout", "3"]
+        if plan.flow.rcvbuf is not None:
+            argv += ["--rcvbuf", str(plan.flow.rcvbuf.bytes)]
         return argv
 
     def client_argv(self, plan: FlowPlan) -> list[str]:
@@ -147,6 +149,8 @@ class BuiltinDriver(Driver):
             argv += ["--cc", f.cc]
         if f.protocol == "tcp":
             argv += ["--connect-timeout", f"{CONNECT_TIMEOUT:g}"]
+        if f.sndbuf is not None:
+            argv += ["--sndbuf", str(f.sndbuf.bytes)]
         if f.protocol == "udp":
             assert f.rate is not None
             argv += ["--rate", f"{f.rate.bps:g}", "--packet-size", str(f.packet_size.bytes)]

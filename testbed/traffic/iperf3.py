@@ -109,6 +109,9 @@ class Iperf3Driver(Driver):
         problems = super().check(flow)
         if flow.rr is not None:
             problems.append("iperf3 cannot do request/response traffic; use driver: builtin")
+        if flow.rcvbuf and flow.sndbuf and flow.rcvbuf != flow.sndbuf:
+            problems.append("iperf3 sets one socket buffer size (-w) for both ends; give "
+                            "rcvbuf and sndbuf the same size or use driver: builtin")
         if flow.size is not None and flow.count > 1:
             problems.append(f"size {flow.size} with count {flow.count}: each connection sends "
                             "'size', but iperf3 -n sends it in total over all its streams and "
@@ -133,6 +136,9 @@ class Iperf3Driver(Driver):
             argv += ["-b", str(int(f.rate.bps))]
         if f.cc:
             argv += ["-C", f.cc]
+        window = f.rcvbuf or f.sndbuf
+        if window is not None:      # SO_SNDBUF and SO_RCVBUF, on both ends (sent to the server)
+            argv += ["-w", str(window.bytes)]
         return argv
 
     def parse(self, plan: FlowPlan) -> FlowResult:

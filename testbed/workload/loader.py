@@ -10,13 +10,18 @@ file, the YAML path and the line.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import jinja2
+import jinja2.meta
+
 from testbed.model import document as tb_loader
+from testbed.model.document import Document
 
 from testbed.errors import ConfigError
 from testbed.files import NAME_MAX
@@ -27,9 +32,9 @@ from testbed.workload.model import (FLOW_PROTOCOLS, Capture, Flow, RequestRespon
 T = TypeVar("T")
 
 TOP_KEYS = ("name", "description", "topology", "matrix", "repeat", "seed",
-            "duration", "sampling", "capture", "flows")
+            "duration", "sampling", "capture", "flows", "schedule")
 FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size", "count",
-             "rate", "packet_size", "rr", "driver")
+             "rate", "packet_size", "rr", "driver", "rcvbuf", "sndbuf")
 RR_KEYS = ("request", "response", "think")
 SAMPLING_KEYS = ("tcp_info", "qdisc", "host")
 CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
@@ -60,6 +65,27 @@ SYNONYMS = {"src": "from", "source": "from", "dst": "to", "dest": "to", "destina
             "bandwidth": "rate", "bw": "rate", "length": "duration", "time": "duration",
             "flow": "flows", "repeats": "repeat", "repetitions": "repeat", "variables": "matrix",
             "parallel": "count", "streams": "count"}
+# variables of the shipped topologies that other words are often written for
+VARIABLE_SYNONYMS = {"buffer": "queue", "buf": "queue", "queue_size": "queue", "qlen": "queue",
+                     "bandwidth": "rate", "bw": "rate", "rtt": "delay", "latency": "delay",
+                     "drop": "loss", "congestion_control": "cc", "algorithm": "cc"}
+# congestion controls of Linux (net/ipv4/tcp_*.c) and the common out-of-tree ones
+KNOWN_CC = ("bbr", "bbr2", "bbr3", "bic", "cdg", "cubic", "dctcp", "highspeed", "htcp", "hybla",
+            "illinois", "lp", "nv", "prague", "reno", "scalable", "vegas", "veno", "westwood",
+            "yeah")
+
+
+def misspelt_cc(name: str) -> str | None:
+    """The known congestion control ``name`` is a near miss of (``renno`` -> ``reno``), or None
+    when it is known or like none (a module of its own: the preflight checks the kernel)."""
+    if name.startswith("tcp_") and len(name) > 4:
+        return name[4:]                 # the module's name, not the algorithm's
+    if name in KNOWN_CC or any(name.startswith(k) for k in KNOWN_CC):
+        return None                     # known, or a variant of one built as its own module
+    match = difflib.get_close_matches(name, KNOWN_CC, n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
 # names that are settings of the run, not template variables
 SET_HINTS = {"repeat": "repetitions are not a template variable: use --repeat N",
              "topology": "the topology file is named in the workload's 'topology:'"}
@@ -130,6 +156,26 @@ def load_source(path: str | Path) -> WorkloadSource:
                           known=known)
 
 
+def _topology_files(source: WorkloadSource, points: list[dict[str, Any]]) -> list[str]:
+    """The topology files the workload names at ``points`` (a templated name may differ)."""
+    files: list[str] = []
+    for variables in points:
+        try:
+            _, data = tb_loader.render_lenient(source.text, str(source.file), variables)
+        except ConfigError:
+            continue      # the strict load of this point reports it
+        topo = data.get("topology") if isinstance(data, dict) else None
+        if isinstance(topo, str) and topo and (source.file.parent / topo).is_file():
+            path = str((source.file.parent / topo).resolve())
+            if path not in files:
+                files.append(path)
+    return files
+
+
+def _known_from(source: WorkloadSource, files: list[str]) -> str:
+    return "the workload" + "".join(f" and {os.path.relpath(f)}" for f in files)
+
+
 def check_overrides(source: WorkloadSource, overrides: dict[str, Any],
                     points: list[dict[str, Any]]) -> None:
     """``--set`` may name only variables the workload or its topology knows; else one error.
@@ -142,21 +188,40 @@ def check_overrides(source: WorkloadSource, overrides: dict[str, Any],
     known = set(source.known)
     if all(name in known for name in overrides):
         return
-    files: list[str] = []
-    for variables in points:
-        try:
-            _, data = tb_loader.render_lenient(source.text, str(source.file), variables)
-        except ConfigError:
-            continue      # the strict load of this point reports it
-        topo = data.get("topology") if isinstance(data, dict) else None
-        if isinstance(topo, str) and topo and (source.file.parent / topo).is_file():
-            path = str((source.file.parent / topo).resolve())
-            if path not in files:
-                files.append(path)
-                known |= tb_loader.known_variables(tb_loader.read(path), path)
-    known_from = "the workload" + "".join(f" and {os.path.relpath(f)}" for f in files)
+    files = _topology_files(source, points)
+    for path in files:
+        known |= tb_loader.known_variables(tb_loader.read(path), path)
     tb_loader.check_variables(overrides, known, str(source.file), hints=SET_HINTS,
-                              known_from=known_from)
+                              known_from=_known_from(source, files))
+
+
+def template_reads(text: str, file: str) -> set[str]:
+    """The variables a file's template reads (not those its header only declares)."""
+    _, body, _ = tb_loader.split_variables(text, file)
+    tree = tb_loader.template_environment().parse(body)    # its syntax was checked by load_source
+    return set(jinja2.meta.find_undeclared_variables(tree)) - {"env"}
+
+
+def check_matrix_keys(source: WorkloadSource, points: list[dict[str, Any]]) -> None:
+    """Each ``matrix:`` key must be read by the workload's template or its topology's: a key
+    nothing reads (``buffer:`` for ``queue:``) would run every point alike. Checked like
+    ``--set``: one error naming the key, with a did-you-mean."""
+    reads = template_reads(source.text, str(source.file))
+    unread = [key for key in source.matrix if key not in reads]
+    if not unread:
+        return
+    files = _topology_files(source, points)
+    for path in files:
+        reads |= tb_loader.known_variables(tb_loader.read(path), path)
+    for key in unread:
+        if key in reads:
+            continue
+        guess = tb_loader.closest(key, reads - set(source.matrix), VARIABLE_SYNONYMS)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        raise _Ctx(source.file, {}).error(
+            f"matrix.{key}", f"matrix key {key!r} is read by no template{hint}: every point would "
+            f"run alike; variables read by {_known_from(source, files)}: "
+            f"{', '.join(sorted(reads)) or 'none'}")
 
 
 def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,
@@ -166,6 +231,20 @@ def load_workload(path: str | Path, variables: dict[str, Any] | None = None, *,
     rendered, context = tb_loader.render(src.text, str(src.file), dict(variables or {}))
     data, lines = tb_loader.parse_yaml(rendered, str(src.file))
     return parse_workload(data, file=src.file, lines=lines, variables=context, rendered=rendered)
+
+
+def _flow_cc(ctx: _Ctx, cc: Any, path: str, protocol: str) -> str | None:
+    """A flow's ``cc:``: a name, for tcp, not a near miss of a known one."""
+    if cc is None:
+        return None
+    if not isinstance(cc, str) or not _CC_RE.fullmatch(cc):
+        raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
+    if protocol != "tcp":
+        raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
+    guess = misspelt_cc(cc)
+    if guess:
+        raise ctx.error(f"{path}.cc", f"unknown congestion control {cc!r}; did you mean {guess!r}?")
+    return cc
 
 
 def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
@@ -180,12 +259,7 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
     protocol = f.get("protocol", "tcp")
     if protocol not in FLOW_PROTOCOLS:
         raise ctx.error(f"{path}.protocol", f"unknown protocol {protocol!r}; use tcp or udp")
-    cc = f.get("cc")
-    if cc is not None:
-        if not isinstance(cc, str) or not _CC_RE.fullmatch(cc):
-            raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
-        if protocol != "tcp":
-            raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
+    cc = _flow_cc(ctx, f.get("cc"), path, protocol)
     start = ctx.unit(Duration.parse, f.get("start", "0s"), f"{path}.start")
     duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False), f["duration"],
                         f"{path}.duration") if f.get("duration") is not None else None
@@ -222,9 +296,27 @@ def _parse_flow(ctx: _Ctx, raw: Any, path: str, index: int) -> Flow:
     driver = f.get("driver")
     if driver is not None and not isinstance(driver, str):
         raise ctx.error(f"{path}.driver", f"driver must be a name, got {driver!r}")
+    rcvbuf, sndbuf = (_socket_buffer(ctx, f, key, path, protocol) for key in ("rcvbuf", "sndbuf"))
     return Flow(name=name, src=f["from"], dst=f["to"], protocol=protocol, cc=cc, start=start,
                 duration=duration, size=size, count=count, rate=rate, packet_size=packet_size,
-                rr=rr, driver=driver, yaml_path=path)
+                rr=rr, driver=driver, rcvbuf=rcvbuf, sndbuf=sndbuf, yaml_path=path)
+
+
+MIN_SOCKET_BUFFER = Size(4096)        # below a page the kernel rounds it up anyway
+
+
+def _socket_buffer(ctx: _Ctx, f: dict[str, Any], key: str, path: str, protocol: str
+                   ) -> Size | None:
+    """``rcvbuf:``/``sndbuf:`` of a tcp flow: a size of at least 4 KB, or None."""
+    if f.get(key) is None:
+        return None
+    size = ctx.unit(Size.parse, f[key], f"{path}.{key}")
+    if protocol != "tcp":
+        raise ctx.error(f"{path}.{key}", f"{key} applies to tcp flows only")
+    if size < MIN_SOCKET_BUFFER:
+        raise ctx.error(f"{path}.{key}", f"{key} must be at least {MIN_SOCKET_BUFFER.bytes} bytes, "
+                        f"got {size.bytes}")
+    return size
 
 
 def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None,
@@ -284,4 +376,15 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     return Workload(name=name, file=file.resolve(), description=str(description).strip(),
                     topology_path=topology_path, topology_inline=topology_inline,
                     variables=dict(variables or {}), flows=flows, duration=duration,
-                    sampling=sampling, capture=capture, seed=seed, rendered_text=rendered)
+                    sampling=sampling, capture=capture, seed=seed, rendered_text=rendered,
+                    schedule_doc=_schedule_doc(ctx, top.get("schedule")))
+
+
+def _schedule_doc(ctx: _Ctx, schedule: Any) -> Document | None:
+    """``schedule:`` kept with its lines, to be checked once the topology's links are known."""
+    if schedule is None:
+        return None
+    if not isinstance(schedule, list):
+        raise ctx.error("schedule", "schedule must be a list of {at, link, set} entries")
+    return Document(str(ctx.file), schedule,
+                    {k: v for k, v in ctx.lines.items() if k.startswith("schedule")})

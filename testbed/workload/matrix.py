@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed.model import document as tb_loader
-from testbed.workload.loader import WorkloadSource, check_overrides, load_source, load_workload
+from testbed.workload.loader import (WorkloadSource, check_matrix_keys, check_overrides,
+                                     load_source, load_workload)
 
 KEY_LENGTH = 12       # hex digits of a point's key (48 bits: no collision in any real sweep)
 HASH_LENGTH = 16      # hex digits of a matrix hash
@@ -129,10 +130,11 @@ def expand_points(source: WorkloadSource, overrides: dict[str, Any] | None = Non
     reps = repeat if repeat is not None else source.repeat
     if reps < 1:
         raise ValueError("repeat must be at least 1")
+    combos = itertools.product(*dims.values()) if dims else [()]
+    at_points = [{**source.defaults, **dict(zip(dims, c)), **overrides} for c in combos]
     if overrides:
-        combos = itertools.product(*dims.values()) if dims else [()]
-        check_overrides(source, overrides,
-                        [{**source.defaults, **dict(zip(dims, c)), **overrides} for c in combos])
+        check_overrides(source, overrides, at_points)
+    check_matrix_keys(source, at_points)
     name, seed = workload_header(source)
     points: list[RunPoint] = []
     keys = list(dims)

@@ -8,10 +8,12 @@ Everything here is checked structurally; checks that need the topology
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
+from testbed.model.document import Document
+from testbed.model.schedule import ScheduleEntry, parse_schedule
 from testbed.units import Duration, Rate, Size
 
 FLOW_PROTOCOLS = ("tcp", "udp")
@@ -45,6 +47,8 @@ class Flow:
     packet_size: Size = Size(1200)
     rr: RequestResponse | None = None
     driver: str | None = None
+    rcvbuf: Size | None = None     # the receiver's SO_RCVBUF: caps the window it offers
+    sndbuf: Size | None = None     # the sender's SO_SNDBUF: caps what it keeps in flight
     yaml_path: str = ""
 
     @property
@@ -91,6 +95,32 @@ class Workload:
     capture: Capture = field(default_factory=Capture)
     seed: int = 1
     rendered_text: str = ""
+    # ``schedule:`` as written (checked against the topology's links by ``schedule_entries``)
+    schedule_doc: Document | None = field(default=None, repr=False, compare=False)
+
+    def router_notes(self, kinds: Mapping[str, str]) -> list[str]:
+        """A note for each flow that starts or ends on a router (``kinds``: node -> kind):
+        allowed, but usually a slip for a host; its traffic skips the access links and
+        shares the router's CPU with the forwarding it measures."""
+        hosts = sorted(n for n, k in kinds.items() if k == "host")
+        notes = []
+        for flow in self.flows:
+            for key, node in (("from", flow.src), ("to", flow.dst)):
+                if kinds.get(node) == "router":
+                    notes.append(f"{self.file.name}: {flow.yaml_path}.{key}: {node} is a router; "
+                                 f"its traffic skips the access links and shares the router's "
+                                 f"CPU with forwarding (hosts: {', '.join(hosts) or 'none'})")
+        return notes
+
+    def schedule_entries(self, links: Sequence[Any], first_index: int = 0
+                         ) -> tuple[ScheduleEntry, ...]:
+        """The workload's link schedule, checked against the topology's ``links`` (errors name
+        the workload file and ``schedule[i]``). Numbered from ``first_index``: after the
+        topology's own entries, so that each entry of the run has its own index."""
+        if self.schedule_doc is None:
+            return ()
+        return tuple(replace(e, index=first_index + e.index)
+                     for e in parse_schedule(self.schedule_doc, self.schedule_doc.data, links))
 
     @property
     def planned_seconds(self) -> float:

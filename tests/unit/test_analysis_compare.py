@@ -262,3 +262,31 @@ def test_real_run_layout_from_testbed_run(tmp_path):
     run = write_run(tmp_path, "r", variables={}, flows=[FakeFlow("f", "bbr", 1e6)])
     assert (run / "tcp_info.csv").read_text().splitlines()[0] == ",".join(("flow",) + tcpinfo.CSV_COLUMNS)
     assert (run / "qdisc.csv").read_text().splitlines()[0] == ",".join(qdisc.CSV_COLUMNS)
+
+
+def test_flows_of_different_cc_in_one_run_are_split_by_cc_and_it_says_so(tmp_path, capsys):
+    """Pooled, every row of a shared BBR/CUBIC sweep showed the sum (~47 Mbit/s for both)."""
+    for q in ("1bdp", "8bdp"):
+        write_run(tmp_path, f"q{q}", variables={"queue": q},
+                  flows=[FakeFlow("a", "cubic", 10e6), FakeFlow("b", "bbr", 30e6)])
+    s = summarize(load_runs([tmp_path]))
+    assert s.flow_by == ["cc"] and "split by cc" in s.note
+    assert [(r.labels["cc"], r.estimate("goodput").mean, r.estimate("share").mean)
+            for r in s.rows[:2]] == [("bbr", 30e6, 0.75), ("cubic", 10e6, 0.25)]
+    assert compare(str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "split by cc" in out and "share" in out
+
+
+def test_comparisons_that_cannot_be_significant_are_one_line(tmp_path, capsys):
+    for q in ("1bdp", "2bdp", "4bdp"):
+        for rep in range(2):
+            write_run(tmp_path, f"q{q}-{rep}", variables={"queue": q}, repetition=rep,
+                      flows=[FakeFlow("a", "cubic", (10 + rep) * 1e6)])
+    assert compare(str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert out.count("cannot be significant") == 1 and "verdict" not in out
+    assert compare(str(tmp_path), "--format", "markdown") == 0
+    md = capsys.readouterr().out
+    assert "3 of 3 pairs not shown: they cannot be significant with n=2 vs 2" in md
+    assert "| A | B |" not in md

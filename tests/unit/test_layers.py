@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[2] / "testbed"
 
 FLOORS = [
-    {"errors", "units", "results", "signals", "version", "shape", "files", "output"},
+    {"errors", "units", "results", "signals", "version", "shape", "files", "output", "pcapfile"},
     {"model"},
     {"workload"},
     {"plan"},

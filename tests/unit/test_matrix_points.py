@@ -18,7 +18,7 @@ from testbed.workload.sharding import (engine_identity, job_matrix, parse_shard,
                                        select_points)
 
 REPO = Path(__file__).resolve().parents[2]
-TOPO = "variables:\n  delay: 10ms\n---\nname: t\n# delay {{ delay }}\n"
+TOPO = "variables:\n  delay: 10ms\n  loss: 0%\n---\nname: t\n# delay {{ delay }} loss {{ loss }}\n"
 BODY = """\
 variables:
   rate: 100mbit

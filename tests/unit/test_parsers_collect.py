@@ -215,3 +215,41 @@ def test_percentiles_and_fairness():
     assert p["p50"] == 50 and p["p99"] == 99 and p["min"] == 1 and p["max"] == 100
     assert percentiles([])["p50"] is None
     assert jain_index([1, 1, 1]) == 1.0 and abs(jain_index([1, 0, 0, 0]) - 0.25) < 1e-9
+
+
+FLOW_CONTROL = {"snd_wnd": "tcpi_snd_wnd", "rwnd_limited_us": "tcpi_rwnd_limited",
+                "sndbuf_limited_us": "tcpi_sndbuf_limited", "busy_time_us": "tcpi_busy_time",
+                "delivered_ce": "tcpi_delivered_ce", "reordering": "tcpi_reordering"}
+
+
+def test_flow_control_fields_agree_with_pyroute2():
+    data = (DATA / "sockdiag_tcp_cubic_bbr.bin").read_bytes()
+    ours = [tcpinfo.decode_message(m) for m in messages(data)]
+    for mine, ref in zip(ours, MarshalDiag().parse(data)):
+        info = ref.get_attr("INET_DIAG_INFO")
+        assert {c: mine[c] for c in FLOW_CONTROL} == {c: info[f] for c, f in FLOW_CONTROL.items()}
+        assert mine["rcv_wnd"] == 65536           # this dump's kernel has it (6.2+)
+    assert any(r["busy_time_us"] for r in ours)
+    from testbed.results import TCPINFO_COLUMNS
+    assert set(FLOW_CONTROL) | {"rcv_wnd"} <= set(TCPINFO_COLUMNS)
+
+
+def _cut_tcp_info(msg: bytes, length: int) -> bytes:
+    """``msg`` with its INET_DIAG_INFO attribute cut to ``length`` bytes (an older kernel's)."""
+    out, off = bytearray(msg[:tcpinfo.INET_DIAG_MSG_SIZE]), tcpinfo.INET_DIAG_MSG_SIZE
+    while off + 4 <= len(msg):
+        alen, atype = struct.unpack_from("=HH", msg, off)
+        payload = msg[off + 4: off + alen]
+        if atype & 0x3FFF == tcpinfo.INET_DIAG_INFO:
+            payload = payload[:length]
+        out += struct.pack("=HH", 4 + len(payload), atype) + payload + b"\0" * (-len(payload) % 4)
+        off += (alen + 3) & ~3
+    return bytes(out)
+
+
+def test_fields_an_older_kernel_does_not_send_are_empty_not_zero():
+    msg = next(messages((DATA / "sockdiag_tcp_cubic_bbr.bin").read_bytes()))
+    row = tcpinfo.decode_message(_cut_tcp_info(msg, tcpinfo._TCP_INFO_END["snd_wnd"]))
+    assert row["snd_wnd"] == 65536 and row["rcv_wnd"] is None
+    row = tcpinfo.decode_message(_cut_tcp_info(msg, tcpinfo._TCP_INFO_END["delivered_ce"]))
+    assert row["delivered_ce"] == 0 and row["snd_wnd"] is None and row["reordering"] == 3

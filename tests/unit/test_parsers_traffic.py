@@ -219,3 +219,30 @@ def test_agent_json_of_the_wrong_shape_fails_the_flow_naming_the_field():
     res = parse_builtin(client, None, name="r", protocol="tcp", kind="rr")
     assert res.error == ("builtin client output: connections[0].latencies_us[0]: expected a "
                          "number, found the string 'fast'")
+
+
+def _plan(tmp_path, **flow):
+    from testbed.traffic import FlowPlan
+    return FlowPlan(flow=Flow("f", "h1", "h2", **flow), port=5201, src_ip="10.0.0.1",
+                    dst_ip="10.0.0.2", seconds=1.0, out_dir=tmp_path)
+
+
+def test_socket_buffers_reach_the_drivers(tmp_path):
+    """rcvbuf (the receiver's SO_RCVBUF) and sndbuf (the sender's SO_SNDBUF) per flow."""
+    from testbed.traffic.builtin import BuiltinDriver
+    plan = _plan(tmp_path, rcvbuf=Size(65536), sndbuf=Size(1 << 20))
+    server, client = BuiltinDriver().server_argv(plan), BuiltinDriver().client_argv(plan)
+    assert server[server.index("--rcvbuf") + 1] == "65536" and "--sndbuf" not in server
+    assert client[client.index("--sndbuf") + 1] == "1048576" and "--rcvbuf" not in client
+    argv = Iperf3Driver().client_argv(_plan(tmp_path, rcvbuf=Size(65536)))
+    assert argv[argv.index("-w") + 1] == "65536"
+    [problem] = [p for p in Iperf3Driver().check(plan.flow) if "-w" in p]
+    assert "use driver: builtin" in problem
+
+
+def test_agent_sets_the_socket_buffers_it_is_given():
+    from testbed.traffic import agent
+    args = agent.build_parser().parse_args(["tcp-server", "--port", "1", "--rcvbuf", "65536"])
+    assert args.rcvbuf == 65536
+    args = agent.build_parser().parse_args(["tcp-client", "--port", "1", "--sndbuf", "8192"])
+    assert args.sndbuf == 8192

@@ -36,3 +36,31 @@ def test_schema_accepts_a_schedule():
             "links": [{"endpoints": ["r1", "r2"], "rate": "10mbit"}],
             "schedule": [{"at": "5s", "for": "2s", "link": "r1-r2", "set": {"loss": "100%"}}]}
     jsonschema.validate(topo, topology_schema())
+
+
+WORKLOADS = sorted((Path(__file__).parents[2] / "workloads").rglob("*.yaml"))
+
+
+def test_workload_schema_has_the_loaders_keys():
+    from testbed.workload.loader import FLOW_KEYS, TOP_KEYS
+    from testbed.workload.schema import workload_schema
+    schema = workload_schema()
+    assert set(schema["properties"]) == set(TOP_KEYS)
+    assert set(schema["properties"]["flows"]["items"]["properties"]) == set(FLOW_KEYS)
+
+
+@pytest.mark.parametrize("path", WORKLOADS, ids=[p.stem for p in WORKLOADS])
+def test_shipped_workloads_match_the_workload_schema(path):
+    import yaml
+    from testbed.workload import expand_points, load_source, load_workload
+    from testbed.workload.schema import workload_schema
+    source = load_source(path)
+    for point in expand_points(source):
+        data = yaml.safe_load(load_workload(path, point.variables, source=source).rendered_text)
+        jsonschema.validate(data, workload_schema())
+
+
+def test_cli_prints_the_workload_schema():
+    out = subprocess.run([sys.executable, "-m", "testbed", "schema", "--workload"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["title"] == "testbed workload"

@@ -117,3 +117,26 @@ def test_python_up_rejects_a_misspelt_variable_before_anything_exists():
     from testbed.errors import ConfigError
     with pytest.raises(ConfigError, match="unknown variable 'lose'.*did you mean 'loss'"):
         testbed.up(DUMBBELL, name="never-up", variables={"lose": "1%"})
+
+
+def test_a_matrix_key_no_template_reads_is_refused_with_did_you_mean(tmp_path):
+    """``buffer:`` for ``queue:`` ran every point at the default queue, silently."""
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(f"name: wl\ntopology: {DUMBBELL}\nmatrix:\n  buffer: [1bdp, 4bdp]\n"
+                  "flows: [{from: h1, to: h3}]\n")
+    with pytest.raises(ConfigError) as info:
+        expand_points(load_source(wl))
+    assert info.value.path == "matrix.buffer" and info.value.file == str(wl)
+    assert "did you mean 'queue'?" in info.value.message
+
+
+def test_matrix_keys_read_by_the_workload_or_its_topology_are_accepted(tmp_path):
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(f"name: wl\ntopology: {DUMBBELL}\nmatrix:\n  queue: [1bdp, 4bdp]\n"
+                  "  cc: [reno]\n  size: [1MB]\nflows: [{from: h1, to: h3, size: '{{ size }}'}]\n")
+    assert len(expand_points(load_source(wl))) == 2
+
+
+def test_every_shipped_workload_reads_its_matrix_keys():
+    for path in sorted((REPO / "workloads").rglob("*.yaml")):
+        assert expand_points(load_source(path)), path

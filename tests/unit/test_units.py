@@ -9,7 +9,8 @@ from testbed.units import Duration, Percent, Rate, Size, UnitError
 
 
 @pytest.mark.parametrize("text,bps", [("100mbit", 100e6), ("1.5gbit", 1.5e9), ("64kbit", 64e3),
-                                      ("10Mbps", 10e6), ("1e3bit", 1e3)])
+                                      ("1e3bit", 1e3),
+                                      ("10Mbps", 80e6), ("5MBps", 40e6), ("1kbps", 8e3)])  # as tc
 def test_rate_parses_tc_units(text, bps):
     assert Rate.parse(text).bps == pytest.approx(bps)
 
@@ -37,7 +38,7 @@ def test_size_and_percent():
     assert Size.parse("375KB").bytes == 375000
     assert Size.parse("1MiB").bytes == 1 << 20
     assert Percent.parse("0.5%").fraction == pytest.approx(0.005)
-    assert Percent.parse(1).fraction == pytest.approx(0.01)
+    assert Percent.parse(0).fraction == 0.0
     with pytest.raises(UnitError):
         Percent.parse("101%")
 
@@ -92,3 +93,17 @@ def test_small_exponents_still_parse():
     assert Rate.parse("1e3bit").bps == 1e3
     assert Duration.parse("2.5e-3s").seconds == pytest.approx(0.0025)
     assert Queue.parse("1.5e0bdp").bdp == 1.5
+
+
+@pytest.mark.parametrize("value", [0.01, 1, "0.01", "1"])
+def test_a_percentage_without_its_percent_sign_is_refused(value):
+    """``--set loss=0.01`` was read as 0.01 % without a word; meant as a fraction it is 1 %."""
+    with pytest.raises(UnitError, match=re.escape(f"could mean '{value}%' or, as a fraction")):
+        Percent.parse(value)
+
+
+def test_an_unknown_rate_unit_says_what_it_may_have_meant():
+    with pytest.raises(UnitError, match="did you mean 'mbit' .bits per second"):
+        Rate.parse("10mbi")
+    with pytest.raises(UnitError, match="bps, kbps, mbps, gbps for bytes per second, as tc does"):
+        Rate.parse("10mb")

@@ -107,7 +107,7 @@ def test_duplicate_flow_names(tmp_path):
 
 def test_matrix_product_repeat_and_pinning(tmp_path):
     body = "topology: topo.yaml\nmatrix:\n  cc: [cubic, bbr]\n  loss: [0%, 1%, 5%]\nrepeat: 2\n" \
-           "flows:\n  - {from: h1, to: h3, cc: '{{ cc }}'}\n"
+           "description: 'loss {{ loss }}'\nflows:\n  - {from: h1, to: h3, cc: '{{ cc }}'}\n"
     src = load_source(write(tmp_path, body))
     points = expand_points(src)
     assert len(points) == 12
