@@ -12,7 +12,6 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from testbed.errors import PreflightError, RealizeError
@@ -20,33 +19,17 @@ from testbed.plan.types import Plan, PlannedNode, ifindex
 from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
+from testbed.kernel.sysctl import available_ccs, read_sysctl, sysctl_path, write_sysctl
 from testbed.realize.teardown import LOOPBACK, owner_of, teardown
 # instance/network.py still takes these two from here, until it imports realize.teardown
 from testbed.realize.teardown import Teardown, process_start as _proc_start  # noqa: F401
 from testbed.signals import signals_deferred, stop_signals_raise
 
-PROC_SYS = Path("/proc/sys")
 EARLY_SYSCTLS = (
     # before any interface exists, so new interfaces inherit them
     ("net.ipv6.conf.default.accept_dad", "0"),
     ("net.ipv6.conf.all.accept_dad", "0"),
 )
-
-
-def sysctl_path(key: str) -> Path:
-    return PROC_SYS / key.replace(".", "/")
-
-
-def write_sysctl(key: str, value: str) -> None:
-    sysctl_path(key).write_text(value)
-
-
-def read_sysctl(key: str) -> str:
-    return sysctl_path(key).read_text().strip()
-
-
-def available_ccs() -> list[str]:
-    return read_sysctl("net.ipv4.tcp_available_congestion_control").split()
 
 
 def preflight(plan: Plan) -> None:
