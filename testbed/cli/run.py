@@ -41,8 +41,8 @@ def check_run_args(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    # run.experiment imports pyroute2 (~0.3 s) through instance and emulation: not for --help
-    from testbed.run.experiment import run_workload
+    # run.workload imports pyroute2 (~0.3 s) through instance and emulation: not for --help
+    from testbed.run.workload import run_workload
     check_run_args(args)
     dirs = run_workload(args.workload, variables=options.variables(args), repeat=args.repeat,
                         output=args.output, testbed_name=args.testbed_name,

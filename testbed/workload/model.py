@@ -3,7 +3,7 @@
 A workload names (or embeds) a topology and lists flows between its nodes.
 Everything here is checked structurally; checks that need the topology
 (node names) or the host (congestion controls, binaries) happen later, in
-``testbed.run.experiment``'s preflight, before anything is started.
+``testbed.run.preflight``, before anything is started.
 """
 
 from __future__ import annotations

@@ -1,0 +1,51 @@
+"""Running a workload: expand its points, check them all (``preflight``) before
+anything starts, then run each point (``runner.PointRun``) in turn. SIGINT,
+SIGTERM and SIGHUP become ``Interrupted`` for the whole sweep; the first
+failing point stops it (its directory kept and marked) so that a sweep does
+not carry on over a broken setup."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from testbed.run.preflight import preflight
+from testbed.run.progress import ProgressLine
+from testbed.run.runner import PointRun, interrupted
+from testbed.signals import stop_signals_raise
+from testbed.workload import expand_points, load_source, load_workload
+
+
+def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | None = None,
+                 repeat: int | None = None, output: str | os.PathLike[str] | None = None,
+                 testbed_name: str | None = None, progress: bool = True, name: str | None = None,
+                 link_backend: str = "auto", command: list[str] | None = None,
+                 allow_mismatch: bool = False) -> list[Path]:
+    """Run every point of a workload; return the run directories written.
+
+    Raises after the failing run (its directory kept and marked).
+    """
+    source = load_source(path)
+    points = expand_points(source, variables, repeat)
+    workloads = [load_workload(path, p.variables, source=source) for p in points]
+    prepared = preflight(workloads, testbed_name=testbed_name, instance_name=name,
+                         allow_mismatch=allow_mismatch)
+    out = Path(output) if output is not None else None
+    dirs: list[Path] = []
+    line = ProgressLine(progress, [wl.planned_seconds for wl in workloads])
+    with stop_signals_raise(interrupted, once=True):
+        for i, (point, wl, prep) in enumerate(zip(points, workloads, prepared)):
+            line.begin_point(i, f"{wl.name} {point.label}")
+            run = PointRun(wl, point, prep, output=out, testbed_name=testbed_name,
+                           instance_name=name, link_backend=link_backend,
+                           command=command if command is not None else list(sys.argv), line=line)
+            try:
+                dirs.append(run.execute())
+            finally:
+                line.end_point()
+                if run.run_dir is not None and run.run_dir not in dirs:
+                    dirs.append(run.run_dir)
+            line.message(f"result: {run.run_dir}")
+    return dirs
