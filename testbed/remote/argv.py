@@ -14,7 +14,10 @@ from typing import Any, Callable
 from testbed.remote.session import WORKLOAD_SLOT
 
 # options (of the commands sent to a remote) that take a value: the token after one is no file
-VALUE_OPTIONS = ("--set", "--repeat", "--testbed", "--link-backend", "--name", "--output")
+VALUE_OPTIONS = ("--set", "--repeat", "--testbed", "--link-backend", "--name", "--output",
+                 "--point", "--index", "--shard", "--shards", "--expect-matrix")
+# a sweep worker's selectors: the sweep picks each remote run's point itself
+SELECTORS = ("--point", "--index", "--shard", "--shards")
 
 
 def strip_option(tokens: list[str], flag: str) -> list[str]:
@@ -51,11 +54,12 @@ def run_argv(rest: list[str], workload: Path) -> list[str]:
 
 
 def point_argv(base: list[str], point: Any) -> list[str]:
-    """The remote run argv for one point: the base without --repeat, plus --set and --repeat 1."""
-    out = strip_option(base, "--repeat")
-    for key, value in point.point.items():
-        out += ["--set", f"{key}={value}"]
-    return out + ["--repeat", "1"]
+    """The remote run argv for one run: the base (its --set and --repeat, so the remote
+    expands the same matrix and records it) with ``--point ID`` instead of any selector."""
+    out = list(base)
+    for flag in SELECTORS:
+        out = strip_option(out, flag)
+    return out + ["--point", point.id]
 
 
 def with_file(rest: list[str], command: str, local: str, remote: str) -> list[str]:

@@ -193,6 +193,8 @@ def test_hosts_file_and_per_point_argv(tmp_path):
         sweep.load_hosts(str(f))
     point = RunPoint(variables={"loss": "1%", "cc": "bbr"}, point={"cc": "bbr"}, repetition=1,
                      index=3)
-    base = ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%"]
-    assert remote_argv.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--set", "loss=1%",
-                                             "--set", "cc=bbr", "--repeat", "1"]
+    base = ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%", "--shard", "1/2"]
+    # the remote expands the same matrix (same --set and --repeat) and runs the one point,
+    # so that its run records the sweep's matrix hash and the point's id and seed
+    assert remote_argv.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--repeat", "3",
+                                                   "--set", "loss=1%", "--point", point.id]
