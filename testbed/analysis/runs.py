@@ -38,6 +38,10 @@ MANIFEST_SHAPE = Obj({
     "testbed": Opt(Obj({"link_backend": Opt(str)})), "kernel": Opt(Obj({"release": Opt(str)})),
     "tools": Opt(MapOf(object)), "host": Opt(MapOf(object)), "cc_in_use": Opt(MapOf(object)),
     "command": Opt(ListOf(object)), "nodes_before": _NODES, "nodes_after": _NODES,
+    # which run of which expansion (testbed merge), and which engine's job ran it
+    "matrix": Opt(Obj({"hash": Opt(str), "count": Opt(int), "index": Opt(int),
+                       "point_id": Opt(str), "point_key": Opt(str), "seed": Opt(int)})),
+    "engine": Opt(MapOf(object)),
 })
 
 

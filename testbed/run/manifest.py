@@ -23,6 +23,8 @@ from testbed.kernel.sysctl import available_ccs
 from testbed.run import conditions
 from testbed.version import __version__
 from testbed.workload import RunPoint, Workload
+from testbed.workload.matrix import Matrix
+from testbed.workload.sharding import run_record
 
 SYSCTLS = ("net/ipv4/tcp_congestion_control", "net/ipv4/tcp_allowed_congestion_control",
            "net/ipv4/tcp_ecn", "net/ipv4/tcp_sack", "net/ipv4/tcp_timestamps",
@@ -42,8 +44,10 @@ def tool_version(argv: list[str]) -> str | None:
     return text.splitlines()[0] if text else None
 
 
-def static_manifest(wl: Workload, point: RunPoint, command: list[str]) -> dict[str, Any]:
-    """What is known before the testbed is touched."""
+def static_manifest(wl: Workload, point: RunPoint, command: list[str],
+                    matrix: Matrix) -> dict[str, Any]:
+    """What is known before the testbed is touched, with which run of which matrix this
+    is and which engine's job ran it (``matrix``, ``engine``: what ``merge`` reads)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "command": command, "cwd": os.getcwd(),
@@ -56,9 +60,10 @@ def static_manifest(wl: Workload, point: RunPoint, command: list[str]) -> dict[s
                   "tcpdump": tool_version(["tcpdump", "--version"])},
         "workload": {"name": wl.name, "file": str(wl.file), "rendered": "workload.yaml",
                      "variables": wl.variables, "point": point.point,
-                     "repetition": point.repetition, "seed": wl.seed + point.index},
+                     "repetition": point.repetition, "seed": point.seed},
         "topology": {"file": str(wl.topology_path) if wl.topology_path else None,
                      "inline": wl.topology_inline},
+        **run_record(matrix, point, os.environ),
     }
 
 

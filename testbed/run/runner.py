@@ -35,6 +35,7 @@ from testbed.run.progress import ProgressLine, RateMeter
 from testbed.signals import Terminated
 from testbed.traffic.base import CONNECT_TIMEOUT
 from testbed.workload import RunPoint, Workload
+from testbed.workload.matrix import Matrix
 
 # past a flow's planned end before it is stopped: a handshake may take CONNECT_TIMEOUT first
 GRACE = CONNECT_TIMEOUT + 10.0
@@ -67,6 +68,7 @@ class PointRun:
     wl: Workload
     point: RunPoint
     prepared: Prepared
+    matrix: Matrix
     output: Path | None
     testbed_name: str | None
     instance_name: str | None
@@ -95,7 +97,7 @@ class PointRun:
         self.run_dir = make_run_dir(self.wl.name, self.output)
         (self.run_dir / "workload.yaml").write_text(self.wl.rendered_text)
         outcome = Outcome(started=time.time())
-        self.manifest = manifest.static_manifest(self.wl, self.point, self.command)
+        self.manifest = manifest.static_manifest(self.wl, self.point, self.command, self.matrix)
         self._write_manifest()
         try:
             self._run(outcome)
@@ -123,7 +125,8 @@ class PointRun:
         topo = self.prepared.topology if self.prepared.topology is not None \
             else topology_for(self.wl)
         self.line.message(f"bringing up {getattr(topo, 'name', 'topology')}")
-        return up(topo, name=self.instance_name, link_backend=self.link_backend)
+        return up(topo, name=self.instance_name, link_backend=self.link_backend,
+                  seed=self.point.seed)
 
     def _run(self, outcome: Outcome) -> None:
         with self._testbed() as net:
