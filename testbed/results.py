@@ -31,6 +31,11 @@ TCPINFO_COLUMNS = ("t", "node", "src", "sport", "dst", "dport", "state", "ca_sta
                    "app_limited", "bbr_bw_bps", "bbr_min_rtt_us", "bbr_pacing_gain", "bbr_cwnd_gain")
 QDISC_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "packets", "drops",
                  "overlimits", "requeues", "backlog", "qlen")
+# columns of tcp_events.csv (after "flow"): one row per kernel TCP event
+TCP_EVENTS_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
+                      "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len",
+                      "ca_state", "tcp_state", "err", "rcvbuf", "rcv_ssthresh", "window_clamp",
+                      "rcv_space", "rtt_us", "reason", "cpu")
 
 
 def make_run_dir(workload: str, output: Path | None = None) -> Path:

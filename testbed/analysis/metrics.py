@@ -15,7 +15,9 @@ Sources, per metric:
   their clients' raw output;
 - utilisation: goodput / the bottleneck rate (the rate of the tbf qdisc that
   carried the most bytes, from the manifest; else the ``rate`` variable);
-- backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``.
+- backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``;
+- retransmissions, fast recoveries, loss episodes, RTOs: the kernel's TCP
+  events of each flow's sending sockets (``flows[].tcp_events`` in result.json).
 """
 
 from __future__ import annotations
@@ -241,6 +243,17 @@ def _drops(v: RunView, names: Sequence[str]) -> float | None:
     return float(max(vals)) if vals else None
 
 
+def _events(key: str) -> Callable[[RunView, Sequence[str]], float | None]:
+    """The sum of a kernel TCP event count (result.json ``flows[].tcp_events``) over the
+    selected flows; None where no selected flow has them (not recorded in that run)."""
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        counts = [f["tcp_events"].get(key) for f in v.selected(names)
+                  if isinstance(f.get("tcp_events"), dict)]
+        counts = [c for c in counts if isinstance(c, (int, float))]
+        return float(sum(counts)) if counts else None
+    return metric
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -269,6 +282,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("backlog_p95", "bytes", "lower", "95th percentile bottleneck queue backlog",
            _backlog_p95, per_flow=False),
     Metric("drops", "count", "lower", "drops at the bottleneck qdisc", _drops, per_flow=False),
+    Metric("retransmissions", "count", "lower",
+           "segments retransmitted (kernel tcp_retransmit_skb events)", _events("retransmissions")),
+    Metric("fast_recoveries", "count", "lower",
+           "entries into fast recovery (kernel tcp_cong_state_set events)",
+           _events("fast_recoveries")),
+    Metric("loss_episodes", "count", "lower",
+           "entries into the loss state after a retransmission timeout", _events("loss_episodes")),
+    Metric("rtos", "count", "lower", "retransmission timeouts (every move to the loss state)",
+           _events("rtos")),
 )}
 
 DEFAULT_COLUMNS = ("goodput", "rtt_p50", "rtt_p95", "rtt_p99", "qdelay_p50", "retrans", "udp_loss",

@@ -24,6 +24,8 @@ FLOW_SHAPE = Obj({
     "name": str, "from": Opt(str), "to": Opt(str), "protocol": Opt(str), "kind": Opt(str),
     "cc": Opt(OneOf((str, ListOf(str)))), "cc_requested": Opt(str),
     "goodput_bps": Opt(float), "loss": Opt(float), "fct_s": Opt(ListOf(Opt(float))),
+    "tcp_events": Opt(Obj({"retransmissions": Opt(int), "fast_recoveries": Opt(int),
+                           "loss_episodes": Opt(int), "rtos": Opt(int)})),
 }, required=("name",))
 RESULT_SHAPE = Obj({
     "schema_version": int, "workload": str, "run_id": Opt(str), "status": str,

@@ -1,6 +1,6 @@
 """After a run: read what its collectors and drivers left (total readers: they
 return what they could read and what they lost), write the run's tables
-(tcp_info.csv, qdisc.csv, host.csv, pcap_rtt.csv) and build result.json's
+(tcp_info.csv, tcp_events.csv, qdisc.csv, host.csv, pcap_rtt.csv) and build result.json's
 flows and summary, with every loss recorded and the run marked suspect."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from testbed.collect import capture as cap
-from testbed.collect import hostload, qdisc, tcpinfo
+from testbed.collect import hostload, qdisc, tcpevents_parse, tcpinfo
 from testbed.results import jain_index, write_table
 from testbed.run.collectors import Collectors
 from testbed.run.flows import Plans
-from testbed.run.summary import flow_summary, qdisc_drops
+from testbed.run.summary import event_counts, flow_summary, qdisc_drops
 
 
 @dataclass
@@ -39,6 +39,27 @@ def _pcap_flows(col: Collectors, losses: list[str]) -> dict[str, dict[str, Any]]
             v["capture"] = label
             found_all.setdefault(k, v)
     return found_all
+
+
+def _tcp_events(run_dir: Path, plans: Plans, col: Collectors, t0: float,
+                losses: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """result.json's ``tcp_events`` and the per-socket counts; tcp_events.csv on the run's
+    clock (t0, as tcp_info.csv). What the kernel or the decoder lost goes to ``losses``."""
+    if col.events is None or col.events_stats is None:
+        return col.events_off or {"available": False, "why": ["not started"]}, []
+    decoded, counts = tcpevents_parse.export(col.events.spool, run_dir / "tcp_events.csv", t0,
+                                             {p.port: p.flow.name for p, _ in plans})
+    stats = col.events_stats
+    fields = tcpevents_parse.result_fields(stats, decoded, counts, col.events.missing)
+    dropped = stats.total("overrun") + stats.total("dropped")
+    if dropped:
+        losses.append(f"tcp events: the kernel dropped {dropped} events (buffer "
+                      f"{stats.buffer_kb} KB per CPU full)")
+    if decoded.lost or decoded.lost_unknown:
+        losses.append(f"tcp events: the ring buffer's pages say {decoded.lost} events were "
+                      f"lost ({decoded.lost_unknown} pages lost an unknown number)")
+    losses += [f"tcp events: {x}" for x in decoded.problems]
+    return {"available": True, **fields}, counts
 
 
 def _write_tables(run_dir: Path, col: Collectors, flows: list[dict[str, Any]],
@@ -75,9 +96,12 @@ def gather(run_dir: Path, plans: Plans, col: Collectors, t0: float,
     pcap_flows = _pcap_flows(col, losses)
     flows: list[dict[str, Any]] = []
     ts_rows: list[dict[str, Any]] = []
+    events, counts = _tcp_events(run_dir, plans, col, t0, losses)
     for plan, driver in plans:
         flows.append(flow_summary(plan, driver.parse(plan), rows, pcap_flows, ts_rows,
                                   flow_failures.get(plan.flow.name)))
+        if events["available"] and plan.flow.protocol == "tcp":
+            flows[-1]["tcp_events"] = event_counts(plan, counts)
     _write_tables(run_dir, col, flows, ts_rows)
     suspect, reasons = _verdict(col, losses)
     goodputs = [f["goodput_bps"] for f in flows]
@@ -91,8 +115,10 @@ def gather(run_dir: Path, plans: Plans, col: Collectors, t0: float,
         "tcp_info_sampler": stats,
         "captures": col.cap_stats,   # per capture: captured, received by filter, dropped, lost
         "qdisc_drops": qdisc_drops(col.qs.rows if col.qs is not None else []),
+        "tcp_events": events,
     }
     qdisc_error = str(col.qs.error) if col.qs and col.qs.error else None
     return Gathered(flows, summary, {
         "cc_in_use": {f["name"]: f["cc"] for f in flows},
-        "collectors": {"tcp_info": stats, "capture": col.cap_stats, "qdisc_error": qdisc_error}})
+        "collectors": {"tcp_info": stats, "capture": col.cap_stats, "qdisc_error": qdisc_error,
+                       "tcp_events": events.get("trace") if events["available"] else events}})

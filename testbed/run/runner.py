@@ -228,6 +228,8 @@ class PointRun:
             col.start_captures(net, self.prepared.captures, self.wl.capture.snaplen,
                                self._record_process)
         col.prepare_samplers(net, plans, self.wl, stack)
+        assert self.run_dir is not None
+        col.start_tcp_events(net, self.run_dir.name, plans, self.wl, stack)
         return servers, clients
 
     def _start_clock(self, net: Network, col: Collectors, stack: contextlib.ExitStack) -> float:

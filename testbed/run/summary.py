@@ -1,7 +1,7 @@
 """A run's summaries, from what its collectors and drivers gathered: each
 flow's entry in result.json (goodput, the congestion control its sockets
-really used, RTT percentiles from tcp_info and from the capture) and the
-qdisc drops per interface. Pure: no processes, no kernel."""
+really used, RTT percentiles from tcp_info and from the capture, kernel TCP
+event counts) and the qdisc drops per interface. Pure: no processes, no kernel."""
 
 from __future__ import annotations
 
@@ -25,6 +25,20 @@ def qdisc_drops(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "drops": (last[k]["drops"] or 0) - (first[k]["drops"] or 0),
         "backlog_max": max(r["backlog"] or 0 for r in rows if (r["node"], r["ifname"], r["handle"]) == k)}
         for k in last}
+
+
+EVENT_COUNTS = ("retransmissions", "fast_recoveries", "loss_episodes", "rtos")
+
+
+def event_counts(plan: FlowPlan, event_flows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A flow's kernel TCP event counts (``tcpevents_parse.FlowCounter``), summed over its
+    sending sockets (from its source address to its port: retransmissions and congestion
+    states happen on the sender)."""
+    mine = [f for f in event_flows if f.get("src") == plan.src_ip and f.get("dport") == plan.port]
+    out: dict[str, Any] = {k: sum(f.get(k) or 0 for f in mine) for k in EVENT_COUNTS}
+    out["sockets"] = len(mine)
+    out["events"] = sum(sum((f.get("events") or {}).values()) for f in mine)
+    return out
 
 
 def flow_summary(plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],

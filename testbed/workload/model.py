@@ -58,11 +58,13 @@ class Flow:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How often each collector samples."""
+    """How often each collector samples, and whether the kernel's TCP events are
+    recorded (``tcp_events``: on by default where tracefs offers them)."""
 
     tcp_info: Duration = Duration(0.010)
     qdisc: Duration = Duration(0.100)
     host: Duration = Duration(0.500)
+    tcp_events: bool = True
 
 
 @dataclass(frozen=True)
