@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -159,7 +160,8 @@ def create(root: Path, journal_dir: Path, name: str) -> Path:
 
 def remove(root: Path, name: str) -> bool:
     """Remove our instance ``name`` if it is there (tracing stopped first). False if it
-    was not there. A name without ``PREFIX`` is refused."""
+    was not there, or is still open (EBUSY: a live run's reader has it and removes it
+    when it stops). A name without ``PREFIX`` is refused."""
     if not name.startswith(PREFIX) or "/" in name:
         raise ValueError(f"refusing to remove foreign trace instance {name!r}")
     path = root / "instances" / name
@@ -172,6 +174,10 @@ def remove(root: Path, name: str) -> bool:
     try:
         path.rmdir()
     except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
         return False
     return True
 
