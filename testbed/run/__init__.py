@@ -7,7 +7,7 @@
   runner.py      PointRun: one point from up/attach to result.json, every stop on
                  one ExitStack
   flows.py       the flows' plans, ports, servers listening or dead
-  collectors.py  captures and samplers, started on one clock t0
+  collectors.py  captures, kernel TCP events and samplers, on one clock t0
   gather.py      afterwards: the tables, result.json's flows and summary
   summary.py     one flow's summary (pure)
   manifest.py    what the run ran on: kernel, tools, links, nodes before and after

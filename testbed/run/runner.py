@@ -1,9 +1,9 @@
 """One point of a workload, from up (or attach) to result.json.
 
 Inside a point: up/attach -> reachability -> manifest "before" -> servers
-(each waited on until it listens) -> captures -> tcp_info, qdisc, host and
-link-schedule on one clock t0 -> clients at their offsets -> wait -> stop all
--> parse -> manifest "after" and result.json. Every process and collector
+(each waited on until it listens) -> captures -> TCP events -> tcp_info,
+qdisc, host and link schedule on one clock t0 -> clients at their offsets ->
+wait -> stop all -> parse -> manifest "after" and result.json. Every process and collector
 registers its stop on one ExitStack as soon as it starts, so an error or a
 signal stops exactly what was started; whatever was gathered is kept and the
 run marked."""
@@ -206,8 +206,9 @@ class PointRun:
 
     def _start(self, net: Network, plans: Plans, col: Collectors, stack: contextlib.ExitStack
                ) -> tuple[list[subprocess.Popen], dict[str, subprocess.Popen]]:
-        """Servers (each listening), then captures; stops registered so that clients stop
-        first, then servers, and captures last (they see the flows' last packets)."""
+        """Servers (each listening), captures, then the kernel's TCP events; stops registered
+        so that clients stop first, then servers, and captures last (they see the flows'
+        last packets)."""
         check_ports_free(net, plans)
         stack.callback(col.stop_captures)
         servers: list[subprocess.Popen] = []
