@@ -79,7 +79,7 @@ class TestbedFixture:
         """Run a workload (``testbed run``) into tmp_path; returns the run directories."""
         self._need_root()
         # every pytest session loads this plugin: pyroute2 (~0.3 s) only when a test runs one
-        from testbed.run.experiment import run_workload
+        from testbed.run.workload import run_workload
         return run_workload(workload, variables=dict(variables or {}), repeat=repeat,
                             output=output if output is not None else self.tmp_path / "results",
                             progress=False, name=self._name(), link_backend=link_backend,

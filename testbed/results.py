@@ -35,6 +35,11 @@ TCPINFO_COLUMNS = ("t", "node", "src", "sport", "dst", "dport", "state", "ca_sta
                    "delivered_ce", "reordering")
 QDISC_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "packets", "drops",
                  "overlimits", "requeues", "backlog", "qlen")
+# columns of tcp_events.csv (after "flow"): one row per kernel TCP event
+TCP_EVENTS_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
+                      "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len",
+                      "ca_state", "tcp_state", "err", "rcvbuf", "rcv_ssthresh", "window_clamp",
+                      "rcv_space", "rtt_us", "reason", "cpu")
 
 
 def make_run_dir(workload: str, output: Path | None = None) -> Path:

@@ -19,6 +19,8 @@ Sources, per metric:
 - what the lessons prove (slow start growth, multiplicative decreases,
   recoveries and RTOs, receive-window limits): the samples of each flow's
   sending socket in ``tcp_info.csv``; the handshake: SYNs in the capture.
+- retransmissions, fast recoveries, loss episodes, RTOs: the kernel's TCP
+  events of each flow's sending sockets (``flows[].tcp_events`` in result.json).
 """
 
 from __future__ import annotations
@@ -393,6 +395,17 @@ def rwnd_limited(rows: list[dict[str, Any]]) -> float | None:
         else None
 
 
+def _events(key: str) -> Callable[[RunView, Sequence[str]], float | None]:
+    """The sum of a kernel TCP event count (result.json ``flows[].tcp_events``) over the
+    selected flows; None where no selected flow has them (not recorded in that run)."""
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        counts = [f["tcp_events"].get(key) for f in v.selected(names)
+                  if isinstance(f.get("tcp_events"), dict)]
+        counts = [c for c in counts if isinstance(c, (int, float))]
+        return float(sum(counts)) if counts else None
+    return metric
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -435,6 +448,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "receiver-limited", window_ratio),
     Metric("rwnd_limited", "fraction", "", "time the receive window limited the sender",
            _per_socket(rwnd_limited, "mean")),
+    Metric("retransmissions", "count", "lower",
+           "segments retransmitted (kernel tcp_retransmit_skb events)", _events("retransmissions")),
+    Metric("fast_recoveries", "count", "lower",
+           "entries into fast recovery (kernel tcp_cong_state_set events)",
+           _events("fast_recoveries")),
+    Metric("loss_episodes", "count", "lower",
+           "entries into the loss state after a retransmission timeout", _events("loss_episodes")),
 )}
 
 DEFAULT_COLUMNS = ("goodput", "rtt_p50", "rtt_p95", "rtt_p99", "qdelay_p50", "retrans", "udp_loss",

@@ -26,6 +26,8 @@ FLOW_SHAPE = Obj({
     "name": str, "from": Opt(str), "to": Opt(str), "protocol": Opt(str), "kind": Opt(str),
     "cc": Opt(OneOf((str, ListOf(str)))), "cc_requested": Opt(str),
     "goodput_bps": Opt(float), "loss": Opt(float), "fct_s": Opt(ListOf(Opt(float))),
+    "tcp_events": Opt(Obj({"retransmissions": Opt(int), "fast_recoveries": Opt(int),
+                           "loss_episodes": Opt(int), "rtos": Opt(int)})),
 }, required=("name",))
 RESULT_SHAPE = Obj({
     "schema_version": int, "workload": str, "run_id": Opt(str), "status": str,
@@ -40,6 +42,10 @@ MANIFEST_SHAPE = Obj({
     "testbed": Opt(Obj({"link_backend": Opt(str)})), "kernel": Opt(Obj({"release": Opt(str)})),
     "tools": Opt(MapOf(object)), "host": Opt(MapOf(object)), "cc_in_use": Opt(MapOf(object)),
     "command": Opt(ListOf(object)), "nodes_before": _NODES, "nodes_after": _NODES,
+    # which run of which expansion (testbed merge), and which engine's job ran it
+    "matrix": Opt(Obj({"hash": Opt(str), "count": Opt(int), "index": Opt(int),
+                       "point_id": Opt(str), "point_key": Opt(str), "seed": Opt(int)})),
+    "engine": Opt(MapOf(object)),
 })
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.analysis import load_runs, summarize, tables, verdicts
+from testbed.analysis.fields import with_manifest_fields
 from testbed.analysis.metrics import METRICS
 from testbed.cli.plot import add_time_range, check_time_range
 from testbed.errors import ConfigError
@@ -19,8 +20,10 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_DIR",
                    help="run directories, or directories of runs (e.g. results/cubic-vs-bbr/)")
     p.add_argument("--by", action="append", default=[], metavar="KEY",
-                   help="also split groups by a flow attribute (cc, flow, from, to, protocol) or "
-                        "show this variable (repeatable)")
+                   help="also split groups by a flow attribute (cc, flow, from, to, protocol), "
+                        "show this variable, or group by what the runs ran on: kernel, node, "
+                        "host, job, engine, link_backend, point_id, matrix, or a dotted "
+                        "manifest.json path such as tools.iperf3 (repeatable)")
     p.add_argument("--include-suspect", action="store_true",
                    help="include runs marked suspect (host saturated); excluded and counted by default")
     p.add_argument("--include-partial", action="store_true",
@@ -94,6 +97,7 @@ def compare_command(args: argparse.Namespace) -> int:
         raise ConfigError("--junit needs at least one --assert")
     runset = load_runs(args.paths, include_suspect=args.include_suspect,
                        include_partial=args.include_partial)
+    runset = with_manifest_fields(runset, args.by)
     summary = summarize(runset, args.by)
     metrics = _metrics(args.metrics, summary)
     # parse and resolve every assertion before printing anything
@@ -121,6 +125,7 @@ def report_command(args: argparse.Namespace) -> int:
     check_time_range(args)
     runset = load_runs(args.paths, include_suspect=args.include_suspect,
                        include_partial=args.include_partial)
+    runset = with_manifest_fields(runset, args.by)
     path = report.write_report(runset, args.output, by=args.by, png_dir=args.png_dir,
                                since=args.since, until=args.until, every_run=args.all_runs)
     print(path)

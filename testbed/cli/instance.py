@@ -148,6 +148,9 @@ def down_command(args: argparse.Namespace) -> int:
     if report.host_restored:
         print(f"  restored net.ipv4.tcp_allowed_congestion_control (removed "
               f"{' '.join(report.host_restored)})")
+    if report.tracefs_unmounted:
+        print(f"  unmounted tracefs at {report.tracefs_unmounted} (testbed had mounted it "
+              "for tcp events)")
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from testbed.cli import compare, info, instance, kernels, links, plot, remote, run
+from testbed.cli import compare, info, instance, kernels, links, plot, remote, run, sweep
 from testbed.errors import TestbedError
 from testbed.output import reader_gone, say, silence
 from testbed.signals import signum_of
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     instance.register(sub)
     info.register(sub)
     run.register(sub)
+    sweep.register(sub)
     compare.register(sub)
     links.register(sub)
     kernels.register(sub)

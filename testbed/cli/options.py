@@ -8,6 +8,9 @@
   ``--name`` with it.
 - ``--set KEY=VALUE``: a template variable, repeatable (``args.assignments``;
   ``variables(args)`` turns them into a dict).
+- ``--point``/``--index``/``--shard``/``--point-from-env``/``--shards``/
+  ``--expect-matrix``: which runs of the matrix a sweep worker does
+  (``selection(args)``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from testbed.cli.args import instance_name
 from testbed.errors import ConfigError
+from testbed.workload.sharding import INDEX_VARIABLE, Selection
 
 LINK_BACKENDS = ("auto", "netem", "userspace")
 
@@ -61,3 +65,27 @@ def name_or_testbed(args: argparse.Namespace, command: str) -> None:
     if args.name and args.testbed_name:
         raise ConfigError(f"--name names the testbed '{command}' brings up and --testbed uses "
                           "one already up: give one of them")
+
+
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """A sweep worker's options: which of the matrix's runs it does ('testbed matrix' lists them)."""
+    g = p.add_argument_group("sweep workers (one of --point, --index, --shard, --point-from-env)")
+    g.add_argument("--point", dest="point_id", default=None, metavar="ID",
+                   help="only the run with this id (or every repetition of a point's key)")
+    g.add_argument("--index", type=int, default=None, metavar="N", help="only the N-th run (from 0)")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="every N-th run from the I-th (I from 1): N shards partition the runs")
+    g.add_argument("--point-from-env", nargs="?", const=INDEX_VARIABLE, default=None,
+                   metavar="VAR", help=f"the run index (or with --shards the shard index) from "
+                   f"the environment variable VAR (default: {INDEX_VARIABLE}, as a Kubernetes "
+                   "Indexed Job sets it)")
+    g.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="with --point-from-env: the index names one of N shards")
+    g.add_argument("--expect-matrix", default=None, metavar="HASH",
+                   help="refuse to run unless this expansion is the listed one (its hash)")
+
+
+def selection(args: argparse.Namespace) -> Selection:
+    return Selection(point_id=args.point_id, index=args.index, shard=args.shard,
+                     from_env=args.point_from_env, shards=args.shards,
+                     expect_matrix=args.expect_matrix)

@@ -147,7 +147,8 @@ def _remote_run(args: argparse.Namespace, rest: list[str]) -> RemoteRun:
     from testbed.remote.workload import remote_run
     check_run_args(args)
     return remote_run(rest, args.workload, variables=options.variables(args), repeat=args.repeat,
-                      output=args.output, instance=args.name, attached=bool(args.testbed_name))
+                      output=args.output, instance=args.name, attached=bool(args.testbed_name),
+                      selection=options.selection(args))
 
 
 def _on_host(session: Session, args: argparse.Namespace, rest: list[str]) -> int:

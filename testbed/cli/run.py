@@ -29,6 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     options.add_name(p, "from the topology; not with --testbed")
     options.add_link_backend(p)
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    options.add_selection(p)
     p.set_defaults(func=run_command)
     return p
 
@@ -41,13 +42,13 @@ def check_run_args(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    # run.experiment imports pyroute2 (~0.3 s) through instance and emulation: not for --help
-    from testbed.run.experiment import run_workload
+    # run.workload imports pyroute2 (~0.3 s) through instance and emulation: not for --help
+    from testbed.run.workload import run_workload
     check_run_args(args)
     dirs = run_workload(args.workload, variables=options.variables(args), repeat=args.repeat,
                         output=args.output, testbed_name=args.testbed_name,
                         progress=not args.quiet, name=args.name, link_backend=args.link_backend,
-                        allow_mismatch=args.allow_mismatch)
+                        allow_mismatch=args.allow_mismatch, selection=options.selection(args))
     for d in dirs:
         print(d)
     return 0

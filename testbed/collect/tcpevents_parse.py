@@ -24,11 +24,9 @@ from testbed.collect.tcpevents import SPOOL_HEADER_LENGTH, SPOOL_MAGIC, SPOOL_RE
     SpoolHeader, TraceStats
 from testbed.collect.tcpinfo import CA_STATES, TCP_STATES
 from testbed.kernel.ringbuffer import EventFormat, decode_page, record_struct
+from testbed.results import TCP_EVENTS_COLUMNS
 
-CSV_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
-               "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len", "ca_state",
-               "tcp_state", "err", "rcvbuf", "rcv_ssthresh", "window_clamp", "rcv_space",
-               "rtt_us", "reason", "cpu")
+CSV_COLUMNS = TCP_EVENTS_COLUMNS
 INFINITE_SSTHRESH = 0x7FFFFFFF
 _FIELDS = ("common_type", "saddr", "daddr", "saddr_v6", "daddr_v6", "sport", "dport", "family",
            "data_len", "snd_nxt", "snd_una", "snd_cwnd", "ssthresh", "snd_wnd", "srtt", "rcv_wnd",

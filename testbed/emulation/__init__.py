@@ -94,8 +94,9 @@ class Selection:
     reason: str
 
 
-def select_backend(requested: str = "auto") -> Selection:
-    """Choose the backend (see the module docstring)."""
+def select_backend(requested: str = "auto", seed: int | None = None) -> Selection:
+    """Choose the backend (see the module docstring). ``seed``: the userspace backend's
+    random loss and jitter draws (a run's seed, so that a point's emulation repeats)."""
     if requested not in ("auto", *BACKENDS):
         raise PreflightError(f"unknown link emulation backend {requested!r}; "
                              f"choose auto, {', '.join(BACKENDS)}")
@@ -107,11 +108,11 @@ def select_backend(requested: str = "auto") -> Selection:
                                  "(Debian/Ubuntu: linux-modules-extra) or use --link-backend userspace")
         return Selection(NetemBackend(), f"netem requested; {why}")
     if requested == "userspace":
-        return Selection(UserspaceBackend(), "userspace requested")
+        return Selection(UserspaceBackend(seed=seed), "userspace requested")
     if available:
         return Selection(NetemBackend(), f"auto: {why}: using netem")
-    return Selection(UserspaceBackend(), f"auto: {why}: using userspace "
-                                         "(tbf + NFQUEUE delay daemon)")
+    return Selection(UserspaceBackend(seed=seed), f"auto: {why}: using userspace "
+                                                  "(tbf + NFQUEUE delay daemon)")
 
 
 __all__ = ["BACKENDS", "Backend", "NetemBackend", "Selection", "Step", "UserspaceBackend",

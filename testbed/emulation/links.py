@@ -114,15 +114,16 @@ def check_daemon_budget(plan: Plan, selection: Selection,
     return None
 
 
-def choose(plan: Plan, requested: str) -> Selection | None:
-    """Pick the backend and check every emulated direction against it (no changes)."""
+def choose(plan: Plan, requested: str, seed: int | None = None) -> Selection | None:
+    """Pick the backend and check every emulated direction against it (no changes).
+    ``seed``: for the userspace backend's random draws (None: its own default)."""
     wanted = list(directions(plan))
     if not wanted:
         if requested not in ("auto", "netem", "userspace"):
             raise PreflightError(f"unknown link backend {requested!r}; choose auto, netem, userspace")
         return None
     from testbed.emulation import select_backend
-    selection = select_backend(requested)
+    selection = select_backend(requested, seed)
     from testbed.emulation import BACKENDS
     problems = []
     netem_could = True

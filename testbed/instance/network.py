@@ -179,9 +179,10 @@ class Network:
             links.check_alive(self.link_backend, self.deployed.emulated, self.state_dir)
 
 
-def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, Realized]:
+def build(plan: Plan, *, link_backend: str = "auto",
+          seed: int | None = None) -> tuple[Network, Realized]:
     """Preflight and realize ``plan``; the result owns nothing (see ``up``)."""
-    selection = links.choose(plan, link_backend)
+    selection = links.choose(plan, link_backend, seed)
     preflight(plan)
     journal = state.Journal(plan.instance)
     notes: list[str] = list(plan.notes)
@@ -204,15 +205,16 @@ def build(plan: Plan, *, link_backend: str = "auto") -> tuple[Network, Realized]
 
 def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
        variables: Mapping[str, Any] | None = None, use_env: bool = False,
-       link_backend: str = "auto") -> Network:
+       link_backend: str = "auto", seed: int | None = None) -> Network:
     """Bring a topology up; use as a context manager so it always comes down.
-    ``variables`` must be ones the file declares or uses (a typo is a ConfigError)."""
+    ``variables`` must be ones the file declares or uses (a typo is a ConfigError).
+    ``seed``: the userspace link backend's random draws (loss, jitter), for repeatable runs."""
     if not isinstance(topology, Topology) and variables:
         from testbed.model.document import check_topology_file
         check_topology_file(topology, variables)
     topo = topology if isinstance(topology, Topology) else \
         load_topology(topology, variables, use_env=use_env)
-    net, _ = build(plan_for(topo, name), link_backend=link_backend)
+    net, _ = build(plan_for(topo, name), link_backend=link_backend, seed=seed)
     net._owned = True
     return net
 

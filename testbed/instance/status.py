@@ -13,7 +13,7 @@ from testbed.errors import TestbedError
 from testbed.kernel import netns
 from testbed.plan.deployed import Deployed
 from testbed.plan.types import PlannedLink, PlannedNode
-from testbed.realize import build as backend
+from testbed.kernel.sysctl import read_sysctl
 from testbed.realize import state
 
 
@@ -49,8 +49,8 @@ def _node_facts(node: PlannedNode, spaces: netns.Namespaces) -> dict[str, Any]:
                                "gateway": gateway, "ifname": names.get(route.get_attr("RTA_OIF"))})
         facts["interfaces"] = interfaces
         facts["routes"] = routes
-        facts["cc"] = backend.read_sysctl("net.ipv4.tcp_congestion_control")
-        facts["forwarding"] = backend.read_sysctl("net.ipv4.ip_forward") == "1"
+        facts["cc"] = read_sysctl("net.ipv4.tcp_congestion_control")
+        facts["forwarding"] = read_sysctl("net.ipv4.ip_forward") == "1"
     return facts
 
 

@@ -48,6 +48,7 @@ from typing import Any, Callable, Mapping
 from testbed.emulation import live
 from testbed.kernel.netns import enter
 from testbed.errors import TestbedError
+from testbed.instance.network import attach, up
 from testbed.model.impairment import GilbertElliott, Impairment
 from testbed.plan.types import PlannedDirection, PlannedNode
 from testbed.results import percentile
@@ -547,9 +548,8 @@ def _rate_checks(net, d: PlannedDirection, addr: str, imp: Impairment, thorough:
 def validate_cli(*, topology: str | None, testbed_name: str | None, name: str | None,
                  variables: Mapping[str, Any], link_backend: str, links: list[str] | None,
                  thorough: bool) -> Report:
-    import testbed
     if testbed_name:
-        return validate(testbed.attach(testbed_name), links=links, thorough=thorough)
-    with stop_signals_raise(), testbed.up(topology, name=name, variables=variables,
-                                      link_backend=link_backend) as net:
+        return validate(attach(testbed_name), links=links, thorough=thorough)
+    with stop_signals_raise(), up(topology, name=name, variables=variables,
+                                  link_backend=link_backend) as net:
         return validate(net, links=links, thorough=thorough)

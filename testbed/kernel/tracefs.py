@@ -16,6 +16,8 @@ mounted, not root, or an event this kernel does not have.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +32,9 @@ TCP_EVENTS = ("tcp/tcp_probe", "tcp/tcp_cong_state_set", "tcp/tcp_retransmit_skb
               "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock")
 JOURNAL_FILE = "tracefs"
 MOUNTS = Path("/proc/mounts")
-MOUNT_FIX = "mount -t tracefs nodev /sys/kernel/tracing"
+DEFAULT_MOUNT = Path("/sys/kernel/tracing")
+MOUNT_FIX = f"mount -t tracefs nodev {DEFAULT_MOUNT}"
+MNT_DETACH = 2
 STAT_KEYS = {"entries": "entries", "overrun": "overrun", "commit overrun": "commit_overrun",
              "bytes": "bytes", "dropped events": "dropped", "read events": "read"}
 
@@ -46,6 +50,23 @@ def mount_point(mounts: Path = MOUNTS) -> Path | None:
         if len(parts) >= 3 and parts[2] == "tracefs":
             return Path(parts[1].replace("\\040", " "))
     return None
+
+
+def _libc_call(name: str, *args: object) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name} {DEFAULT_MOUNT}: {os.strerror(err)}")
+
+
+def mount(path: Path = DEFAULT_MOUNT) -> None:
+    """Mount tracefs at ``path`` (what ``MOUNT_FIX`` says to do by hand)."""
+    _libc_call("mount", b"nodev", bytes(path), b"tracefs", 0, None)
+
+
+def unmount(path: Path = DEFAULT_MOUNT) -> None:
+    """Detach the tracefs mount at ``path`` (lazily: a reader still in it keeps its files)."""
+    _libc_call("umount2", bytes(path), MNT_DETACH)
 
 
 @dataclass
@@ -139,7 +160,8 @@ def create(root: Path, journal_dir: Path, name: str) -> Path:
 
 def remove(root: Path, name: str) -> bool:
     """Remove our instance ``name`` if it is there (tracing stopped first). False if it
-    was not there. A name without ``PREFIX`` is refused."""
+    was not there, or is still open (EBUSY: a live run's reader has it and removes it
+    when it stops). A name without ``PREFIX`` is refused."""
     if not name.startswith(PREFIX) or "/" in name:
         raise ValueError(f"refusing to remove foreign trace instance {name!r}")
     path = root / "instances" / name
@@ -152,6 +174,10 @@ def remove(root: Path, name: str) -> bool:
     try:
         path.rmdir()
     except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
         return False
     return True
 

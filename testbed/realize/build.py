@@ -13,7 +13,6 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from testbed.errors import PreflightError, RealizeError
@@ -21,11 +20,11 @@ from testbed.plan.types import Plan, PlannedNode, ifindex
 from testbed.realize import state
 from testbed.kernel import netns
 from testbed.kernel.rtnl import Rtnl
+from testbed.kernel.sysctl import (NetSysctls, available_ccs, read_sysctl, sysctl_path,
+                                   write_sysctl)
 from testbed.realize.teardown import LOOPBACK, owner_of, teardown
 from testbed.signals import signals_deferred, stop_signals_raise
-from testbed.kernel.sysctl import NetSysctls
 
-PROC_SYS = Path("/proc/sys")
 IPV6_EARLY_SYSCTLS = (
     # before any interface exists, so new interfaces inherit them: without duplicate
     # address detection IPv6 works at once (until a link-local address has passed it,
@@ -33,22 +32,6 @@ IPV6_EARLY_SYSCTLS = (
     ("net.ipv6.conf.default.accept_dad", "0"),
     ("net.ipv6.conf.all.accept_dad", "0"),
 )
-
-
-def sysctl_path(key: str) -> Path:
-    return PROC_SYS / key.replace(".", "/")
-
-
-def write_sysctl(key: str, value: str) -> None:
-    sysctl_path(key).write_text(value)
-
-
-def read_sysctl(key: str) -> str:
-    return sysctl_path(key).read_text().strip()
-
-
-def available_ccs() -> list[str]:
-    return read_sysctl("net.ipv4.tcp_available_congestion_control").split()
 
 
 def _sysctl_problems(plan: Plan) -> list[str]:

@@ -17,8 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.plan.types import netns_name, owner_tag
-from testbed.realize import build as backend
-from testbed.kernel import netns, tracefs
+from testbed.kernel import netns, sysctl, tracefs
 
 QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "cake", "sfq")
 BINARIES = (
@@ -32,7 +31,7 @@ BINARIES = (
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 # a sysctl every IPv4 kernel has; container runtimes mount /proc/sys read-only unless privileged
-SYSCTL_PROBE = backend.PROC_SYS / "net" / "ipv4" / "ip_forward"
+SYSCTL_PROBE = sysctl.PROC_SYS / "net" / "ipv4" / "ip_forward"
 
 
 @dataclass
@@ -145,8 +144,8 @@ def run_checks() -> list[Finding]:
                                     "for netem: apt-get install linux-modules-extra-$(uname -r) "
                                     "(Ubuntu) or kernel-modules-extra (Fedora), then modprobe "
                                     "sch_netem; or use vagrant/guest"))
-    available = backend.available_ccs()
-    allowed = backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control").split()
+    available = sysctl.available_ccs()
+    allowed = sysctl.read_sysctl("net.ipv4.tcp_allowed_congestion_control").split()
     checks.append(Finding("congestion control", "ok" if {"cubic", "bbr"} <= set(available) else "warn",
                         f"available: {' '.join(available)}; allowed in namespaces without a host "
                         f"change: {' '.join(allowed)}",

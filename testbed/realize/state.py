@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from testbed.errors import ConfigError, TestbedError
 from testbed.files import contained, write_atomic
+from testbed.kernel import tracefs
 from testbed.model.topology import check_instance_name
 from testbed.plan.deployed import Deployed
 
@@ -238,24 +239,69 @@ def allow_congestion_controls(instance: str, wanted: list[str]) -> list[str]:
         return missing
 
 
-def release_host_changes(instance: str) -> list[str]:
-    """Drop ``instance`` as a user of host changes; restore those no one uses any more."""
-    restored = []
+def mount_tracefs(instance: str) -> bool:
+    """Mount tracefs for ``instance``'s runs' tcp events if it is not mounted; record it
+    first (host.json ``tracefs``), so that the last ``down``/``clean`` unmounts it again.
+    False when it was mounted already (by someone else: nothing to restore)."""
     with locked(RUN_DIR / HOST_LOCK):
         data = _read_host()
-        entry = data.get("tcp_allowed_congestion_control")
+        entry = data.get("tracefs")
+        if entry is None and tracefs.mount_point() is not None:
+            return False
+        entry = entry or {"mounted": str(tracefs.DEFAULT_MOUNT), "users": []}
+        if instance not in entry["users"]:
+            entry["users"].append(instance)
+        data["tracefs"] = entry
+        _write_host(data)       # record first, then change
+        if tracefs.mount_point() is None:
+            tracefs.mount(Path(entry["mounted"]))
+        return True
+
+
+def _release_allowed_cc(data: dict[str, Any], instance: str, live: set[str]) -> list[str]:
+    entry = data.get("tcp_allowed_congestion_control")
+    if entry is None:
+        return []
+    entry["users"] = [u for u in entry["users"] if u != instance and u in live]
+    if entry["users"]:
+        return []
+    current = ALLOWED_CC.read_text().split()
+    # remove only what we added; keep anything someone else added meanwhile
+    kept = [cc for cc in current if cc not in entry["added"] or cc in entry["original"]]
+    if kept != current:
+        ALLOWED_CC.write_text(" ".join(kept))
+    del data["tcp_allowed_congestion_control"]
+    return [cc for cc in current if cc not in kept]
+
+
+def release_tracefs(instance: str) -> str | None:
+    """Drop ``instance`` as a user of the tracefs mount testbed made; unmount it when no
+    instance uses it any more. The mount point unmounted, if it was."""
+    with locked(RUN_DIR / HOST_LOCK):
+        data = _read_host()
+        entry = data.get("tracefs")
         if entry is None:
-            return []
+            return None
         live = set(instances())
         entry["users"] = [u for u in entry["users"] if u != instance and u in live]
-        if not entry["users"]:
-            current = ALLOWED_CC.read_text().split()
-            # remove only what we added; keep anything someone else added meanwhile
-            kept = [cc for cc in current if cc not in entry["added"] or cc in entry["original"]]
-            if kept != current:
-                ALLOWED_CC.write_text(" ".join(kept))
-                restored = [cc for cc in current if cc not in kept]
-            del data["tcp_allowed_congestion_control"]
+        if entry["users"]:
+            _write_host(data)
+            return None
+        mounted = Path(entry["mounted"])
+        if tracefs.mount_point() == mounted:
+            tracefs.unmount(mounted)
+        del data["tracefs"]
+        _write_host(data)
+        return str(mounted)
+
+
+def release_host_changes(instance: str) -> list[str]:
+    """Drop ``instance`` as a user of host changes; restore those no one uses any more."""
+    with locked(RUN_DIR / HOST_LOCK):
+        data = _read_host()
+        if "tcp_allowed_congestion_control" not in data:
+            return []
+        restored = _release_allowed_cc(data, instance, set(instances()))
         _write_host(data)
     return restored
 

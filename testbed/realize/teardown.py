@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from testbed.errors import RealizeError, TestbedError
-from testbed.kernel import netns
+from testbed.kernel import netns, tracefs
 from testbed.kernel.rtnl import Rtnl
 from testbed.model.topology import check_instance_name
 from testbed.plan.types import NETNS_PREFIX, TAG_PREFIX
@@ -120,6 +120,8 @@ class Teardown:
     namespaces: list[str] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
     host_restored: list[str] = field(default_factory=list)
+    trace_instances: list[str] = field(default_factory=list)     # tcp events' tracefs instances
+    tracefs_unmounted: str | None = None     # testbed mounted tracefs for runs; the last user
     seconds: float = 0.0
 
 
@@ -140,7 +142,11 @@ def teardown(instance: str, *, extra_namespaces: Iterable[str] = ()) -> Teardown
         for name in sorted(names):
             if spaces.remove(name):
                 report.namespaces.append(name)
+    # a run's tcp events buffer (journalled before it was made): its reader is gone with
+    # the processes, so the kernel lets it go
+    report.trace_instances = tracefs.remove_owned(instance, journal.dir)
     report.host_restored = state.release_host_changes(instance)
+    report.tracefs_unmounted = state.release_tracefs(instance)
     journal.remove()
     state.tidy()
     report.seconds = time.monotonic() - started
@@ -208,6 +214,8 @@ def clean(name: str | None = None) -> Cleaned:
     for inst, namespaces in leftovers(name).items():
         cleaned.instances.append(teardown(inst, extra_namespaces=namespaces))
     if name is None:
+        tracefs.remove_owned(None, None)    # those of instances whose journal is gone too
         cleaned.host_restored = state.release_host_changes("")
+        state.release_tracefs("")
     state.tidy()
     return cleaned

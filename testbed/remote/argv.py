@@ -8,13 +8,17 @@ something on this side (``--output``, ``--name``: the session sets them).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from testbed.remote.session import WORKLOAD_SLOT
 
 # options (of the commands sent to a remote) that take a value: the token after one is no file
-VALUE_OPTIONS = ("--set", "--repeat", "--testbed", "--link-backend", "--name", "--output")
+VALUE_OPTIONS = ("--set", "--repeat", "--testbed", "--link-backend", "--name", "--output",
+                 "--point", "--index", "--shard", "--shards", "--expect-matrix")
+# a sweep worker's selectors: the sweep picks each remote run's point itself
+SELECTORS = ("--point", "--index", "--shard", "--shards")
 
 
 def strip_option(tokens: list[str], flag: str) -> list[str]:
@@ -50,12 +54,28 @@ def run_argv(rest: list[str], workload: Path) -> list[str]:
     return head + _replace_argument(tail, 0, lambda tok: Path(tok) == workload, WORKLOAD_SLOT)
 
 
+def strip_flag_with_optional_value(tokens: list[str], flag: str) -> list[str]:
+    """``tokens`` without ``flag``, ``flag=VALUE`` and ``flag VAR`` (``--point-from-env``'s
+    optional environment variable name: upper case, digits, underscores)."""
+    out: list[str] = []
+    skip = False
+    for tok in tokens:
+        if skip and re.fullmatch(r"[A-Z_][A-Z0-9_]*", tok):
+            skip = False
+            continue
+        skip = tok == flag
+        if not skip and not tok.startswith(flag + "="):
+            out.append(tok)
+    return out
+
+
 def point_argv(base: list[str], point: Any) -> list[str]:
-    """The remote run argv for one point: the base without --repeat, plus --set and --repeat 1."""
-    out = strip_option(base, "--repeat")
-    for key, value in point.point.items():
-        out += ["--set", f"{key}={value}"]
-    return out + ["--repeat", "1"]
+    """The remote run argv for one run: the base (its --set and --repeat, so the remote
+    expands the same matrix and records it) with ``--point ID`` instead of any selector."""
+    out = strip_flag_with_optional_value(base, "--point-from-env")
+    for flag in SELECTORS:
+        out = strip_option(out, flag)
+    return out + ["--point", point.id]
 
 
 def with_file(rest: list[str], command: str, local: str, remote: str) -> list[str]:

@@ -1,7 +1,8 @@
 """``testbed run W.yaml --hosts hosts.yaml``: a workload's runs spread over several hosts.
 
-Every (matrix point, repetition) becomes one remote ``testbed run`` with
-``--set`` for the point's variables and ``--repeat 1``. One worker per host
+Every (matrix point, repetition) becomes one remote ``testbed run`` with the
+local ``--set``/``--repeat`` and ``--point`` its run id, so that each remote run
+records the sweep's matrix and its point's id and seed (``testbed merge``). One worker per host
 takes the next run when its host is free (one experiment per host at a
 time). A run whose host drops goes back to the queue for another host (at
 most ``MAX_ATTEMPTS`` times); the dropped host takes no more. Every run

@@ -8,6 +8,7 @@ remote, where results land here and which instance name to use there.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any, Mapping
 
 from testbed.remote.argv import run_argv
 from testbed.remote.session import RunOutcome, Session
-from testbed.workload import RunPoint, expand_points, load_source, load_workload
+from testbed.workload import RunPoint, load_source, load_workload
+from testbed.workload.matrix import load_matrix
+from testbed.workload.sharding import Selection, worker_points
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,12 @@ class RemoteRun:
 
 def remote_run(rest: list[str], workload: Path, *, variables: Mapping[str, Any],
                repeat: int | None, output: Path | None, instance: str | None,
-               attached: bool) -> RemoteRun:
-    """Load the workload here (errors before connecting) and describe the run."""
+               attached: bool, selection: Selection | None = None) -> RemoteRun:
+    """Load the workload here (errors before connecting) and describe the run: the runs
+    ``selection`` picks (a sweep worker's options, as ``testbed run`` reads them)."""
     source = load_source(workload)
-    points = expand_points(source, dict(variables), repeat)
+    matrix = load_matrix(workload, dict(variables), repeat)
+    points = worker_points(matrix, selection or Selection(), os.environ)
     loaded = [load_workload(workload, p.variables, source=source) for p in points]
     topologies = sorted({wl.topology_path for wl in loaded if wl.topology_path is not None})
     return RemoteRun(workload=workload, name=loaded[0].name, topologies=topologies,

@@ -1,7 +1,7 @@
 """A run's summaries, from what its collectors and drivers gathered: each
 flow's entry in result.json (goodput, the congestion control its sockets
-really used, RTT percentiles from tcp_info and from the capture) and the
-qdisc drops per interface. Pure: no processes, no kernel."""
+really used, RTT percentiles from tcp_info and from the capture, kernel TCP
+event counts) and the qdisc drops per interface. Pure: no processes, no kernel."""
 
 from __future__ import annotations
 
@@ -27,6 +27,40 @@ def qdisc_drops(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for k in last}
 
 
+EVENT_COUNTS = ("retransmissions", "fast_recoveries", "loss_episodes", "rtos")
+
+
+def event_counts(plan: FlowPlan, event_flows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A flow's kernel TCP event counts (``tcpevents_parse.FlowCounter``), summed over its
+    sending sockets (from its source address to its port: retransmissions and congestion
+    states happen on the sender)."""
+    mine = [f for f in event_flows if f.get("src") == plan.src_ip and f.get("dport") == plan.port]
+    out: dict[str, Any] = {k: sum(f.get(k) or 0 for f in mine) for k in EVENT_COUNTS}
+    out["sockets"] = len(mine)
+    out["events"] = sum(sum((f.get("events") or {}).values()) for f in mine)
+    return out
+
+
+def _one_or_list(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
+
+
+def _cc_in_use(mine: list[dict[str, Any]], last_by_port: dict[int, dict[str, Any]],
+               res: FlowResult) -> tuple[list[str], dict[str, Any]]:
+    """The congestion controls a flow's sockets used, and its result.json fields: read back
+    from tcp_info (sock_diag), else the driver's report. The cc each socket ran with is its
+    last sample's: iperf3 sets TCP_CONGESTION only after connecting, so a socket's first
+    samples show the host default (``cc_at_connect``)."""
+    cc_seen = sorted({r["cc"] for r in last_by_port.values() if r.get("cc")})
+    cc_before = sorted({r["cc"] for r in mine if r.get("cc")} - set(cc_seen))
+    cc_reported = sorted({c.get("cc") for c in res.connections if c.get("cc")})
+    return cc_seen, {
+        "cc": _one_or_list(cc_seen) if cc_seen else
+              (_one_or_list(cc_reported) if cc_reported else None),
+        "cc_source": "tcp_info" if cc_seen else ("driver" if cc_reported else None),
+        "cc_at_connect": cc_before or None}
+
+
 def flow_summary(plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
                  pcap_flows: dict[str, dict[str, Any]], ts_rows: list[dict[str, Any]],
                  failure: str | None = None) -> dict[str, Any]:
@@ -42,11 +76,7 @@ def flow_summary(plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
     last_by_port: dict[int, dict[str, Any]] = {}
     for r in mine:
         last_by_port[r["sport"]] = r
-    # the cc each socket ran with is its last sample's: iperf3 sets TCP_CONGESTION
-    # only after connecting, so a socket's first samples show the host default
-    cc_seen = sorted({r["cc"] for r in last_by_port.values() if r.get("cc")})
-    cc_before = sorted({r["cc"] for r in mine if r.get("cc")} - set(cc_seen))
-    cc_reported = sorted({c.get("cc") for c in res.connections if c.get("cc")})
+    cc_seen, cc = _cc_in_use(mine, last_by_port, res)
     srtt = [r["srtt_us"] / 1000.0 for r in mine if r.get("srtt_us")]
     min_rtt = [r["min_rtt_us"] / 1000.0 for r in mine if r.get("min_rtt_us")]
     pc = [v for v in pcap_flows.values() if v["src"] == plan.src_ip and v["dst"] == plan.dst_ip
@@ -57,12 +87,7 @@ def flow_summary(plan: FlowPlan, res: FlowResult, rows: list[dict[str, Any]],
         "name": flow.name, "from": flow.src, "to": flow.dst, "protocol": flow.protocol,
         "kind": flow.kind, "driver": res.driver, "count": flow.count, "port": plan.port,
         "ok": res.ok, "error": res.error,
-        "cc_requested": flow.cc,
-        # what the sockets used, read back from tcp_info (sock_diag), else the driver's report
-        "cc": (cc_seen[0] if len(cc_seen) == 1 else cc_seen) if cc_seen else
-              ((cc_reported[0] if len(cc_reported) == 1 else cc_reported) if cc_reported else None),
-        "cc_source": "tcp_info" if cc_seen else ("driver" if cc_reported else None),
-        "cc_at_connect": cc_before or None,
+        "cc_requested": flow.cc, **cc,
         "start_s": flow.start.seconds, "planned_duration_s": None if flow.size else plan.seconds,
         # a flow's size is per connection (each of its count connections sends it)
         "size_bytes": flow.size.bytes if flow.size else None,

@@ -36,7 +36,8 @@ TOP_KEYS = ("name", "description", "topology", "matrix", "repeat", "seed",
 FLOW_KEYS = ("name", "from", "to", "protocol", "cc", "start", "duration", "size", "count",
              "rate", "packet_size", "rr", "driver", "rcvbuf", "sndbuf")
 RR_KEYS = ("request", "response", "think")
-SAMPLING_KEYS = ("tcp_info", "qdisc", "host")
+SAMPLING_KEYS = ("tcp_info", "qdisc", "host", "tcp_events")
+SAMPLING_PERIODS = ("tcp_info", "qdisc", "host")
 CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
 # a workload's name is a directory under the results and a flow's a file name
 # prefix: no leading dot, so never '.', '..' or hidden
@@ -343,8 +344,12 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False),
                         top.get("duration", str(DEFAULT_DURATION)), "duration")
     s = ctx.mapping(top.get("sampling"), "sampling", SAMPLING_KEYS)
+    events = s.get("tcp_events", True)
+    if not isinstance(events, bool):
+        raise ctx.error("sampling.tcp_events", f"expected true or false, got {events!r}")
     sampling = Sampling(**{k: ctx.unit(lambda v: Duration.parse(v, allow_zero=False), s[k],
-                                       f"sampling.{k}") for k in s})
+                                       f"sampling.{k}") for k in s if k in SAMPLING_PERIODS},
+                        tcp_events=events)
     if sampling.tcp_info.seconds < 0.001:
         raise ctx.error("sampling.tcp_info", "tcp_info sampling faster than 1ms is not supported")
     c = ctx.mapping(top.get("capture"), "capture", CAPTURE_KEYS)

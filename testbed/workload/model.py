@@ -3,7 +3,7 @@
 A workload names (or embeds) a topology and lists flows between its nodes.
 Everything here is checked structurally; checks that need the topology
 (node names) or the host (congestion controls, binaries) happen later, in
-``testbed.run.experiment``'s preflight, before anything is started.
+``testbed.run.preflight``, before anything is started.
 """
 
 from __future__ import annotations
@@ -62,11 +62,13 @@ class Flow:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How often each collector samples."""
+    """How often each collector samples, and whether the kernel's TCP events are
+    recorded (``tcp_events``: on by default where tracefs offers them)."""
 
     tcp_info: Duration = Duration(0.010)
     qdisc: Duration = Duration(0.100)
     host: Duration = Duration(0.500)
+    tcp_events: bool = True
 
 
 @dataclass(frozen=True)

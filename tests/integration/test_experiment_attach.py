@@ -87,7 +87,7 @@ def test_attached_testbed_that_contradicts_the_variables_is_refused_or_marked(tm
     manifest shows the links as they were; allowed, the run is marked suspect."""
     import testbed
     from testbed.errors import ConfigError
-    from testbed.run.experiment import run_workload
+    from testbed.run.workload import run_workload
     wl = tmp_path / "wl.yaml"
     wl.write_text(SWEPT.format(topo=REPO / "topologies" / "dumbbell.yaml"))
     res = tmp_path / "res"

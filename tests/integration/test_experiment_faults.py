@@ -23,7 +23,8 @@ from tb_helpers import leftovers, wait_for
 
 import testbed
 from testbed.errors import WorkloadError
-from testbed.run.experiment import BASE_PORT, run_workload
+from testbed.run.flows import BASE_PORT
+from testbed.run.workload import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

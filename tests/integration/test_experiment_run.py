@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.run.experiment import run_workload
+from testbed.run.workload import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

@@ -16,6 +16,7 @@ import testbed
 from testbed.errors import PreflightError, RealizeError
 from testbed.realize import state
 from testbed.realize import build as backend
+from testbed.kernel import sysctl
 from testbed.kernel import netns
 
 from tb_helpers import leftovers, run_cli, wait_for
@@ -243,7 +244,7 @@ def test_unavailable_congestion_control_lists_the_available_ones(write_topology,
         testbed.up(topo, name=clean_instance)
     message = str(info.value)
     assert "'nosuchcc' is not available" in message
-    for cc in backend.available_ccs():
+    for cc in sysctl.available_ccs():
         assert cc in message
 
 

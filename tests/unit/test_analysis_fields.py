@@ -60,3 +60,14 @@ def test_a_field_no_manifest_records_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"--by job: no run's manifest.json records "
                                           r"engine.job_name or engine.github_job"):
         with_manifest_fields(runset, ["job"])
+
+
+def test_compare_on_the_command_line_groups_by_a_manifest_field(tmp_path, capsys):
+    from testbed.cli.main import main
+    base = pool_runs(tmp_path / "runs")
+    assert main(["compare", str(base), "--by", "kernel", "--format", "json",
+                 "--assert", "goodput[kernel=6.8.0] > 1.9 * goodput[kernel=6.1.0]"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(json.dumps(out).count(k) > 0 for k in ("6.1.0", "6.8.0")) == [True, True]
+    assert main(["report", str(base), "--by", "node", "-o", str(tmp_path / "r.html")]) == 0
+    assert "node-6.8.0-1" in (tmp_path / "r.html").read_text()

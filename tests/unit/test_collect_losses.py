@@ -1,7 +1,7 @@
 """A run whose collectors lost data keeps everything else and says what was lost:
 each collector's reading is total, the run records the losses (summary.data_loss,
 suspect with a reason) instead of losing its result.json to an exception. No root:
-``Run._collect`` is fed the files a run leaves, damaged."""
+``run.gather.gather`` is fed the files a run leaves, damaged."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from testbed.collect import capture, hostload, qdisc, tcpinfo
-from testbed.run.experiment import Run
+from testbed.run.collectors import Collectors
+from testbed.run.gather import gather
 from testbed.traffic import FlowPlan
 from testbed.traffic.builtin import BuiltinDriver
 from testbed.traffic.iperf3 import Iperf3Driver
@@ -46,15 +47,15 @@ def collect(tmp_path: Path, *, spool: bytes, pcap: bytes, iperf3_client: bytes,
     (raw / "bulk.client.json").write_bytes(iperf3_client)
     shutil.copy(DATA / "builtin_tcp_bulk_bbr.client.json", raw / "rr.client.json")
     shutil.copy(DATA / "builtin_tcp_bulk_bbr.server.json", raw / "rr.server.json")
-    run = Run(wl=None, point=None, output=None, testbed_name=None, progress=False,  # type: ignore[arg-type]
-              instance_name=None, link_backend="auto", command=[], run_dir=run_dir)
     row = {**dict.fromkeys(qdisc.CSV_COLUMNS, 0), "t": 0.5, "node": "r1", "ifname": "eth2",
            "kind": "tbf", "handle": "1:", "parent": "ffff:ffff"}
-    qs = qdisc.QdiscSampler([], rows=[row], error=qdisc_error)
-    hs = hostload.HostLoadSampler(error=host_error)
-    sampler = SimpleNamespace(spool=raw / "tcp_info.spool", labels=["h1"])
-    captures = [(None, raw / "capture-r1-eth2.pcap", "r1:eth2")]
-    return run._collect(None, plans, sampler, None, qs, hs, captures, cap_stats, 0.0, [])
+    col = Collectors(raw, hostload.HostLoadSampler(error=host_error),
+                     captures=[(None, raw / "capture-r1-eth2.pcap", "r1:eth2")],  # type: ignore[list-item]
+                     cap_stats=cap_stats,
+                     qs=qdisc.QdiscSampler([], rows=[row], error=qdisc_error),
+                     sampler=SimpleNamespace(spool=raw / "tcp_info.spool", labels=["h1"]))  # type: ignore[arg-type]
+    gathered = gather(run_dir, plans, col, 0.0, {}, [])
+    return gathered.flows, gathered.summary
 
 
 def test_a_run_with_whole_collectors_records_no_loss(tmp_path):

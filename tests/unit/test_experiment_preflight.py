@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import testbed
+import testbed.run.runner
 from testbed.errors import ConfigError, TestbedError
-from testbed.run.experiment import run_workload
+from testbed.run.workload import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def no_up(monkeypatch):
     """Fail loudly if anything tries to bring a topology up."""
     def refuse(*args, **kwargs):
         raise AssertionError("the topology was brought up")
-    monkeypatch.setattr(testbed, "up", refuse)
+    monkeypatch.setattr(testbed.run.runner, "up", refuse)
 
 
 def write(tmp_path: Path, text: str = WORKLOAD) -> Path:
@@ -101,7 +101,7 @@ def test_a_signal_during_a_run_exits_as_a_shell_would_say(sig, code):
     import signal
 
     from testbed.errors import Interrupted
-    from testbed.run.experiment import interrupted
+    from testbed.run.runner import interrupted
     from testbed.signals import stop_signals_raise
     with pytest.raises(Interrupted) as exc:
         with stop_signals_raise(interrupted, once=True):

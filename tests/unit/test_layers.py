@@ -45,13 +45,7 @@ MAY_IMPORT = {
 }
 
 # (importer, imported) -> why it is allowed for now
-KNOWN_UPWARD = {
-    ("testbed.run.experiment", "testbed"):
-        "being fixed: up/attach/load_topology from instance.network, __version__ from a "
-        "ground-floor version module",
-    ("testbed.instance.validate", "testbed"):
-        "being fixed: up/attach from instance.network, its own floor",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 

@@ -193,6 +193,28 @@ def test_hosts_file_and_per_point_argv(tmp_path):
         sweep.load_hosts(str(f))
     point = RunPoint(variables={"loss": "1%", "cc": "bbr"}, point={"cc": "bbr"}, repetition=1,
                      index=3)
-    base = ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%"]
-    assert remote_argv.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--set", "loss=1%",
-                                             "--set", "cc=bbr", "--repeat", "1"]
+    base = ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%", "--shard", "1/2"]
+    # the remote expands the same matrix (same --set and --repeat) and runs the one point,
+    # so that its run records the sweep's matrix hash and the point's id and seed
+    assert remote_argv.point_argv(base, point) == ["run", WORKLOAD_SLOT, "--repeat", "3",
+                                                   "--set", "loss=1%", "--point", point.id]
+    for env in (["--point-from-env"], ["--point-from-env", "MY_INDEX"], ["--point-from-env=I"]):
+        assert remote_argv.point_argv(base + env + ["--shards", "2"], point) == \
+            ["run", WORKLOAD_SLOT, "--repeat", "3", "--set", "loss=1%", "--point", point.id]
+
+
+def test_a_sweep_over_hosts_queues_only_the_runs_the_selector_picks(tmp_path):
+    from testbed.remote.workload import remote_run
+    from testbed.workload.sharding import Selection
+    wl = tmp_path / "wl.yaml"
+    topo = Path(__file__).resolve().parents[2] / "topologies" / "dumbbell.yaml"
+    wl.write_text(f"name: sel\ntopology: {topo}\n"
+                  "matrix:\n  cc: [cubic, bbr, reno]\nrepeat: 2\n"
+                  "flows:\n  - {from: h1, to: h3, cc: \"{{ cc }}\"}\n")
+    rest = ["run", str(wl), "--shard", "2/4"]
+    every = remote_run(rest, wl, variables={}, repeat=None, output=None, instance=None,
+                       attached=False)
+    mine = remote_run(rest, wl, variables={}, repeat=None, output=None, instance=None,
+                      attached=False, selection=Selection(shard="2/4"))
+    assert len(every.points) == 6
+    assert [p.index for p in mine.points] == [1, 5]

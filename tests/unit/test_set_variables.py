@@ -94,11 +94,11 @@ def test_workload_finds_a_templated_topology_file(tmp_path):
 
 
 def test_run_with_an_unknown_variable_exits_2_and_writes_nothing(capsys, tmp_path, monkeypatch):
-    import testbed.run.experiment
+    import testbed.run.workload
 
     def reached(*args, **kwargs):
         raise AssertionError("an unknown --set got as far as the preflight")
-    monkeypatch.setattr(testbed.run.experiment, "preflight", reached)   # never touch the host
+    monkeypatch.setattr(testbed.run.workload, "preflight", reached)   # never touch the host
     out = tmp_path / "results"
     code, err = run_cli(capsys, "run", str(CUBIC_VS_BBR), "--set", "lose=5%", "--quiet",
                         "--output", str(out))

@@ -326,3 +326,22 @@ def test_a_damaged_header_is_a_problem_not_a_crash(sample):
         decoded = tcpevents_parse.decode_spool(magic + length.pack(len(header)) + header)
         assert decoded.rows == [] and len(decoded.problems) == 1, header
         assert "header" in decoded.problems[0]
+
+
+def test_an_instance_a_live_run_still_reads_is_left_to_it_not_an_error(fake_root, tmp_path,
+                                                                      monkeypatch):
+    # down or clean while a run still reads its buffer: the kernel refuses rmdir (EBUSY);
+    # before, that OSError ended the teardown half done
+    import errno
+    mine = tracefs.create(fake_root, tmp_path / "run", f"{tracefs.PREFIX}lab.run1").name
+    real_rmdir = Path.rmdir
+
+    def busy(self):
+        if self.name == mine:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_rmdir(self)
+    monkeypatch.setattr(Path, "rmdir", busy)
+    assert tracefs.remove(fake_root, mine) is False
+    monkeypatch.setattr(Path, "rmdir", lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "io")))
+    with pytest.raises(OSError):
+        tracefs.remove(fake_root, mine)
