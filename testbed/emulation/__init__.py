@@ -33,38 +33,38 @@ Every backend instance has ``name`` and:
 
 ``apply(netns, ifname, imp, *, owner_tag, state_dir, rtt_hint=None, mtu=1500) -> None``
     Makes it so, then reads back (qdiscs over netlink, iptables rules,
-    the delay daemon's confirmed config and the kernel's NFQUEUE binding)
+    the link engine's confirmed config and the kernel's NFQUEUE binding)
     and raises ``RealizeError`` if anything differs from the plan; on error
     what was made is removed again. ``owner_tag`` names every object made
     (iptables comment
-    ``testbed:<owner>``, daemon argv ``--owner``); ``state_dir`` receives
-    ``emulation/<netns>/<ifname>.json`` plus daemon config/status/log files.
+    ``testbed:<owner>``, engine argv ``--owner``); ``state_dir`` receives
+    ``emulation/<netns>/<ifname>.json`` plus the engine's files (``emulation/engine/``).
     Applying twice replaces the previous impairment.
 
 ``change(netns, ifname, imp, *, owner_tag, state_dir, exact=False, rtt_shift=0.0) -> Impairment``
     Merge ``imp`` (fields it sets replace, others stay; parse with
     ``partial=True``) into what is applied, without resetting the rest
-    (no daemon restart: it is reconfigured live). ``exact=True`` puts
+    (no engine restart: its lane is reconfigured live). ``exact=True`` puts
     exactly ``imp`` in force instead (undoing a change), just as much in
     place. ``rtt_shift``: seconds the link's round trip changed by (a delay
     change in either direction), so buffers given in BDP are resized.
     Returns the result. What the change had to do besides (a tbf queue
-    dropped because its burst shrank, see ``tbf.py``; a delay daemon
+    dropped because its burst shrank, see ``tbf.py``; a link engine lane
     started) is listed in the state record's ``notes``.
 
 ``remove(netns, ifname, *, owner_tag, state_dir) -> None``
     Undo everything made for this link direction: iptables rule, tbf qdisc, delay
-    daemon (by recorded pid + start time), offload settings. Safe to
+    engine lane (the engine stops with its last lane), offload settings. Safe to
     repeat; without a state file it removes by exact owner-derived names.
 
 ``show(netns, ifname, *, owner_tag, state_dir) -> dict``
     What is in force as the kernel reports it (for results metadata).
 
 ``check_alive(netns, ifname, *, owner_tag, state_dir) -> None``
-    Raises ``RealizeError`` if a user-space part (the delay daemon) has
+    Raises ``RealizeError`` if a user-space part (the link engine) has
     died: call it periodically during runs and before collecting results,
     so a crash becomes an error and never a silent pass-through (packets
-    are dropped, not undelayed, while no daemon listens).
+    are dropped, not undelayed, while no engine listens).
 
 Offloads: the userspace backend turns TSO/GSO/GRO off on the interface when
 loss, jitter or reorder must act per packet; ``set_offloads(netns, ifname,
@@ -111,7 +111,7 @@ def select_backend(requested: str = "auto") -> Selection:
     if available:
         return Selection(NetemBackend(), f"auto: {why}: using netem")
     return Selection(UserspaceBackend(), f"auto: {why}: using userspace "
-                                         "(tbf + NFQUEUE delay daemon)")
+                                         "(tbf + NFQUEUE link engine)")
 
 
 __all__ = ["BACKENDS", "Backend", "NetemBackend", "Selection", "Step", "UserspaceBackend",

@@ -22,7 +22,7 @@ class Step:
 
     netns: str
     ifname: str
-    action: str  # e.g. "tbf", "nft loss", "delay daemon", "offloads"
+    action: str  # e.g. "tbf", "nft loss", "link engine", "offloads"
     detail: str
 
     def __str__(self) -> str:

@@ -1,4 +1,4 @@
-"""The delay daemon's scheduling logic, pure and clock-free.
+"""The scheduling logic of one link engine lane, pure and clock-free.
 
 A ``DelayLine`` decides, for each packet id the kernel hands over, whether
 to drop it (random or Gilbert-Elliott loss), accept it at once (netem-style reorder:
@@ -26,7 +26,7 @@ DROP = 2
 
 @dataclass(frozen=True)
 class DelayConfig:
-    """What one delay daemon does. Times in microseconds, probabilities as fractions."""
+    """What one lane of the link engine does. Times in microseconds, probabilities as fractions."""
 
     delay_us: float = 0.0
     jitter_us: float = 0.0

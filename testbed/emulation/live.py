@@ -120,7 +120,7 @@ def change(instance: str, name: str, imp: Impairment, direction: str = "both",
 
     A direction that had no emulation yet gets it applied with ``imp`` alone.
     What a change had to do beyond that (a tbf queue dropped because its
-    burst shrank, a delay daemon started) is appended to ``notes`` as
+    burst shrank, a link engine lane added) is appended to ``notes`` as
     ``"<direction>: <note>"``; without a list it goes to stderr, never
     nowhere.
     """
@@ -136,7 +136,7 @@ def put(instance: str, targets: list[tuple[PlannedDirection, Impairment | None]]
 
     Used to undo a change (a scheduled ``for``): unlike ``change`` it can
     take impairments away again. Like ``change`` it works in place: a
-    running delay daemon is reconfigured, not restarted. All ``targets``
+    running link engine lane is reconfigured, not restarted. All ``targets``
     belong to one link.
     """
     with state.Journal(instance).changing():

@@ -4,14 +4,14 @@ Why no nft ``numgen ... drop`` for loss: a netfilter drop on the egress of
 a host's OWN traffic is synchronous, so the sending socket gets EPERM and
 TCP simply retries the segment (no loss seen, no cwnd reduction): 1 %
 configured loss would look like a clean link to a local TCP sender. An
-asynchronous NF_DROP verdict from the delay daemon is a real loss in the
+asynchronous NF_DROP verdict from the link engine is a real loss in the
 network for every sender, local or forwarded, so all loss lives there.
 
 Delay: the native nft ``queue`` statement is not built on our kernels, but
 the iptables NFQUEUE target is, so the delay line hooks in with
 ``iptables``/``ip6tables -t mangle -A POSTROUTING -o X -m comment --comment
 testbed:<owner> -j NFQUEUE --queue-num N``, WITHOUT --queue-bypass: if the
-daemon is gone, packets are dropped rather than sent undelayed.
+engine is gone, packets are dropped rather than sent undelayed.
 
 Tools run as argv lists inside the namespace (the forked child inherits
 the thread's namespace).

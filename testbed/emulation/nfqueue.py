@@ -1,4 +1,4 @@
-"""The NFQUEUE netlink protocol, as far as the delay daemon needs it.
+"""The NFQUEUE netlink protocol, as far as the link engine needs it.
 
 pyroute2 0.9.7 has no nfnetlink_queue helper, so messages are built and
 parsed here with ``struct``: binding a queue (copy mode META: the kernel
@@ -177,7 +177,7 @@ def open_queue(queue_num: int, maxlen: int, rcvbuf: int) -> socket.socket:
             if code:
                 raise RealizeError(
                     f"binding NFQUEUE {queue_num} failed: {errno.errorcode.get(code, code)} "
-                    f"({os.strerror(code)}); is another delay daemon bound "
+                    f"({os.strerror(code)}); is another link engine bound "
                     "to this queue, or is nfnetlink_queue missing from the kernel?")
         return sock
     except BaseException:

@@ -6,9 +6,9 @@ Per direction of a link (egress of ``ifname`` inside ``netns``):
   (default 1 BDP at the RTT hint);
 - delay, jitter (uniform/normal/pareto/paretonormal, netem semantics),
   reorder (netem's: that share of packets skips the delay line), random
-  and Gilbert-Elliott loss: a delay daemon (``delayd``) fed by an iptables
-  NFQUEUE rule without bypass (why loss is not an nft rule: see
-  ``netfilter.py``);
+  and Gilbert-Elliott loss: a lane of the testbed's one link engine
+  (``engine.py``, run by ``enginectl.py``) fed by an iptables NFQUEUE rule
+  without bypass (why loss is not an nft rule: see ``netfilter.py``);
 - offloads (TSO/GSO/GRO) off on the interface when loss, jitter or
   reordering must act per MTU-sized packet (``offload.py``).
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from testbed.emulation import daemon, netfilter, offload, tbf
+from testbed.emulation import enginectl, netfilter, offload, tbf
 from testbed.kernel.netns import enter
 from testbed.emulation.common import (Step, applied_with, read_state, state_path,
                                       write_state)
@@ -105,8 +105,8 @@ def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
             detail += f" reorder {d.reorder * 100:g}%"
         if d.ge_p is not None:
             detail += f" gemodel p={d.ge_p:g} r={d.ge_r:g} h={d.ge_h:g} k={d.ge_k:g}"
-        steps.append(Step(netns, ifname, "delay daemon",
-                          f"python -m testbed.emulation.delayd on NFQUEUE <ifindex>: {detail}"))
+        steps.append(Step(netns, ifname, "link engine",
+                          f"a lane of the testbed's link engine on NFQUEUE <ifindex>: {detail}"))
         steps.append(Step(netns, ifname, "iptables",
                           f"mangle POSTROUTING -o {ifname} -j NFQUEUE (no bypass), v4 and v6"))
     return steps
@@ -126,21 +126,16 @@ def _delay_site(record: dict, netns: str, ifname: str) -> tuple[str, str, str, i
     The queue number is the sender interface's ifindex either way: unique in
     the receiver's namespace too, since ifindexes are planned per link end.
     """
-    handle = _handle(record)
+    lane = record.get("engine")
     at = record.get("delay_at")
-    queue = handle.queue if handle is not None else _ifindex(netns, ifname)
+    queue = lane["queue"] if lane is not None else _ifindex(netns, ifname)
     if at is None:
         return netns, ifname, "egress", queue
     return at["netns"], at["ifname"], at["hook"], queue
 
 
-def _handle(record: dict) -> daemon.DaemonHandle | None:
-    d = record.get("daemon")
-    return None if d is None else daemon.DaemonHandle(**d)
-
-
 class UserspaceBackend:
-    """Link emulation with tbf and an NFQUEUE delay daemon."""
+    """Link emulation with tbf and the testbed's NFQUEUE link engine."""
 
     name = "userspace"
 
@@ -182,12 +177,12 @@ class UserspaceBackend:
         record = {"backend": self.name, "owner": owner_tag, "mtu": mtu,
                   "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
                   "impairment": imp.as_fields(), "plan": EMPTY.to_dict(),
-                  "daemon": None, "offloads_before": None, "generation": 0, "notes": [],
+                  "engine": None, "offloads_before": None, "generation": 0, "notes": [],
                   "delay_at": None if ingress is None else
                   {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
         try:
             self._converge(netns, ifname, EMPTY, resolve(imp, rtt_hint, mtu), record, owner_tag,
-                           path.parent)
+                           Path(state_dir))
         except BaseException:
             write_state(path, record)
             try:
@@ -203,9 +198,9 @@ class UserspaceBackend:
 
         ``exact``: put exactly ``imp`` in force instead. ``rtt_shift``: seconds
         the link's round trip changed by (resizes buffers given in BDP).
-        In place: a running delay daemon is reconfigured, not restarted, and
+        In place: the link engine's lane is reconfigured, not restarted, and
         the tbf is changed, not recreated. What the change had to do beyond
-        that (a queue dropped, a daemon started) is listed in the record's
+        that (a queue dropped, a lane added) is listed in the record's
         ``notes``.
         """
         now = applied_with(state_dir, netns, ifname, imp, exact=exact, rtt_shift=rtt_shift)
@@ -214,7 +209,7 @@ class UserspaceBackend:
         now.record["notes"] = []
         try:
             self._converge(netns, ifname, UserspacePlan.from_dict(now.record["plan"]), new,
-                           now.record, owner_tag, now.path.parent)
+                           now.record, owner_tag, Path(state_dir))
             now.record["impairment"] = now.merged.as_fields()
             now.record["rtt_hint"] = None if now.rtt_hint is None else now.rtt_hint.seconds
         finally:
@@ -226,36 +221,32 @@ class UserspaceBackend:
         path = state_path(state_dir, netns, ifname)
         record = read_state(path)
         if record is None:
-            self._remove_by_name(netns, ifname, owner_tag)
+            self._remove_by_name(netns, ifname, owner_tag, Path(state_dir))
         else:
             self._converge(netns, ifname, UserspacePlan.from_dict(record["plan"]), EMPTY, record,
-                           owner_tag, path.parent)
+                           owner_tag, Path(state_dir))
         path.unlink(missing_ok=True)
 
     def check_alive(self, netns: str, ifname: str, *, owner_tag: str,
                     state_dir: str | Path) -> None:
-        """Raise RealizeError if the link's delay daemon has died or lost its queue."""
+        """Raise RealizeError if the link engine has died or lost this direction's queue."""
         record = read_state(state_path(state_dir, netns, ifname))
-        handle = None if record is None else _handle(record)
-        if handle is not None:
-            dnetns, difname, _hook, _queue = _delay_site(record, netns, ifname)
-            daemon.check_alive(dnetns, difname, handle)
+        lane = None if record is None else record.get("engine")
+        if lane is not None:
+            enginectl.check_alive(state_dir, lane["netns"], lane["queue"])
 
     def show(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> dict:
-        """What is in force, read from the kernel (and the daemon's status)."""
+        """What is in force, read from the kernel (and the link engine's status)."""
         record = read_state(state_path(state_dir, netns, ifname)) or {}
         out: dict = {"backend": self.name, "impairment": record.get("impairment")}
         got_tbf = tbf.read(netns, ifname)
         out["tbf"] = None if got_tbf is None else {"rate_bytes": got_tbf.rate_bytes,
                                                    "limit": got_tbf.limit}
-        handle = _handle(record)
-        if handle is not None:
+        lane = record.get("engine")
+        if lane is not None:
             dnetns, difname, hook, _queue = _delay_site(record, netns, ifname)
             out["delay_line_at"] = {"netns": dnetns, "ifname": difname, "hook": hook}
-            status = daemon.queue_status(dnetns, handle)
-            out["delay_daemon"] = {"pid": handle.pid, "queue": handle.queue,
-                                   "alive": daemon.start_time_of(handle.pid) == handle.start_time,
-                                   "kernel": None if status is None else vars(status)}
+            out["link_engine"] = enginectl.lane_status(state_dir, lane["netns"], lane["queue"])
         out["offloads"] = offload.read_offloads(netns, ifname)
         return out
 
@@ -268,7 +259,7 @@ class UserspaceBackend:
                                "(backend netem) or drop these settings")
 
     def _converge(self, netns: str, ifname: str, old: UserspacePlan, new: UserspacePlan,
-                  record: dict, owner_tag: str, directory: Path) -> None:
+                  record: dict, owner_tag: str, state_dir: Path) -> None:
         """Move the link from ``old`` to ``new``, updating ``record`` after each step."""
         def done(**changes: object) -> None:
             plan = UserspacePlan.from_dict(record["plan"])
@@ -279,31 +270,9 @@ class UserspaceBackend:
             record["offloads_before"] = offload.read_offloads(netns, ifname)
             offload.set_offloads(netns, ifname, on=False)
             done(offloads_off=True)
-        # delay line: rule removal before daemon stop, daemon start before rule
-        handle = _handle(record)
-        dnetns, difname, hook, queue = _delay_site(record, netns, ifname)
-        if new.delay is None and old.delay is not None:
-            if handle is not None:
-                netfilter.remove_queue(dnetns, owner_tag, difname, handle.queue, hook)
-                daemon.stop(handle)
-            record["daemon"] = None
-            done(delay=None)
-        elif new.delay is not None and handle is not None and new.delay != old.delay:
-            record["generation"] += 1
-            daemon.reconfigure(handle, new.delay, record["generation"], directory=directory,
-                               ifname=difname)
-            done(delay=new.delay)
-        elif new.delay is not None and handle is None:
-            handle = daemon.start(dnetns, difname, queue, new.delay, owner_tag=owner_tag,
-                                  directory=directory, realtime_prio=self._realtime_prio,
-                                  seed=self._seed)
-            record["daemon"] = vars(handle)
-            record["generation"] = 1
-            done(delay=new.delay)
-            daemon.check_alive(dnetns, difname, handle)
-            netfilter.apply_queue(dnetns, owner_tag, difname, queue, hook)
-            record.setdefault("notes", []).append(
-                f"started a delay daemon (pid {handle.pid}): the link had none")
+        # delay line: rule removal before the lane goes, the lane before the rule
+        self._converge_delay(netns, ifname, old, new, record, owner_tag, state_dir)
+        done(delay=new.delay)
         # rate and buffer
         if new.tbf is None and old.tbf is not None:
             tbf.remove(netns, ifname)
@@ -320,8 +289,39 @@ class UserspaceBackend:
             record["offloads_before"] = None
             done(offloads_off=False)
 
-    def _remove_by_name(self, netns: str, ifname: str, owner_tag: str) -> None:
-        """Cleanup without a state file: exact names derived from owner and interface."""
+    def _converge_delay(self, netns: str, ifname: str, old: UserspacePlan, new: UserspacePlan,
+                        record: dict, owner_tag: str, state_dir: Path) -> None:
+        lane = record.get("engine")
+        dnetns, difname, hook, queue = _delay_site(record, netns, ifname)
+        if new.delay is None and lane is not None:
+            netfilter.remove_queue(dnetns, owner_tag, difname, queue, hook)
+            self._put(state_dir, {(dnetns, queue): None}, owner_tag)
+            record["engine"] = None
+        elif new.delay is not None and lane is not None and new.delay != old.delay:
+            self._put(state_dir, {(dnetns, queue): new.delay}, owner_tag)
+            record["generation"] += 1
+        elif new.delay is not None and lane is None:
+            handle = self._put(state_dir, {(dnetns, queue): new.delay}, owner_tag)
+            record["engine"] = {"netns": dnetns, "queue": queue}
+            record["generation"] = 1
+            enginectl.check_alive(state_dir, dnetns, queue)
+            netfilter.apply_queue(dnetns, owner_tag, difname, queue, hook)
+            record.setdefault("notes", []).append(
+                f"the link engine (pid {handle.pid}) now delays this direction: it had no "
+                "delay line")
+
+    def _put(self, state_dir: Path, changes: dict,
+             owner_tag: str) -> enginectl.EngineHandle | None:
+        return enginectl.put_lanes(state_dir, changes, owner_tag=owner_tag,
+                                   realtime_prio=self._realtime_prio, seed=self._seed)
+
+    def _remove_by_name(self, netns: str, ifname: str, owner_tag: str,
+                        state_dir: Path) -> None:
+        """Cleanup without a state file: exact names derived from owner and interface.
+
+        The lane leaves the engine's file; an engine with no file left to go by
+        (its state directory lost) is found by namespace and argv and stopped.
+        """
         if not Path(f"/run/netns/{netns}").exists():
             return
         try:
@@ -330,9 +330,11 @@ class UserspaceBackend:
             queue = None
         if queue is not None:
             netfilter.remove_queue(netns, owner_tag, ifname, queue)
-        for pid in daemon.find_daemons(netns, owner_tag, ifname):
-            started = daemon.start_time_of(pid)
-            if started is not None:
-                daemon.stop(daemon.DaemonHandle(pid=pid, start_time=started, queue=queue or 0))
+            self._put(state_dir, {(netns, queue): None}, owner_tag)
+        if enginectl.read_handle(enginectl.EngineFiles.of(state_dir)) is None:
+            for pid in enginectl.find_engines([netns], owner_tag):
+                started = enginectl.start_time_of(pid)
+                if started is not None:
+                    enginectl.stop(enginectl.EngineHandle(pid, started, netns))
         if queue is not None:
             tbf.remove(netns, ifname)

@@ -140,7 +140,7 @@ def run_checks() -> list[Check]:
                                     "netem backend"))
             else:
                 checks.append(Check("link emulation", "warn", "no sch_netem: emulated links use "
-                                    "the userspace backend (tbf for rate, an NFQUEUE daemon for "
+                                    "the userspace backend (tbf for rate, the NFQUEUE link engine for "
                                     "delay, jitter and loss)",
                                     "for netem: apt-get install linux-modules-extra-$(uname -r) "
                                     "(Ubuntu) or kernel-modules-extra (Fedora), then modprobe "
