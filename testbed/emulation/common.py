@@ -50,6 +50,28 @@ def read_state(path: Path) -> dict | None:
         return None
 
 
+@dataclass(frozen=True)
+class Target:
+    """One direction to apply (``apply_all``): where, what, and its NFQUEUE number (the
+    sender interface's planned ifindex)."""
+
+    netns: str
+    ifname: str
+    imp: Impairment
+    owner_tag: str
+    rtt_hint: Duration | None
+    mtu: int
+    queue: int
+    ingress: tuple[str, str] | None = None   # (netns, ifname) of the receiving end
+
+    @property
+    def delay_site(self) -> tuple[str, str, str]:
+        """(netns, ifname, hook) of the direction's delay line."""
+        if self.ingress is None:
+            return self.netns, self.ifname, "egress"
+        return self.ingress[0], self.ingress[1], "ingress"
+
+
 @dataclass
 class Applied:
     """What is applied on one link direction (its state record), and what a change makes of it."""

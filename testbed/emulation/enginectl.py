@@ -277,10 +277,15 @@ def _dead(handle: EngineHandle) -> str:
 def queue_bound(netns: str, queue: int) -> nfqueue.QueueStatus | None:
     """The kernel's view of NFQUEUE ``queue`` in ``netns`` (None: nobody listens)."""
     with Namespaces() as spaces, spaces.enter(netns):
-        try:
-            text = Path("/proc/thread-self/net/netfilter/nfnetlink_queue").read_text()
-        except OSError:
-            return None
+        return _bound_here(queue)
+
+
+def _bound_here(queue: int) -> nfqueue.QueueStatus | None:
+    """NFQUEUE ``queue`` as the kernel shows it in this thread's namespace."""
+    try:
+        text = Path("/proc/thread-self/net/netfilter/nfnetlink_queue").read_text()
+    except OSError:
+        return None
     return nfqueue.parse_proc(text).get(queue)
 
 
@@ -299,6 +304,23 @@ def check_alive(state_dir: str | os.PathLike, netns: str, queue: int) -> None:
     if bound is None or lane is None or bound.portid != lane["portid"]:
         raise RealizeError(f"NFQUEUE {queue} in {netns} is not bound by the link engine "
                            f"(pid {handle.pid}): packets there are being dropped")
+
+
+def check_lanes(state_dir: str | os.PathLike, lanes: list[tuple[str, int]]) -> None:
+    """``check_alive`` for many lanes, reading the engine's status once."""
+    files = EngineFiles.of(state_dir)
+    handle = read_handle(files)
+    if not is_running(handle):
+        raise RealizeError(_dead(handle) if handle else "no link engine runs")
+    status = (read_status(files) or {}).get("lanes") or {}
+    with Namespaces() as spaces:
+        for netns, queue in lanes:
+            with spaces.enter(netns):
+                bound = _bound_here(queue)
+            lane = status.get(lane_key(netns, queue))
+            if bound is None or lane is None or bound.portid != lane["portid"]:
+                raise RealizeError(f"NFQUEUE {queue} in {netns} is not bound by the link "
+                                   f"engine (pid {handle.pid}): packets there are being dropped")
 
 
 def find_engines(namespaces: list[str], owner_tag: str) -> list[int]:

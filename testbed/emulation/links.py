@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
+from testbed.emulation.common import Target
 from testbed.errors import PreflightError
 from testbed.model.impairment import Impairment, round_trip
 from testbed.plan.deployed import EmulatedDirection, Place
@@ -132,9 +133,17 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
             notes.append(f"link {d.label}: the userspace delay line sits in {d.sender}'s own "
                          "egress, where TCP Small Queues cap a bulk TCP sender at a few "
                          "Mbit/s per 10 ms of delay; put a router between hosts for bulk TCP")
-        apply_direction(selection.backend, emulated(selection.backend.name, d, plan.nodes),
-                        d.impairment, state_dir, rtt_hint(d.link), d.link.mtu)
+    selection.backend.apply_all([target(selection.backend.name, d, plan.nodes)
+                                 for d in directions(plan)], state_dir=state_dir)
     return notes
+
+
+def target(backend: str, d: PlannedDirection, nodes: Mapping[str, PlannedNode]) -> Target:
+    """Direction ``d`` as a backend's ``apply_all`` takes it."""
+    e = emulated(backend, d, nodes)
+    queue = next(i.ifindex for i in nodes[d.sender].interfaces if i.ifname == d.ifname)
+    return Target(e.netns, e.ifname, d.impairment, e.tag, rtt_hint(d.link), d.link.mtu, queue,
+                  None if e.ingress is None else (e.ingress.netns, e.ingress.ifname))
 
 
 def check_alive(backend_name: str, emulated: Iterable[EmulatedDirection],

@@ -31,7 +31,7 @@ from pathlib import Path
 from testbed.emulation import tbf as tbf_mod
 from testbed.kernel.tc import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (Step, applied_with, read_state, state_path,
+from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.distributions import netem_table
 from testbed.errors import RealizeError
@@ -233,6 +233,12 @@ class NetemBackend:
                     {"backend": self.name, "owner": owner_tag, "mtu": mtu,
                      "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
                      "impairment": imp.as_fields(), "notes": []})
+
+    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> None:
+        """``apply`` for each direction (``up``); nothing to share between them here."""
+        for t in targets:
+            self.apply(t.netns, t.ifname, t.imp, owner_tag=t.owner_tag, state_dir=state_dir,
+                       rtt_hint=t.rtt_hint, mtu=t.mtu)
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:

@@ -32,14 +32,15 @@ by ``unsupported`` and refused by ``apply``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from testbed.emulation import enginectl, netfilter, offload, tbf
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (Step, applied_with, read_state, state_path,
+from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
@@ -174,12 +175,7 @@ class UserspaceBackend:
         path = state_path(state_dir, netns, ifname)
         if read_state(path) is not None:
             self.remove(netns, ifname, owner_tag=owner_tag, state_dir=state_dir)
-        record = {"backend": self.name, "owner": owner_tag, "mtu": mtu,
-                  "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
-                  "impairment": imp.as_fields(), "plan": EMPTY.to_dict(),
-                  "engine": None, "offloads_before": None, "generation": 0, "notes": [],
-                  "delay_at": None if ingress is None else
-                  {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
+        record = self._new_record(imp, owner_tag, rtt_hint, mtu, ingress)
         try:
             self._converge(netns, ifname, EMPTY, resolve(imp, rtt_hint, mtu), record, owner_tag,
                            Path(state_dir))
@@ -191,6 +187,67 @@ class UserspaceBackend:
                 pass
             raise
         write_state(path, record)
+
+    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> None:
+        """``apply`` for many directions at once (``up``): one engine update for every
+        lane, one ``iptables-restore`` per namespace and family, run side by side.
+
+        A direction that already has a record is re-applied alone. On error every
+        direction of ``targets`` is removed again.
+        """
+        state_dir = Path(state_dir)
+        for t in targets:
+            self._refuse_unsupported(t.imp)
+        again = [t for t in targets if read_state(state_path(state_dir, t.netns, t.ifname))]
+        for t in again:
+            self.apply(t.netns, t.ifname, t.imp, owner_tag=t.owner_tag, state_dir=state_dir,
+                       rtt_hint=t.rtt_hint, mtu=t.mtu, ingress=t.ingress)
+        fresh = [t for t in targets if t not in again]
+        records: list[tuple[Path, dict]] = []
+        try:
+            self._apply_fresh(fresh, state_dir, records)
+        except BaseException:
+            for path, record in records:   # what was made, so that ``remove`` finds it
+                write_state(path, record)
+            for t in fresh:
+                with contextlib.suppress(RealizeError):
+                    self.remove(t.netns, t.ifname, owner_tag=t.owner_tag, state_dir=state_dir)
+            raise
+        for path, record in records:
+            write_state(path, record)
+
+    def _apply_fresh(self, targets: list[Target], state_dir: Path,
+                     records: list[tuple[Path, dict]]) -> None:
+        """Rate, buffer and offloads per direction, then every delay lane at once."""
+        lanes: dict[tuple[str, int], DelayConfig] = {}
+        rules: dict[str, list[tuple[str, str, int, str]]] = {}
+        for t in targets:
+            record = self._new_record(t.imp, t.owner_tag, t.rtt_hint, t.mtu, t.ingress)
+            records.append((state_path(state_dir, t.netns, t.ifname), record))
+            plan = resolve(t.imp, t.rtt_hint, t.mtu)
+            self._converge(t.netns, t.ifname, EMPTY, replace(plan, delay=None), record,
+                           t.owner_tag, state_dir)
+            if plan.delay is not None:
+                dnetns, difname, hook = t.delay_site
+                lanes[(dnetns, t.queue)] = plan.delay
+                rules.setdefault(dnetns, []).append((t.owner_tag, difname, t.queue, hook))
+                record["engine"] = {"netns": dnetns, "queue": t.queue}
+                record["generation"] = 1
+                record["plan"] = {**record["plan"], "delay": plan.delay.to_dict()}
+        if lanes:
+            self._put(state_dir, lanes, targets[0].owner_tag)
+            enginectl.check_lanes(state_dir, list(lanes))
+            netfilter.apply_queues(rules)
+
+    @staticmethod
+    def _new_record(imp: Impairment, owner_tag: str, rtt_hint: Duration | None, mtu: int,
+                    ingress: tuple[str, str] | None) -> dict:
+        return {"backend": "userspace", "owner": owner_tag, "mtu": mtu,
+                "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
+                "impairment": imp.as_fields(), "plan": EMPTY.to_dict(),
+                "engine": None, "offloads_before": None, "generation": 0, "notes": [],
+                "delay_at": None if ingress is None else
+                {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:
@@ -292,6 +349,8 @@ class UserspaceBackend:
     def _converge_delay(self, netns: str, ifname: str, old: UserspacePlan, new: UserspacePlan,
                         record: dict, owner_tag: str, state_dir: Path) -> None:
         lane = record.get("engine")
+        if new.delay is None and lane is None:
+            return
         dnetns, difname, hook, queue = _delay_site(record, netns, ifname)
         if new.delay is None and lane is not None:
             netfilter.remove_queue(dnetns, owner_tag, difname, queue, hook)
