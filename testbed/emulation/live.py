@@ -15,7 +15,7 @@ from typing import Any
 
 from testbed.emulation import BACKENDS, Backend, links
 from testbed.errors import ConfigError, TestbedError
-from testbed.model.impairment import Impairment, parse_impairment, round_trip
+from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
 from testbed.model.limits import kernel_limit_problems
 from testbed.plan.deployed import Deployed, EmulatedDirection
 from testbed.plan.types import PlannedDirection, PlannedLink
@@ -103,8 +103,7 @@ def parse_settings(items: list[str] | dict[str, Any], where: str = "link set") -
                 raise ConfigError(f"expected KEY=VALUE (e.g. delay=50ms), got {item!r}",
                                   path=where)
             raw[key.strip()] = value.strip()
-    known = {"rate", "delay", "jitter", "distribution", "loss", "queue", "reorder",
-             "duplicate", "corrupt"}
+    known = set(IMPAIRMENT_KEYS)
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown impairment {', '.join(unknown)}; choose from "

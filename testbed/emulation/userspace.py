@@ -159,6 +159,12 @@ class UserspaceBackend:
                             "which tbf without 64-bit rates cannot express")
         if imp.reorder is not None and imp.delay is None:
             problems.append("reorder without delay: reordered packets overtake the delay line")
+        if imp.aqm is not None and imp.aqm.kind != "fifo":
+            problems.append(f"aqm {imp.aqm.kind}: the userspace backend's bottleneck is tbf's "
+                            "fifo; the link engine has no AQM queue yet")
+        if imp.ecn:
+            problems.append("ecn: marking needs an AQM, which the userspace backend does not "
+                            "have yet")
         return problems
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
