@@ -39,8 +39,10 @@ def state_path(state_dir: str | os.PathLike, netns: str, ifname: str) -> Path:
 
 
 def write_state(path: Path, data: dict) -> None:
+    """One direction's record: atomic for readers; not fsynced (it lives in /run, no
+    longer than the links it describes, and ``up`` writes one per direction)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True), durable=False)
 
 
 def read_state(path: Path) -> dict | None:
