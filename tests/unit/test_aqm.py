@@ -12,6 +12,7 @@ from testbed.errors import PreflightError
 from testbed.model.impairment import IMPAIRMENT_KEYS, Aqm, Impairment, parse_impairment
 from testbed.model.schema import IMPAIRMENT_PROPS
 from testbed.instance.network import load_topology
+from testbed.model.topology import parse_topology
 from testbed.plan.planner import make_plan
 from testbed.units import Duration
 
@@ -84,3 +85,25 @@ def test_the_userspace_backend_refuses_what_it_cannot_do_never_less(tmp_path):
     plan = make_plan(load_topology(path), "aq")
     with pytest.raises(PreflightError, match="aqm fq_codel"):
         links.choose(plan, "userspace")
+
+
+def test_the_bufferbloat_workload_asks_for_what_it_says():
+    """workloads/bufferbloat.yaml: fifo vs codel vs fq_codel, with and without ECN."""
+    from pathlib import Path
+
+    from testbed.model.document import Document
+    from testbed.workload.loader import load_workload
+    path = Path(__file__).resolve().parents[2] / "workloads" / "bufferbloat.yaml"
+    seen = {}
+    for kind in ("fifo", "codel", "fq_codel"):
+        for ecn in ("off", "on"):
+            wl = load_workload(path, {"aqm": kind, "ecn": ecn})
+            topo = parse_topology(Document(file=str(path), data=wl.topology_inline, lines={},
+                                           text=""))
+            link = next(l for l in topo.links if l.name == "r1-r2")
+            hosts = {n.name: dict(n.sysctls) for n in topo.nodes.values() if n.kind == "host"}
+            seen[kind, ecn] = (link.forward.aqm.kind, link.forward.ecn,
+                               all(s.get("net.ipv4.tcp_ecn") == "1" for s in hosts.values()))
+    assert seen[("fifo", "on")] == ("fifo", None, True)
+    assert seen[("codel", "on")] == ("codel", True, True)
+    assert seen[("fq_codel", "off")] == ("fq_codel", None, False)
