@@ -104,6 +104,7 @@ class Engine:
         self.stats_seq = 0
         self.lead = 0
         self.late: list[int] = []
+        self.calibration: dict | None = None
         self.spaces = Namespaces()
 
     # -- control ------------------------------------------------------------
@@ -148,10 +149,8 @@ class Engine:
         self.stats_seq += 1
         write_json(self.status_path, {
             "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
-            "realtime": self.realtime, "lead_ns": self.lead,
-            "release_late_us": None if not late else {
-                "samples": len(late), "mean": sum(late) / len(late) / 1e3,
-                "p50": late[len(late) // 2] / 1e3, "p99": late[int(len(late) * 0.99)] / 1e3},
+            "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
+            "release_late_us": summary_us(late),
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
                             "portid": lane.sock.getsockname()[0], **lane.counters}
                       for key, lane in self.by_key.items()}})
@@ -237,6 +236,27 @@ class Engine:
             self.lead += (late - self.lead) >> _LEAD_SHIFT
 
 
+def summary_us(samples_ns: list[int]) -> dict | None:
+    """Mean and quantiles in microseconds (None without samples)."""
+    if not samples_ns:
+        return None
+    s = sorted(samples_ns)
+    return {"samples": len(s), "mean": round(sum(s) / len(s) / 1e3, 1),
+            "p50": round(s[len(s) // 2] / 1e3, 1), "p99": round(s[int(len(s) * 0.99)] / 1e3, 1)}
+
+
+def calibrate(engine: Engine, rounds: int = 100, sleep_ns: int = 200_000) -> None:
+    """Measure how late this process's timed wake-ups come (the floor of every pass's
+    error: DESIGN.md), record it, and start the lead compensation from its median."""
+    late = []
+    for _ in range(rounds):
+        asked = time.monotonic_ns() + sleep_ns
+        select.select([], [], [], sleep_ns / 1e9)
+        late.append(max(0, time.monotonic_ns() - asked))
+    engine.calibration = {"timer_late_us": summary_us(late), "sleep_us": sleep_ns / 1e3}
+    engine.lead = min(_LEAD_MAX_NS, sorted(late)[len(late) // 2])
+
+
 def _signals(flags: dict[str, bool]) -> tuple[socket.socket, socket.socket]:
     """Signals set ``flags`` and wake the loop through a socketpair (both ends returned:
     the write end must stay open, or the read end reads as hung up forever)."""
@@ -311,6 +331,7 @@ def run(control: str, status: str, realtime_prio: int, seed: int | None) -> int:
     flags = {"stop": False, "reload": False, "stats": False}
     wake, _wake_w = _signals(flags)
     engine = Engine(control, status, seed, realtime)
+    calibrate(engine)
     engine.load()
     try:
         loop(engine, flags, wake)

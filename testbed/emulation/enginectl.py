@@ -351,3 +351,19 @@ def lane_status(state_dir: str | os.PathLike, netns: str, queue: int) -> dict:
             "counters": None if lane is None else
             {k: v for k, v in lane.items() if k not in ("config", "portid")},
             "release_late_us": status.get("release_late_us")}
+
+
+def describe(state_dir: str | os.PathLike) -> list[str]:
+    """What ``up`` says about the engine: how many lanes one process serves, and the timer
+    lateness it measured at its start (the floor of each delayed direction's error)."""
+    files = EngineFiles.of(state_dir)
+    handle, status = read_handle(files), read_status(files)
+    if handle is None or status is None:
+        return []
+    late = (status.get("calibration") or {}).get("timer_late_us") or {}
+    scheduler = "SCHED_FIFO" if status.get("realtime") else "the normal scheduler"
+    lanes = len(status.get("lanes") or {})
+    return [f"link engine: pid {handle.pid} serves {lanes} delayed directions in one process "
+            f"({scheduler}); its timers woke {late.get('p50', '?')} us late at the median and "
+            f"{late.get('p99', '?')} us at p99 when calibrated at start: about the error each "
+            "delayed direction may add"]

@@ -133,8 +133,8 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
             notes.append(f"link {d.label}: the userspace delay line sits in {d.sender}'s own "
                          "egress, where TCP Small Queues cap a bulk TCP sender at a few "
                          "Mbit/s per 10 ms of delay; put a router between hosts for bulk TCP")
-    selection.backend.apply_all([target(selection.backend.name, d, plan.nodes)
-                                 for d in directions(plan)], state_dir=state_dir)
+    notes += selection.backend.apply_all([target(selection.backend.name, d, plan.nodes)
+                                          for d in directions(plan)], state_dir=state_dir) or []
     return notes
 
 

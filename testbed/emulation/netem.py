@@ -241,11 +241,12 @@ class NetemBackend:
                      "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
                      "impairment": imp.as_fields(), "notes": []})
 
-    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> None:
+    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> list[str]:
         """``apply`` for each direction (``up``); nothing to share between them here."""
         for t in targets:
             self.apply(t.netns, t.ifname, t.imp, owner_tag=t.owner_tag, state_dir=state_dir,
                        rtt_hint=t.rtt_hint, mtu=t.mtu)
+        return []
 
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:

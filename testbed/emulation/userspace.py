@@ -194,12 +194,13 @@ class UserspaceBackend:
             raise
         write_state(path, record)
 
-    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> None:
+    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> list[str]:
         """``apply`` for many directions at once (``up``): one engine update for every
         lane, one ``iptables-restore`` per namespace and family, run side by side.
 
         A direction that already has a record is re-applied alone. On error every
-        direction of ``targets`` is removed again.
+        direction of ``targets`` is removed again. Returns notes for the user (the
+        engine and its timer calibration).
         """
         state_dir = Path(state_dir)
         for t in targets:
@@ -221,6 +222,7 @@ class UserspaceBackend:
             raise
         for path, record in records:
             write_state(path, record)
+        return enginectl.describe(state_dir)
 
     def _apply_fresh(self, targets: list[Target], state_dir: Path,
                      records: list[tuple[Path, dict]]) -> None:

@@ -58,8 +58,13 @@ def test_one_engine_delays_every_hop_of_a_line(tmp_path, clean_instance):
     # 8 routers, 9 links, 18 delayed directions: 18 ms of round trip
     with testbed.up(line(tmp_path, 8), name=clean_instance, link_backend="userspace") as net:
         handle = engine_of(net.state_dir)
-        lanes = enginectl.fresh_status(net.state_dir)["lanes"]
+        status = enginectl.fresh_status(net.state_dir)
+        lanes = status["lanes"]
         assert len(lanes) == 18
+        # calibrated at start, and recorded with the testbed (state.json's notes)
+        assert status["calibration"]["timer_late_us"]["samples"] == 100
+        assert any(n.startswith(f"link engine: pid {handle.pid} serves 18 delayed directions")
+                   for n in net.deployed.notes), net.deployed.notes
         rtts = ping_rtts(net, 50)
         assert len(rtts) >= 48
         # never early; a loaded 2-core machine may add a few hundred us per pass
