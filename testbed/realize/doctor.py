@@ -20,7 +20,8 @@ from testbed.plan.types import netns_name, owner_tag
 from testbed.realize import build as backend
 from testbed.kernel import netns, tracefs
 
-QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "cake", "sfq")
+QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "codel", "pie", "cake", "sfq")
+AQM_QDISCS = ("codel", "fq_codel", "pie")     # what a link's aqm: needs with the netem backend
 BINARIES = (
     # binary, apt package, why
     ("iperf3", "iperf3", "bulk TCP/UDP workloads"),
@@ -88,6 +89,21 @@ def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
     return True
 
 
+def aqm_check(kinds: dict[str, bool]) -> Check:
+    """Which bottleneck disciplines (a link's ``aqm:``) run where on this kernel."""
+    have = [k for k in AQM_QDISCS if kinds.get(k)]
+    engine = ("the userspace backend (link engine) has fifo only: it refuses aqm and ecn")
+    if kinds.get("netem") and have:
+        return Check("aqm", "ok", f"kernel qdiscs {', '.join(have)}: with the netem backend a "
+                     f"link's aqm runs there (red is not built yet); {engine}")
+    if have:
+        return Check("aqm", "warn", f"kernel qdiscs {', '.join(have)} exist but no sch_netem: "
+                     f"links use the userspace backend, and {engine}")
+    return Check("aqm", "warn", f"no AQM qdisc ({', '.join(AQM_QDISCS)}) in this kernel; "
+                 f"{engine}", "for aqm: a kernel with sch_netem and sch_codel/sch_fq_codel/"
+                 "sch_pie (e.g. vagrant/guest)")
+
+
 def sysctl_check(probe: Path = SYSCTL_PROBE) -> Check:
     """Whether net.* sysctls can be written: testbed sets them in each namespace it makes
     (forwarding, IPv6 DAD, congestion control). The capabilities alone are not enough."""
@@ -145,6 +161,7 @@ def run_checks() -> list[Check]:
                                     "for netem: apt-get install linux-modules-extra-$(uname -r) "
                                     "(Ubuntu) or kernel-modules-extra (Fedora), then modprobe "
                                     "sch_netem; or use vagrant/guest"))
+            checks.append(aqm_check(kinds))
     available = backend.available_ccs()
     allowed = backend.read_sysctl("net.ipv4.tcp_allowed_congestion_control").split()
     checks.append(Check("congestion control", "ok" if {"cubic", "bbr"} <= set(available) else "warn",
