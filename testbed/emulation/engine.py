@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from testbed.emulation import nfqueue
 from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
+from testbed.errors import RealizeError
 from testbed.kernel.netns import Namespaces
 
 _DRAIN_MAX = 512
@@ -105,6 +106,7 @@ class Engine:
         self.lead = 0
         self.late: list[int] = []
         self.calibration: dict | None = None
+        self.errors: dict[str, str] = {}         # lanes that could not be opened
         self.spaces = Namespaces()
 
     # -- control ------------------------------------------------------------
@@ -113,10 +115,15 @@ class Engine:
         generation, wanted = read_control(self.control)
         for key in [k for k in self.by_key if k not in wanted]:
             self._close(self.by_key.pop(key))
+        self.errors = {}
         for key, config in wanted.items():
             lane = self.by_key.get(key)
             if lane is None:
-                self.by_key[key] = self._open(key, config)
+                try:
+                    self.by_key[key] = self._open(key, config)
+                except (RealizeError, OSError) as exc:
+                    # one lane that cannot bind must not take every other link down
+                    self.errors[key] = str(exc)
             elif lane.line.config != config:
                 lane.line.configure(config)
         self.generation = generation
@@ -150,7 +157,7 @@ class Engine:
         write_json(self.status_path, {
             "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
             "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
-            "release_late_us": summary_us(late),
+            "release_late_us": summary_us(late), "errors": self.errors,
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
                             "portid": lane.sock.getsockname()[0], **lane.counters}
                       for key, lane in self.by_key.items()}})

@@ -150,18 +150,36 @@ def put_lanes(state_dir: str | os.PathLike, changes: Mapping[tuple[str, int], De
             if handle is not None:
                 stop(handle)
             files.handle.unlink(missing_ok=True)
-            write_atomic(files.control, json.dumps({"generation": generation + 1, "lanes": {}}))
+            _write_control(files, generation + 1, {})
             return None
-        write_atomic(files.control, json.dumps(
-            {"generation": generation + 1, "lanes": {k: c.to_dict() for k, c in lanes.items()}}))
+        _write_control(files, generation + 1, lanes)
         if handle is None:
             return _start(files, Path(state_dir), generation + 1, lanes, owner_tag,
                           realtime_prio, seed)
         if not is_running(handle):
             raise RealizeError(_dead(handle))
-        os.kill(handle.pid, signal.SIGHUP)
-        _wait_status(files, handle.pid, generation + 1, lanes, None)
+        try:
+            _reload(files, handle, generation + 1, lanes)
+        except RealizeError:
+            # what the engine could not open leaves its file again; the rest stays served
+            failed = set((read_status(files) or {}).get("errors") or {})
+            if failed:
+                kept = {k: c for k, c in lanes.items() if k not in failed}
+                _write_control(files, generation + 2, kept)
+                _reload(files, handle, generation + 2, kept)
+            raise
         return handle
+
+
+def _write_control(files: EngineFiles, generation: int, lanes: dict[str, DelayConfig]) -> None:
+    write_atomic(files.control, json.dumps(
+        {"generation": generation, "lanes": {k: c.to_dict() for k, c in lanes.items()}}))
+
+
+def _reload(files: EngineFiles, handle: EngineHandle, generation: int,
+            lanes: dict[str, DelayConfig]) -> None:
+    os.kill(handle.pid, signal.SIGHUP)
+    _wait_status(files, handle.pid, generation, lanes, None)
 
 
 def _start(files: EngineFiles, state_dir: Path, generation: int, lanes: dict[str, DelayConfig],
@@ -214,6 +232,10 @@ def _wait_status(files: EngineFiles, pid: int, generation: int, lanes: dict[str,
         if status and status.get("pid") == pid and status.get("generation") == generation:
             got = {k: v["config"] for k, v in status["lanes"].items()}
             want = {k: c.to_dict() for k, c in lanes.items()}
+            failed = status.get("errors") or {}
+            if failed:
+                raise RealizeError("the link engine could not serve "
+                                   + "; ".join(f"{k}: {why}" for k, why in failed.items()))
             if got != want:
                 raise RealizeError(f"the link engine {pid} serves {sorted(got)} with other "
                                    f"configs than planned ({sorted(want)})")

@@ -13,6 +13,7 @@ from tb_helpers import TIMING, leftovers, run_cli, wait_for
 
 import testbed
 from testbed.emulation import enginectl
+from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
 from testbed.realize import state
 
@@ -104,3 +105,18 @@ def test_kill_9_of_up_then_down_ends_the_engine(tmp_path, clean_instance):
     run_cli("down", "--name", clean_instance)
     assert not enginectl.is_running(handle)
     assert leftovers(clean_instance) == []
+
+
+def test_a_lane_the_engine_cannot_open_is_refused_and_the_others_keep_running(tmp_path,
+                                                                             clean_instance):
+    with testbed.up(line(tmp_path, 2), name=clean_instance, link_backend="userspace") as net:
+        handle = engine_of(net.state_dir)
+        bad = (f"tb-{clean_instance}-nosuchnode", 10999)
+        with pytest.raises(RealizeError, match="could not serve .*nosuchnode"):
+            enginectl.put_lanes(net.state_dir, {bad: DelayConfig(delay_us=1000)},
+                                owner_tag="x")
+        assert engine_of(net.state_dir) == handle
+        _gen, lanes = enginectl.read_lanes(enginectl.EngineFiles.of(net.state_dir))
+        assert enginectl.lane_key(*bad) not in lanes and len(lanes) == 6
+        net.check_links()
+        assert len(ping_rtts(net, 5)) == 5
