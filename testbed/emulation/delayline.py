@@ -17,6 +17,7 @@ import random
 from collections import deque
 from dataclasses import asdict, dataclass
 
+from testbed.emulation.bottleneck import BottleneckConfig
 from testbed.emulation.distributions import offsets_table
 
 HOLD = 0
@@ -37,6 +38,20 @@ class DelayConfig:
     ge_r: float | None = None  # bad->good
     ge_h: float = 0.0  # delivery probability in the bad state
     ge_k: float = 1.0  # delivery probability in the good state
+    # with an aqm the engine is the direction's bottleneck (bottleneck.py), before the delay
+    aqm: str | None = None
+    rate_bps: float = 0.0
+    limit_bytes: int = 0
+    target_us: float = 5000.0
+    interval_us: float = 100000.0
+    ecn: bool = False
+
+    def bottleneck(self) -> BottleneckConfig | None:
+        if self.aqm is None:
+            return None
+        return BottleneckConfig(self.rate_bps, self.limit_bytes, self.aqm,
+                                int(self.target_us * 1000), int(self.interval_us * 1000),
+                                self.ecn)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +146,15 @@ class DelayLine:
         while held and held[0][0] <= now_ns:
             last = held.popleft()[1]
         return last
+
+    def release_ids(self, now_ns: int) -> list[int]:
+        """Pop every packet due by ``now_ns``: their ids in order (when some need their own
+        verdict, e.g. a CE-marked payload)."""
+        held = self._held
+        out = []
+        while held and held[0][0] <= now_ns:
+            out.append(held.popleft()[1])
+        return out
 
     def release_all(self) -> int | None:
         """Pop everything (shutdown): the highest held id, or None."""

@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 
 from testbed.emulation import nfqueue
+from testbed.emulation.bottleneck import DROP as QUEUE_DROP, MARK, Bottleneck, is_ect, mark_ce
 from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
 from testbed.errors import RealizeError
 from testbed.kernel.netns import Namespaces
@@ -74,6 +75,16 @@ class Lane:
     armed: bool = False            # has an entry in the timer heap
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("packets", "held", "dropped", "reordered", "released", "enobufs"), 0))
+    bottleneck: Bottleneck | None = None       # with an aqm: the engine is the bottleneck
+    marked: dict[int, bytes] = field(default_factory=dict)   # CE-marked payloads by id
+
+
+def copy_range(config: DelayConfig) -> int:
+    """How much of each packet a lane reads: nothing (ids), headers (length, ECN bits) or,
+    to hand back CE-marked packets, everything."""
+    if config.aqm is None:
+        return 0
+    return 65535 if config.ecn else 64
 
 
 def read_control(path: str) -> tuple[int, dict[str, DelayConfig]]:
@@ -124,7 +135,12 @@ class Engine:
                 except (RealizeError, OSError) as exc:
                     # one lane that cannot bind must not take every other link down
                     self.errors[key] = str(exc)
+            elif copy_range(lane.line.config) != copy_range(config):
+                self._close(self.by_key.pop(key))     # another copy mode: bind it anew
+                self.by_key[key] = self._open(key, config)
             elif lane.line.config != config:
+                if lane.line.config.bottleneck() != config.bottleneck():
+                    lane.bottleneck = _bottleneck(config, self.rng)
                 lane.line.configure(config)
         self.generation = generation
         self.write_status()
@@ -132,9 +148,11 @@ class Engine:
     def _open(self, key: str, config: DelayConfig) -> Lane:
         netns, _, queue = key.rpartition("/")
         with self.spaces.enter(netns):
-            sock = nfqueue.open_queue(int(queue), MAXLEN, rcvbuf=RCVBUF)
+            sock = nfqueue.open_queue(int(queue), MAXLEN, rcvbuf=RCVBUF,
+                                      copy_range=copy_range(config))
         sock.setblocking(False)
-        lane = Lane(netns, int(queue), sock, DelayLine(config, self.rng))
+        lane = Lane(netns, int(queue), sock, DelayLine(config, self.rng),
+                    bottleneck=_bottleneck(config, self.rng))
         self.lanes[sock.fileno()] = lane
         self.epoll.register(sock.fileno(), select.EPOLLIN)
         return lane
@@ -159,7 +177,9 @@ class Engine:
             "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
             "release_late_us": summary_us(late), "errors": self.errors,
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
-                            "portid": lane.sock.getsockname()[0], **lane.counters}
+                            "portid": lane.sock.getsockname()[0], **lane.counters,
+                            "bottleneck": None if lane.bottleneck is None
+                            else lane.bottleneck.status()}
                       for key, lane in self.by_key.items()}})
 
     def shutdown(self) -> None:
@@ -188,17 +208,53 @@ class Engine:
                           file=sys.stderr)
                 continue
             counters["packets"] += 1
-            action = arrive(pid, stamp)
+            at = stamp
+            if lane.bottleneck is not None:
+                at = self.enqueue(lane, pid, buf, n, stamp)
+                if at is None:
+                    continue
+            action = arrive(pid, at)
             if action == HOLD:
                 if not lane.armed:
                     heapq.heappush(self.heap, (lane.line.next_due(), lane.sock.fileno()))
                     lane.armed = True
             elif action == DROP:
                 counters["dropped"] += 1
+                lane.marked.pop(pid, None)
                 lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
             elif action == ACCEPT_NOW:
                 counters["reordered"] += 1
-                lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_ACCEPT))
+                self.accept(lane, [pid])
+
+    def enqueue(self, lane: Lane, pid: int, buf: bytearray, n: int, stamp: int) -> int | None:
+        """Through the lane's bottleneck: when the packet has left it, or None (dropped)."""
+        assert lane.bottleneck is not None
+        size, payload = nfqueue.packet_length_and_payload(buf, n)
+        whole = payload is not None and len(payload) == size
+        verdict, leaves = lane.bottleneck.arrive(stamp, size, whole and is_ect(payload))
+        if verdict == MARK:
+            packet = bytearray(payload)
+            mark_ce(packet)
+            lane.marked[pid] = bytes(packet)
+        elif verdict == QUEUE_DROP:
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
+            return None
+        return leaves
+
+    def accept(self, lane: Lane, ids: list[int]) -> None:
+        """ACCEPT ``ids`` (in order): batches, and marked packets with their new payload."""
+        marked, send, last = lane.marked, lane.sock.send, None
+        for pid in ids:
+            payload = marked.pop(pid, None)
+            if payload is None:
+                last = pid
+                continue
+            if last is not None:
+                send(nfqueue.batch_verdict(lane.queue, last))
+                last = None
+            send(nfqueue.verdict_with_payload(lane.queue, pid, payload))
+        if last is not None:
+            send(nfqueue.batch_verdict(lane.queue, last))
 
     def stamp_arrivals(self, stamp: int, buf: bytearray) -> None:
         """Causal stamping: read whatever is already in the sockets, as of ``stamp``."""
@@ -215,10 +271,17 @@ class Engine:
             if lane is None:
                 continue
             lane.armed = False
-            last = lane.line.release(limit)
+            if lane.marked:
+                ids = lane.line.release_ids(limit)
+                last = ids[-1] if ids else None
+            else:
+                ids, last = None, lane.line.release(limit)
             if last is not None:
                 start = now_ns()
-                lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
+                if ids is None:
+                    lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
+                else:
+                    self.accept(lane, ids)
                 self._note_late(start - due)
                 lane.counters["released"] += 1
                 self.stamp_arrivals(start, buf)
@@ -241,6 +304,11 @@ class Engine:
             self.lead -= (self.lead - late) >> 1
         else:
             self.lead += (late - self.lead) >> _LEAD_SHIFT
+
+
+def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | None:
+    wanted = config.bottleneck()
+    return None if wanted is None else Bottleneck(wanted, rng)
 
 
 def summary_us(samples_ns: list[int]) -> dict | None:

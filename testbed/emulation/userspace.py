@@ -44,7 +44,7 @@ from testbed.emulation.common import (Step, Target, applied_with, read_state, st
                                       write_state)
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
-from testbed.model.impairment import GilbertElliott, Impairment
+from testbed.model.impairment import Aqm, GilbertElliott, Impairment
 from testbed.units import Duration
 
 
@@ -71,23 +71,46 @@ class UserspacePlan:
 EMPTY = UserspacePlan()
 
 
+ENGINE_AQMS = ("codel", "red")    # the disciplines the link engine's bottleneck has
+
+
 def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePlan:
-    """Pure: the mechanisms and their parameters for ``imp`` (assumes it is supported)."""
+    """Pure: the mechanisms and their parameters for ``imp`` (assumes it is supported).
+
+    With an aqm other than fifo the link engine is the bottleneck (rate, buffer, AQM)
+    and there is no tbf; the buffer is the aqm's ``limit`` (packets) when given, else
+    the link's queue."""
+    aqm = imp.aqm.resolved() if imp.aqm is not None and imp.aqm.kind != "fifo" else None
     tbf_params = None
-    if imp.rate is not None:
+    if imp.rate is not None and aqm is None:
         tbf_params = tbf.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
     delay = None
     ge = imp.loss if isinstance(imp.loss, GilbertElliott) else None
     loss = imp.loss.fraction if imp.loss is not None and ge is None else 0.0
-    if imp.delay is not None or imp.jitter is not None or imp.reorder is not None or ge or loss:
+    if imp.delay is not None or imp.jitter is not None or imp.reorder is not None or ge or loss \
+            or aqm is not None:
         delay = DelayConfig(
             delay_us=imp.delay.us if imp.delay else 0.0,
             jitter_us=imp.jitter.us if imp.jitter else 0.0,
             distribution=imp.distribution,
             reorder=imp.reorder.fraction if imp.reorder else 0.0, loss=loss,
             ge_p=ge.p.fraction if ge else None, ge_r=ge.r.fraction if ge else None,
-            ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0)
-    return UserspacePlan(tbf=tbf_params, delay=delay, offloads_off=imp.acts_per_packet)
+            ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0,
+            **_engine_bottleneck(imp, aqm, rtt_hint, mtu))
+    return UserspacePlan(tbf=tbf_params, delay=delay,
+                         offloads_off=imp.acts_per_packet or aqm is not None)
+
+
+def _engine_bottleneck(imp: Impairment, aqm: Aqm | None, rtt_hint: Duration | None,
+                       mtu: int) -> dict:
+    if aqm is None or imp.rate is None:
+        return {}
+    limit = aqm.limit * (mtu + 14) if aqm.limit is not None and imp.aqm.limit is not None \
+        else imp.bottleneck_bytes(rtt_hint, mtu)
+    return {"aqm": aqm.kind, "rate_bps": imp.rate.bps, "limit_bytes": limit,
+            "target_us": aqm.target.us if aqm.target else 5000.0,
+            "interval_us": aqm.interval.us if aqm.interval else 100000.0,
+            "ecn": bool(imp.ecn)}
 
 
 def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
@@ -106,6 +129,11 @@ def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
             detail += f" reorder {d.reorder * 100:g}%"
         if d.ge_p is not None:
             detail += f" gemodel p={d.ge_p:g} r={d.ge_r:g} h={d.ge_h:g} k={d.ge_k:g}"
+        if d.aqm is not None:
+            steps.append(Step(netns, ifname, "bottleneck in the link engine",
+                              f"rate {d.rate_bps / 1e6:g} Mbit/s, buffer {d.limit_bytes} B, "
+                              f"{d.aqm} target {d.target_us:g}us interval {d.interval_us:g}us"
+                              f"{', ECN marks CE' if d.ecn else ''} (no tbf)"))
         steps.append(Step(netns, ifname, "link engine",
                           f"a lane of the testbed's link engine on NFQUEUE <ifindex>: {detail}"))
         steps.append(Step(netns, ifname, "iptables",
@@ -159,12 +187,9 @@ class UserspaceBackend:
                             "which tbf without 64-bit rates cannot express")
         if imp.reorder is not None and imp.delay is None:
             problems.append("reorder without delay: reordered packets overtake the delay line")
-        if imp.aqm is not None and imp.aqm.kind != "fifo":
-            problems.append(f"aqm {imp.aqm.kind}: the userspace backend's bottleneck is tbf's "
-                            "fifo; the link engine has no AQM queue yet")
-        if imp.ecn:
-            problems.append("ecn: marking needs an AQM, which the userspace backend does not "
-                            "have yet")
+        if imp.aqm is not None and imp.aqm.kind not in ("fifo", *ENGINE_AQMS):
+            problems.append(f"aqm {imp.aqm.kind}: the link engine's bottleneck has "
+                            f"{', '.join(ENGINE_AQMS)} (and tbf's fifo), not {imp.aqm.kind} yet")
         return problems
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,

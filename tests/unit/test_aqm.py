@@ -75,9 +75,10 @@ def test_netem_backend_grafts_the_aqm_under_tbf_and_says_so():
 
 
 def test_the_userspace_backend_refuses_what_it_cannot_do_never_less(tmp_path):
-    problems = UserspaceBackend().unsupported(imp(rate="50mbit", aqm="codel", ecn=True))
-    assert [p.split(":")[0] for p in problems] == ["aqm codel", "ecn"]
+    assert UserspaceBackend().unsupported(imp(rate="50mbit", aqm="codel", ecn=True)) == []
     assert UserspaceBackend().unsupported(imp(rate="50mbit", aqm="fifo")) == []
+    problems = UserspaceBackend().unsupported(imp(rate="50mbit", aqm="pie"))
+    assert [p.split(":")[0] for p in problems] == ["aqm pie"]
     path = tmp_path / "t.yaml"
     path.write_text("name: t\nnodes: {h1: {}, r1: {kind: router}, h2: {}}\n"
                     "links:\n  - {endpoints: [h1, r1]}\n"
@@ -85,6 +86,22 @@ def test_the_userspace_backend_refuses_what_it_cannot_do_never_less(tmp_path):
     plan = make_plan(load_topology(path), "aq")
     with pytest.raises(PreflightError, match="aqm fq_codel"):
         links.choose(plan, "userspace")
+
+
+def test_with_codel_the_link_engine_is_the_bottleneck_and_there_is_no_tbf():
+    from testbed.emulation.userspace import plan_steps, resolve
+    plan = resolve(imp(rate="50mbit", delay="20ms", queue="2MB", aqm="codel", ecn=True),
+                   Duration(0.04), 1500)
+    assert plan.tbf is None and plan.offloads_off
+    d = plan.delay
+    assert (d.aqm, d.rate_bps, d.limit_bytes, d.target_us, d.interval_us, d.ecn) == \
+        ("codel", 50e6, 2_000_000, 5000.0, 100000.0, True)
+    steps = [str(s) for s in plan_steps("ns", "eth0", plan)]
+    assert any("bottleneck in the link engine: rate 50 Mbit/s, buffer 2000000 B, codel "
+               "target 5000us interval 100000us, ECN marks CE" in s for s in steps), steps
+    with_limit = resolve(imp(rate="50mbit", aqm={"kind": "red", "limit": 100}), None, 1500)
+    assert with_limit.delay.limit_bytes == 100 * 1514 and with_limit.delay.aqm == "red"
+    assert resolve(imp(rate="50mbit", aqm="fifo"), None, 1500).tbf is not None
 
 
 def test_the_bufferbloat_workload_asks_for_what_it_says():
