@@ -34,6 +34,7 @@ from testbed.output import say
 from testbed.run.progress import ProgressLine, RateMeter
 from testbed.signals import Terminated, stop_signals_raise
 from testbed.results import SCHEMA_VERSION, jain_index, make_run_dir, write_json, write_table
+from testbed.emulation import enginectl
 from testbed.emulation.scheduler import Scheduler
 from testbed.run.summary import flow_summary, qdisc_drops
 from testbed.traffic import DRIVERS, Driver, FlowPlan, default_driver
@@ -669,6 +670,10 @@ class Run:
             # a schedule may have changed it
             now = state.Journal(net.name).read_deployed() or net.deployed
             self.manifest["links_after"] = conditions.link_directions(now, net.state_dir)
+            if net.link_backend == "userspace":
+                # per direction: delay-line and bottleneck counters (drops, marks, sojourn),
+                # the engine's timer calibration and release lateness
+                self.manifest["link_engine_after"] = enginectl.fresh_status(net.state_dir)
             self.manifest["nodes_after"] = self._node_state(net)
         except (OSError, subprocess.SubprocessError, TestbedError) as exc:
             collected["summary"]["notes"].append(f"could not read node state after the run: {exc}")

@@ -124,3 +124,22 @@ def test_the_bufferbloat_workload_asks_for_what_it_says():
     assert seen[("fifo", "on")] == ("fifo", None, True)
     assert seen[("codel", "on")] == ("codel", True, True)
     assert seen[("fq_codel", "off")] == ("fq_codel", None, False)
+
+
+def test_status_names_the_engine_and_how_many_directions_are_bottlenecks(tmp_path):
+    import json
+
+    from testbed.emulation import enginectl
+    from testbed.instance import status
+    files = enginectl.EngineFiles.of(tmp_path)
+    files.directory.mkdir(parents=True)
+    files.handle.write_text(json.dumps({"pid": 999999999, "start_time": 1, "netns": "x"}))
+    files.status.write_text(json.dumps({"lanes": {"x/1": {"bottleneck": None},
+                                                  "x/2": {"bottleneck": {"marks": 3}}}}))
+    engine = status._engine(tmp_path)
+    assert engine == {"pid": 999999999, "alive": False, "lanes": 2, "bottlenecks": 1}
+    text = status.render({"instances": [{
+        "name": "t", "complete": True, "topology": "t", "file": "t.yaml",
+        "link_backend": "userspace", "nodes": {}, "links": [], "link_engine": engine}]})
+    assert "link engine: pid 999999999, DEAD: emulated links drop, 2 directions, 1 of them " \
+        "bottlenecks" in text
