@@ -26,8 +26,12 @@ PREROUTING, so ping (SO_TIMESTAMP) would not show the delay there; on a
 host-host link the delay line stays on the sender's egress, with the TSQ
 limit above.
 
-Cannot do: duplicate, corrupt, a queue without a rate; these are reported
-by ``unsupported`` and refused by ``apply``.
+With ``aqm: codel`` or ``red`` the link engine itself is the bottleneck
+(``bottleneck.py``: rate, buffer, the discipline on sojourn times, ECN CE marks
+with ``ecn: true``) and there is no tbf; offloads go off on the interface.
+
+Cannot do: duplicate, corrupt, a queue without a rate, aqm fq_codel or pie;
+these are reported by ``unsupported`` and refused by ``apply``.
 """
 
 from __future__ import annotations
