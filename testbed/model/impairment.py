@@ -343,24 +343,7 @@ def parse_impairment(data: dict[str, Any], *, file: str | None, path: str,
                       f"choose one of {', '.join(JITTER_DISTRIBUTIONS)}")
         values["distribution"] = dist
     if "loss" in data and data["loss"] is not None:
-        raw = data["loss"]
-        if isinstance(raw, dict):
-            unknown = set(raw) - {"p", "r", "h", "k"}
-            if unknown:
-                raise err("loss", f"unknown key(s) {', '.join(sorted(unknown))} in a "
-                          "Gilbert-Elliott loss model (keys: p, r, h, k)")
-            if "p" not in raw or "r" not in raw:
-                raise err("loss", "a Gilbert-Elliott loss model needs at least p and r")
-            try:
-                ge = {k: Percent.parse(v) for k, v in raw.items()}
-            except UnitError as exc:
-                raise err("loss", str(exc)) from None
-            values["loss"] = GilbertElliott(**ge)
-        else:
-            try:
-                values["loss"] = Percent.parse(raw)
-            except UnitError as exc:
-                raise err("loss", str(exc)) from None
+        values["loss"] = _parse_loss(data["loss"], err)
     if data.get("aqm") is not None:
         values["aqm"] = _parse_aqm(data["aqm"], err)
     if data.get("ecn") is not None:
@@ -380,6 +363,25 @@ def parse_impairment(data: dict[str, Any], *, file: str | None, path: str,
         if imp.reorder is not None and imp.delay is None:
             raise err("reorder", "reordering needs a delay (reordered packets skip the delay line)")
     return imp
+
+
+def _parse_loss(raw: object, err: Any) -> Percent | GilbertElliott:
+    """``loss: 1%`` or a Gilbert-Elliott mapping ``{p, r, h, k}``."""
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"p", "r", "h", "k"}
+        if unknown:
+            raise err("loss", f"unknown key(s) {', '.join(sorted(unknown))} in a "
+                      "Gilbert-Elliott loss model (keys: p, r, h, k)")
+        if "p" not in raw or "r" not in raw:
+            raise err("loss", "a Gilbert-Elliott loss model needs at least p and r")
+        try:
+            return GilbertElliott(**{k: Percent.parse(v) for k, v in raw.items()})
+        except UnitError as exc:
+            raise err("loss", str(exc)) from None
+    try:
+        return Percent.parse(raw)
+    except UnitError as exc:
+        raise err("loss", str(exc)) from None
 
 
 def _parse_bool(value: object, error: ConfigError) -> bool:
