@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from testbed.emulation.bottleneck import BottleneckConfig
 from testbed.emulation.distributions import offsets_table
@@ -54,7 +54,8 @@ class DelayConfig:
                                 self.ecn)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # not dataclasses.asdict: it deep-copies, and up writes this for every lane 3 times
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DelayConfig":

@@ -304,11 +304,16 @@ def queue_bound(netns: str, queue: int) -> nfqueue.QueueStatus | None:
 
 def _bound_here(queue: int) -> nfqueue.QueueStatus | None:
     """NFQUEUE ``queue`` as the kernel shows it in this thread's namespace."""
+    return _bound_all_here().get(queue)
+
+
+def _bound_all_here() -> dict[int, nfqueue.QueueStatus]:
+    """Every bound NFQUEUE of this thread's namespace."""
     try:
         text = Path("/proc/thread-self/net/netfilter/nfnetlink_queue").read_text()
     except OSError:
-        return None
-    return nfqueue.parse_proc(text).get(queue)
+        return {}
+    return nfqueue.parse_proc(text)
 
 
 def check_alive(state_dir: str | os.PathLike, netns: str, queue: int) -> None:
@@ -321,11 +326,8 @@ def check_alive(state_dir: str | os.PathLike, netns: str, queue: int) -> None:
     if not is_running(handle):
         _reap(handle.pid)
         raise RealizeError(_dead(handle))
-    bound = queue_bound(netns, queue)
     lane = ((read_status(files) or {}).get("lanes") or {}).get(lane_key(netns, queue))
-    if bound is None or lane is None or bound.portid != lane["portid"]:
-        raise RealizeError(f"NFQUEUE {queue} in {netns} is not bound by the link engine "
-                           f"(pid {handle.pid}): packets there are being dropped")
+    _check_bound(handle, netns, queue, queue_bound(netns, queue), lane)
 
 
 def check_lanes(state_dir: str | os.PathLike, lanes: list[tuple[str, int]]) -> None:
@@ -335,14 +337,23 @@ def check_lanes(state_dir: str | os.PathLike, lanes: list[tuple[str, int]]) -> N
     if not is_running(handle):
         raise RealizeError(_dead(handle) if handle else "no link engine runs")
     status = (read_status(files) or {}).get("lanes") or {}
+    by_netns: dict[str, list[int]] = {}
+    for netns, queue in lanes:
+        by_netns.setdefault(netns, []).append(queue)
     with Namespaces() as spaces:
-        for netns, queue in lanes:
+        for netns, queues in by_netns.items():
             with spaces.enter(netns):
-                bound = _bound_here(queue)
-            lane = status.get(lane_key(netns, queue))
-            if bound is None or lane is None or bound.portid != lane["portid"]:
-                raise RealizeError(f"NFQUEUE {queue} in {netns} is not bound by the link "
-                                   f"engine (pid {handle.pid}): packets there are being dropped")
+                bound = _bound_all_here()
+            for queue in queues:
+                _check_bound(handle, netns, queue, bound.get(queue),
+                             status.get(lane_key(netns, queue)))
+
+
+def _check_bound(handle: EngineHandle, netns: str, queue: int,
+                 bound: nfqueue.QueueStatus | None, lane: dict | None) -> None:
+    if bound is None or lane is None or bound.portid != lane["portid"]:
+        raise RealizeError(f"NFQUEUE {queue} in {netns} is not bound by the link "
+                           f"engine (pid {handle.pid}): packets there are being dropped")
 
 
 def find_engines(namespaces: list[str], owner_tag: str) -> list[int]:
