@@ -8,7 +8,7 @@ impairs r's egress towards b, and measures with real packets:
   the probing processes' scheduling does not count (the delay line's does);
 - jitter, loss, rate: configured vs measured;
 - throughput through a 20 ms delay line (iperf3, 5 s) with offloads on and
-  off, and the delay daemon's CPU share.
+  off, and the link engine's CPU share.
 
 Run as root:  python benchmarks/bench_links.py   (prints a table; ~1 min)
 """
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from emu_fixtures import EmuPair, udp_blast_received  # noqa: E402
-from testbed.emulation import UserspaceBackend, set_offloads  # noqa: E402
+from testbed.emulation import UserspaceBackend, enginectl, set_offloads  # noqa: E402
 from testbed.kernel.netns import discard, enter  # noqa: E402
 from testbed.model.impairment import parse_impairment  # noqa: E402
 
@@ -234,13 +234,13 @@ def main() -> int:
                 for ifname in ifs:
                     set_offloads(ns, ifname, on=offloads)
             apply(delay="20ms")
-            pid = json.loads((Path(d) / "emulation" / r / "eth1.json").read_text())["daemon"]["pid"]
+            pid = enginectl.read_handle(enginectl.EngineFiles.of(d)).pid
             t0, c0 = time.monotonic(), cpu_ticks(pid)
             bps = iperf(a, b, 5)
             cpu = (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
             remove()
             rows.append((f"20 ms delay line, offloads {label}", f"{bps / 1e9:.2f} Gbit/s",
-                         f"daemon CPU {cpu * 100:.0f} % of a core"))
+                         f"engine CPU {cpu * 100:.0f} % of a core"))
     width = max(len(r[0]) for r in rows)
     for name, v1, v2 in rows:
         print(f"{name:<{width}}  {v1:<28} {v2}")

@@ -33,38 +33,38 @@ Every backend instance has ``name`` and:
 
 ``apply(netns, ifname, imp, *, owner_tag, state_dir, rtt_hint=None, mtu=1500) -> None``
     Makes it so, then reads back (qdiscs over netlink, iptables rules,
-    the delay daemon's confirmed config and the kernel's NFQUEUE binding)
+    the link engine's confirmed config and the kernel's NFQUEUE binding)
     and raises ``RealizeError`` if anything differs from the plan; on error
     what was made is removed again. ``owner_tag`` names every object made
     (iptables comment
-    ``testbed:<owner>``, daemon argv ``--owner``); ``state_dir`` receives
-    ``emulation/<netns>/<ifname>.json`` plus daemon config/status/log files.
+    ``testbed:<owner>``, engine argv ``--owner``); ``state_dir`` receives
+    ``emulation/<netns>/<ifname>.json`` plus the engine's files (``emulation/engine/``).
     Applying twice replaces the previous impairment.
 
 ``change(netns, ifname, imp, *, owner_tag, state_dir, exact=False, rtt_shift=0.0) -> Impairment``
     Merge ``imp`` (fields it sets replace, others stay; parse with
     ``partial=True``) into what is applied, without resetting the rest
-    (no daemon restart: it is reconfigured live). ``exact=True`` puts
+    (no engine restart: its lane is reconfigured live). ``exact=True`` puts
     exactly ``imp`` in force instead (undoing a change), just as much in
     place. ``rtt_shift``: seconds the link's round trip changed by (a delay
     change in either direction), so buffers given in BDP are resized.
     Returns the result. What the change had to do besides (a tbf queue
-    dropped because its burst shrank, see ``tbf.py``; a delay daemon
+    dropped because its burst shrank, see ``tbf.py``; a link engine lane
     started) is listed in the state record's ``notes``.
 
 ``remove(netns, ifname, *, owner_tag, state_dir) -> None``
     Undo everything made for this link direction: iptables rule, tbf qdisc, delay
-    daemon (by recorded pid + start time), offload settings. Safe to
+    engine lane (the engine stops with its last lane), offload settings. Safe to
     repeat; without a state file it removes by exact owner-derived names.
 
 ``show(netns, ifname, *, owner_tag, state_dir) -> dict``
     What is in force as the kernel reports it (for results metadata).
 
 ``check_alive(netns, ifname, *, owner_tag, state_dir) -> None``
-    Raises ``RealizeError`` if a user-space part (the delay daemon) has
+    Raises ``RealizeError`` if a user-space part (the link engine) has
     died: call it periodically during runs and before collecting results,
     so a crash becomes an error and never a silent pass-through (packets
-    are dropped, not undelayed, while no daemon listens).
+    are dropped, not undelayed, while no engine listens).
 
 Offloads: the userspace backend turns TSO/GSO/GRO off on the interface when
 loss, jitter or reorder must act per packet; ``set_offloads(netns, ifname,
@@ -75,45 +75,19 @@ be dropped or delayed as a whole).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-from testbed.emulation.common import Step
-from testbed.emulation.netem import NetemBackend, netem_available
-from testbed.emulation.offload import set_offloads
-from testbed.emulation.userspace import UserspaceBackend
-from testbed.errors import PreflightError
-
-BACKENDS: dict[str, type] = {"netem": NetemBackend, "userspace": UserspaceBackend}
-
-Backend = NetemBackend | UserspaceBackend
+_BACKEND_NAMES = ("BACKENDS", "Backend", "NetemBackend", "Selection", "Step",
+                  "UserspaceBackend", "select_backend", "set_offloads")
 
 
-@dataclass(frozen=True)
-class Selection:
-    backend: Backend
-    reason: str
+def __getattr__(name: str) -> Any:
+    if name in _BACKEND_NAMES:
+        # lazily: the link engine's process imports this package, and pyroute2 (~0.4 s)
+        # only belongs on the path of those who use a backend
+        from testbed.emulation import backends
+        return getattr(backends, name)
+    raise AttributeError(f"module 'testbed.emulation' has no attribute {name!r}")
 
 
-def select_backend(requested: str = "auto", seed: int | None = None) -> Selection:
-    """Choose the backend (see the module docstring). ``seed``: the userspace backend's
-    random loss and jitter draws (a run's seed, so that a point's emulation repeats)."""
-    if requested not in ("auto", *BACKENDS):
-        raise PreflightError(f"unknown link emulation backend {requested!r}; "
-                             f"choose auto, {', '.join(BACKENDS)}")
-    available, why = netem_available()
-    if requested == "netem":
-        if not available:
-            raise PreflightError(f"link emulation backend netem was requested but {why}; "
-                                 "install the kernel's sch_netem module "
-                                 "(Debian/Ubuntu: linux-modules-extra) or use --link-backend userspace")
-        return Selection(NetemBackend(), f"netem requested; {why}")
-    if requested == "userspace":
-        return Selection(UserspaceBackend(seed=seed), "userspace requested")
-    if available:
-        return Selection(NetemBackend(), f"auto: {why}: using netem")
-    return Selection(UserspaceBackend(seed=seed), f"auto: {why}: using userspace "
-                                                  "(tbf + NFQUEUE delay daemon)")
-
-
-__all__ = ["BACKENDS", "Backend", "NetemBackend", "Selection", "Step", "UserspaceBackend",
-           "select_backend", "set_offloads"]
+__all__ = list(_BACKEND_NAMES)

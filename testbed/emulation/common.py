@@ -22,7 +22,7 @@ class Step:
 
     netns: str
     ifname: str
-    action: str  # e.g. "tbf", "nft loss", "delay daemon", "offloads"
+    action: str  # e.g. "tbf", "nft loss", "link engine", "offloads"
     detail: str
 
     def __str__(self) -> str:
@@ -39,8 +39,10 @@ def state_path(state_dir: str | os.PathLike, netns: str, ifname: str) -> Path:
 
 
 def write_state(path: Path, data: dict) -> None:
+    """One direction's record: atomic for readers; not fsynced (it lives in /run, no
+    longer than the links it describes, and ``up`` writes one per direction)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True), durable=False)
 
 
 def read_state(path: Path) -> dict | None:
@@ -48,6 +50,28 @@ def read_state(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One direction to apply (``apply_all``): where, what, and its NFQUEUE number (the
+    sender interface's planned ifindex)."""
+
+    netns: str
+    ifname: str
+    imp: Impairment
+    owner_tag: str
+    rtt_hint: Duration | None
+    mtu: int
+    queue: int
+    ingress: tuple[str, str] | None = None   # (netns, ifname) of the receiving end
+
+    @property
+    def delay_site(self) -> tuple[str, str, str]:
+        """(netns, ifname, hook) of the direction's delay line."""
+        if self.ingress is None:
+            return self.netns, self.ifname, "egress"
+        return self.ingress[0], self.ingress[1], "ingress"
 
 
 @dataclass

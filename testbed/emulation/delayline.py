@@ -1,4 +1,4 @@
-"""The delay daemon's scheduling logic, pure and clock-free.
+"""The scheduling logic of one link engine lane, pure and clock-free.
 
 A ``DelayLine`` decides, for each packet id the kernel hands over, whether
 to drop it (random or Gilbert-Elliott loss), accept it at once (netem-style reorder:
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
+from testbed.emulation.bottleneck import BottleneckConfig
 from testbed.emulation.distributions import offsets_table
 
 HOLD = 0
@@ -26,7 +27,7 @@ DROP = 2
 
 @dataclass(frozen=True)
 class DelayConfig:
-    """What one delay daemon does. Times in microseconds, probabilities as fractions."""
+    """What one lane of the link engine does. Times in microseconds, probabilities as fractions."""
 
     delay_us: float = 0.0
     jitter_us: float = 0.0
@@ -37,9 +38,24 @@ class DelayConfig:
     ge_r: float | None = None  # bad->good
     ge_h: float = 0.0  # delivery probability in the bad state
     ge_k: float = 1.0  # delivery probability in the good state
+    # with an aqm the engine is the direction's bottleneck (bottleneck.py), before the delay
+    aqm: str | None = None
+    rate_bps: float = 0.0
+    limit_bytes: int = 0
+    target_us: float = 5000.0
+    interval_us: float = 100000.0
+    ecn: bool = False
+
+    def bottleneck(self) -> BottleneckConfig | None:
+        if self.aqm is None:
+            return None
+        return BottleneckConfig(self.rate_bps, self.limit_bytes, self.aqm,
+                                int(self.target_us * 1000), int(self.interval_us * 1000),
+                                self.ecn)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # not dataclasses.asdict: it deep-copies, and up writes this for every lane 3 times
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DelayConfig":
@@ -131,6 +147,15 @@ class DelayLine:
         while held and held[0][0] <= now_ns:
             last = held.popleft()[1]
         return last
+
+    def release_ids(self, now_ns: int) -> list[int]:
+        """Pop every packet due by ``now_ns``: their ids in order (when some need their own
+        verdict, e.g. a CE-marked payload)."""
+        held = self._held
+        out = []
+        while held and held[0][0] <= now_ns:
+            out.append(held.popleft()[1])
+        return out
 
     def release_all(self) -> int | None:
         """Pop everything (shutdown): the highest held id, or None."""

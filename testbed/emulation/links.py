@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
+from testbed.emulation.common import Target
 from testbed.errors import PreflightError
 from testbed.model.impairment import Impairment, round_trip
 from testbed.plan.deployed import EmulatedDirection, Place
@@ -76,44 +77,6 @@ def needs_per_packet(plan: Plan) -> bool:
     return any(d.impairment.acts_per_packet for d in directions(plan))
 
 
-DAEMON_MEMORY = 30e6   # bytes: one delay daemon's own memory (USS), measured on Python 3.11
-
-
-def needs_daemon(imp: Impairment) -> bool:
-    """Whether the userspace backend runs a delay daemon for this direction."""
-    return imp.delay is not None or imp.acts_per_packet
-
-
-def _mem_available() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_daemon_budget(plan: Plan, selection: Selection,
-                        available: float | None = None) -> str | None:
-    """Refuse a topology whose delay daemons would not fit in memory; a note when many."""
-    if selection.backend.name != "userspace":
-        return None
-    count = sum(needs_daemon(d.impairment) for d in directions(plan))
-    need = count * DAEMON_MEMORY
-    available = _mem_available() if available is None else available
-    if available is not None and need > 0.8 * available:
-        raise PreflightError(
-            f"the userspace link backend runs one delay daemon (~{DAEMON_MEMORY / 1e6:.0f} MB) "
-            f"per direction with delay, jitter or loss: {count} here need ~{need / 1e9:.1f} GB, "
-            f"and this host has {available / 1e9:.1f} GB available. Put the delay on fewer "
-            "links (e.g. one bottleneck instead of every hop), or use a kernel with sch_netem")
-    if count >= 50:
-        return (f"{count} delay daemons (userspace backend, ~{need / 1e9:.1f} GB, about 0.4 s "
-                "each to start): one per direction with delay, jitter or loss")
-    return None
-
-
 def choose(plan: Plan, requested: str, seed: int | None = None) -> Selection | None:
     """Pick the backend and check every emulated direction against it (no changes).
     ``seed``: for the userspace backend's random draws (None: its own default)."""
@@ -139,7 +102,6 @@ def choose(plan: Plan, requested: str, seed: int | None = None) -> Selection | N
         raise PreflightError(f"the {selection.backend.name} link backend cannot emulate what "
                              f"the topology asks for ({selection.reason}):\n  - " +
                              "\n  - ".join(problems) + "\n" + hint)
-    check_daemon_budget(plan, selection)
     return selection
 
 
@@ -157,9 +119,6 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
     """Apply every emulated direction; returns notes for the user (e.g. offloads)."""
     from testbed.emulation import set_offloads
     notes = []
-    many = check_daemon_budget(plan, selection)
-    if many:
-        notes.append(many)
     if needs_per_packet(plan):
         # A GSO super-packet is one skb until it leaves the last device: a loss
         # or delay rule acting on it would act on ~40 segments at once.
@@ -175,9 +134,17 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
             notes.append(f"link {d.label}: the userspace delay line sits in {d.sender}'s own "
                          "egress, where TCP Small Queues cap a bulk TCP sender at a few "
                          "Mbit/s per 10 ms of delay; put a router between hosts for bulk TCP")
-        apply_direction(selection.backend, emulated(selection.backend.name, d, plan.nodes),
-                        d.impairment, state_dir, rtt_hint(d.link), d.link.mtu)
+    notes += selection.backend.apply_all([target(selection.backend.name, d, plan.nodes)
+                                          for d in directions(plan)], state_dir=state_dir) or []
     return notes
+
+
+def target(backend: str, d: PlannedDirection, nodes: Mapping[str, PlannedNode]) -> Target:
+    """Direction ``d`` as a backend's ``apply_all`` takes it."""
+    e = emulated(backend, d, nodes)
+    queue = next(i.ifindex for i in nodes[d.sender].interfaces if i.ifname == d.ifname)
+    return Target(e.netns, e.ifname, d.impairment, e.tag, rtt_hint(d.link), d.link.mtu, queue,
+                  None if e.ingress is None else (e.ingress.netns, e.ingress.ifname))
 
 
 def check_alive(backend_name: str, emulated: Iterable[EmulatedDirection],

@@ -15,7 +15,7 @@ from typing import Any
 
 from testbed.emulation import BACKENDS, Backend, links
 from testbed.errors import ConfigError, TestbedError
-from testbed.model.impairment import Impairment, parse_impairment, round_trip
+from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
 from testbed.model.limits import kernel_limit_problems
 from testbed.plan.deployed import Deployed, EmulatedDirection
 from testbed.plan.types import PlannedDirection, PlannedLink
@@ -103,8 +103,7 @@ def parse_settings(items: list[str] | dict[str, Any], where: str = "link set") -
                 raise ConfigError(f"expected KEY=VALUE (e.g. delay=50ms), got {item!r}",
                                   path=where)
             raw[key.strip()] = value.strip()
-    known = {"rate", "delay", "jitter", "distribution", "loss", "queue", "reorder",
-             "duplicate", "corrupt"}
+    known = set(IMPAIRMENT_KEYS)
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown impairment {', '.join(unknown)}; choose from "
@@ -120,7 +119,7 @@ def change(instance: str, name: str, imp: Impairment, direction: str = "both",
 
     A direction that had no emulation yet gets it applied with ``imp`` alone.
     What a change had to do beyond that (a tbf queue dropped because its
-    burst shrank, a delay daemon started) is appended to ``notes`` as
+    burst shrank, a link engine lane added) is appended to ``notes`` as
     ``"<direction>: <note>"``; without a list it goes to stderr, never
     nowhere.
     """
@@ -136,7 +135,7 @@ def put(instance: str, targets: list[tuple[PlannedDirection, Impairment | None]]
 
     Used to undo a change (a scheduled ``for``): unlike ``change`` it can
     take impairments away again. Like ``change`` it works in place: a
-    running delay daemon is reconfigured, not restarted. All ``targets``
+    running link engine lane is reconfigured, not restarted. All ``targets``
     belong to one link.
     """
     with state.Journal(instance).changing():

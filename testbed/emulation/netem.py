@@ -28,10 +28,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.emulation import aqm as aqm_mod
 from testbed.emulation import tbf as tbf_mod
 from testbed.kernel.tc import CREATE_OR_REPLACE, nla as _nla, qdisc_message, send
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (Step, applied_with, read_state, state_path,
+from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.distributions import netem_table
 from testbed.errors import RealizeError
@@ -130,6 +131,7 @@ def netem_options(p: NetemParams, tick_per_us: float = 1.0) -> bytes:
 class NetemPlan:
     netem: NetemParams
     tbf: tbf_mod.TbfParams | None
+    aqm: aqm_mod.AqmParams | None = None     # tbf's inner queue (a kernel AQM qdisc)
 
 
 def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
@@ -153,10 +155,12 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
         gemodel=None if ge is None else (prob_u32(ge.p.fraction), prob_u32(ge.r.fraction),
                                          prob_u32(ge.h.fraction),
                                          prob_u32(1.0 - ge.k.fraction)))
-    tbf = None
+    tbf = aqm = None
     if imp.rate is not None:
         tbf = tbf_mod.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
-    return NetemPlan(netem=netem, tbf=tbf)
+        if imp.aqm is not None and imp.aqm.kind in aqm_mod.KERNEL_KINDS:
+            aqm = aqm_mod.resolve(imp.aqm, imp.ecn)
+    return NetemPlan(netem=netem, tbf=tbf, aqm=aqm)
 
 
 def _netem_readback(opts, parent: int) -> dict:
@@ -213,7 +217,7 @@ class NetemBackend:
                             "the delay; give the link a delay")
         if imp.rate is not None and imp.rate.bps / 8 > tbf_mod.MAX_RATE_BYTES:
             problems.append(f"rate {imp.rate}: above what tbf without 64-bit rates expresses")
-        return problems
+        return problems + aqm_mod.unsupported(imp.aqm)
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
              mtu: int) -> list[Step]:
@@ -222,6 +226,9 @@ class NetemBackend:
         if p.tbf is not None:
             steps.append(Step(netns, ifname, "tbf", p.tbf.describe().replace(
                 "handle 7462: root", "handle 7463: parent 7462:1")))
+        if p.aqm is not None:
+            steps.append(Step(netns, ifname, "aqm", p.aqm.describe(TBF_HANDLE | 1)
+                              + " (the buffer is its limit)"))
         return steps
 
     def apply(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
@@ -234,6 +241,13 @@ class NetemBackend:
                      "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
                      "impairment": imp.as_fields(), "notes": []})
 
+    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> list[str]:
+        """``apply`` for each direction (``up``); nothing to share between them here."""
+        for t in targets:
+            self.apply(t.netns, t.ifname, t.imp, owner_tag=t.owner_tag, state_dir=state_dir,
+                       rtt_hint=t.rtt_hint, mtu=t.mtu)
+        return []
+
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:
         """Merge ``imp`` (``exact``: replace with it); ``rtt_shift`` as in the userspace backend.
@@ -243,9 +257,9 @@ class NetemBackend:
         """
         now = applied_with(state_dir, netns, ifname, imp, exact=exact, rtt_shift=rtt_shift)
         self._refuse_unsupported(now.merged)
-        previous = resolve(now.before, now.before_rtt, now.mtu).tbf
+        previous = resolve(now.before, now.before_rtt, now.mtu)
         flushed = self._install(netns, ifname, resolve(now.merged, now.rtt_hint, now.mtu),
-                                previous_tbf=previous)
+                                previous_tbf=previous.tbf, had_aqm=previous.aqm is not None)
         now.record.update(impairment=now.merged.as_fields(),
                           rtt_hint=None if now.rtt_hint is None else now.rtt_hint.seconds,
                           notes=[] if flushed is None else [flushed.describe()])
@@ -284,7 +298,8 @@ class NetemBackend:
             raise RealizeError(f"the netem link emulation backend cannot do: {'; '.join(problems)}")
 
     def _install(self, netns: str, ifname: str, plan: NetemPlan,
-                 previous_tbf: tbf_mod.TbfParams | None = None) -> tbf_mod.Flushed | None:
+                 previous_tbf: tbf_mod.TbfParams | None = None,
+                 had_aqm: bool = False) -> tbf_mod.Flushed | None:
         """Create or change netem and its tbf; what the tbf's queue lost if it was replaced."""
         from pyroute2 import IPRoute
 
@@ -302,18 +317,31 @@ class NetemBackend:
                                     handle=TBF_HANDLE, parent=NETEM_HANDLE | 1)
         else:  # a change that takes the rate away: netem's change keeps its child
             tbf_mod.remove(netns, ifname, handle=TBF_HANDLE, parent=NETEM_HANDLE | 1)
+        self._install_aqm(netns, ifname, found[0], plan, had_aqm)
         got = self._read(netns, ifname)
         netem = got.get("netem")
         differs = readback_differences(plan.netem, netem, tick_in_usec)
         if differs:
             raise RealizeError(f"netem on {netns}/{ifname} reads back as {netem}, planned "
                                f"{plan.netem.describe()} ({'; '.join(differs)})")
+        if (got.get("aqm") or {}).get("kind") != (plan.aqm.kind if plan.aqm else None):
+            raise RealizeError(f"the queue under tbf on {netns}/{ifname} reads back as "
+                               f"{got.get('aqm')}, planned {plan.aqm}")
         want_rate = None if plan.tbf is None else plan.tbf.rate_bytes
         if (got.get("tbf") or {}).get("rate_bytes") != want_rate:
             raise RealizeError(f"tbf under netem on {netns}/{ifname} reads back as "
                                f"{got.get('tbf')}, planned "
                                f"{'none' if plan.tbf is None else plan.tbf.describe()}")
         return flushed
+
+    def _install_aqm(self, netns: str, ifname: str, index: int, plan: NetemPlan,
+                     had_aqm: bool) -> None:
+        """tbf's inner queue: the AQM, or (an AQM taken away) a fresh bfifo again."""
+        if plan.aqm is not None:
+            aqm_mod.install(netns, index, plan.aqm, TBF_HANDLE)
+        elif had_aqm and plan.tbf is not None:
+            tbf_mod.fresh_queue(netns, ifname, index, TBF_HANDLE, NETEM_HANDLE | 1,
+                                plan.tbf.limit)
 
     def _read(self, netns: str, ifname: str) -> dict:
         from pyroute2 import IPRoute
@@ -327,6 +355,8 @@ class NetemBackend:
                 opts = q.get_attr("TCA_OPTIONS")
                 if q.get_attr("TCA_KIND") == "netem" and q["handle"] == NETEM_HANDLE:
                     out["netem"] = _netem_readback(opts, q["parent"])
+                if q["handle"] == aqm_mod.AQM_HANDLE and q["parent"] == TBF_HANDLE | 1:
+                    out["aqm"] = {"kind": q.get_attr("TCA_KIND")}
                 if q.get_attr("TCA_KIND") == "tbf" and q["handle"] == TBF_HANDLE:
                     parms = opts.get_attr("TCA_TBF_PARMS")
                     out["tbf"] = {"rate_bytes": parms["rate"], "limit": parms["limit"]}

@@ -4,14 +4,14 @@ Why no nft ``numgen ... drop`` for loss: a netfilter drop on the egress of
 a host's OWN traffic is synchronous, so the sending socket gets EPERM and
 TCP simply retries the segment (no loss seen, no cwnd reduction): 1 %
 configured loss would look like a clean link to a local TCP sender. An
-asynchronous NF_DROP verdict from the delay daemon is a real loss in the
+asynchronous NF_DROP verdict from the link engine is a real loss in the
 network for every sender, local or forwarded, so all loss lives there.
 
 Delay: the native nft ``queue`` statement is not built on our kernels, but
 the iptables NFQUEUE target is, so the delay line hooks in with
 ``iptables``/``ip6tables -t mangle -A POSTROUTING -o X -m comment --comment
 testbed:<owner> -j NFQUEUE --queue-num N``, WITHOUT --queue-bypass: if the
-daemon is gone, packets are dropped rather than sent undelayed.
+engine is gone, packets are dropped rather than sent undelayed.
 
 Tools run as argv lists inside the namespace (the forked child inherits
 the thread's namespace).
@@ -74,3 +74,51 @@ def remove_queue(netns: str, owner_tag: str, ifname: str, queue_num: int,
     for tool in IPTABLES:
         while has_queue_rule(netns, tool, spec, hook):
             _run(netns, [tool, "-w", "-t", "mangle", "-D", HOOKS[hook][0], *spec])
+
+
+RESTORE = {"iptables": "iptables-restore", "ip6tables": "ip6tables-restore"}
+_PARALLEL = 8
+
+
+def restore_text(rules: list[tuple[str, str, int, str]]) -> str:
+    """``iptables-restore --noflush`` input appending the rules ``(owner_tag, ifname,
+    queue_num, hook)`` to the mangle table, committed as one transaction."""
+    lines = ["*mangle"]
+    lines += [" ".join(["-A", HOOKS[hook][0], *queue_rule(owner, ifname, queue, hook)])
+              for owner, ifname, queue, hook in rules]
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+def apply_queues(rules: dict[str, list[tuple[str, str, int, str]]]) -> None:
+    """Many NFQUEUE rules at once: per namespace and family one ``iptables-restore
+    --noflush`` (one atomic commit: its exit status is the read-back), up to
+    ``_PARALLEL`` running side by side. The rules must not exist yet (``up``)."""
+    jobs = [(netns, tool) for netns in rules for tool in IPTABLES]
+    running: list[tuple[str, str, subprocess.Popen]] = []
+    failed = []
+    for netns, tool in jobs:
+        if len(running) >= _PARALLEL:
+            failed += _finish(running.pop(0))
+        with enter(netns):
+            try:
+                proc = subprocess.Popen([RESTORE[tool], "-w", "--noflush"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+            except FileNotFoundError:
+                raise RealizeError(f"{RESTORE[tool]} is not installed; install it (Debian: "
+                                   "apt-get install iptables)") from None
+        proc.stdin.write(restore_text(rules[netns]))
+        proc.stdin.close()
+        running.append((netns, tool, proc))
+    for job in running:
+        failed += _finish(job)
+    if failed:
+        raise RealizeError("NFQUEUE rules were refused: " + "; ".join(failed))
+
+
+def _finish(job: tuple[str, str, subprocess.Popen]) -> list[str]:
+    netns, tool, proc = job
+    err = proc.stderr.read()
+    if proc.wait(timeout=60) != 0:
+        return [f"{RESTORE[tool]} in {netns}: {err.strip()}"]
+    return []

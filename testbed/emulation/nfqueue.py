@@ -1,4 +1,4 @@
-"""The NFQUEUE netlink protocol, as far as the delay daemon needs it.
+"""The NFQUEUE netlink protocol, as far as the link engine needs it.
 
 pyroute2 0.9.7 has no nfnetlink_queue helper, so messages are built and
 parsed here with ``struct``: binding a queue (copy mode META: the kernel
@@ -30,6 +30,8 @@ NFQNL_MSG_VERDICT_BATCH = 3
 
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_PAYLOAD = 10
+NFQA_CAP_LEN = 13
 
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
@@ -40,6 +42,7 @@ NFQA_CFG_FLAGS = 5
 NFQNL_CFG_CMD_BIND = 1
 NFQNL_CFG_CMD_UNBIND = 2
 NFQNL_COPY_META = 1
+NFQNL_COPY_PACKET = 2
 NFQA_CFG_F_GSO = 1 << 2
 
 NF_DROP = 0
@@ -78,10 +81,13 @@ def message(msg_type: int, queue_num: int, attrs: bytes, *, seq: int = 0,
     return NLMSG_HDR.pack(NLMSG_HDR.size + len(body), full_type, flags, seq, 0) + body
 
 
-def bind_messages(queue_num: int, maxlen: int) -> list[bytes]:
-    """Config messages binding ``queue_num`` in META copy mode with GSO and ``maxlen``."""
+def bind_messages(queue_num: int, maxlen: int, copy_range: int = 0) -> list[bytes]:
+    """Config messages binding ``queue_num`` with GSO and ``maxlen``: META copy mode (ids
+    only), or with ``copy_range`` the first that many bytes of each packet (a
+    bottleneck needs lengths and ECN bits; marking needs the whole packet)."""
     cmd = nla(NFQA_CFG_CMD, struct.pack("=BBH", NFQNL_CFG_CMD_BIND, 0, 0))
-    params = nla(NFQA_CFG_PARAMS, struct.pack(">IB", 0, NFQNL_COPY_META))
+    mode = (copy_range, NFQNL_COPY_PACKET) if copy_range else (0, NFQNL_COPY_META)
+    params = nla(NFQA_CFG_PARAMS, struct.pack(">IB", *mode))
     length = nla(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", maxlen))
     flags = (nla(NFQA_CFG_FLAGS, struct.pack(">I", NFQA_CFG_F_GSO))
              + nla(NFQA_CFG_MASK, struct.pack(">I", NFQA_CFG_F_GSO)))
@@ -96,6 +102,35 @@ def verdict(queue_num: int, packet_id: int, verdict_code: int) -> bytes:
     """Verdict for one packet."""
     return message(NFQNL_MSG_VERDICT, queue_num,
                    nla(NFQA_VERDICT_HDR, struct.pack(">II", verdict_code, packet_id)))
+
+
+def verdict_with_payload(queue_num: int, packet_id: int, payload: bytes) -> bytes:
+    """ACCEPT one packet, replacing it with ``payload`` (the whole packet: a shorter one
+    would trim it)."""
+    return message(NFQNL_MSG_VERDICT, queue_num,
+                   nla(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id))
+                   + nla(NFQA_PAYLOAD, payload))
+
+
+def packet_length_and_payload(buf: bytes | bytearray | memoryview,
+                              n: int) -> tuple[int, memoryview | None]:
+    """(the packet's full length, the copied bytes) of a NFQNL_MSG_PACKET message of ``n``
+    bytes bound with a copy range: NFQA_CAP_LEN when truncated, else the payload's."""
+    view = memoryview(buf)[:n]
+    offset = 16 + 4
+    payload, cap_len = None, None
+    while offset + 4 <= n:
+        length, attr_type = NLA_HDR.unpack_from(view, offset)
+        if length < 4:
+            break
+        attr_type &= 0x7FFF
+        if attr_type == NFQA_PAYLOAD:
+            payload = view[offset + 4:offset + length]
+        elif attr_type == NFQA_CAP_LEN:
+            cap_len = _BE32.unpack_from(view, offset + 4)[0]
+        offset += _align(length)
+    size = cap_len if cap_len is not None else (len(payload) if payload is not None else 0)
+    return size, payload
 
 
 def batch_verdict(queue_num: int, up_to_id: int, verdict_code: int = NF_ACCEPT) -> bytes:
@@ -157,7 +192,7 @@ def parse_proc(text: str) -> dict[int, QueueStatus]:
     return out
 
 
-def open_queue(queue_num: int, maxlen: int, rcvbuf: int) -> socket.socket:
+def open_queue(queue_num: int, maxlen: int, rcvbuf: int, copy_range: int = 0) -> socket.socket:
     """Bind ``queue_num`` in the current network namespace and return the socket.
 
     Raises RealizeError when the kernel refuses (e.g. another process has
@@ -170,14 +205,14 @@ def open_queue(queue_num: int, maxlen: int, rcvbuf: int) -> socket.socket:
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((0, 0))
-        for msg in bind_messages(queue_num, maxlen):
+        for msg in bind_messages(queue_num, maxlen, copy_range):
             sock.send(msg)
             reply = sock.recv(65536)
             code = ack_error(reply)
             if code:
                 raise RealizeError(
                     f"binding NFQUEUE {queue_num} failed: {errno.errorcode.get(code, code)} "
-                    f"({os.strerror(code)}); is another delay daemon bound "
+                    f"({os.strerror(code)}); is another link engine bound "
                     "to this queue, or is nfnetlink_queue missing from the kernel?")
         return sock
     except BaseException:

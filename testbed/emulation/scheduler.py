@@ -8,15 +8,15 @@
 One thread; each entry is applied at ``t0 + at`` with the backend's
 ``change`` (merged into what is in force, like ``tc qdisc change``); an
 entry with ``for`` puts back exactly what was in force before it, after
-that long. Both work in place (a running delay daemon is reconfigured, a
+that long. Both work in place (a link engine lane is reconfigured, a
 tbf changed): a few milliseconds on an idle machine.
 
 Every action is recorded with its planned offset (``planned_s``), when it
 began (``started_s``) and when it was in force (``at_s``), how late that
 was (``late_s``) and ``late: true`` beyond ``LATE_S`` (e.g. a change that
-had to start a delay daemon: a Python start-up, up to seconds on a loaded
+had to start the link engine: a Python start-up, up to seconds on a loaded
 machine), with what the backend had to do besides (``notes``: a dropped
-tbf queue, a started daemon). A failed action is recorded with its error
+tbf queue, a lane added to the engine). A failed action is recorded with its error
 (``errors``) and the rest still run.
 """
 

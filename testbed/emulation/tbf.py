@@ -134,7 +134,7 @@ def apply(netns: str, ifname: str, params: TbfParams, *, previous: TbfParams | N
                            "have sch_tbf?") from None
     flushed = None
     if previous is not None and queue_must_go(previous, params):
-        packets, size = _fresh_queue(netns, ifname, index, handle, parent, params.limit)
+        packets, size = fresh_queue(netns, ifname, index, handle, parent, params.limit)
         if packets:
             flushed = Flushed(previous.burst, params.burst, packets, size)
     got = read(netns, ifname, handle, parent)
@@ -144,7 +144,7 @@ def apply(netns: str, ifname: str, params: TbfParams, *, previous: TbfParams | N
     return flushed
 
 
-def _fresh_queue(netns: str, ifname: str, index: int, handle: int, parent: int,
+def fresh_queue(netns: str, ifname: str, index: int, handle: int, parent: int,
                  limit: int) -> tuple[int, int]:
     """Graft a new bfifo under our tbf (the old queue is dropped): (packets, bytes) it held."""
     from pyroute2 import IPRoute

@@ -6,9 +6,9 @@ Per direction of a link (egress of ``ifname`` inside ``netns``):
   (default 1 BDP at the RTT hint);
 - delay, jitter (uniform/normal/pareto/paretonormal, netem semantics),
   reorder (netem's: that share of packets skips the delay line), random
-  and Gilbert-Elliott loss: a delay daemon (``delayd``) fed by an iptables
-  NFQUEUE rule without bypass (why loss is not an nft rule: see
-  ``netfilter.py``);
+  and Gilbert-Elliott loss: a lane of the testbed's one link engine
+  (``engine.py``, run by ``enginectl.py``) fed by an iptables NFQUEUE rule
+  without bypass (why loss is not an nft rule: see ``netfilter.py``);
 - offloads (TSO/GSO/GRO) off on the interface when loss, jitter or
   reordering must act per MTU-sized packet (``offload.py``).
 
@@ -26,22 +26,27 @@ PREROUTING, so ping (SO_TIMESTAMP) would not show the delay there; on a
 host-host link the delay line stays on the sender's egress, with the TSQ
 limit above.
 
-Cannot do: duplicate, corrupt, a queue without a rate; these are reported
-by ``unsupported`` and refused by ``apply``.
+With ``aqm: codel`` or ``red`` the link engine itself is the bottleneck
+(``bottleneck.py``: rate, buffer, the discipline on sojourn times, ECN CE marks
+with ``ecn: true``) and there is no tbf; offloads go off on the interface.
+
+Cannot do: duplicate, corrupt, a queue without a rate, aqm fq_codel or pie;
+these are reported by ``unsupported`` and refused by ``apply``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from testbed.emulation import daemon, netfilter, offload, tbf
+from testbed.emulation import enginectl, netfilter, offload, tbf
 from testbed.kernel.netns import enter
-from testbed.emulation.common import (Step, applied_with, read_state, state_path,
+from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.delayline import DelayConfig
 from testbed.errors import RealizeError
-from testbed.model.impairment import GilbertElliott, Impairment
+from testbed.model.impairment import Aqm, GilbertElliott, Impairment
 from testbed.units import Duration
 
 
@@ -68,23 +73,46 @@ class UserspacePlan:
 EMPTY = UserspacePlan()
 
 
+ENGINE_AQMS = ("codel", "red")    # the disciplines the link engine's bottleneck has
+
+
 def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePlan:
-    """Pure: the mechanisms and their parameters for ``imp`` (assumes it is supported)."""
+    """Pure: the mechanisms and their parameters for ``imp`` (assumes it is supported).
+
+    With an aqm other than fifo the link engine is the bottleneck (rate, buffer, AQM)
+    and there is no tbf; the buffer is the aqm's ``limit`` (packets) when given, else
+    the link's queue."""
+    aqm = imp.aqm.resolved() if imp.aqm is not None and imp.aqm.kind != "fifo" else None
     tbf_params = None
-    if imp.rate is not None:
+    if imp.rate is not None and aqm is None:
         tbf_params = tbf.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
     delay = None
     ge = imp.loss if isinstance(imp.loss, GilbertElliott) else None
     loss = imp.loss.fraction if imp.loss is not None and ge is None else 0.0
-    if imp.delay is not None or imp.jitter is not None or imp.reorder is not None or ge or loss:
+    if imp.delay is not None or imp.jitter is not None or imp.reorder is not None or ge or loss \
+            or aqm is not None:
         delay = DelayConfig(
             delay_us=imp.delay.us if imp.delay else 0.0,
             jitter_us=imp.jitter.us if imp.jitter else 0.0,
             distribution=imp.distribution,
             reorder=imp.reorder.fraction if imp.reorder else 0.0, loss=loss,
             ge_p=ge.p.fraction if ge else None, ge_r=ge.r.fraction if ge else None,
-            ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0)
-    return UserspacePlan(tbf=tbf_params, delay=delay, offloads_off=imp.acts_per_packet)
+            ge_h=ge.h.fraction if ge else 0.0, ge_k=ge.k.fraction if ge else 1.0,
+            **_engine_bottleneck(imp, aqm, rtt_hint, mtu))
+    return UserspacePlan(tbf=tbf_params, delay=delay,
+                         offloads_off=imp.acts_per_packet or aqm is not None)
+
+
+def _engine_bottleneck(imp: Impairment, aqm: Aqm | None, rtt_hint: Duration | None,
+                       mtu: int) -> dict:
+    if aqm is None or imp.rate is None:
+        return {}
+    limit = aqm.limit * (mtu + 14) if aqm.limit is not None and imp.aqm.limit is not None \
+        else imp.bottleneck_bytes(rtt_hint, mtu)
+    return {"aqm": aqm.kind, "rate_bps": imp.rate.bps, "limit_bytes": limit,
+            "target_us": aqm.target.us if aqm.target else 5000.0,
+            "interval_us": aqm.interval.us if aqm.interval else 100000.0,
+            "ecn": bool(imp.ecn)}
 
 
 def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
@@ -103,8 +131,13 @@ def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
             detail += f" reorder {d.reorder * 100:g}%"
         if d.ge_p is not None:
             detail += f" gemodel p={d.ge_p:g} r={d.ge_r:g} h={d.ge_h:g} k={d.ge_k:g}"
-        steps.append(Step(netns, ifname, "delay daemon",
-                          f"python -m testbed.emulation.delayd on NFQUEUE <ifindex>: {detail}"))
+        if d.aqm is not None:
+            steps.append(Step(netns, ifname, "bottleneck in the link engine",
+                              f"rate {d.rate_bps / 1e6:g} Mbit/s, buffer {d.limit_bytes} B, "
+                              f"{d.aqm} target {d.target_us:g}us interval {d.interval_us:g}us"
+                              f"{', ECN marks CE' if d.ecn else ''} (no tbf)"))
+        steps.append(Step(netns, ifname, "link engine",
+                          f"a lane of the testbed's link engine on NFQUEUE <ifindex>: {detail}"))
         steps.append(Step(netns, ifname, "iptables",
                           f"mangle POSTROUTING -o {ifname} -j NFQUEUE (no bypass), v4 and v6"))
     return steps
@@ -125,21 +158,16 @@ def _delay_site(record: dict, netns: str, ifname: str) -> tuple[str, str, str, i
     The queue number is the sender interface's ifindex either way: unique in
     the receiver's namespace too, since ifindexes are planned per link end.
     """
-    handle = _handle(record)
+    lane = record.get("engine")
     at = record.get("delay_at")
-    queue = handle.queue if handle is not None else _ifindex(netns, ifname)
+    queue = lane["queue"] if lane is not None else _ifindex(netns, ifname)
     if at is None:
         return netns, ifname, "egress", queue
     return at["netns"], at["ifname"], at["hook"], queue
 
 
-def _handle(record: dict) -> daemon.DaemonHandle | None:
-    d = record.get("daemon")
-    return None if d is None else daemon.DaemonHandle(**d)
-
-
 class UserspaceBackend:
-    """Link emulation with tbf and an NFQUEUE delay daemon."""
+    """Link emulation with tbf and the testbed's NFQUEUE link engine."""
 
     name = "userspace"
 
@@ -162,6 +190,9 @@ class UserspaceBackend:
                             "which tbf without 64-bit rates cannot express")
         if imp.reorder is not None and imp.delay is None:
             problems.append("reorder without delay: reordered packets overtake the delay line")
+        if imp.aqm is not None and imp.aqm.kind not in ("fifo", *ENGINE_AQMS):
+            problems.append(f"aqm {imp.aqm.kind}: the link engine's bottleneck has "
+                            f"{', '.join(ENGINE_AQMS)} (and tbf's fifo), not {imp.aqm.kind} yet")
         return problems
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
@@ -178,15 +209,10 @@ class UserspaceBackend:
         path = state_path(state_dir, netns, ifname)
         if read_state(path) is not None:
             self.remove(netns, ifname, owner_tag=owner_tag, state_dir=state_dir)
-        record = {"backend": self.name, "owner": owner_tag, "mtu": mtu,
-                  "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
-                  "impairment": imp.as_fields(), "plan": EMPTY.to_dict(),
-                  "daemon": None, "offloads_before": None, "generation": 0, "notes": [],
-                  "delay_at": None if ingress is None else
-                  {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
+        record = self._new_record(imp, owner_tag, rtt_hint, mtu, ingress)
         try:
             self._converge(netns, ifname, EMPTY, resolve(imp, rtt_hint, mtu), record, owner_tag,
-                           path.parent)
+                           Path(state_dir))
         except BaseException:
             write_state(path, record)
             try:
@@ -196,15 +222,78 @@ class UserspaceBackend:
             raise
         write_state(path, record)
 
+    def apply_all(self, targets: list[Target], *, state_dir: str | Path) -> list[str]:
+        """``apply`` for many directions at once (``up``): one engine update for every
+        lane, one ``iptables-restore`` per namespace and family, run side by side.
+
+        A direction that already has a record is re-applied alone. On error every
+        direction of ``targets`` is removed again. Returns notes for the user (the
+        engine and its timer calibration).
+        """
+        state_dir = Path(state_dir)
+        for t in targets:
+            self._refuse_unsupported(t.imp)
+        again = [t for t in targets if read_state(state_path(state_dir, t.netns, t.ifname))]
+        for t in again:
+            self.apply(t.netns, t.ifname, t.imp, owner_tag=t.owner_tag, state_dir=state_dir,
+                       rtt_hint=t.rtt_hint, mtu=t.mtu, ingress=t.ingress)
+        fresh = [t for t in targets if t not in again]
+        records: list[tuple[Path, dict]] = []
+        try:
+            self._apply_fresh(fresh, state_dir, records)
+        except BaseException:
+            for path, record in records:   # what was made, so that ``remove`` finds it
+                write_state(path, record)
+            for t in fresh:
+                with contextlib.suppress(RealizeError):
+                    self.remove(t.netns, t.ifname, owner_tag=t.owner_tag, state_dir=state_dir)
+            raise
+        for path, record in records:
+            write_state(path, record)
+        return enginectl.describe(state_dir)
+
+    def _apply_fresh(self, targets: list[Target], state_dir: Path,
+                     records: list[tuple[Path, dict]]) -> None:
+        """Rate, buffer and offloads per direction, then every delay lane at once."""
+        lanes: dict[tuple[str, int], DelayConfig] = {}
+        rules: dict[str, list[tuple[str, str, int, str]]] = {}
+        for t in targets:
+            record = self._new_record(t.imp, t.owner_tag, t.rtt_hint, t.mtu, t.ingress)
+            records.append((state_path(state_dir, t.netns, t.ifname), record))
+            plan = resolve(t.imp, t.rtt_hint, t.mtu)
+            self._converge(t.netns, t.ifname, EMPTY, replace(plan, delay=None), record,
+                           t.owner_tag, state_dir)
+            if plan.delay is not None:
+                dnetns, difname, hook = t.delay_site
+                lanes[(dnetns, t.queue)] = plan.delay
+                rules.setdefault(dnetns, []).append((t.owner_tag, difname, t.queue, hook))
+                record["engine"] = {"netns": dnetns, "queue": t.queue}
+                record["generation"] = 1
+                record["plan"] = {**record["plan"], "delay": plan.delay.to_dict()}
+        if lanes:
+            self._put(state_dir, lanes, targets[0].owner_tag)
+            enginectl.check_lanes(state_dir, list(lanes))
+            netfilter.apply_queues(rules)
+
+    @staticmethod
+    def _new_record(imp: Impairment, owner_tag: str, rtt_hint: Duration | None, mtu: int,
+                    ingress: tuple[str, str] | None) -> dict:
+        return {"backend": "userspace", "owner": owner_tag, "mtu": mtu,
+                "rtt_hint": None if rtt_hint is None else rtt_hint.seconds,
+                "impairment": imp.as_fields(), "plan": EMPTY.to_dict(),
+                "engine": None, "offloads_before": None, "generation": 0, "notes": [],
+                "delay_at": None if ingress is None else
+                {"netns": ingress[0], "ifname": ingress[1], "hook": "ingress"}}
+
     def change(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,
                state_dir: str | Path, exact: bool = False, rtt_shift: float = 0.0) -> Impairment:
         """Merge ``imp`` into the applied impairment (tc qdisc change) and return the result.
 
         ``exact``: put exactly ``imp`` in force instead. ``rtt_shift``: seconds
         the link's round trip changed by (resizes buffers given in BDP).
-        In place: a running delay daemon is reconfigured, not restarted, and
+        In place: the link engine's lane is reconfigured, not restarted, and
         the tbf is changed, not recreated. What the change had to do beyond
-        that (a queue dropped, a daemon started) is listed in the record's
+        that (a queue dropped, a lane added) is listed in the record's
         ``notes``.
         """
         now = applied_with(state_dir, netns, ifname, imp, exact=exact, rtt_shift=rtt_shift)
@@ -213,7 +302,7 @@ class UserspaceBackend:
         now.record["notes"] = []
         try:
             self._converge(netns, ifname, UserspacePlan.from_dict(now.record["plan"]), new,
-                           now.record, owner_tag, now.path.parent)
+                           now.record, owner_tag, Path(state_dir))
             now.record["impairment"] = now.merged.as_fields()
             now.record["rtt_hint"] = None if now.rtt_hint is None else now.rtt_hint.seconds
         finally:
@@ -225,36 +314,32 @@ class UserspaceBackend:
         path = state_path(state_dir, netns, ifname)
         record = read_state(path)
         if record is None:
-            self._remove_by_name(netns, ifname, owner_tag)
+            self._remove_by_name(netns, ifname, owner_tag, Path(state_dir))
         else:
             self._converge(netns, ifname, UserspacePlan.from_dict(record["plan"]), EMPTY, record,
-                           owner_tag, path.parent)
+                           owner_tag, Path(state_dir))
         path.unlink(missing_ok=True)
 
     def check_alive(self, netns: str, ifname: str, *, owner_tag: str,
                     state_dir: str | Path) -> None:
-        """Raise RealizeError if the link's delay daemon has died or lost its queue."""
+        """Raise RealizeError if the link engine has died or lost this direction's queue."""
         record = read_state(state_path(state_dir, netns, ifname))
-        handle = None if record is None else _handle(record)
-        if handle is not None:
-            dnetns, difname, _hook, _queue = _delay_site(record, netns, ifname)
-            daemon.check_alive(dnetns, difname, handle)
+        lane = None if record is None else record.get("engine")
+        if lane is not None:
+            enginectl.check_alive(state_dir, lane["netns"], lane["queue"])
 
     def show(self, netns: str, ifname: str, *, owner_tag: str, state_dir: str | Path) -> dict:
-        """What is in force, read from the kernel (and the daemon's status)."""
+        """What is in force, read from the kernel (and the link engine's status)."""
         record = read_state(state_path(state_dir, netns, ifname)) or {}
         out: dict = {"backend": self.name, "impairment": record.get("impairment")}
         got_tbf = tbf.read(netns, ifname)
         out["tbf"] = None if got_tbf is None else {"rate_bytes": got_tbf.rate_bytes,
                                                    "limit": got_tbf.limit}
-        handle = _handle(record)
-        if handle is not None:
+        lane = record.get("engine")
+        if lane is not None:
             dnetns, difname, hook, _queue = _delay_site(record, netns, ifname)
             out["delay_line_at"] = {"netns": dnetns, "ifname": difname, "hook": hook}
-            status = daemon.queue_status(dnetns, handle)
-            out["delay_daemon"] = {"pid": handle.pid, "queue": handle.queue,
-                                   "alive": daemon.start_time_of(handle.pid) == handle.start_time,
-                                   "kernel": None if status is None else vars(status)}
+            out["link_engine"] = enginectl.lane_status(state_dir, lane["netns"], lane["queue"])
         out["offloads"] = offload.read_offloads(netns, ifname)
         return out
 
@@ -267,7 +352,7 @@ class UserspaceBackend:
                                "(backend netem) or drop these settings")
 
     def _converge(self, netns: str, ifname: str, old: UserspacePlan, new: UserspacePlan,
-                  record: dict, owner_tag: str, directory: Path) -> None:
+                  record: dict, owner_tag: str, state_dir: Path) -> None:
         """Move the link from ``old`` to ``new``, updating ``record`` after each step."""
         def done(**changes: object) -> None:
             plan = UserspacePlan.from_dict(record["plan"])
@@ -278,31 +363,9 @@ class UserspaceBackend:
             record["offloads_before"] = offload.read_offloads(netns, ifname)
             offload.set_offloads(netns, ifname, on=False)
             done(offloads_off=True)
-        # delay line: rule removal before daemon stop, daemon start before rule
-        handle = _handle(record)
-        dnetns, difname, hook, queue = _delay_site(record, netns, ifname)
-        if new.delay is None and old.delay is not None:
-            if handle is not None:
-                netfilter.remove_queue(dnetns, owner_tag, difname, handle.queue, hook)
-                daemon.stop(handle)
-            record["daemon"] = None
-            done(delay=None)
-        elif new.delay is not None and handle is not None and new.delay != old.delay:
-            record["generation"] += 1
-            daemon.reconfigure(handle, new.delay, record["generation"], directory=directory,
-                               ifname=difname)
-            done(delay=new.delay)
-        elif new.delay is not None and handle is None:
-            handle = daemon.start(dnetns, difname, queue, new.delay, owner_tag=owner_tag,
-                                  directory=directory, realtime_prio=self._realtime_prio,
-                                  seed=self._seed)
-            record["daemon"] = vars(handle)
-            record["generation"] = 1
-            done(delay=new.delay)
-            daemon.check_alive(dnetns, difname, handle)
-            netfilter.apply_queue(dnetns, owner_tag, difname, queue, hook)
-            record.setdefault("notes", []).append(
-                f"started a delay daemon (pid {handle.pid}): the link had none")
+        # delay line: rule removal before the lane goes, the lane before the rule
+        self._converge_delay(netns, ifname, old, new, record, owner_tag, state_dir)
+        done(delay=new.delay)
         # rate and buffer
         if new.tbf is None and old.tbf is not None:
             tbf.remove(netns, ifname)
@@ -319,8 +382,41 @@ class UserspaceBackend:
             record["offloads_before"] = None
             done(offloads_off=False)
 
-    def _remove_by_name(self, netns: str, ifname: str, owner_tag: str) -> None:
-        """Cleanup without a state file: exact names derived from owner and interface."""
+    def _converge_delay(self, netns: str, ifname: str, old: UserspacePlan, new: UserspacePlan,
+                        record: dict, owner_tag: str, state_dir: Path) -> None:
+        lane = record.get("engine")
+        if new.delay is None and lane is None:
+            return
+        dnetns, difname, hook, queue = _delay_site(record, netns, ifname)
+        if new.delay is None and lane is not None:
+            netfilter.remove_queue(dnetns, owner_tag, difname, queue, hook)
+            self._put(state_dir, {(dnetns, queue): None}, owner_tag)
+            record["engine"] = None
+        elif new.delay is not None and lane is not None and new.delay != old.delay:
+            self._put(state_dir, {(dnetns, queue): new.delay}, owner_tag)
+            record["generation"] += 1
+        elif new.delay is not None and lane is None:
+            handle = self._put(state_dir, {(dnetns, queue): new.delay}, owner_tag)
+            record["engine"] = {"netns": dnetns, "queue": queue}
+            record["generation"] = 1
+            enginectl.check_alive(state_dir, dnetns, queue)
+            netfilter.apply_queue(dnetns, owner_tag, difname, queue, hook)
+            record.setdefault("notes", []).append(
+                f"the link engine (pid {handle.pid}) now delays this direction: it had no "
+                "delay line")
+
+    def _put(self, state_dir: Path, changes: dict,
+             owner_tag: str) -> enginectl.EngineHandle | None:
+        return enginectl.put_lanes(state_dir, changes, owner_tag=owner_tag,
+                                   realtime_prio=self._realtime_prio, seed=self._seed)
+
+    def _remove_by_name(self, netns: str, ifname: str, owner_tag: str,
+                        state_dir: Path) -> None:
+        """Cleanup without a state file: exact names derived from owner and interface.
+
+        The lane leaves the engine's file; an engine with no file left to go by
+        (its state directory lost) is found by namespace and argv and stopped.
+        """
         if not Path(f"/run/netns/{netns}").exists():
             return
         try:
@@ -329,9 +425,11 @@ class UserspaceBackend:
             queue = None
         if queue is not None:
             netfilter.remove_queue(netns, owner_tag, ifname, queue)
-        for pid in daemon.find_daemons(netns, owner_tag, ifname):
-            started = daemon.start_time_of(pid)
-            if started is not None:
-                daemon.stop(daemon.DaemonHandle(pid=pid, start_time=started, queue=queue or 0))
+            self._put(state_dir, {(netns, queue): None}, owner_tag)
+        if enginectl.read_handle(enginectl.EngineFiles.of(state_dir)) is None:
+            for pid in enginectl.find_engines([netns], owner_tag):
+                started = enginectl.start_time_of(pid)
+                if started is not None:
+                    enginectl.stop(enginectl.EngineHandle(pid, started, netns))
         if queue is not None:
             tbf.remove(netns, ifname)

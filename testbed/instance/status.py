@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from testbed.emulation import enginectl
 from testbed.errors import TestbedError
 from testbed.kernel import netns
 from testbed.plan.deployed import Deployed
@@ -70,6 +72,17 @@ def _link(deployed: Deployed, link: PlannedLink, journal: state.Journal) -> dict
     return out
 
 
+def _engine(state_dir: Path) -> dict[str, Any] | None:
+    """The link engine of a userspace-backend testbed: pid, alive, lanes (None: none runs)."""
+    files = enginectl.EngineFiles.of(state_dir)
+    handle = enginectl.read_handle(files)
+    if handle is None:
+        return None
+    lanes = ((enginectl.read_status(files) or {}).get("lanes") or {}).values()
+    return {"pid": handle.pid, "alive": enginectl.is_running(handle), "lanes": len(lanes),
+            "bottlenecks": sum(1 for l in lanes if l.get("bottleneck") is not None)}
+
+
 def instance_status(instance: str) -> dict[str, Any]:
     journal = state.Journal(instance)
     try:
@@ -86,6 +99,8 @@ def instance_status(instance: str) -> dict[str, Any]:
                            "file": deployed.file, "link_backend": deployed.link_backend,
                            "nodes": {}, "links": [_link(deployed, l, journal)
                                                   for l in deployed.links]}
+    if deployed.link_backend == "userspace":
+        out["link_engine"] = _engine(journal.dir)
     with netns.Namespaces() as spaces:
         for name in sorted(deployed.nodes):    # as status always listed them
             node = deployed.nodes[name]
@@ -131,6 +146,12 @@ def render(status: dict[str, Any]) -> str:
             if link["forward"] != "none" or link["reverse"] != "none":
                 lines.append(f"  link {link['a']}->{link['b']}: {link['forward']}")
                 lines.append(f"  link {link['b']}->{link['a']}: {link['reverse']}")
+        engine = inst.get("link_engine")
+        if engine is not None:
+            lines.append(f"  link engine: pid {engine['pid']}, "
+                         f"{'running' if engine['alive'] else 'DEAD: emulated links drop'}, "
+                         f"{engine['lanes']} directions, {engine['bottlenecks']} of them "
+                         "bottlenecks (testbed link show: counters)")
     changes = status.get("host_changes") or {}
     for key, entry in changes.items():
         lines.append(f"host change: {key} {' '.join(entry['original'])} + "

@@ -125,6 +125,59 @@ class Queue:
         return f"{self.bdp:g}bdp"
 
 
+# the bottleneck queue's discipline; parameters left out take the kernel's defaults
+# (tc-codel(8), tc-fq_codel(8), tc-pie(8); red's limit is the queue's size)
+AQM_KINDS = ("fifo", "codel", "fq_codel", "red", "pie")
+AQM_PARAMETERS = {"fifo": (), "codel": ("target", "interval", "limit"),
+                  "fq_codel": ("target", "interval", "limit"), "pie": ("target", "interval", "limit"),
+                  "red": ("limit",)}
+AQM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "codel": {"target": Duration(0.005), "interval": Duration(0.1), "limit": 1000},
+    "fq_codel": {"target": Duration(0.005), "interval": Duration(0.1), "limit": 10240},
+    "pie": {"target": Duration(0.015), "interval": Duration(0.015), "limit": 1000},
+}
+
+
+@dataclass(frozen=True)
+class Aqm:
+    """The bottleneck queue's discipline: ``kind`` and the parameters given (None: the
+    kernel's default, ``resolved``). ``interval`` is PIE's update interval (tupdate)."""
+
+    kind: str
+    target: Duration | None = None
+    interval: Duration | None = None
+    limit: int | None = None            # packets
+
+    def resolved(self) -> "Aqm":
+        defaults = AQM_DEFAULTS.get(self.kind, {})
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def as_fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.target is not None:
+            out["target_s"] = self.target.seconds
+        if self.interval is not None:
+            out["interval_s"] = self.interval.seconds
+        if self.limit is not None:
+            out["limit"] = self.limit
+        return out
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> "Aqm":
+        unknown = set(data) - {"kind", "target_s", "interval_s", "limit"}
+        if unknown or data.get("kind") not in AQM_KINDS:
+            raise ValueError(f"not an AQM record: {data!r}")
+        return cls(data["kind"],
+                   None if data.get("target_s") is None else Duration(data["target_s"]),
+                   None if data.get("interval_s") is None else Duration(data["interval_s"]),
+                   data.get("limit"))
+
+    def __str__(self) -> str:
+        given = [f"{k} {getattr(self, k)}" for k in ("target", "interval", "limit")
+                 if getattr(self, k) is not None]
+        return self.kind + (f" ({', '.join(given)})" if given else "")
+
+
 @dataclass(frozen=True)
 class Impairment:
     """Impairments applied to one direction of a link (at the sender's egress)."""
@@ -138,6 +191,8 @@ class Impairment:
     reorder: Percent | None = None
     duplicate: Percent | None = None
     corrupt: Percent | None = None
+    aqm: Aqm | None = None
+    ecn: bool | None = None             # the AQM marks ECT packets CE instead of dropping
 
     @property
     def is_empty(self) -> bool:
@@ -193,6 +248,10 @@ class Impairment:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.fraction
+        if self.aqm is not None:
+            out["aqm"] = self.aqm.as_fields()
+        if self.ecn is not None:
+            out["ecn"] = self.ecn
         return out
 
     @classmethod
@@ -217,7 +276,8 @@ class Impairment:
                          if ge is not None else maybe("loss", Percent)),
                    queue=None if queue is None else Queue(**queue),
                    reorder=maybe("reorder", Percent), duplicate=maybe("duplicate", Percent),
-                   corrupt=maybe("corrupt", Percent))
+                   corrupt=maybe("corrupt", Percent), aqm=maybe("aqm", Aqm.from_fields),
+                   ecn=maybe("ecn", bool))
 
     def describe(self) -> str:
         parts = []
@@ -240,14 +300,19 @@ class Impairment:
             value = getattr(self, name)
             if value:
                 parts.append(f"{name} {value}")
+        if self.aqm is not None:
+            parts.append(f"aqm {self.aqm}")
+        if self.ecn is not None:
+            parts.append("ecn" if self.ecn else "no ecn")
         return ", ".join(parts) or "none"
 
 
 # the keys of ``Impairment.as_fields``: its one JSON form
 FIELD_NAMES = ("rate_bps", "delay_s", "jitter_s", "distribution", "loss", "loss_gilbert_elliott",
-               "queue", "reorder", "duplicate", "corrupt")
+               "queue", "reorder", "duplicate", "corrupt", "aqm", "ecn")
+# the one list of a link's impairment keys (the loader, ``link set``, the schema use it)
 IMPAIRMENT_KEYS = ("rate", "delay", "jitter", "distribution", "loss", "queue",
-                   "reorder", "duplicate", "corrupt")
+                   "reorder", "duplicate", "corrupt", "aqm", "ecn")
 
 
 def parse_impairment(data: dict[str, Any], *, file: str | None, path: str,
@@ -278,26 +343,15 @@ def parse_impairment(data: dict[str, Any], *, file: str | None, path: str,
                       f"choose one of {', '.join(JITTER_DISTRIBUTIONS)}")
         values["distribution"] = dist
     if "loss" in data and data["loss"] is not None:
-        raw = data["loss"]
-        if isinstance(raw, dict):
-            unknown = set(raw) - {"p", "r", "h", "k"}
-            if unknown:
-                raise err("loss", f"unknown key(s) {', '.join(sorted(unknown))} in a "
-                          "Gilbert-Elliott loss model (keys: p, r, h, k)")
-            if "p" not in raw or "r" not in raw:
-                raise err("loss", "a Gilbert-Elliott loss model needs at least p and r")
-            try:
-                ge = {k: Percent.parse(v) for k, v in raw.items()}
-            except UnitError as exc:
-                raise err("loss", str(exc)) from None
-            values["loss"] = GilbertElliott(**ge)
-        else:
-            try:
-                values["loss"] = Percent.parse(raw)
-            except UnitError as exc:
-                raise err("loss", str(exc)) from None
+        values["loss"] = _parse_loss(data["loss"], err)
+    if data.get("aqm") is not None:
+        values["aqm"] = _parse_aqm(data["aqm"], err)
+    if data.get("ecn") is not None:
+        values["ecn"] = _parse_bool(data["ecn"], err("ecn", "ecn is true or false, not "
+                                                     f"{data['ecn']!r}"))
     imp = Impairment(**values)
     if not partial:
+        _check_aqm(imp, err)
         if imp.jitter is not None and imp.delay is None:
             raise err("jitter", "jitter needs a delay (jitter varies the delay around its mean)")
         if imp.distribution is not None and imp.jitter is None:
@@ -309,3 +363,75 @@ def parse_impairment(data: dict[str, Any], *, file: str | None, path: str,
         if imp.reorder is not None and imp.delay is None:
             raise err("reorder", "reordering needs a delay (reordered packets skip the delay line)")
     return imp
+
+
+def _parse_loss(raw: object, err: Any) -> Percent | GilbertElliott:
+    """``loss: 1%`` or a Gilbert-Elliott mapping ``{p, r, h, k}``."""
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"p", "r", "h", "k"}
+        if unknown:
+            raise err("loss", f"unknown key(s) {', '.join(sorted(unknown))} in a "
+                      "Gilbert-Elliott loss model (keys: p, r, h, k)")
+        if "p" not in raw or "r" not in raw:
+            raise err("loss", "a Gilbert-Elliott loss model needs at least p and r")
+        try:
+            return GilbertElliott(**{k: Percent.parse(v) for k, v in raw.items()})
+        except UnitError as exc:
+            raise err("loss", str(exc)) from None
+    try:
+        return Percent.parse(raw)
+    except UnitError as exc:
+        raise err("loss", str(exc)) from None
+
+
+def _parse_bool(value: object, error: ConfigError) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise error
+
+
+def _parse_aqm(raw: object, err: Any) -> Aqm:
+    """``aqm: codel`` or ``aqm: {kind: codel, target: 5ms, interval: 100ms, limit: 1000}``."""
+    spec = {"kind": raw} if isinstance(raw, str) else raw
+    if not isinstance(spec, dict) or spec.get("kind") not in AQM_KINDS:
+        kind = spec.get("kind") if isinstance(spec, dict) else raw
+        raise err("aqm", f"unknown queue discipline {kind!r}; choose one of "
+                  f"{', '.join(AQM_KINDS)} (a name, or a mapping with kind and parameters)")
+    kind = spec["kind"]
+    extra = sorted(set(spec) - {"kind", *AQM_PARAMETERS[kind]})
+    if extra:
+        allowed = ", ".join(AQM_PARAMETERS[kind]) or "none"
+        raise err("aqm", f"{kind} takes no {', '.join(extra)} (its parameters: {allowed})")
+    values: dict[str, Any] = {}
+    for key in ("target", "interval"):
+        if spec.get(key) is not None:
+            try:
+                values[key] = Duration.parse(spec[key])
+            except UnitError as exc:
+                raise err(f"aqm.{key}", str(exc)) from None
+            if values[key].seconds <= 0:
+                raise err(f"aqm.{key}", f"{key} must be positive")
+    if spec.get("limit") is not None:
+        limit = spec["limit"]
+        if isinstance(limit, str) and re.fullmatch(r"[0-9]{1,10}p", limit.strip()):
+            limit = int(limit.strip()[:-1])
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 2**31:
+            raise err("aqm.limit", f"limit is a number of packets (e.g. 1000 or '1000p'), "
+                      f"not {spec['limit']!r}")
+        values["limit"] = limit
+    return Aqm(kind, **values)
+
+
+def _check_aqm(imp: Impairment, err: Any) -> None:
+    """An AQM manages the bottleneck's queue, which only a rate makes; ECN needs one that marks."""
+    if imp.aqm is not None and imp.aqm.kind != "fifo" and imp.rate is None:
+        raise err("aqm", f"aqm {imp.aqm.kind} manages the bottleneck queue: give the link a "
+                  "rate (without one nothing queues)")
+    if imp.ecn and (imp.aqm is None or imp.aqm.kind == "fifo"):
+        raise err("ecn", "ecn: true needs an AQM that marks (aqm: codel, fq_codel, red or pie); "
+                  "a fifo only drops")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from testbed.model.impairment import AQM_KINDS, IMPAIRMENT_KEYS
+
 NAME = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]*$", "maxLength": 24}
 PERCENT = {"type": ["string", "number"], "description": "a percentage, e.g. '0.5%'"}
+AQM_KIND = {"enum": list(AQM_KINDS), "description": "the bottleneck queue's discipline"}
 IMPAIRMENT_PROPS: dict[str, Any] = {
     "rate": {"type": "string", "description": "bottleneck rate, e.g. 100mbit"},
     "delay": {"type": "string", "description": "one-way delay, e.g. 20ms"},
@@ -18,6 +21,13 @@ IMPAIRMENT_PROPS: dict[str, Any] = {
     "queue": {"type": ["string", "integer"],
               "description": "buffer: packets (100p), bytes (375KB) or a BDP multiple (1.5bdp)"},
     "reorder": PERCENT, "duplicate": PERCENT, "corrupt": PERCENT,
+    "aqm": {"oneOf": [AQM_KIND, {
+        "type": "object", "additionalProperties": False, "required": ["kind"],
+        "description": "queue discipline with parameters (the kernel's defaults otherwise)",
+        "properties": {"kind": AQM_KIND, "target": {"type": "string"},
+                       "interval": {"type": "string"},
+                       "limit": {"type": ["string", "integer"]}}}]},
+    "ecn": {"type": "boolean", "description": "the AQM marks ECT packets CE instead of dropping"},
 }
 IMPAIRMENT = {"type": "object", "additionalProperties": False, "properties": IMPAIRMENT_PROPS}
 SYSCTLS = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},

@@ -19,7 +19,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from testbed.plan.types import netns_name, owner_tag
 from testbed.kernel import netns, sysctl, tracefs
 
-QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "cake", "sfq")
+QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "codel", "pie", "cake", "sfq")
+AQM_QDISCS = ("codel", "fq_codel", "pie")     # what a link's aqm: needs with the netem backend
 BINARIES = (
     # binary, apt package, why
     ("iperf3", "iperf3", "bulk TCP/UDP workloads"),
@@ -87,6 +88,22 @@ def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
     return True
 
 
+def aqm_check(kinds: dict[str, bool]) -> Finding:
+    """Which bottleneck disciplines (a link's ``aqm:``) run where on this kernel."""
+    have = [k for k in AQM_QDISCS if kinds.get(k)]
+    engine = ("the userspace backend's link engine is itself the bottleneck for aqm codel and "
+              "red (with ecn), and refuses fq_codel and pie")
+    if kinds.get("netem") and have:
+        return Finding("aqm", "ok", f"kernel qdiscs {', '.join(have)}: with the netem backend a "
+                     f"link's aqm runs there (red is not built yet); {engine}")
+    if have:
+        return Finding("aqm", "warn", f"kernel qdiscs {', '.join(have)} exist but no sch_netem: "
+                     f"links use the userspace backend, and {engine}")
+    return Finding("aqm", "warn", f"no AQM qdisc ({', '.join(AQM_QDISCS)}) in this kernel; "
+                 f"{engine}", "for aqm: a kernel with sch_netem and sch_codel/sch_fq_codel/"
+                 "sch_pie (e.g. vagrant/guest)")
+
+
 def sysctl_check(probe: Path = SYSCTL_PROBE) -> Finding:
     """Whether net.* sysctls can be written: testbed sets them in each namespace it makes
     (forwarding, IPv6 DAD, congestion control). The capabilities alone are not enough."""
@@ -139,11 +156,12 @@ def run_checks() -> list[Finding]:
                                     "netem backend"))
             else:
                 checks.append(Finding("link emulation", "warn", "no sch_netem: emulated links use "
-                                    "the userspace backend (tbf for rate, an NFQUEUE daemon for "
+                                    "the userspace backend (tbf for rate, the NFQUEUE link engine for "
                                     "delay, jitter and loss)",
                                     "for netem: apt-get install linux-modules-extra-$(uname -r) "
                                     "(Ubuntu) or kernel-modules-extra (Fedora), then modprobe "
                                     "sch_netem; or use vagrant/guest"))
+            checks.append(aqm_check(kinds))
     available = sysctl.available_ccs()
     allowed = sysctl.read_sysctl("net.ipv4.tcp_allowed_congestion_control").split()
     checks.append(Finding("congestion control", "ok" if {"cubic", "bbr"} <= set(available) else "warn",

@@ -107,6 +107,18 @@ def pick_instance(name: str | None) -> str:
     raise TestbedError(f"several testbeds are up ({', '.join(up)}): choose one with --name")
 
 
+def record_in(directory: Path, kind: str, *fields: object) -> None:
+    """Append one line to the journal in ``directory`` (an instance's, or a scratch
+    state directory's): for what is made below the realizer, e.g. the link engine."""
+    line = " ".join([kind, *(str(f) for f in fields)]) + "\n"
+    fd = os.open(Path(directory) / "journal",
+                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Journal:
     """Append-only record of what an instance made, flushed line by line."""
@@ -125,12 +137,7 @@ class Journal:
         _mkdir(self.dir)
 
     def record(self, kind: str, *fields: object) -> None:
-        line = " ".join([kind, *(str(f) for f in fields)]) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        record_in(self.dir, kind, *fields)
 
     def entries(self, kind: str) -> list[list[str]]:
         try:

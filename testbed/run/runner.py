@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 from testbed.collect.hostload import HostLoadSampler
+from testbed.emulation import enginectl
 from testbed.emulation.scheduler import Scheduler
 from testbed.errors import Interrupted, TestbedError, WorkloadError
 from testbed.instance.network import Network, attach, up
@@ -299,6 +300,10 @@ class PointRun:
         try:
             now = state.Journal(net.name).read_deployed() or net.deployed
             self.manifest["links_after"] = conditions.link_directions(now, net.state_dir)
+            if net.link_backend == "userspace":
+                # per direction: delay-line and bottleneck counters (drops, marks, sojourn),
+                # the engine's timer calibration and release lateness
+                self.manifest["link_engine_after"] = enginectl.fresh_status(net.state_dir)
             self.manifest["nodes_after"] = manifest.node_state(net)
         except (OSError, subprocess.SubprocessError, TestbedError) as exc:
             gathered.summary["notes"].append(f"could not read node state after the run: {exc}")

@@ -15,7 +15,7 @@ from tb_helpers import TIMING
 
 from emu_fixtures import (left_behind, make_pair, requires_root, udp_blast_received,
                           udp_rtts)
-from testbed.emulation import UserspaceBackend
+from testbed.emulation import UserspaceBackend, enginectl
 from testbed.emulation.distributions import NETEM_DIST_SCALE, netem_table, standard_factors
 from testbed.kernel.netns import enter
 from testbed.errors import RealizeError
@@ -162,16 +162,19 @@ def test_tbf_rate(pair, backend):
     assert left_behind(pair) == []
 
 
-def test_killed_daemon_is_detected_and_cleaned(pair, backend):
+def engine_pid(pair) -> int:
+    return enginectl.read_handle(enginectl.EngineFiles.of(pair.state_dir)).pid
+
+
+def test_killed_engine_is_detected_and_cleaned(pair, backend):
     apply(backend, pair, imp(delay="5ms"))
     try:
         backend.check_alive(pair.a, "eth0", owner_tag=pair.owner, state_dir=pair.state_dir)
-        state = json.loads((pair.state_dir / "emulation" / pair.a / "eth0.json").read_text())
-        os.kill(state["daemon"]["pid"], signal.SIGKILL)
+        os.kill(engine_pid(pair), signal.SIGKILL)
         time.sleep(0.1)
         with pytest.raises(RealizeError, match="died"):
             backend.check_alive(pair.a, "eth0", owner_tag=pair.owner, state_dir=pair.state_dir)
-        # no pass-through: without the daemon packets are dropped, never undelayed
+        # no pass-through: without the engine packets are dropped, never undelayed
         assert udp_rtts(pair, 20, 0.005, timeout=0.3) == []
     finally:
         remove(backend, pair)
@@ -181,17 +184,20 @@ def test_killed_daemon_is_detected_and_cleaned(pair, backend):
 def test_change_keeps_other_impairments(pair, backend):
     apply(backend, pair, imp(delay="5ms", rate="100mbit"))
     try:
-        pid = json.loads((pair.state_dir / "emulation" / pair.a / "eth0.json").read_text())[
-            "daemon"]["pid"]
+        pid = engine_pid(pair)
         merged = backend.change(pair.a, "eth0", parse_impairment(
             {"delay": "15ms"}, file=None, path="t", partial=True),
             owner_tag=pair.owner, state_dir=pair.state_dir)
         assert merged.rate is not None and merged.delay.ms == pytest.approx(15)
         shown = backend.show(pair.a, "eth0", owner_tag=pair.owner, state_dir=pair.state_dir)
         assert shown["tbf"]["rate_bytes"] == 100_000_000 // 8
-        assert shown["delay_daemon"]["pid"] == pid  # reconfigured live, not restarted
+        assert shown["link_engine"]["pid"] == pid  # reconfigured live, not restarted
         rtts = udp_rtts(pair, 50, 0.005, timeout=0.3)
         assert 0.0148 < statistics.median(rtts) < 0.0165
+        engine = backend.show(pair.a, "eth0", owner_tag=pair.owner,
+                              state_dir=pair.state_dir)["link_engine"]
+        assert engine["alive"] and engine["kernel"]["portid"] == pid
+        assert engine["counters"]["packets"] >= len(rtts)
     finally:
         remove(backend, pair)
     assert left_behind(pair) == []

@@ -63,7 +63,7 @@ def test_set_delay_then_loss_only(clean_instance, write_topology):
         assert by_dir["h1->h2"]["fields"] == {"delay_s": 0.01, "loss": 0.01}, shown
         assert 14.5 < median_rtt_ms(net) < 22   # delay kept
         text = run_cli("link", "show", "--link", "h1-h2", "--testbed", clean_instance).stdout
-        assert "in force: delay 10ms, loss 1%" in text and "delay daemon: pid" in text, text
+        assert "in force: delay 10ms, loss 1%" in text and "link engine: pid" in text, text
         assert "{" not in text, text                    # for people, not a JSON dump
 
         now = testbed.attach(clean_instance).deployed    # state.json follows the change

@@ -13,7 +13,7 @@ import pytest
 from tb_helpers import TIMING, run_cli, wait_for
 
 import testbed
-from testbed.emulation import tbf
+from testbed.emulation import enginectl, tbf
 from testbed.emulation.common import read_state, state_path
 from testbed.emulation.scheduler import Scheduler
 
@@ -107,18 +107,19 @@ schedule:
 """
 
 # a revert in place takes ~5-20 ms on an idle machine; putting the link back by
-# re-applying it (a new delay daemon: a Python start-up) took 0.5 s idle and 1.2 s
-# loaded. 1 s leaves a loaded 2-core machine room; the daemon check below is exact.
+# re-applying it (then: a new delay daemon, a Python start-up) took 0.5 s idle and 1.2 s
+# loaded. 1 s leaves a loaded 2-core machine room; the engine check below is exact.
 REVERT_TOLERANCE_S = 1.0
 
 
-def test_scheduled_revert_reconfigures_the_running_daemon(clean_instance, write_topology):
+def test_scheduled_revert_reconfigures_the_running_engine(clean_instance, write_topology):
     with testbed.up(write_topology(SCHED_TOPO), name=clean_instance,
                     link_backend="userspace") as net:
         h2 = net["h2"]
         link = net.links[0]
         record_path = state_path(net.state_dir, h2.netns, link.b_ifname)
-        daemon_before = read_state(record_path)["daemon"]
+        lane_before = read_state(record_path)["engine"]
+        engine_before = enginectl.read_handle(enginectl.EngineFiles.of(net.state_dir))
         sched = Scheduler.for_network(net)
         sched.start()
         time.sleep(2.0)
@@ -127,8 +128,9 @@ def test_scheduled_revert_reconfigures_the_running_daemon(clean_instance, write_
         assert sched.errors == [], (outage, back)
         assert back["action"] == "revert" and back["result"] == ["h2->h1: delay 1ms"]
         record = read_state(record_path)
-        # the same daemon (pid and start time) serves the link, reconfigured twice
-        assert record["daemon"] == daemon_before, (daemon_before, record["daemon"])
+        # the same engine (pid and start time) serves the same lane, reconfigured twice
+        assert record["engine"] == lane_before, (lane_before, record["engine"])
+        assert enginectl.read_handle(enginectl.EngineFiles.of(net.state_dir)) == engine_before
         assert record["generation"] == 3, record
         assert record["impairment"] == {"delay_s": 0.001}, record
         assert back["notes"] == [] and outage["notes"] == []

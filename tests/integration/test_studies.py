@@ -16,7 +16,7 @@ import pytest
 
 from testbed.analysis import load_runs, summarize
 from testbed.analysis.verdicts import check_assertions
-from testbed.run.experiment import run_workload
+from testbed.run.workload import run_workload
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

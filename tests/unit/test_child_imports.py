@@ -46,9 +46,9 @@ def test_the_builtin_agent_does_not_import_from_the_callers_directory(tmp_path, 
     assert not marker.exists(), marker.read_text()
 
 
-def test_the_delay_daemon_is_started_with_P_in_root(monkeypatch, tmp_path):
+def test_the_link_engine_is_started_with_P_in_root(monkeypatch, tmp_path):
     """Its start needs a namespace and NFQUEUE (integration); here: how it is started."""
-    from testbed.emulation import daemon
+    from testbed.emulation import enginectl
     from testbed.emulation.delayline import DelayConfig
     seen: dict = {}
 
@@ -58,9 +58,9 @@ def test_the_delay_daemon_is_started_with_P_in_root(monkeypatch, tmp_path):
     def popen(argv, **kwargs):
         seen.update(argv=argv, **kwargs)
         raise Stop
-    monkeypatch.setattr(daemon.subprocess, "Popen", popen)
-    monkeypatch.setattr(daemon, "enter", lambda netns: contextlib.nullcontext())
+    monkeypatch.setattr(enginectl.subprocess, "Popen", popen)
+    monkeypatch.setattr(enginectl, "enter", lambda netns: contextlib.nullcontext())
     with pytest.raises(Stop):
-        daemon.start("ns", "eth0", 1, DelayConfig(), owner_tag="t", directory=tmp_path)
-    assert seen["argv"][1:4] == ["-P", "-m", daemon.MODULE] and seen["cwd"] == "/"
+        enginectl.put_lanes(tmp_path, {("ns", 1): DelayConfig()}, owner_tag="t")
+    assert seen["argv"][1:4] == ["-P", "-m", enginectl.MODULE] and seen["cwd"] == "/"
     assert all(Path(a).is_absolute() for a in seen["argv"] if "/" in a)

@@ -146,6 +146,9 @@ class RecordingBackend:
     def apply(self, netns, ifname, imp, *, owner_tag, state_dir, rtt_hint, mtu, ingress=None):
         self.applied.append((netns, ifname, ingress))
 
+    def apply_all(self, targets, *, state_dir):
+        self.applied += [(t.netns, t.ifname, t.ingress) for t in targets]
+
 
 def test_up_applies_each_direction_where_deployed_says_it_is(tmp_path):
     from testbed.emulation import Selection

@@ -32,3 +32,10 @@ def test_steady_rate_takes_the_best_window():
     samples += [(1.4 + t / 10, int(1e6 + t / 10 * 1e6)) for t in range(1, 10)]
     assert abs(steady_rate(samples) - 8e6) < 1e3
     assert steady_rate(samples[:3]) is None
+
+
+def test_rtt_check_reports_the_error_per_delayed_pass():
+    check = rtt_check([20.4] * 98 + [21.0, 30.0], 100, 20.0, 0.0, passes=2)
+    per_pass = check.detail["error_per_pass_ms"]
+    assert abs(per_pass["p50"] - 0.2) < 1e-9 and abs(per_pass["p99"] - 0.5) < 1e-9
+    assert "error_per_pass_ms" not in rtt_check([20.0] * 10, 10, 20.0, 0.0).detail

@@ -1,0 +1,202 @@
+"""The link engine against the per-direction delay daemons it replaced, side by side.
+
+GitHub issue 11. Builds a line of N routers with a host at each end and a delay
+on EVERY link (N+1 links, 2(N+1) emulated directions), with the userspace
+backend, through the CLI as a user would, and measures:
+
+- ``up``: wall time of ``testbed up`` (its own process);
+- RSS: the summed resident set of the emulation processes (the engine, or every
+  delay daemon), read from /proc after ``up``;
+- RTT: ``ping -c 200 -i 0.01`` h1 -> h2 (mean, p50, p99), against the configured
+  2(N+1) x delay and against the same line without delay (the veths' own RTT),
+  giving the error per pass (one pass = one delayed direction crossed);
+- ``down``: wall time of ``testbed down``.
+
+"daemons" runs another checkout's code (``--old /work/main``: the per-direction
+daemons); "engine" runs this one. Lines longer than 253 routers cannot ping end to
+end (TTL max 255): RTT is measured only where the ends can reach each other.
+
+Run as root:  python benchmarks/bench_engine.py --old /work/main
+              [--scenarios 30,250,1000] [--codes daemons,engine] [--json out.json]
+Prints a table with engine/daemons ratios; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LINE = """variables: {routers: 30, delay: 1ms}
+---
+name: benchline
+nodes:
+  h1: {kind: host}
+  h2: {kind: host}
+{% for i in range(1, routers + 1) %}
+  r{{ i }}: {kind: router}
+{% endfor %}
+addressing:
+  ipv4: 10.0.0.0/12
+links:
+  - endpoints: [h1, r1]
+{% if delay %}    delay: {{ delay }}
+{% endif %}
+{% for i in range(1, routers) %}
+  - endpoints: [r{{ i }}, r{{ i + 1 }}]
+{% if delay %}    delay: {{ delay }}
+{% endif %}
+{% endfor %}
+  - endpoints: [r{{ routers }}, h2]
+{% if delay %}    delay: {{ delay }}
+{% endif %}
+"""
+EMULATION_MODULES = ("testbed.emulation.engine", "testbed.emulation.delayd")
+
+
+def cli(code: Path, *args: str, timeout: float = 900) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd="/")
+    return time.monotonic() - started, proc
+
+
+def emulation_rss_mb(name: str) -> tuple[int, float]:
+    """(count, summed VmRSS in MB) of the engine/daemon processes inside instance
+    ``name``'s namespaces (where both run)."""
+    spaces = {f"net:[{os.stat(p).st_ino}]" for p in Path("/run/netns").glob(f"tb-{name}-*")}
+    count, total = 0, 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/net") not in spaces:
+                continue
+            args = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+            if not any(a.decode(errors="replace") in EMULATION_MODULES for a in args):
+                continue
+            status = Path(f"/proc/{entry.name}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        if found:
+            count += 1
+            total += int(found.group(1))
+    return count, total / 1024
+
+
+def ping(code: Path, name: str, count: int = 200) -> list[float]:
+    _t, proc = cli(code, "exec", "--name", name, "h1", "--", "ping", "-n", "-c", str(count),
+                   "-i", "0.01", "-W", "2", "h2")
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", proc.stdout)]
+
+
+def stats(rtts: list[float]) -> dict | None:
+    if not rtts:
+        return None
+    s = sorted(rtts)
+    return {"n": len(s), "mean": statistics.mean(s), "p50": s[len(s) // 2],
+            "p99": s[min(len(s) - 1, int(len(s) * 0.99))]}
+
+
+def one(code: Path, routers: int, delay: str | None, topo: Path, measure_rtt: bool) -> dict:
+    name = f"lb{secrets.token_hex(3)}"
+    args = ["up", str(topo), "--name", name, "--link-backend", "userspace",
+            "--set", f"routers={routers}", "--set", f"delay={delay or 'null'}"]
+    up_s, proc = cli(code, *args)
+    out: dict = {"up_s": up_s, "load": os.getloadavg()[0]}
+    try:
+        if proc.returncode != 0:
+            out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+            return out
+        out["processes"], out["rss_mb"] = emulation_rss_mb(name)
+        if measure_rtt:
+            out["rtt_ms"] = stats(ping(code, name))
+    finally:
+        out["down_s"], _ = cli(code, "down", "--name", name)
+    return out
+
+
+def scenario(codes: dict[str, Path], routers: int, delay_ms: float, topo: Path) -> dict:
+    reachable = routers <= 253
+    result: dict = {"routers": routers, "directions": 2 * (routers + 1),
+                    "configured_rtt_ms": 2 * (routers + 1) * delay_ms}
+    if reachable:
+        base = one(codes.get("engine") or next(iter(codes.values())), routers, None, topo, True)
+        result["base_rtt_ms"] = base.get("rtt_ms")
+    for label, code in codes.items():
+        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable)
+        rtt, base_rtt = r.get("rtt_ms"), result.get("base_rtt_ms")
+        if rtt and base_rtt:
+            passes = result["directions"]
+            r["error_per_pass_us"] = {k: (rtt[k] - base_rtt["p50"] - result["configured_rtt_ms"])
+                                      / passes * 1e3 for k in ("mean", "p50", "p99")}
+            r["rtt_vs_configured"] = rtt["mean"] / result["configured_rtt_ms"]
+        result[label] = r
+        print(json.dumps({label: r}), file=sys.stderr)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| routers | code | up s | down s | procs | RSS MB | RTT mean/p99 ms (configured) "
+             "| error/pass mean, p99 us | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for label in ("daemons", "engine"):
+            r = res.get(label)
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"| {res['routers']} | {label} | failed: {r['error']} |||||||")
+                continue
+            rtt, err = r.get("rtt_ms"), r.get("error_per_pass_us")
+            lines.append(
+                f"| {res['routers']} | {label} | {r['up_s']:.2f} | {r['down_s']:.2f} | "
+                f"{r['processes']} | {r['rss_mb']:.0f} | "
+                + (f"{rtt['mean']:.2f}/{rtt['p99']:.2f} ({res['configured_rtt_ms']:g})"
+                   if rtt else "n/a (TTL)") + " | "
+                + (f"{err['mean']:.0f}, {err['p99']:.0f}" if err else "") + f" | {r['load']:.1f} |")
+        d, e = res.get("daemons"), res.get("engine")
+        if d and e and "error" not in d and "error" not in e:
+            lines.append(f"| {res['routers']} | engine/daemons | {e['up_s'] / d['up_s']:.3f} | "
+                         f"{e['down_s'] / d['down_s']:.2f} | | {e['rss_mb'] / d['rss_mb']:.3f} "
+                         "| | | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", type=Path, default=None,
+                        help="a checkout with the per-direction daemons (e.g. /work/main)")
+    parser.add_argument("--scenarios", default="30,250,1000", help="routers per line")
+    parser.add_argument("--codes", default="daemons,engine")
+    parser.add_argument("--delay-ms", type=float, default=1.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    codes = {"daemons": args.old, "engine": REPO}
+    codes = {k: v for k, v in codes.items() if k in args.codes.split(",") and v is not None}
+    with tempfile.TemporaryDirectory(prefix="tbbench-engine-") as tmp:
+        topo = Path(tmp) / "line.yaml"
+        topo.write_text(LINE)
+        results = []
+        for routers in (int(x) for x in args.scenarios.split(",")):
+            # the daemons refuse ~150 routers and more (memory): not tried there
+            use = {k: v for k, v in codes.items() if k == "engine" or routers <= 60}
+            results.append(scenario(use, routers, args.delay_ms, topo))
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""A bottleneck queue for the link engine: rate, buffer and AQM on sojourn times. Pure.
+
+The userspace backend's bottleneck is otherwise tbf's fifo in the kernel; with
+an ``aqm`` other than fifo the engine becomes the bottleneck instead, as
+Mahimahi's codel/pie queues do: a FIFO served at ``rate``, tail drop at
+``limit_bytes``, and at each packet's dequeue (the start of its transmission)
+the discipline decides from its sojourn time whether it is sent, dropped or,
+with ECN on an ECN-capable packet, marked CE.
+
+Because the queue is a FIFO served at a known rate, a packet's dequeue time is
+known when it arrives (``max(arrival, link free)``), so the discipline's
+dequeue logic runs at arrival with that future time as "now": the state
+evolves in dequeue order, which for a FIFO is arrival order. A dropped packet
+takes no transmission time. The backlog a discipline sees is the bytes queued
+ahead of the packet.
+
+CoDel follows RFC 8289 (the kernel's codel.h): a packet whose sojourn has
+stayed above ``target`` for ``interval`` starts a dropping state in which the
+next drop comes ``interval / sqrt(count)`` later. RED (Floyd & Jacobson 1993,
+the kernel's red.h without the idle correction): an EWMA of the backlog
+(w = 1/512) against min/max thresholds of 1/12 and 1/4 of the limit, drop
+probability rising linearly to 2 % at max (tc red's defaults when only a limit
+is given, in bytes); above max, always. Times are integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+
+SEND = 0
+DROP = 1
+MARK = 2
+
+
+@dataclass(frozen=True)
+class BottleneckConfig:
+    rate_bps: float
+    limit_bytes: int
+    aqm: str = "fifo"            # fifo, codel, red
+    target_ns: int = 5_000_000
+    interval_ns: int = 100_000_000
+    ecn: bool = False
+
+
+class CoDel:
+    """RFC 8289's dequeue decision, driven by (now, sojourn, backlog)."""
+
+    def __init__(self, target_ns: int, interval_ns: int, mtu: int = 1514) -> None:
+        self.target, self.interval, self.mtu = target_ns, interval_ns, mtu
+        self.first_above = 0
+        self.dropping = False
+        self.drop_next = 0
+        self.count = 0
+        self.last_count = 0
+
+    def _control_law(self, t: int) -> int:
+        return t + int(self.interval / math.sqrt(max(1, self.count)))
+
+    def _ok_to_drop(self, now: int, sojourn: int, backlog: int) -> bool:
+        if sojourn < self.target or backlog <= self.mtu:
+            self.first_above = 0
+            return False
+        if self.first_above == 0:
+            self.first_above = now + self.interval
+            return False
+        return now >= self.first_above
+
+    def signal(self, now: int, sojourn: int, backlog: int) -> bool:
+        """Whether this packet gets the congestion signal (a drop, or a CE mark)."""
+        ok = self._ok_to_drop(now, sojourn, backlog)
+        if self.dropping:
+            if not ok:
+                self.dropping = False
+                return False
+            if now >= self.drop_next:
+                self.count += 1
+                self.drop_next = self._control_law(self.drop_next)
+                return True
+            return False
+        if ok:
+            self.dropping = True
+            delta = self.count - self.last_count
+            self.count = delta if delta > 1 and now - self.drop_next < 16 * self.interval else 1
+            self.last_count = self.count
+            self.drop_next = self._control_law(now)
+            return True
+        return False
+
+
+class Red:
+    """RED on the average backlog (bytes), tc red's defaults for a byte limit."""
+
+    W = 1 / 512
+    MAX_P = 0.02
+
+    def __init__(self, limit_bytes: int, rng: random.Random) -> None:
+        self.min_th, self.max_th = limit_bytes / 12, limit_bytes / 4
+        self.avg = 0.0
+        self.rng = rng
+
+    def signal(self, backlog: int) -> bool:
+        self.avg += self.W * (backlog - self.avg)
+        if self.avg < self.min_th:
+            return False
+        if self.avg >= self.max_th:
+            return True
+        p = self.MAX_P * (self.avg - self.min_th) / (self.max_th - self.min_th)
+        return self.rng.random() < p
+
+
+class Bottleneck:
+    """The queue of one direction: ``arrive`` says SEND (with when it leaves), DROP or MARK."""
+
+    def __init__(self, config: BottleneckConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.ns_per_byte = 8e9 / config.rate_bps
+        self.link_free = 0
+        self.queued: deque[tuple[int, int]] = deque()   # (dequeue time, bytes) ahead
+        self.backlog = 0
+        self.codel = CoDel(config.target_ns, config.interval_ns) if config.aqm == "codel" \
+            else None
+        self.red = Red(config.limit_bytes, rng or random.Random()) if config.aqm == "red" \
+            else None
+        self.counters = dict.fromkeys(("sent", "tail_drops", "aqm_drops", "marks"), 0)
+        self.sojourn_ns_total = 0
+        self.sojourn_ns_max = 0
+
+    def arrive(self, now: int, size: int, ect: bool) -> tuple[int, int]:
+        """(SEND, time it has left the link) | (DROP, 0) | (MARK, time it has left)."""
+        queued = self.queued
+        while queued and queued[0][0] <= now:
+            self.backlog -= queued.popleft()[1]
+        if self.backlog + size > self.config.limit_bytes:
+            self.counters["tail_drops"] += 1
+            return DROP, 0
+        start = max(now, self.link_free)
+        sojourn = start - now
+        if self._signal(start, sojourn):
+            if not (self.config.ecn and ect):
+                self.counters["aqm_drops"] += 1
+                return DROP, 0
+            verdict = MARK
+            self.counters["marks"] += 1
+        else:
+            verdict = SEND
+        self.link_free = start + int(size * self.ns_per_byte)
+        queued.append((start, size))
+        self.backlog += size
+        self.counters["sent"] += 1
+        self.sojourn_ns_total += sojourn
+        self.sojourn_ns_max = max(self.sojourn_ns_max, sojourn)
+        return verdict, self.link_free
+
+    def _signal(self, start: int, sojourn: int) -> bool:
+        if self.codel is not None:
+            return self.codel.signal(start, sojourn, self.backlog)
+        if self.red is not None:
+            return self.red.signal(self.backlog)
+        return False
+
+    def status(self) -> dict:
+        sent = self.counters["sent"]
+        return {**self.counters, "backlog_bytes": self.backlog,
+                "sojourn_ms_mean": round(self.sojourn_ns_total / sent / 1e6, 3) if sent else None,
+                "sojourn_ms_max": round(self.sojourn_ns_max / 1e6, 3)}
+
+
+def mark_ce(packet: bytearray) -> bool:
+    """Set CE on an ECN-capable IPv4/IPv6 packet in place (IPv4 header checksum fixed
+    incrementally, RFC 1624). False (untouched) if it is not ECN-capable."""
+    version = packet[0] >> 4
+    if version == 4:
+        tos = packet[1]
+        if tos & 3 == 0:
+            return False
+        old = (packet[0] << 8) | tos
+        packet[1] = tos | 3
+        new = (packet[0] << 8) | packet[1]
+        check = (~((packet[10] << 8) | packet[11])) & 0xFFFF
+        check += (~old & 0xFFFF) + new
+        check = (check & 0xFFFF) + (check >> 16)
+        check = (check & 0xFFFF) + (check >> 16)
+        check = ~check & 0xFFFF
+        packet[10], packet[11] = check >> 8, check & 0xFF
+        return True
+    if version == 6:
+        ecn = (packet[1] >> 4) & 3
+        if ecn == 0:
+            return False
+        packet[1] |= 0x30
+        return True
+    return False
+
+
+def is_ect(packet: bytes | bytearray | memoryview) -> bool:
+    """Whether an IP packet carries ECT(0), ECT(1) or CE."""
+    if len(packet) < 2:
+        return False
+    version = packet[0] >> 4
+    if version == 4:
+        return packet[1] & 3 != 0
+    if version == 6:
+        return (packet[1] >> 4) & 3 != 0
+    return False

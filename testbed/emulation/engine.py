@@ -1,0 +1,433 @@
+"""The link engine: ``python -m testbed.emulation.engine``, every delay line of a testbed.
+
+One process serves every emulated direction of every namespace of one
+testbed: it holds one NFQUEUE socket per direction (made after ``setns``
+into that direction's namespace, where a netlink socket stays bound; the
+engine itself lives in one of the testbed's namespaces) and one timer heap
+over all of them. Per direction a ``DelayLine`` decides what happens to each
+packet id; held packets leave in arrival order with batched verdicts.
+
+Timing (DESIGN.md, "A one-process delay engine"):
+
+- ``select()`` on the epoll fd takes a microsecond timeout (epoll's own rounds
+  up to whole milliseconds) and ``PR_SET_TIMERSLACK`` 1 ns keeps it tight;
+- wake-up lead compensation: the engine wakes ``lead`` before a packet falls
+  due, ``lead`` following a low quantile of the observed timer lateness;
+- causal stamping: a verdict ``send()`` pushes the packet through the next
+  router and into the next hop's queue before ``send()`` returns, so after
+  every send the sockets are polled at once and what arrived is stamped with
+  that send's start time, not with the time the engine got round to it.
+
+Control (``--control DIR``): ``engine.json`` (generation and lanes: namespace,
+queue, config) is read at start and on SIGHUP; after each (re)load the engine
+writes ``engine.status`` (pid, generation, lanes with their config and
+counters, the measured release lateness) atomically; SIGUSR1 rewrites the
+status with fresh counters (``stats_seq`` + 1). SIGTERM/SIGINT release every
+held packet and exit. There is no bypass anywhere: while no engine listens,
+the kernel drops what the NFQUEUE rules hand over, so the control side
+supervises the engine (``enginectl.check_alive``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import heapq
+import json
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from testbed.emulation import nfqueue
+from testbed.emulation.bottleneck import DROP as QUEUE_DROP, MARK, Bottleneck, is_ect, mark_ce
+from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
+from testbed.errors import RealizeError
+from testbed.kernel.netns import Namespaces
+
+_DRAIN_MAX = 512
+_LEAD_MAX_NS = 200_000   # a stall never makes packets leave more than this early
+_LEAD_SHIFT = 5
+MAXLEN = 65536
+RCVBUF = 8 * 1024 * 1024
+_LATE_SAMPLES = 4096     # release lateness kept for the status (a ring)
+
+
+def lane_key(netns: str, queue: int) -> str:
+    """How a lane is named in the control files: ``<netns>/<queue>``."""
+    return f"{netns}/{queue}"
+
+
+@dataclass
+class Lane:
+    """One emulated direction: its queue's socket and delay line, and counters."""
+
+    netns: str
+    queue: int
+    sock: socket.socket
+    line: DelayLine
+    armed: bool = False            # has an entry in the timer heap
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("packets", "held", "dropped", "reordered", "released", "enobufs"), 0))
+    bottleneck: Bottleneck | None = None       # with an aqm: the engine is the bottleneck
+    marked: dict[int, bytes] = field(default_factory=dict)   # CE-marked payloads by id
+
+
+def copy_range(config: DelayConfig) -> int:
+    """How much of each packet a lane reads: nothing (ids), headers (length, ECN bits) or,
+    to hand back CE-marked packets, everything."""
+    if config.aqm is None:
+        return 0
+    return 65535 if config.ecn else 64
+
+
+def read_control(path: str) -> tuple[int, dict[str, DelayConfig]]:
+    with open(path) as f:
+        data = json.load(f)
+    return int(data["generation"]), {k: DelayConfig.from_dict(v)
+                                     for k, v in data["lanes"].items()}
+
+
+def write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+class Engine:
+    """The lanes, the timer heap and the loop."""
+
+    def __init__(self, control: str, status: str, seed: int | None, realtime: bool) -> None:
+        self.control, self.status_path = control, status
+        self.rng = random.Random(seed)
+        self.realtime = realtime
+        self.lanes: dict[int, Lane] = {}        # by socket fd
+        self.by_key: dict[str, Lane] = {}
+        self.heap: list[tuple[int, int]] = []   # (due ns, fd)
+        self.epoll = select.epoll()
+        self.generation = 0
+        self.stats_seq = 0
+        self.lead = 0
+        self.late: list[int] = []
+        self.calibration: dict | None = None
+        self.errors: dict[str, str] = {}         # lanes that could not be opened
+        self.spaces = Namespaces()
+
+    # -- control ------------------------------------------------------------
+    def load(self) -> None:
+        """Make the lanes what the control file says: open, reconfigure, close."""
+        generation, wanted = read_control(self.control)
+        for key in [k for k in self.by_key if k not in wanted]:
+            self._close(self.by_key.pop(key))
+        self.errors = {}
+        for key, config in wanted.items():
+            lane = self.by_key.get(key)
+            if lane is None:
+                try:
+                    self.by_key[key] = self._open(key, config)
+                except (RealizeError, OSError) as exc:
+                    # one lane that cannot bind must not take every other link down
+                    self.errors[key] = str(exc)
+            elif copy_range(lane.line.config) != copy_range(config):
+                self._close(self.by_key.pop(key))     # another copy mode: bind it anew
+                self.by_key[key] = self._open(key, config)
+            elif lane.line.config != config:
+                if lane.line.config.bottleneck() != config.bottleneck():
+                    lane.bottleneck = _bottleneck(config, self.rng)
+                lane.line.configure(config)
+        self.generation = generation
+        self.write_status()
+
+    def _open(self, key: str, config: DelayConfig) -> Lane:
+        netns, _, queue = key.rpartition("/")
+        with self.spaces.enter(netns):
+            sock = nfqueue.open_queue(int(queue), MAXLEN, rcvbuf=RCVBUF,
+                                      copy_range=copy_range(config))
+        sock.setblocking(False)
+        lane = Lane(netns, int(queue), sock, DelayLine(config, self.rng),
+                    bottleneck=_bottleneck(config, self.rng))
+        self.lanes[sock.fileno()] = lane
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+        return lane
+
+    def _close(self, lane: Lane) -> None:
+        last = lane.line.release_all()
+        if last is not None:
+            try:
+                lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
+            except OSError:   # its namespace is gone: so are the packets
+                pass
+        fd = lane.sock.fileno()
+        self.epoll.unregister(fd)
+        del self.lanes[fd]
+        lane.sock.close()
+
+    def write_status(self) -> None:
+        late = sorted(self.late)
+        self.stats_seq += 1
+        write_json(self.status_path, {
+            "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
+            "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
+            "release_late_us": summary_us(late), "errors": self.errors,
+            "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
+                            "portid": lane.sock.getsockname()[0], **lane.counters,
+                            "bottleneck": None if lane.bottleneck is None
+                            else lane.bottleneck.status()}
+                      for key, lane in self.by_key.items()}})
+
+    def shutdown(self) -> None:
+        for lane in list(self.by_key.values()):
+            self._close(lane)
+        self.by_key.clear()
+
+    # -- packets ------------------------------------------------------------
+    def drain(self, lane: Lane, stamp: int, buf: bytearray) -> None:
+        """Read what waits on ``lane``'s socket; every packet arrived at ``stamp``."""
+        recv_into, arrive, counters = lane.sock.recv_into, lane.line.arrive, lane.counters
+        for _ in range(_DRAIN_MAX):
+            try:
+                n = recv_into(buf)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == 105:  # ENOBUFS: the kernel dropped messages
+                    counters["enobufs"] += 1
+                    continue
+                raise
+            pid = nfqueue.packet_id(buf)
+            if pid is None:
+                if n >= 20 and nfqueue.ack_error(bytes(buf[:n])):
+                    print(f"engine: kernel error on {lane.netns} queue {lane.queue}",
+                          file=sys.stderr)
+                continue
+            counters["packets"] += 1
+            at = stamp
+            if lane.bottleneck is not None:
+                at = self.enqueue(lane, pid, buf, n, stamp)
+                if at is None:
+                    continue
+            action = arrive(pid, at)
+            if action == HOLD:
+                if not lane.armed:
+                    heapq.heappush(self.heap, (lane.line.next_due(), lane.sock.fileno()))
+                    lane.armed = True
+            elif action == DROP:
+                counters["dropped"] += 1
+                lane.marked.pop(pid, None)
+                lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
+            elif action == ACCEPT_NOW:
+                counters["reordered"] += 1
+                self.accept(lane, [pid])
+
+    def enqueue(self, lane: Lane, pid: int, buf: bytearray, n: int, stamp: int) -> int | None:
+        """Through the lane's bottleneck: when the packet has left it, or None (dropped)."""
+        assert lane.bottleneck is not None
+        size, payload = nfqueue.packet_length_and_payload(buf, n)
+        whole = payload is not None and len(payload) == size
+        verdict, leaves = lane.bottleneck.arrive(stamp, size, whole and is_ect(payload))
+        if verdict == MARK:
+            packet = bytearray(payload)
+            mark_ce(packet)
+            lane.marked[pid] = bytes(packet)
+        elif verdict == QUEUE_DROP:
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
+            return None
+        return leaves
+
+    def accept(self, lane: Lane, ids: list[int]) -> None:
+        """ACCEPT ``ids`` (in order): batches, and marked packets with their new payload."""
+        marked, send, last = lane.marked, lane.sock.send, None
+        for pid in ids:
+            payload = marked.pop(pid, None)
+            if payload is None:
+                last = pid
+                continue
+            if last is not None:
+                send(nfqueue.batch_verdict(lane.queue, last))
+                last = None
+            send(nfqueue.verdict_with_payload(lane.queue, pid, payload))
+        if last is not None:
+            send(nfqueue.batch_verdict(lane.queue, last))
+
+    def stamp_arrivals(self, stamp: int, buf: bytearray) -> None:
+        """Causal stamping: read whatever is already in the sockets, as of ``stamp``."""
+        for fd, _ev in self.epoll.poll(0):
+            lane = self.lanes.get(fd)
+            if lane is not None:
+                self.drain(lane, stamp, buf)
+
+    def release_due(self, limit: int, buf: bytearray, now_ns=time.monotonic_ns) -> None:
+        heap, lanes = self.heap, self.lanes
+        while heap and heap[0][0] <= limit:
+            due, fd = heapq.heappop(heap)
+            lane = lanes.get(fd)
+            if lane is None:
+                continue
+            lane.armed = False
+            if lane.marked:
+                ids = lane.line.release_ids(limit)
+                last = ids[-1] if ids else None
+            else:
+                ids, last = None, lane.line.release(limit)
+            if last is not None:
+                start = now_ns()
+                if ids is None:
+                    lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
+                else:
+                    self.accept(lane, ids)
+                self._note_late(start - due)
+                lane.counters["released"] += 1
+                self.stamp_arrivals(start, buf)
+            nxt = lane.line.next_due()
+            if nxt is not None and not lane.armed:
+                heapq.heappush(heap, (nxt, fd))
+                lane.armed = True
+
+    def _note_late(self, late_ns: int) -> None:
+        late = self.late
+        if len(late) < _LATE_SAMPLES:
+            late.append(late_ns)
+        else:
+            late[self.rng.getrandbits(12) % _LATE_SAMPLES] = late_ns
+
+    def adapt_lead(self, woke: int, asked: int) -> None:
+        """A timer wake-up ``woke - asked`` ns late: follow a low quantile of that."""
+        late = min(_LEAD_MAX_NS, max(0, woke - asked))
+        if late < self.lead:
+            self.lead -= (self.lead - late) >> 1
+        else:
+            self.lead += (late - self.lead) >> _LEAD_SHIFT
+
+
+def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | None:
+    wanted = config.bottleneck()
+    return None if wanted is None else Bottleneck(wanted, rng)
+
+
+def summary_us(samples_ns: list[int]) -> dict | None:
+    """Mean and quantiles in microseconds (None without samples)."""
+    if not samples_ns:
+        return None
+    s = sorted(samples_ns)
+    return {"samples": len(s), "mean": round(sum(s) / len(s) / 1e3, 1),
+            "p50": round(s[len(s) // 2] / 1e3, 1), "p99": round(s[int(len(s) * 0.99)] / 1e3, 1)}
+
+
+def calibrate(engine: Engine, rounds: int = 100, sleep_ns: int = 200_000) -> None:
+    """Measure how late this process's timed wake-ups come (the floor of every pass's
+    error: DESIGN.md), record it, and start the lead compensation from its median."""
+    late = []
+    for _ in range(rounds):
+        asked = time.monotonic_ns() + sleep_ns
+        select.select([], [], [], sleep_ns / 1e9)
+        late.append(max(0, time.monotonic_ns() - asked))
+    engine.calibration = {"timer_late_us": summary_us(late), "sleep_us": sleep_ns / 1e3}
+    engine.lead = min(_LEAD_MAX_NS, sorted(late)[len(late) // 2])
+
+
+def _signals(flags: dict[str, bool]) -> tuple[socket.socket, socket.socket]:
+    """Signals set ``flags`` and wake the loop through a socketpair (both ends returned:
+    the write end must stay open, or the read end reads as hung up forever)."""
+    wake_r, wake_w = socket.socketpair()
+    for s in (wake_r, wake_w):
+        s.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    names = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "reload",
+             signal.SIGUSR1: "stats"}
+    for signum, flag in names.items():
+        signal.signal(signum, lambda _s, _f, flag=flag: flags.__setitem__(flag, True))
+    return wake_r, wake_w
+
+
+def loop(engine: Engine, flags: dict[str, bool], wake: socket.socket) -> None:
+    buf = bytearray(65536)
+    now_ns = time.monotonic_ns
+    epfd = engine.epoll.fileno()
+    engine.epoll.register(wake.fileno(), select.EPOLLIN)
+    while not flags["stop"]:
+        due = engine.heap[0][0] if engine.heap else None
+        asked = None if due is None else due - engine.lead
+        timeout = None if asked is None else max(0.0, (asked - now_ns()) / 1e9)
+        woke_late = 0
+        if timeout != 0.0:
+            ready, _, _ = select.select([epfd], [], [], timeout)
+            if not ready and asked is not None:
+                engine.adapt_lead(now_ns(), asked)
+            woke_late = engine.lead  # a packet that woke us queued about that long ago
+        stamp = now_ns() - woke_late
+        for fd, _ev in engine.epoll.poll(0):
+            lane = engine.lanes.get(fd)
+            if lane is not None:
+                engine.drain(lane, stamp, buf)
+            elif fd == wake.fileno():
+                _drain_wake(wake)
+        if flags["reload"]:
+            flags["reload"] = False
+            engine.load()
+        if flags["stats"]:
+            flags["stats"] = False
+            engine.write_status()
+        engine.release_due(now_ns() + engine.lead, buf)
+
+
+def _drain_wake(wake: socket.socket) -> None:
+    try:
+        wake.recv(4096)
+    except BlockingIOError:
+        pass
+
+
+PR_SET_TIMERSLACK = 29
+
+
+def tune_process(realtime_prio: int) -> bool:
+    """Tight timers, and SCHED_FIFO when allowed. Returns whether FIFO was granted."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    if realtime_prio <= 0:
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime_prio))
+        return True
+    except OSError:
+        return False
+
+
+def run(control: str, status: str, realtime_prio: int, seed: int | None) -> int:
+    gc.disable()  # the loop allocates no cycles; avoid collector pauses
+    realtime = tune_process(realtime_prio)
+    flags = {"stop": False, "reload": False, "stats": False}
+    wake, _wake_w = _signals(flags)
+    engine = Engine(control, status, seed, realtime)
+    calibrate(engine)
+    engine.load()
+    try:
+        loop(engine, flags, wake)
+    finally:
+        engine.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.emulation.engine",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--control", required=True, help="engine.json")
+    parser.add_argument("--status", required=True, help="engine.status")
+    parser.add_argument("--realtime", type=int, default=10,
+                        help="SCHED_FIFO priority, 0 for the normal scheduler")
+    parser.add_argument("--seed", type=int, default=None)
+    # identification only: lets cleanup match this process by exact argv
+    parser.add_argument("--owner", required=True)
+    args = parser.parse_args(argv)
+    return run(args.control, args.status, args.realtime, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
