@@ -1,7 +1,7 @@
 """One clock for a run: seconds since the run's t0, as ``tcp_info.csv``'s ``t``.
 
-tcp_info, qdisc and host samples count from t0 (``time.monotonic()`` when
-the flows were started); packet captures and ``pcap_rtt.csv`` carry epoch
+Every CSV of a run (tcp_info, tcp_events, qdisc, host, pcap_rtt) counts from t0
+(``time.monotonic()`` when the flows were started); packet captures carry epoch
 times. The manifest records t0 on both clocks, taken together::
 
     "clock": {"t0_monotonic": 12345.678, "t0_epoch": 1764500000.123}

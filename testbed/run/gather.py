@@ -5,6 +5,7 @@ flows and summary, with every loss recorded and the run marked suspect."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,14 @@ def _tcp_events(run_dir: Path, plans: Plans, col: Collectors, t0: float,
 
 
 def _write_tables(run_dir: Path, col: Collectors, flows: list[dict[str, Any]],
-                  ts_rows: list[dict[str, Any]]) -> None:
+                  ts_rows: list[dict[str, Any]], t0_epoch: float) -> None:
     write_table(ts_rows, ("flow",) + tcpinfo.CSV_COLUMNS, run_dir / "tcp_info.csv")
     if col.qs is not None:
         write_table(col.qs.rows, qdisc.CSV_COLUMNS, run_dir / "qdisc.csv")
     rows = col.hs.rows
     write_table(rows, tuple(rows[0].keys()) if rows else ("t", "cpu_max", "cpu_mean", "load1"),
                 run_dir / "host.csv")
-    rtt_rows = [{"flow": f["name"], "t": round(t - 0.0, 6), "rtt_ms": r}
+    rtt_rows = [{"flow": f["name"], "t": round(t - t0_epoch, 6), "rtt_ms": r}
                 for f in flows for t, r in f.pop("_pcap_rtt_series", [])]
     if rtt_rows:
         write_table(rtt_rows, ("flow", "t", "rtt_ms"), run_dir / "pcap_rtt.csv")
@@ -90,8 +91,12 @@ def _verdict(col: Collectors, losses: list[str]) -> tuple[bool, list[str]]:
 
 
 def gather(run_dir: Path, plans: Plans, col: Collectors, t0: float,
-           flow_failures: dict[str, str], notes: list[str]) -> Gathered:
-    """The run's flows and summary from what ``col`` and the drivers left in ``run_dir``."""
+           flow_failures: dict[str, str], notes: list[str], t0_epoch: float | None = None
+           ) -> Gathered:
+    """The run's flows and summary from what ``col`` and the drivers left in ``run_dir``.
+    ``t0_epoch``: t0 on the wall clock (the manifest's ``clock``), for capture times."""
+    if t0_epoch is None:
+        t0_epoch = time.time() - (time.monotonic() - t0)
     rows, losses = _tcp_info_rows(col, t0)   # losses: what a collector could not read
     pcap_flows = _pcap_flows(col, losses)
     flows: list[dict[str, Any]] = []
@@ -102,7 +107,7 @@ def gather(run_dir: Path, plans: Plans, col: Collectors, t0: float,
                                   flow_failures.get(plan.flow.name)))
         if events["available"] and plan.flow.protocol == "tcp":
             flows[-1]["tcp_events"] = event_counts(plan, counts)
-    _write_tables(run_dir, col, flows, ts_rows)
+    _write_tables(run_dir, col, flows, ts_rows, t0_epoch)
     suspect, reasons = _verdict(col, losses)
     goodputs = [f["goodput_bps"] for f in flows]
     stats = col.stats.as_dict() if col.stats else None

@@ -37,6 +37,8 @@ class Prepared:
     topology: Any
     mismatches: list[dict[str, Any]]
     captures: list[CapturePoint] = field(default_factory=list)
+    schedule: tuple[Any, ...] = ()      # the workload's own link schedule (ScheduleEntry)
+    notes: list[str] = field(default_factory=list)      # for the user, and the result
 
 
 def topology_for(wl: Workload) -> Any:
@@ -95,7 +97,10 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
             if attached is not None and wl.variables else []
         for flow in wl.flows:
             host += _check_flow(wl, flow, net, whose, ccs, bad)
-        prepared.append(Prepared(topo, found, _check_capture(wl, net, bad, host)))
+        model = topo if topo is not None else topology_for(wl)
+        prepared.append(Prepared(topo, found, _check_capture(wl, net, bad, host),
+                                 wl.schedule_entries(model.links, len(model.schedule)),
+                                 wl.router_notes({n: node.kind for n, node in net.nodes.items()})))
     _raise_problems(problems, list(dict.fromkeys(host)), str(workloads[0].file))
     _refuse_mismatches(prepared, testbed_name, allow_mismatch, str(workloads[0].file))
     return prepared

@@ -100,6 +100,9 @@ class PointRun:
         outcome = Outcome(started=time.time())
         self.manifest = manifest.static_manifest(self.wl, self.point, self.command, self.matrix)
         self._write_manifest()
+        for note in self.prepared.notes:      # e.g. a router as a flow's end: said, and kept
+            self.line.message(f"note: {note}")
+            self.stop_reasons.append(note)
         try:
             self._run(outcome)
         except Interrupted as exc:
@@ -200,7 +203,8 @@ class PointRun:
                 self._drive(net, plans, servers, clients, col, t0, stack)
         finally:
             outcome.gathered = gather(self.run_dir, plans, col, t0, self.flow_failures,
-                                      self.stop_reasons)
+                                      self.stop_reasons,
+                                      self.manifest.get("clock", {}).get("t0_epoch"))
             self.manifest.update(outcome.gathered.manifest)
             self.manifest["processes"] = self.processes
         self._record_after(net, outcome.gathered)
@@ -236,9 +240,13 @@ class PointRun:
 
     def _start_clock(self, net: Network, col: Collectors, stack: contextlib.ExitStack) -> float:
         """t0, and the samplers and the topology's link schedule started on it."""
-        schedule = Scheduler.for_network(net)       # the topology's schedule (may be empty)
+        # the topology's schedule, then the workload's own (either may be empty)
+        schedule = Scheduler(net.name, net.deployed.schedule + self.prepared.schedule)
         stack.callback(self._stop_schedule, schedule)
         t0 = time.monotonic()
+        # one clock: every CSV counts seconds from t0; captures (epoch times) are converted
+        # with t0_epoch (analysis/clock.py)
+        self.manifest["clock"] = {"t0_monotonic": t0, "t0_epoch": time.time()}
         col.start_samplers(t0, stack)
         schedule.start(t0)
         return t0
