@@ -49,35 +49,44 @@ def parse_builtin(client: dict[str, Any] | None, server: dict[str, Any] | None, 
     if server is not None and server.get("error"):
         res.fail(f"server: {server['error']}")
     if protocol == "udp":
-        sent = {s["stream"]: s["sent"] for s in client.get("streams", [])}
-        streams = (server or {}).get("streams", [])
-        total_sent = sum(sent.values())
-        received = sum(s["received"] for s in streams)
-        reordered = sum(s["reordered"] for s in streams)
-        dups = sum(s["duplicates"] for s in streams)
-        owd = [x for s in streams for x in s.get("owd_us", [])]
-        res.owd_us = owd
-        res.bytes = sum(s["bytes"] for s in streams)
-        res.seconds = float(client.get("seconds") or 0.0)
-        jitters = [s["jitter_us"] for s in streams]
-        res.udp = {"sent": total_sent, "received": received,
-                   "lost": max(total_sent - received, 0),
-                   "loss": (max(total_sent - received, 0) / total_sent) if total_sent else None,
-                   "reordered": reordered, "duplicates": dups,
-                   "jitter_us": statistics.fmean(jitters) if jitters else None,
-                   "packet_size": packet_size}
-        res.connections = [{"stream": s["stream"], "sent": sent.get(s["stream"]),
-                            "received": s["received"], "bytes": s["bytes"]} for s in streams]
-        if server is None:
-            res.fail("builtin udp server produced no JSON")
-        elif total_sent and not received:
-            res.fail(f"none of the {total_sent} udp packets arrived")
-        return res
-    conns = client.get("connections", [])
+        return _parse_udp(res, client, server, packet_size)
+    return _parse_tcp(res, client, server, kind, size)
+
+
+def _parse_udp(res: FlowResult, client: dict[str, Any], server: dict[str, Any] | None,
+               packet_size: int) -> FlowResult:
+    """UDP: what the client sent per stream against what the server counted."""
+    sent = {s["stream"]: s["sent"] for s in client.get("streams", [])}
+    streams = (server or {}).get("streams", [])
+    total_sent = sum(sent.values())
+    received = sum(s["received"] for s in streams)
+    res.owd_us = [x for s in streams for x in s.get("owd_us", [])]
+    res.bytes = sum(s["bytes"] for s in streams)
+    res.seconds = float(client.get("seconds") or 0.0)
+    jitters = [s["jitter_us"] for s in streams]
+    lost = max(total_sent - received, 0)
+    res.udp = {"sent": total_sent, "received": received, "lost": lost,
+               "loss": lost / total_sent if total_sent else None,
+               "reordered": sum(s["reordered"] for s in streams),
+               "duplicates": sum(s["duplicates"] for s in streams),
+               "jitter_us": statistics.fmean(jitters) if jitters else None,
+               "packet_size": packet_size}
+    res.connections = [{"stream": s["stream"], "sent": sent.get(s["stream"]),
+                        "received": s["received"], "bytes": s["bytes"]} for s in streams]
+    if server is None:
+        res.fail("builtin udp server produced no JSON")
+    elif total_sent and not received:
+        res.fail(f"none of the {total_sent} udp packets arrived")
+    return res
+
+
+def _parse_tcp(res: FlowResult, client: dict[str, Any], server: dict[str, Any] | None,
+               kind: str, size: int | None) -> FlowResult:
+    """TCP: each connection as the client saw it and (bulk) what its server received."""
     server_conns = {c.get("remote_port"): c for c in (server or {}).get("connections", [])}
     total = 0
     span = 0.0
-    for c in conns:
+    for c in client.get("connections", []):
         if not c:
             continue
         srv = server_conns.get(c.get("local_port"), {})

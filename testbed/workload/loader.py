@@ -328,43 +328,10 @@ def parse_workload(data: Any, *, file: Path, lines: dict[str, int] | None = None
     name = str(top.get("name") or file.stem)
     if not _NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
         raise ctx.error("name", f"workload name {name!r} {_NAME_RULE}")
-    topo = top.get("topology")
-    topology_path: Path | None = None
-    topology_inline: dict[str, Any] | None = None
-    if isinstance(topo, str) and topo:
-        topology_path = (file.parent / topo).resolve()
-        if not topology_path.is_file():
-            raise ctx.error("topology", f"topology file {topo!r} not found (looked at {topology_path}; "
-                            "paths are relative to the workload file)")
-    elif isinstance(topo, dict):
-        topology_inline = topo
-    else:
-        raise ctx.error("topology", "a workload needs 'topology:', a path (relative to the workload "
-                        "file) or an embedded topology mapping")
+    topology_path, topology_inline = _topology_of(ctx, file, top.get("topology"))
     duration = ctx.unit(lambda v: Duration.parse(v, allow_zero=False),
                         top.get("duration", str(DEFAULT_DURATION)), "duration")
-    s = ctx.mapping(top.get("sampling"), "sampling", SAMPLING_KEYS)
-    events = s.get("tcp_events", True)
-    if not isinstance(events, bool):
-        raise ctx.error("sampling.tcp_events", f"expected true or false, got {events!r}")
-    sampling = Sampling(**{k: ctx.unit(lambda v: Duration.parse(v, allow_zero=False), s[k],
-                                       f"sampling.{k}") for k in s if k in SAMPLING_PERIODS},
-                        tcp_events=events)
-    if sampling.tcp_info.seconds < 0.001:
-        raise ctx.error("sampling.tcp_info", "tcp_info sampling faster than 1ms is not supported")
-    c = ctx.mapping(top.get("capture"), "capture", CAPTURE_KEYS)
-    capture = Capture()
-    if c:
-        enabled = c.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ctx.error("capture.enabled", "expected true or false")
-        ifaces = c.get("interfaces", ["bottleneck"])
-        if isinstance(ifaces, str):
-            ifaces = [ifaces]
-        if not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces):
-            raise ctx.error("capture.interfaces", "expected a list like [bottleneck] or ['r1:eth1']")
-        snaplen = ctx.integer(c.get("snaplen", 128), "capture.snaplen", 64)
-        capture = Capture(enabled=enabled, interfaces=tuple(ifaces), snaplen=snaplen)
+    sampling, capture = _sampling(ctx, top), _capture(ctx, top)
     raw_flows = top.get("flows")
     if not isinstance(raw_flows, list) or not raw_flows:
         raise ctx.error("flows", "a workload needs 'flows:', a non-empty list")
@@ -393,3 +360,46 @@ def _schedule_doc(ctx: _Ctx, schedule: Any) -> Document | None:
         raise ctx.error("schedule", "schedule must be a list of {at, link, set} entries")
     return Document(str(ctx.file), schedule,
                     {k: v for k, v in ctx.lines.items() if k.startswith("schedule")})
+
+
+def _topology_of(ctx: "_Ctx", file: Path, topo: Any) -> tuple[Path | None, dict[str, Any] | None]:
+    """``topology:``: a path relative to the workload file, or an embedded mapping."""
+    if isinstance(topo, str) and topo:
+        path = (file.parent / topo).resolve()
+        if not path.is_file():
+            raise ctx.error("topology", f"topology file {topo!r} not found (looked at {path}; "
+                            "paths are relative to the workload file)")
+        return path, None
+    if isinstance(topo, dict):
+        return None, topo
+    raise ctx.error("topology", "a workload needs 'topology:', a path (relative to the workload "
+                    "file) or an embedded topology mapping")
+
+
+def _sampling(ctx: "_Ctx", top: dict[str, Any]) -> Sampling:
+    s = ctx.mapping(top.get("sampling"), "sampling", SAMPLING_KEYS)
+    events = s.get("tcp_events", True)
+    if not isinstance(events, bool):
+        raise ctx.error("sampling.tcp_events", f"expected true or false, got {events!r}")
+    sampling = Sampling(**{k: ctx.unit(lambda v: Duration.parse(v, allow_zero=False), s[k],
+                                       f"sampling.{k}") for k in s if k in SAMPLING_PERIODS},
+                        tcp_events=events)
+    if sampling.tcp_info.seconds < 0.001:
+        raise ctx.error("sampling.tcp_info", "tcp_info sampling faster than 1ms is not supported")
+    return sampling
+
+
+def _capture(ctx: "_Ctx", top: dict[str, Any]) -> Capture:
+    c = ctx.mapping(top.get("capture"), "capture", CAPTURE_KEYS)
+    if not c:
+        return Capture()
+    enabled = c.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ctx.error("capture.enabled", "expected true or false")
+    ifaces = c.get("interfaces", ["bottleneck"])
+    if isinstance(ifaces, str):
+        ifaces = [ifaces]
+    if not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces):
+        raise ctx.error("capture.interfaces", "expected a list like [bottleneck] or ['r1:eth1']")
+    snaplen = ctx.integer(c.get("snaplen", 128), "capture.snaplen", 64)
+    return Capture(enabled=enabled, interfaces=tuple(ifaces), snaplen=snaplen)
