@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from testbed.collect.damage import Damage
 from testbed.errors import WorkloadError
+from testbed.pcapfile import tcp_packet
 from testbed.traffic.base import NodeLike
 
 _PCAP_HDR = struct.Struct("<IHHiIII")
@@ -211,23 +212,6 @@ def _unwrap(seq: int, isn: int, near: int) -> int:
     return near + (rel - near + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
 
 
-def _tcp_segment(ip: bytes) -> tuple[tuple[str, int, str, int], int, int, int, int] | None:
-    """(src, sport, dst, dport), seq, ack, flags, payload length of an IPv4 TCP packet
-    (the capture may hold only its headers); None for anything else or a malformed one."""
-    if len(ip) < 20 or ip[9] != 6:
-        return None
-    ihl = (ip[0] & 0x0F) * 4
-    if ihl < 20 or len(ip) < ihl + 20:
-        return None
-    total = struct.unpack_from(">H", ip, 2)[0]
-    sport, dport, seq, ack, off_flags = struct.unpack_from(">HHIIH", ip, ihl)
-    doff = (off_flags >> 12) * 4
-    if doff < 20:
-        return None
-    key = (".".join(str(b) for b in ip[12:16]), sport, ".".join(str(b) for b in ip[16:20]), dport)
-    return key, seq, ack, off_flags & 0x3F, max(total - ihl - doff, 0)
-
-
 def _data(d: _Dir, seq: int, plen: int, t: float) -> None:
     """A segment of ``plen`` payload bytes at ``seq`` in direction ``d``."""
     assert d.isn is not None
@@ -268,10 +252,11 @@ def analyze_pcap(data: bytes) -> tuple[dict[str, dict[str, Any]], list[str]]:
     packets = 0
     for t, _orig, ip in read_pcap(data, damage):
         packets += 1
-        seg = _tcp_segment(ip)
+        seg = tcp_packet(t, ip)
         if seg is None:
             continue
-        key, seq, ack, flags, plen = seg
+        key, seq, ack, flags, plen = (seg.src, seg.sport, seg.dst, seg.dport), seg.seq, \
+            seg.ack, seg.flags, seg.payload
         d = dirs.get(key)
         if d is None:
             d = dirs[key] = _Dir(first_t=t, isn=seq if not flags & 0x02 else (seq + 1) % SEQ_MOD)
