@@ -4,7 +4,7 @@ With a rate, the bottleneck is tbf (``tbf.py``); an AQM takes the place of
 tbf's inner queue, grafted as its child::
 
     tbf  handle 7463:  ...  rate + burst
-      codel | fq_codel | pie  handle 7464: parent 7463:1   limit, target, interval, ecn
+      codel | fq_codel | pie  handle 7466: parent 7463:1   limit, target, interval, ecn
 
 so the AQM judges the sojourn time of packets waiting for tbf's tokens, as it
 would on a real bottleneck. Its ``limit`` (packets) is then the buffer, not
@@ -24,7 +24,7 @@ from testbed.kernel import nlmsg
 from testbed.kernel.tc import CREATE_OR_REPLACE, qdisc_message, send
 from testbed.model.impairment import Aqm
 
-AQM_HANDLE = 0x7464 << 16
+AQM_HANDLE = 0x7466 << 16   # not 0x7464/0x7465: tbf grafts its fresh FIFOs there (tbf.py)
 KERNEL_KINDS = ("codel", "fq_codel", "pie")
 
 # include/uapi/linux/pkt_sched.h: TCA_CODEL_*, TCA_FQ_CODEL_*, TCA_PIE_* (times in us)
@@ -46,7 +46,7 @@ class AqmParams:
     ecn: bool
 
     def describe(self, parent: int) -> str:
-        return (f"{self.kind} handle 7464: parent {parent >> 16:x}:{parent & 0xFFFF:x} "
+        return (f"{self.kind} handle {AQM_HANDLE >> 16:x}: parent {parent >> 16:x}:{parent & 0xFFFF:x} "
                 f"limit {self.limit}p target {self.target_us}us interval {self.interval_us}us"
                 f"{' ecn' if self.ecn else ''}")
 

@@ -68,7 +68,7 @@ def test_netem_backend_grafts_the_aqm_under_tbf_and_says_so():
     i = imp(rate="50mbit", delay="20ms", aqm="codel", ecn=True)
     assert netem_resolve(i, None, 1500).aqm == aqm.AqmParams("codel", 5000, 100000, 1000, True)
     steps = [str(s) for s in NetemBackend().plan("ns", "eth0", i, None, 1500)]
-    assert any("aqm: codel handle 7464: parent 7463:1 limit 1000p target 5000us "
+    assert any("aqm: codel handle 7466: parent 7463:1 limit 1000p target 5000us "
                "interval 100000us ecn" in s for s in steps), steps
     assert netem_resolve(imp(rate="50mbit", aqm="fifo"), None, 1500).aqm is None
     assert NetemBackend().unsupported(imp(rate="1mbit", aqm="red"))[0].startswith("aqm red")
@@ -143,3 +143,11 @@ def test_status_names_the_engine_and_how_many_directions_are_bottlenecks(tmp_pat
         "link_backend": "userspace", "nodes": {}, "links": [], "link_engine": engine}]})
     assert "link engine: pid 999999999, DEAD: emulated links drop, 2 directions, 1 of them " \
         "bottlenecks" in text
+
+
+def test_the_aqm_handle_is_not_one_tbf_grafts_its_fresh_fifos_at():
+    """They were the same (7464:): a rate change that shrank tbf's burst grafted a bfifo
+    there, and the netem backend read it back as the link's discipline (the guest's
+    netem test failed with "reads back as {'kind': 'bfifo'}")."""
+    from testbed.emulation import aqm, tbf
+    assert aqm.AQM_HANDLE not in tbf.FIFO_HANDLES
