@@ -124,7 +124,9 @@ def workload_header(source: WorkloadSource) -> tuple[str, int]:
 
 def expand_points(source: WorkloadSource, overrides: dict[str, Any] | None = None,
                   repeat: int | None = None) -> list[RunPoint]:
-    """Every run the workload asks for, in a stable order (matrix order, then repetition)."""
+    """Every run the workload asks for, in a stable order: repetitions interleaved (every
+    point's first repetition, then every point's second, ...), so that a drift of the
+    host over a long sweep spreads over all points instead of landing on the last."""
     overrides = dict(overrides or {})
     dims = {k: v for k, v in source.matrix.items() if k not in overrides}
     reps = repeat if repeat is not None else source.repeat
@@ -138,10 +140,11 @@ def expand_points(source: WorkloadSource, overrides: dict[str, Any] | None = Non
     name, seed = workload_header(source)
     points: list[RunPoint] = []
     keys = list(dims)
-    for combo in itertools.product(*(dims[k] for k in keys)) if keys else [()]:
-        point = dict(zip(keys, combo))
-        variables = {**source.defaults, **point, **overrides}
-        for rep in range(reps):
+    combos = list(itertools.product(*(dims[k] for k in keys))) if keys else [()]
+    for rep in range(reps):
+        for combo in combos:
+            point = dict(zip(keys, combo))
+            variables = {**source.defaults, **point, **overrides}
             points.append(RunPoint(variables=variables, point=point, repetition=rep,
                                    index=len(points), workload=name, base_seed=seed))
     return points

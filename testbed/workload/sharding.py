@@ -44,8 +44,11 @@ def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
 
 
 def shard(points: Sequence[RunPoint], i: int, n: int) -> list[RunPoint]:
-    """Shard ``i`` of ``n`` (from 1): every n-th run starting at the i-th."""
-    return list(points[i - 1::n])
+    """Shard ``i`` of ``n`` (from 1): the i-th of n contiguous blocks, as even as can be.
+    Runs come repetition by repetition (``expand_points``), so a point's repetitions fall
+    in different blocks: one slow or broken worker does not hold all of a point."""
+    count = len(points)
+    return list(points[(i - 1) * count // n: i * count // n])
 
 
 def _by_id(points: Sequence[RunPoint], point_id: str) -> list[RunPoint]:

@@ -111,7 +111,8 @@ def test_matrix_product_repeat_and_pinning(tmp_path):
     src = load_source(write(tmp_path, body))
     points = expand_points(src)
     assert len(points) == 12
-    assert points[0].point == {"cc": "cubic", "loss": "0%"} and points[1].repetition == 1
+    assert points[0].point == {"cc": "cubic", "loss": "0%"} and points[6].repetition == 1
+    assert points[6].point == points[0].point       # repetitions interleaved
     pinned = expand_points(src, {"loss": "1%"}, repeat=1)
     assert [p.variables["loss"] for p in pinned] == ["1%", "1%"]
     assert [load_workload(src.file, p.variables, source=src).flows[0].cc for p in pinned] == ["cubic", "bbr"]
