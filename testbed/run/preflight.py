@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from testbed.collect import capture as cap
+from testbed.emulation import links
 from testbed.errors import ConfigError, PreflightError
 from testbed.instance.network import Network, attach, load_topology, plan_for
 from testbed.kernel.sysctl import available_ccs
@@ -50,6 +51,19 @@ def topology_for(wl: Workload) -> Any:
     return parse_topology(doc)
 
 
+def _emulation_problems(wl: Workload, topo: Any, instance_name: str | None,
+                        link_backend: str) -> list[str]:
+    """What the link backend cannot emulate at this point (``links.choose``, as ``up``
+    would find it), found before the first point runs."""
+
+    try:
+        links.choose(plan_for(topo, instance_name), link_backend)
+    except PreflightError as exc:
+        where = ", ".join(f"{k}={v}" for k, v in wl.variables.items()) or wl.name
+        return [f"at {where}: {exc}"]
+    return []
+
+
 def planned(topo: Any, instance_name: str | None) -> Network:
     """The Network the topology would become: its nodes and addresses, from the plan (pure)."""
     return Network(Deployed.of(plan_for(topo, instance_name)), owned=False)
@@ -64,7 +78,8 @@ def workload_lines(wl: Workload) -> dict[str, int]:
 
 
 def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
-              instance_name: str | None = None, allow_mismatch: bool = False) -> list[Prepared]:
+              instance_name: str | None = None, allow_mismatch: bool = False,
+              link_backend: str = "auto") -> list[Prepared]:
     """Check every point; return what each needs to run.
 
     Problems with the workload file (nodes, drivers, congestion controls, capture
@@ -82,6 +97,7 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
     live_dirs = conditions.link_directions(attached.deployed, attached.state_dir) \
         if attached else []
     prepared: list[Prepared] = []
+    emulation: list[str] = []
     for wl in workloads:
         lines = workload_lines(wl)
 
@@ -91,6 +107,7 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
         if attached is None:
             topo = topology_for(wl)
             net, whose = planned(topo, instance_name), f"the topology {topo.name!r} has"
+            emulation += _emulation_problems(wl, topo, instance_name, link_backend)
         else:
             topo, net, whose = None, attached, f"testbed {testbed_name!r} has"
         found = conditions.mismatches(wl, topology_for(wl), attached.deployed, live_dirs) \
@@ -102,6 +119,8 @@ def preflight(workloads: list[Workload], *, testbed_name: str | None = None,
                                  wl.schedule_entries(model.links, len(model.schedule)),
                                  wl.router_notes({n: node.kind for n, node in net.nodes.items()})))
     _raise_problems(problems, list(dict.fromkeys(host)), str(workloads[0].file))
+    if emulation:    # e.g. a sweep over aqm whose last point this backend cannot run
+        raise PreflightError("no run was started: " + "\n".join(dict.fromkeys(emulation)))
     _refuse_mismatches(prepared, testbed_name, allow_mismatch, str(workloads[0].file))
     return prepared
 

@@ -36,7 +36,7 @@ def run_workload(path: str | os.PathLike[str], *, variables: dict[str, Any] | No
     source = load_source(path)
     workloads = [load_workload(path, p.variables, source=source) for p in points]
     prepared = preflight(workloads, testbed_name=testbed_name, instance_name=name,
-                         allow_mismatch=allow_mismatch)
+                         allow_mismatch=allow_mismatch, link_backend=link_backend)
     out = Path(output) if output is not None else None
     dirs: list[Path] = []
     line = ProgressLine(progress, [wl.planned_seconds for wl in workloads])
