@@ -34,6 +34,7 @@ from testbed.analysis.tsg import run_time_sequence
 from testbed.errors import ResultsError
 from testbed.results import AGENT_CLIENT, jain_index, percentile, read_json
 from testbed.shape import problem
+from testbed.units import Rate, UnitError
 
 FLOW_KEYS = ("cc", "flow", "from", "to", "protocol")
 
@@ -154,7 +155,6 @@ def bottleneck(run: Run) -> tuple[str | None, float | None]:
         best = (0, f"{key[0]}:{key[1]}", rate)
     where, rate = (best[1], best[2]) if best else (None, None)
     if rate is None and "rate" in run.variables:
-        from testbed.units import Rate, UnitError
         try:
             rate = Rate.parse(run.variables["rate"]).bps
         except UnitError:

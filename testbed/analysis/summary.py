@@ -25,13 +25,13 @@ from testbed.analysis.metrics import FLOW_KEYS, METRICS, RunView, flow_attr
 from testbed.analysis.runs import RunSet
 from testbed.analysis.stats import Estimate, TestResult, mann_whitney_u, mean_ci
 from testbed.errors import ConfigError
+from testbed.analysis.expr import UNITS
 
 _QUANTITY = re.compile(r"\s*(-?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|-?\.[0-9]+)\s*([a-zA-Z%]*)\s*")
 
 
 def normalize(value: object) -> tuple[str, Any]:
     """A comparable form of a variable or selector value: ``1%`` == ``1.0%``, ``100mbit`` == ``100Mbit``."""
-    from testbed.analysis.expr import UNITS
     text = str(value).strip()
     m = _QUANTITY.fullmatch(text)
     if m:

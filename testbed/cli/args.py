@@ -17,6 +17,7 @@ from testbed.files import NAME_MAX
 
 def instance_name(text: str) -> str:
     """An instance name: the rule ``up`` applies (``check_instance_name``)."""
+    # model.topology brings jinja2 and yaml (~0.1 s): not on the path of --help
     from testbed.model.topology import check_instance_name
     try:
         return check_instance_name(text, "")

@@ -13,6 +13,7 @@ from typing import Any
 from testbed.cli import options
 from testbed.errors import ConfigError
 from testbed.realize.state import pick_instance
+from testbed.model.impairment import Impairment
 
 
 def register(subparsers: Any) -> None:
@@ -78,7 +79,6 @@ def link_show_command(args: argparse.Namespace) -> int:
 
 def kernel_lines(kernel: dict) -> list[str]:
     """What a backend read back, for people: one line per part (--json has it all)."""
-    from testbed.model.impairment import Impairment
     out = []
     if kernel.get("impairment"):
         out.append("in force: " + Impairment.from_fields(kernel["impairment"]).describe())

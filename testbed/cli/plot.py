@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import ConfigError
+from testbed.analysis.runs import load_run
+from testbed.analysis.metrics import RunView
 
 
 def seconds_arg(text: str) -> float:
@@ -57,10 +59,8 @@ def register(subparsers: Any) -> None:
 
 
 def plot_command(args: argparse.Namespace) -> int:
-    # matplotlib and the analysis modules load only for this command
+    # matplotlib (plots, tsg) loads only for this command, not for every --help
     from testbed.analysis import plots, tsg
-    from testbed.analysis.metrics import RunView
-    from testbed.analysis.runs import load_run
     check_time_range(args)
     if args.tsg and args.flow is None:
         raise ConfigError("--tsg needs --flow NAME (the flow whose connection to draw)")

@@ -210,8 +210,7 @@ def up(topology: str | os.PathLike[str] | Topology, *, name: str | None = None,
     ``variables`` must be ones the file declares or uses (a typo is a ConfigError).
     ``seed``: the userspace link backend's random draws (loss, jitter), for repeatable runs."""
     if not isinstance(topology, Topology) and variables:
-        from testbed.model.document import check_topology_file
-        check_topology_file(topology, variables)
+        loader.check_topology_file(topology, variables)
     topo = topology if isinstance(topology, Topology) else \
         load_topology(topology, variables, use_env=use_env)
     net, _ = build(plan_for(topo, name), link_backend=link_backend, seed=seed)

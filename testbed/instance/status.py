@@ -60,6 +60,7 @@ def _link(deployed: Deployed, link: PlannedLink, journal: state.Journal) -> dict
     """A link as planned, its impairments as configured (text, as ``testbed plan`` says
     them), plus each direction's impairment in force as fields in base units
     (``impairment``: {} when the direction is not emulated)."""
+    # emulation.live brings the link backends (pyroute2, ~0.3 s): only for emulated links
     from testbed.emulation import live
     out: dict[str, Any] = {     # the keys in the order status --json always had
         "a": link.a, "a_ifname": link.a_ifname, "b": link.b, "b_ifname": link.b_ifname,

@@ -33,6 +33,7 @@ from testbed.remote.errors import (ConnectionLost, RemoteCommandFailed, RemoteEr
                                    RemoteUnfit)
 from testbed.remote.install import ensure_testbed
 from testbed.remote.ssh import Connection, Target, resolve
+from testbed.results import SCHEMA_VERSION, make_run_dir, write_json
 
 RECONNECT_ATTEMPTS = 3
 RECONNECT_PAUSE = 2.0
@@ -263,7 +264,6 @@ class Session:
 def _lost_record(output: Path, workload_name: str, meta: dict[str, Any], log: bytes,
                  lost: RemoteError, last: RemoteError) -> Path:
     """A local run directory marking a run whose host went away."""
-    from testbed.results import SCHEMA_VERSION, make_run_dir, write_json
     run_dir = make_run_dir(workload_name, output)
     (run_dir / "remote.log").write_bytes(log)
     (run_dir / "remote.json").write_text(json.dumps(meta, indent=1) + "\n")

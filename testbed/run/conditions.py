@@ -20,6 +20,7 @@ from testbed.errors import ConfigError, TestbedError
 from testbed.plan.deployed import Deployed
 from testbed.model.impairment import FIELD_NAMES, IMPAIRMENT_KEYS, GilbertElliott, Impairment
 from testbed.units import Duration, Percent, Rate, Size, UnitError
+from testbed.instance.network import plan_for
 
 MARKER = "tb-variable-probe-7f3a"
 _LINK_PATH = re.compile(r"links\[(\d+)\](?:\.(forward|reverse))?\.(\w+)")
@@ -41,6 +42,7 @@ def impairment_fields(imp: Impairment | None) -> dict[str, Any]:
 
 
 def link_directions(deployed: Deployed, state_dir: Path) -> list[dict[str, Any]]:
+    # emulation.live brings the link backends (pyroute2, ~0.3 s): only on this path
     """Every direction of every link of a testbed that is up, as its backend has it in force."""
     from testbed.emulation import live
     out = []
@@ -112,7 +114,6 @@ def mismatches(wl: Any, expected: Any, deployed: Deployed,
     with (its rendered topology) and, for link emulation, with what is in force now
     (``testbed link set`` may have changed it since).
     """
-    from testbed.instance.network import plan_for
     if not wl.variables:
         return []
     out: list[dict[str, Any]] = []
