@@ -25,6 +25,21 @@ def instance_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+MAX_REPEAT = 10_000
+
+
+def repetitions(text: str) -> int:
+    """``--repeat``: a whole number from 1 to MAX_REPEAT (a billion made the matrix grow
+    without end before anything ran)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"{value} repetitions: give 1 to {MAX_REPEAT}")
+    return value
+
+
 def output_dir(text: str) -> Path:
     """A directory for results: any path the user may choose, but not an empty one,
     one with control characters (run directories are printed one per line), one

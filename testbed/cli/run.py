@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.cli import options
-from testbed.cli.args import output_dir
+from testbed.cli.args import output_dir, repetitions
 from testbed.errors import ConfigError
 
 
@@ -19,7 +19,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "Prints the run directory of each run.")
     p.add_argument("workload", type=Path, help="workload YAML file (e.g. workloads/cubic-vs-bbr.yaml)")
     options.add_variables(p, more=" pins a matrix dimension;")
-    p.add_argument("--repeat", type=int, default=None, help="repetitions of each point (overrides the file)")
+    p.add_argument("--repeat", type=repetitions, default=None, help="repetitions of each point (overrides the file)")
     p.add_argument("--output", type=output_dir, default=None, help="results directory (default: ./results)")
     options.add_testbed(p)
     p.add_argument("--allow-mismatch", action="store_true",

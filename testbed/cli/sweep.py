@@ -13,6 +13,7 @@ from typing import Any
 
 from testbed.analysis.merge import load_listing, merge_runs
 from testbed.cli import options
+from testbed.cli.args import repetitions
 from testbed.errors import ConfigError
 from testbed.workload.matrix import load_matrix
 from testbed.workload.sharding import MAX_JOBS, Selection, sweep_listing, worker_points
@@ -28,7 +29,7 @@ def register(subparsers: Any) -> None:
                     "listed.")
     p.add_argument("workload", type=Path, help="workload YAML file")
     options.add_variables(p, more=" pins a matrix dimension;")
-    p.add_argument("--repeat", type=int, default=None, help="repetitions of each point (overrides the file)")
+    p.add_argument("--repeat", type=repetitions, default=None, help="repetitions of each point (overrides the file)")
     p.add_argument("--json", action="store_true",
                    help="the listing as JSON, with the matrix hash and one CI job per run (or shard)")
     p.add_argument("--max-jobs", type=int, default=MAX_JOBS, metavar="N",

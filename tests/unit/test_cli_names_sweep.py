@@ -135,3 +135,11 @@ def test_workload_names_from_the_file(world, tmp_path, capsys, value, accepted):
     else:
         assert f"{wl}" in err and ": name: workload name" in err, err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1000000000", "x"])
+def test_repeat_is_bounded_on_the_command_line(value, capsys):
+    """--repeat 1000000000 grew the matrix by ~25 MB/s until stopped (a new user's review)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "workloads/cubic-vs-bbr.yaml", "--repeat", value])
+    assert exc.value.code == 2 and "--repeat" in capsys.readouterr().err
