@@ -155,7 +155,11 @@ def render(status: dict[str, Any]) -> str:
                          "bottlenecks (testbed link show: counters)")
     changes = status.get("host_changes") or {}
     for key, entry in changes.items():
-        lines.append(f"host change: {key} {' '.join(entry['original'])} + "
-                     f"{' '.join(entry['added'])} (for {', '.join(entry['users'])}; restored "
-                     "when the last of them goes down)")
+        users = ", ".join(entry.get("users") or [])
+        if "mounted" in entry:        # tracefs, mounted for runs' tcp events
+            what = f"mounted {entry['mounted']}"
+        else:
+            what = f"{' '.join(entry['original'])} + {' '.join(entry['added'])}"
+        lines.append(f"host change: {key} {what} (for {users}; restored when the last of "
+                     "them goes down)")
     return "\n".join(lines)

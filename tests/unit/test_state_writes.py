@@ -139,3 +139,15 @@ def test_per_direction_records_are_atomic_but_not_fsynced(tmp_path, monkeypatch)
     write_atomic(tmp_path / "state.json", "{}")
     assert len(synced) == 1
     assert [p.name for p in (tmp_path / "e").iterdir()] == ["eth0.json"]   # no temp left
+
+
+def test_status_says_a_tracefs_mount_among_the_host_changes():
+    """host.json's tracefs entry has no 'original': status crashed with KeyError on a machine
+    where a run had mounted tracefs (a fresh clone's suite found it)."""
+    from testbed.instance.status import render
+    text = render({"instances": [{"name": "a", "complete": False, "note": "x"}], "host_changes": {
+        "tracefs": {"mounted": "/sys/kernel/tracing", "users": ["a"]},
+        "net.ipv4.tcp_allowed_congestion_control": {"original": ["reno"], "added": ["cubic"],
+                                                    "users": ["a"]}}})
+    assert "host change: tracefs mounted /sys/kernel/tracing (for a;" in text
+    assert "reno + cubic (for a;" in text
