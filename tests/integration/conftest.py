@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,57 @@ from tb_helpers import leftovers
 
 from testbed.realize import state
 from testbed.realize import build as backend
-from testbed.kernel import sysctl
+from testbed.kernel import sysctl, tracefs
+
+
+def _kernel_offers_tracefs() -> bool:
+    return any(line.split()[-1] == "tracefs"
+               for line in Path("/proc/filesystems").read_text().splitlines() if line.strip())
+
+
+def _tcp_events_usable() -> tuple[bool, str]:
+    """Whether this kernel has the tcp tracepoints (mounting tracefs for a moment to look,
+    as a fresh machine has it unmounted; the mount is put back as it was)."""
+    if os.geteuid() != 0:
+        return False, "needs root"
+    if tracefs.mount_point() is not None:
+        found = tracefs.probe(tracefs.TCP_EVENTS)
+        return found.usable, "; ".join(found.problems)
+    if not _kernel_offers_tracefs():
+        return False, "this kernel has no tracefs"
+    tracefs.mount()
+    try:
+        found = tracefs.probe(tracefs.TCP_EVENTS)
+        return found.usable, "; ".join(found.problems)
+    finally:
+        tracefs.unmount()
+
+
+@pytest.fixture(scope="session")
+def tcp_events_usable():
+    """Skips the test where the kernel has no tcp tracepoints (decided when a test asks,
+    not at import, so that an unmounted tracefs does not skip what the kernel can do)."""
+    usable, why = _tcp_events_usable()
+    if not usable:
+        pytest.skip(f"no tcp tracepoints here: {why}")
+
+
+@pytest.fixture(scope="session")
+def tracefs_root(tcp_events_usable):
+    """tracefs mounted for tests that trace without a run (a run mounts it itself): mounted
+    here if it was not, and unmounted at the end of the session - the host as it was."""
+    root = tracefs.mount_point()
+    if root is not None:
+        yield root
+        return
+    tracefs.mount()
+    root = tracefs.mount_point()
+    assert root is not None
+    try:
+        yield root
+    finally:
+        if tracefs.mount_point() == root and "tracefs" not in state.host_changes():
+            tracefs.unmount(root)
 
 
 @pytest.fixture

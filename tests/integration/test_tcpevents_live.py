@@ -19,8 +19,7 @@ from tcpevents_net import make_pair, remove_pair
 from testbed.collect import tcpevents, tcpevents_parse
 from testbed.kernel import tracefs
 
-pytestmark = [pytest.mark.root,
-              pytest.mark.skipif(tracefs.mount_point() is None, reason="tracefs is not mounted")]
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("tracefs_root")]
 
 
 @pytest.fixture
