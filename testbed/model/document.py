@@ -11,8 +11,9 @@ Files may come from anyone and testbed runs as root, so templates render in
 jinja2's immutable sandbox (``template_environment``): a template computes
 values from its variables (arithmetic, loops, filters) but cannot reach
 Python internals (``__globals__``, ``__class__``) or call methods that
-change a value; trying is one error naming the file and line. (Like any
-program, a template can still loop long or build a large string.)
+change a value; trying is one error naming the file and line. A template
+that loops too long or builds too much is stopped the same way
+(``sandbox.py``: the bounds).
 
 YAML anchors and aliases (``&name``, ``*name``) are refused anywhere in a
 file: a kilobyte of nested aliases expands to gigabytes, and an alias
@@ -31,9 +32,10 @@ from typing import Any, Iterable, Mapping
 import jinja2
 import jinja2.meta
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from testbed.errors import ConfigError
+from testbed.model import sandbox
 
 
 @dataclass
@@ -82,10 +84,10 @@ def alias_error(exc: AliasRefused, file: str) -> ConfigError:
 
 
 def template_environment(undefined: type[jinja2.Undefined] = jinja2.StrictUndefined
-                         ) -> ImmutableSandboxedEnvironment:
+                         ) -> sandbox.BoundedSandbox:
     """The jinja2 environment every user file is rendered (or parsed) in: the sandbox."""
-    return ImmutableSandboxedEnvironment(undefined=undefined, keep_trailing_newline=True,
-                                         autoescape=False)
+    return sandbox.BoundedSandbox(undefined=undefined, keep_trailing_newline=True,
+                                  autoescape=False)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -137,7 +139,7 @@ def render(text: str, file: str, variables: Mapping[str, Any], *,
     if use_env:
         context["env"] = dict(os.environ)
     try:
-        rendered = template_environment().from_string(body).render(context)
+        rendered = sandbox.render(template_environment().from_string(body), context)
     except SecurityError as exc:
         raise sandbox_error(exc, file) from None
     except jinja2.UndefinedError as exc:
@@ -162,7 +164,8 @@ def render_lenient(text: str, file: str, variables: Mapping[str, Any] | None = N
     defaults, body, _ = split_variables(text, file)
     context = {**defaults, **(variables or {})}
     try:
-        rendered = template_environment(jinja2.ChainableUndefined).from_string(body).render(context)
+        lenient = template_environment(jinja2.ChainableUndefined)
+        rendered = sandbox.render(lenient.from_string(body), context)
     except SecurityError as exc:
         raise sandbox_error(exc, file) from None
     except jinja2.TemplateSyntaxError as exc:
@@ -257,6 +260,8 @@ def check_topology_file(path: str | Path, variables: Mapping[str, Any]) -> None:
 def sandbox_error(exc: SecurityError, file: str) -> ConfigError:
     """The error for a template that reached for what the sandbox keeps from it."""
     what = str(exc).rstrip(".")
+    if isinstance(exc, sandbox.TemplateBound):
+        return ConfigError(f"template: {what}", file=file, line=_template_line(exc))
     return ConfigError(f"template: {what}; templates are sandboxed: they compute values "
                        "from their variables, they cannot reach Python internals or run code",
                        file=file, line=_template_line(exc))

@@ -55,4 +55,4 @@ def test_a_constant_too_long_to_print_is_one_error(tmp_path, capsys):
                  "links:\n  - endpoints: [h1, h2]\n    delay: \"{{ 2**20000 }}ms\"\n")
     assert cli.main(["plan", str(f)]) == 2
     err = capsys.readouterr().err
-    assert f"{f}: template: ValueError" in err and "Traceback" not in err
+    assert f"{f}:5: template: ValueError" in err and "Traceback" not in err
