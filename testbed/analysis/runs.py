@@ -58,13 +58,40 @@ def _num(text: str | None) -> float | None:
         return None
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a run's CSV file (none if it is absent); ``ResultsError`` if it is not CSV text."""
+def _strict_num(text: str, path: Path, line: int, column: str) -> float | None:
+    """A CSV cell as a number (None when empty); ``ResultsError`` when it is not one."""
+    value = _num(text)
+    if value is None and text:
+        raise ResultsError(f"line {line}, column {column}: {text[:40]!r} is not a number "
+                           "(not as 'testbed run' writes it)", file=str(path))
+    return value
+
+
+def _check_columns(path: Path, header: list[str] | None, rows: list[dict[str, str]],
+                   columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in (header or [])]
+    if missing:
+        raise ResultsError(f"no column {', '.join(missing[:3])}"
+                           f"{' ...' if len(missing) > 3 else ''} (not as 'testbed run' "
+                           "writes it)", file=str(path))
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise ResultsError(f"line {line} does not have the header's {len(header or [])} "
+                               "fields (not as 'testbed run' writes it)", file=str(path))
+
+
+def read_csv(path: Path, columns: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Rows of a run's CSV file (none if it is absent); ``ResultsError`` if it is not CSV
+    text or, given ``columns``, lacks one of them or has a row of another length."""
     if not path.exists():
         return []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            if columns:
+                _check_columns(path, reader.fieldnames and list(reader.fieldnames), rows, columns)
+            return rows
     except UnicodeDecodeError as exc:
         raise ResultsError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from None
     except csv.Error as exc:
@@ -111,14 +138,20 @@ class Run:
         return (self.manifest.get("testbed") or {}).get("link_backend")
 
     def tcp_info(self) -> list[dict[str, Any]]:
-        """Rows of tcp_info.csv, numbers as floats (None when empty)."""
+        """Rows of tcp_info.csv, numbers as floats (None when empty). Every finished run
+        writes it: missing, without its columns or with a word where a number goes, it is
+        a ResultsError naming the file (metrics would otherwise just disappear)."""
         if self._tcp_info is None:
+            path = self.path / "tcp_info.csv"
+            if not path.exists() and not self.partial:
+                raise ResultsError("missing: every run 'testbed run' finished writes it",
+                                   file=str(path))
             rows = []
-            for r in read_csv(self.path / "tcp_info.csv"):
+            for line, r in enumerate(read_csv(path, ("flow",) + TCPINFO_COLUMNS), start=2):
                 row: dict[str, Any] = {k: r[k] for k in TCPINFO_TEXT if k in r}
                 for k in TCPINFO_COLUMNS:
                     if k not in TCPINFO_TEXT:
-                        row[k] = _num(r.get(k))
+                        row[k] = _strict_num(r[k], path, line, k)
                 rows.append(row)
             self._tcp_info = rows
         return self._tcp_info

@@ -133,3 +133,40 @@ def test_a_broken_csv_or_raw_client_output_names_its_file(tmp_path, capsys):
     (run / "tcp_info.csv").write_bytes(b"flow,t\nf,\xff\n")
     assert cli.main(["compare", str(run), "--metrics", "rtt_p50"]) == 7
     assert f"{run}/tcp_info.csv: not UTF-8 text" in capsys.readouterr().err
+
+
+def _tcp_info_damaged(text: str | None):
+    def damage(run: Path) -> None:
+        if text is None:
+            (run / "tcp_info.csv").unlink()
+        else:
+            (run / "tcp_info.csv").write_text(text)
+    return damage
+
+
+def _tcp_info_cell(value: str):
+    def damage(run: Path) -> None:
+        lines = (run / "tcp_info.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        cells = lines[1].split(",")
+        cells[header.index("srtt_us")] = value
+        lines[1] = ",".join(cells)
+        (run / "tcp_info.csv").write_text("\n".join(lines) + "\n")
+    return damage
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_tcp_info_damaged(None), "tcp_info.csv: missing"),
+    (_tcp_info_damaged("flow,t\nf,1\n"), "tcp_info.csv: no column"),
+    (_tcp_info_cell("fast"), "line 2, column srtt_us: 'fast' is not a number"),
+    (lambda run: (run / "tcp_info.csv").write_text(
+        (run / "tcp_info.csv").read_text().splitlines()[0] + "\nf,1\n"),
+     "line 2 does not have the header's"),
+], ids=["missing", "columns", "word", "short-row"])
+def test_a_damaged_tcp_info_csv_is_exit_7_not_vanishing_columns(tmp_path, capsys, damage, says):
+    """Before, compare printed the run with its rtt/cwnd columns empty and exited 0."""
+    run = write_run(tmp_path, "r", variables={}, flows=[FakeFlow("f", "bbr", 1e6)])
+    damage(run)
+    assert cli.main(["compare", str(run), "--metrics", "rtt_p50"]) == 7
+    err = capsys.readouterr().err
+    assert f"{run}/" in err and says in err and err.count("\n") == 1
