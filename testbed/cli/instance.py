@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from testbed.cli import options
-from testbed.errors import TestbedError
+from testbed.cli.args import instance_name
+from testbed.errors import ConfigError, TestbedError
 from testbed.kernel import netns
 from testbed.realize import state
 
@@ -165,10 +166,34 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_after_node(args: argparse.Namespace) -> list[str]:
+    """The command of ``exec NODE [--name X] -- CMD ...``: argparse's REMAINDER keeps what
+    follows NODE, so ``--name X`` given there is taken as exec's option, not the command's."""
+    if "--" not in args.argv:
+        return list(args.argv)
+    cut = args.argv.index("--")
+    head, command = args.argv[:cut], args.argv[cut + 1:]
+    while head:
+        option, _, value = head[0].partition("=")
+        if option != "--name":
+            raise ConfigError(f"exec: {head[0]!r} before --: only --name goes there "
+                              "(exec [--name NAME] NODE -- CMD ...)")
+        if not value:
+            if len(head) < 2:
+                raise ConfigError("exec: argument --name: expected one argument")
+            value, head = head[1], head[1:]
+        try:
+            args.name = instance_name(value)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"exec: argument --name: {exc}") from None
+        head = head[1:]
+    return command
+
+
 def exec_command(args: argparse.Namespace) -> int:
     # instance.network imports pyroute2 (~0.3 s) through emulation: not for --help or compare
     from testbed.instance.network import attach
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    argv = _command_after_node(args)
     if not argv:
         raise TestbedError("give the command after --, e.g. testbed exec h1 -- ping -c 3 h3")
     net = attach(state.pick_instance(args.name))

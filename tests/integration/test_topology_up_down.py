@@ -219,6 +219,10 @@ def test_exec_of_a_missing_command_exits_127(write_topology, clean_instance):
         ok = run_cli("exec", "--name", clean_instance, "h1", "--", "sh", "-c", "exit 7",
                      check=False)
         assert ok.returncode == 7                     # the command's own status passes through
+        # --name after NODE is exec's option (it was passed to the command: "--name: not found")
+        after = run_cli("exec", "h1", "--name", clean_instance, "--", "sh", "-c", "echo $0",
+                        "--name", check=False)
+        assert after.returncode == 0 and after.stdout.split() == ["--name"], after
 
 
 def test_dumbbell_with_emulated_bottleneck(clean_instance):

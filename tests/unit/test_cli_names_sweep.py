@@ -36,6 +36,7 @@ ENTRY_POINTS = [
     (["down", "--name", "V"], "instance", "--name"),
     (["status", "--name", "V"], "instance", "--name"),
     (["exec", "--name", "V", "h1", "--", "true"], "instance", "--name"),
+    (["exec", "h1", "--name", "V", "--", "true"], "instance", "--name"),
     (["clean", "--name", "V"], "instance", "--name"),
     (["run", "missing.yaml", "--name", "V"], "instance", "--name"),
     (["run", "missing.yaml", "--testbed", "V"], "instance", "--testbed"),
