@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.errors import ConfigError
+from testbed.model.congestion import cc_problem
 from testbed.model.document import Document, closest, workload_instead
 from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
 from testbed.model.limits import kernel_limit_problems
@@ -25,7 +26,6 @@ NODE_KINDS = ("host", "router")
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MAX_NAME = 24          # keeps tb-<instance>-<node> and the ownership tag short
 IFNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
-CC_RE = re.compile(r"[a-z0-9_]{1,15}")
 IFNAMSIZ = 15          # usable bytes of a Linux interface name
 ROUTING_SCOPES = ("hosts", "all")
 IPv4Iface = ipaddress.IPv4Interface
@@ -182,8 +182,9 @@ def _parse_sysctls(doc: Document, data: Any, path: str) -> tuple[tuple[str, str]
 def _parse_cc(doc: Document, value: Any, path: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not CC_RE.fullmatch(value):
-        raise doc.error(path, f"{value!r} is not a congestion control name (e.g. cubic, bbr, reno)")
+    problem = cc_problem(value)
+    if problem:
+        raise doc.error(path, problem)
     return value
 
 

@@ -10,7 +10,6 @@ file, the YAML path and the line.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import jinja2
 import jinja2.meta
 
 from testbed.model import document as tb_loader
+from testbed.model.congestion import CC_RE, cc_problem
 from testbed.model.document import Document
 
 from testbed.errors import ConfigError
@@ -44,7 +44,6 @@ CAPTURE_KEYS = ("enabled", "interfaces", "snaplen")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _NAME_RULE = (f"may use letters, digits, '_', '.' and '-', and may not start with '.' "
               f"(at most {NAME_MAX} characters)")
-_CC_RE = re.compile(r"[a-z0-9_]+")
 DEFAULT_DURATION = Duration(10.0)
 
 
@@ -70,23 +69,6 @@ SYNONYMS = {"src": "from", "source": "from", "dst": "to", "dest": "to", "destina
 VARIABLE_SYNONYMS = {"buffer": "queue", "buf": "queue", "queue_size": "queue", "qlen": "queue",
                      "bandwidth": "rate", "bw": "rate", "rtt": "delay", "latency": "delay",
                      "drop": "loss", "congestion_control": "cc", "algorithm": "cc"}
-# congestion controls of Linux (net/ipv4/tcp_*.c) and the common out-of-tree ones
-KNOWN_CC = ("bbr", "bbr2", "bbr3", "bic", "cdg", "cubic", "dctcp", "highspeed", "htcp", "hybla",
-            "illinois", "lp", "nv", "prague", "reno", "scalable", "vegas", "veno", "westwood",
-            "yeah")
-
-
-def misspelt_cc(name: str) -> str | None:
-    """The known congestion control ``name`` is a near miss of (``renno`` -> ``reno``), or None
-    when it is known or like none (a module of its own: the preflight checks the kernel)."""
-    if name.startswith("tcp_") and len(name) > 4:
-        return name[4:]                 # the module's name, not the algorithm's
-    if name in KNOWN_CC or any(name.startswith(k) for k in KNOWN_CC):
-        return None                     # known, or a variant of one built as its own module
-    match = difflib.get_close_matches(name, KNOWN_CC, n=1, cutoff=0.75)
-    return match[0] if match else None
-
-
 # names that are settings of the run, not template variables
 SET_HINTS = {"repeat": "repetitions are not a template variable: use --repeat N",
              "topology": "the topology file is named in the workload's 'topology:'"}
@@ -238,13 +220,13 @@ def _flow_cc(ctx: _Ctx, cc: Any, path: str, protocol: str) -> str | None:
     """A flow's ``cc:``: a name, for tcp, not a near miss of a known one."""
     if cc is None:
         return None
-    if not isinstance(cc, str) or not _CC_RE.fullmatch(cc):
+    if not isinstance(cc, str) or not CC_RE.fullmatch(cc):
         raise ctx.error(f"{path}.cc", f"congestion control must be a name such as 'cubic', got {cc!r}")
     if protocol != "tcp":
         raise ctx.error(f"{path}.cc", "congestion control applies to tcp flows only")
-    guess = misspelt_cc(cc)
-    if guess:
-        raise ctx.error(f"{path}.cc", f"unknown congestion control {cc!r}; did you mean {guess!r}?")
+    problem = cc_problem(cc)
+    if problem:
+        raise ctx.error(f"{path}.cc", problem)
     return cc
 
 
