@@ -77,62 +77,76 @@ def _conn_info(s: socket.socket) -> dict[str, Any]:
     return {"local_host": local[0], "local_port": local[1], "cc": cc}
 
 
+def _request_response(s: socket.socket, args: argparse.Namespace, stop: threading.Event,
+                      deadline: float | None, rec: dict[str, Any]) -> None:
+    """Requests and their responses on ``s`` until stopped or the deadline; latencies in rec."""
+    req = b"q" * args.request
+    buf = bytearray(min(args.response, CHUNK))
+    lat: list[int] = []
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        t0 = _now_ns()
+        s.sendall(req)
+        if not _recv_exact(s, args.response, buf):
+            raise ConnectionError("server closed the connection")
+        lat.append(_now_ns() - t0)
+        if args.think > 0:
+            stop.wait(args.think)
+    rec["latencies_us"] = [x / 1000.0 for x in lat]
+    rec["transactions"] = len(lat)
+    rec["bytes"] = len(lat) * (args.request + args.response)
+
+
+def _bulk(s: socket.socket, args: argparse.Namespace, stop: threading.Event,
+          deadline: float | None, rec: dict[str, Any]) -> None:
+    """Send until stopped, the deadline or ``args.size`` bytes; then wait until the
+    receiver closes (every byte delivered)."""
+    data = b"\0" * CHUNK
+    sent = 0
+    while not stop.is_set():
+        if args.size and sent >= args.size:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        n = CHUNK if not args.size else min(CHUNK, args.size - sent)
+        sent += s.send(data[:n])
+    rec["bytes"] = sent
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(max(5.0, args.duration or 0))
+    s.recv(1)
+
+
+def _client_connection(args: argparse.Namespace, stop: threading.Event, rec: dict[str, Any],
+                       errors: list[str], i: int) -> None:
+    try:
+        s = _tcp_connect(args)
+    except OSError as exc:
+        errors.append(f"connect to {args.host}:{args.port}: {exc.strerror or exc}")
+        return
+    # the duration counts from this connection's start (as iperf3's -t does): a
+    # handshake slowed by lost SYNs must not eat the time the flow was asked to send
+    deadline = time.monotonic() + args.duration if args.duration else None
+    rec.update(_conn_info(s))
+    rec["start_ns"] = _now_ns()
+    try:
+        if args.mode == "rr":
+            _request_response(s, args, stop, deadline, rec)
+            s.shutdown(socket.SHUT_WR)
+        else:
+            _bulk(s, args, stop, deadline, rec)
+    except OSError as exc:
+        rec["error"] = exc.strerror or str(exc)
+        errors.append(f"connection {i} (port {rec.get('local_port')}): {rec['error']}")
+    finally:
+        rec["end_ns"] = _now_ns()
+        s.close()
+
+
 def tcp_client(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = [{} for _ in range(args.count)]
     errors: list[str] = []
     stop = threading.Event()
-
-    def one(i: int) -> None:
-        rec = results[i]
-        try:
-            s = _tcp_connect(args)
-        except OSError as exc:
-            errors.append(f"connect to {args.host}:{args.port}: {exc.strerror or exc}")
-            return
-        # the duration counts from this connection's start (as iperf3's -t does): a
-        # handshake slowed by lost SYNs must not eat the time the flow was asked to send
-        deadline = time.monotonic() + args.duration if args.duration else None
-        rec.update(_conn_info(s))
-        rec["start_ns"] = _now_ns()
-        try:
-            if args.mode == "rr":
-                req = b"q" * args.request
-                buf = bytearray(min(args.response, CHUNK))
-                lat: list[int] = []
-                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                    t0 = _now_ns()
-                    s.sendall(req)
-                    if not _recv_exact(s, args.response, buf):
-                        raise ConnectionError("server closed the connection")
-                    lat.append(_now_ns() - t0)
-                    if args.think > 0:
-                        stop.wait(args.think)
-                rec["latencies_us"] = [x / 1000.0 for x in lat]
-                rec["transactions"] = len(lat)
-                rec["bytes"] = len(lat) * (args.request + args.response)
-            else:
-                data = b"\0" * CHUNK
-                sent = 0
-                while not stop.is_set():
-                    if args.size and sent >= args.size:
-                        break
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-                    n = CHUNK if not args.size else min(CHUNK, args.size - sent)
-                    sent += s.send(data[:n])
-                rec["bytes"] = sent
-            s.shutdown(socket.SHUT_WR)
-            if args.mode != "rr":
-                s.settimeout(max(5.0, args.duration or 0))
-                s.recv(1)  # wait for the receiver to close: every byte delivered
-        except OSError as exc:
-            rec["error"] = exc.strerror or str(exc)
-            errors.append(f"connection {i} (port {rec.get('local_port')}): {rec['error']}")
-        finally:
-            rec["end_ns"] = _now_ns()
-            s.close()
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(args.count)]
+    threads = [threading.Thread(target=_client_connection, args=(args, stop, results[i], errors, i),
+                                daemon=True) for i in range(args.count)]
     for t in threads:
         t.start()
     try:
@@ -269,34 +283,17 @@ def udp_server(args: argparse.Namespace) -> dict[str, Any]:
             if n < UDP_HEADER.size:
                 continue
             magic, sid, seq, sent_ns = UDP_HEADER.unpack_from(buf)
-            st = streams.setdefault(sid, {"received": 0, "bytes": 0, "max_seq": -1, "reordered": 0,
-                                          "duplicates": 0, "jitter_ns": 0.0, "last_transit": None,
-                                          "owd_ns": [], "seen": set(), "sent": None,
-                                          "first_ns": now, "last_ns": now})
+            if sid not in streams:
+                streams[sid] = _new_stream(now)
+            st = streams[sid]
             if magic == UDP_END_MAGIC:
                 st["sent"] = seq
                 ended.add(sid)
                 if len(ended) >= args.count:
                     break
                 continue
-            if magic != UDP_MAGIC:
+            if magic != UDP_MAGIC or not _count_packet(st, seq, n, sent_ns, now):
                 continue
-            if seq in st["seen"]:
-                st["duplicates"] += 1
-                continue
-            st["seen"].add(seq)
-            st["received"] += 1
-            st["bytes"] += n
-            st["last_ns"] = now
-            if seq < st["max_seq"]:
-                st["reordered"] += 1
-            else:
-                st["max_seq"] = seq
-            transit = now - sent_ns
-            st["owd_ns"].append(transit)
-            if st["last_transit"] is not None:
-                st["jitter_ns"] += (abs(transit - st["last_transit"]) - st["jitter_ns"]) / 16.0
-            st["last_transit"] = transit
             if out:
                 out.write(f"{sid},{seq},{sent_ns},{now},{n}\n")
     except Stopped:
@@ -305,14 +302,43 @@ def udp_server(args: argparse.Namespace) -> dict[str, Any]:
         if out:
             out.close()
         s.close()
-    result = []
-    for sid, st in sorted(streams.items()):
-        result.append({"stream": sid, "received": st["received"], "bytes": st["bytes"],
-                       "max_seq": st["max_seq"], "sent": st["sent"], "reordered": st["reordered"],
-                       "duplicates": st["duplicates"], "jitter_us": st["jitter_ns"] / 1000.0,
-                       "owd_us": [x / 1000.0 for x in st["owd_ns"]],
-                       "seconds": (st["last_ns"] - st["first_ns"]) / 1e9})
+    result = [_stream_summary(sid, st) for sid, st in sorted(streams.items())]
     return {"role": "server", "streams": result, "stopped": stopped}
+
+
+def _new_stream(now: int) -> dict[str, Any]:
+    return {"received": 0, "bytes": 0, "max_seq": -1, "reordered": 0, "duplicates": 0,
+            "jitter_ns": 0.0, "last_transit": None, "owd_ns": [], "seen": set(), "sent": None,
+            "first_ns": now, "last_ns": now}
+
+
+def _count_packet(st: dict[str, Any], seq: int, n: int, sent_ns: int, now: int) -> bool:
+    """Account one data packet of a stream (RFC 3550 jitter); False for a duplicate."""
+    if seq in st["seen"]:
+        st["duplicates"] += 1
+        return False
+    st["seen"].add(seq)
+    st["received"] += 1
+    st["bytes"] += n
+    st["last_ns"] = now
+    if seq < st["max_seq"]:
+        st["reordered"] += 1
+    else:
+        st["max_seq"] = seq
+    transit = now - sent_ns
+    st["owd_ns"].append(transit)
+    if st["last_transit"] is not None:
+        st["jitter_ns"] += (abs(transit - st["last_transit"]) - st["jitter_ns"]) / 16.0
+    st["last_transit"] = transit
+    return True
+
+
+def _stream_summary(sid: int, st: dict[str, Any]) -> dict[str, Any]:
+    return {"stream": sid, "received": st["received"], "bytes": st["bytes"],
+            "max_seq": st["max_seq"], "sent": st["sent"], "reordered": st["reordered"],
+            "duplicates": st["duplicates"], "jitter_us": st["jitter_ns"] / 1000.0,
+            "owd_us": [x / 1000.0 for x in st["owd_ns"]],
+            "seconds": (st["last_ns"] - st["first_ns"]) / 1e9}
 
 
 def build_parser() -> argparse.ArgumentParser:
