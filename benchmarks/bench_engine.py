@@ -13,11 +13,17 @@ backend, through the CLI as a user would, and measures:
 - ``down``: wall time of ``testbed down``.
 
 "daemons" runs another checkout's code (``--old /work/main``: the per-direction
-daemons); "engine" runs this one. Lines longer than 253 routers cannot ping end to
-end (TTL max 255): RTT is measured only where the ends can reach each other.
+daemons); "engine" runs this one; "netem" runs this one with the kernel's netem
+(``--link-backend netem``: only where the kernel has sch_netem). ``--guest``
+runs the netem rows in the QEMU guest (vagrant/guest: a Debian kernel with
+netem, TCG-emulated on machines without KVM, so its times are the emulator's:
+compare its error per pass, which subtracts the same guest's undelayed line).
+Lines longer than 253 routers cannot ping end to end (TTL max 255): RTT is
+measured only where the ends can reach each other.
 
 Run as root:  python benchmarks/bench_engine.py --old /work/main
-              [--scenarios 30,250,1000] [--codes daemons,engine] [--json out.json]
+              [--scenarios 30,250,1000] [--codes daemons,engine,netem] [--guest]
+              [--json out.json]
 Prints a table with engine/daemons ratios; asserts nothing.
 """
 
@@ -64,7 +70,9 @@ EMULATION_MODULES = ("testbed.emulation.engine", "testbed.emulation.delayd")
 
 
 def cli(code: Path, *args: str, timeout: float = 900) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    # the code first; what else was on the path stays (the guest's /site-packages)
+    path = [str(code)] + [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    env = {**os.environ, "PYTHONPATH": ":".join(path)}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd="/")
@@ -109,9 +117,10 @@ def stats(rtts: list[float]) -> dict | None:
             "p99": s[min(len(s) - 1, int(len(s) * 0.99))]}
 
 
-def one(code: Path, routers: int, delay: str | None, topo: Path, measure_rtt: bool) -> dict:
+def one(code: Path, routers: int, delay: str | None, topo: Path, measure_rtt: bool,
+        backend: str = "userspace") -> dict:
     name = f"lb{secrets.token_hex(3)}"
-    args = ["up", str(topo), "--name", name, "--link-backend", "userspace",
+    args = ["up", str(topo), "--name", name, "--link-backend", backend,
             "--set", f"routers={routers}", "--set", f"delay={delay or 'null'}"]
     up_s, proc = cli(code, *args)
     out: dict = {"up_s": up_s, "load": os.getloadavg()[0]}
@@ -135,7 +144,7 @@ def scenario(codes: dict[str, Path], routers: int, delay_ms: float, topo: Path) 
         base = one(codes.get("engine") or next(iter(codes.values())), routers, None, topo, True)
         result["base_rtt_ms"] = base.get("rtt_ms")
     for label, code in codes.items():
-        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable)
+        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable, BACKENDS.get(label, "userspace"))
         rtt, base_rtt = r.get("rtt_ms"), result.get("base_rtt_ms")
         if rtt and base_rtt:
             passes = result["directions"]
@@ -151,7 +160,7 @@ def table(results: list[dict]) -> str:
     lines = ["| routers | code | up s | down s | procs | RSS MB | RTT mean/p99 ms (configured) "
              "| error/pass mean, p99 us | load |", "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
-        for label in ("daemons", "engine"):
+        for label in ("daemons", "engine", "netem"):
             r = res.get(label)
             if r is None:
                 continue
@@ -173,25 +182,60 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+BACKENDS = {"netem": "netem"}     # which --link-backend a code's rows use (else userspace)
+
+
+def netem_in_guest(scenarios: str, delay_ms: float, tmp: Path) -> list[dict]:
+    """The netem rows, measured by this script run inside the QEMU guest."""
+    out = tmp / "guest-out"
+    out.mkdir()
+    argv = [sys.executable, str(REPO / "vagrant" / "guest" / "run.py"), "--out", str(out),
+            "--memory", "2048", "--smp", "2", "--timeout", "3000", "--",
+            "python3", "/project/benchmarks/bench_engine.py", "--codes", "netem",
+            "--scenarios", scenarios, "--delay-ms", f"{delay_ms:g}", "--json", "/out/netem.json"]
+    proc = subprocess.run(argv, text=True, capture_output=True)
+    if proc.returncode != 0:
+        tail = " / ".join(proc.stdout.strip().splitlines()[-3:])
+        return [{"routers": int(r), "netem": {"error": f"guest exit {proc.returncode}: {tail}"}}
+                for r in scenarios.split(",")]
+    return json.loads((out / "netem.json").read_text())
+
+
+def merge_guest(results: list[dict], guest: list[dict]) -> None:
+    """The guest's netem row (with the guest's own undelayed RTT) beside the host's rows."""
+    for res, g in zip(results, guest):
+        netem = g.get("netem")
+        if netem is not None:
+            netem["base_rtt_ms"] = g.get("base_rtt_ms")
+            res["netem"] = netem
+            res.setdefault("configured_rtt_ms", g.get("configured_rtt_ms"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, default=None,
                         help="a checkout with the per-direction daemons (e.g. /work/main)")
     parser.add_argument("--scenarios", default="30,250,1000", help="routers per line")
     parser.add_argument("--codes", default="daemons,engine")
+    parser.add_argument("--guest", action="store_true",
+                        help="run the netem rows in the QEMU guest (vagrant/guest)")
     parser.add_argument("--delay-ms", type=float, default=1.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    codes = {"daemons": args.old, "engine": REPO}
+    codes = {"daemons": args.old, "engine": REPO, "netem": REPO}
     codes = {k: v for k, v in codes.items() if k in args.codes.split(",") and v is not None}
+    in_guest = args.guest and codes.pop("netem", None) is not None
     with tempfile.TemporaryDirectory(prefix="tbbench-engine-") as tmp:
         topo = Path(tmp) / "line.yaml"
         topo.write_text(LINE)
         results = []
         for routers in (int(x) for x in args.scenarios.split(",")):
             # the daemons refuse ~150 routers and more (memory): not tried there
-            use = {k: v for k, v in codes.items() if k == "engine" or routers <= 60}
-            results.append(scenario(use, routers, args.delay_ms, topo))
+            use = {k: v for k, v in codes.items() if k != "daemons" or routers <= 60}
+            results.append(scenario(use, routers, args.delay_ms, topo) if use
+                           else {"routers": routers})
+        if in_guest:
+            merge_guest(results, netem_in_guest(args.scenarios, args.delay_ms, Path(tmp)))
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
