@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,54 +14,45 @@ from testbed.realize import build as backend
 from testbed.kernel import sysctl, tracefs
 
 
-def _kernel_offers_tracefs() -> bool:
-    return any(line.split()[-1] == "tracefs"
-               for line in Path("/proc/filesystems").read_text().splitlines() if line.strip())
-
-
-def _tcp_events_usable() -> tuple[bool, str]:
-    """Whether this kernel has the tcp tracepoints (mounting tracefs for a moment to look,
-    as a fresh machine has it unmounted; the mount is put back as it was)."""
+def _kernel_has_tcp_tracepoints() -> tuple[bool, str]:
+    """Whether this kernel has tracefs and the tcp tracepoints, seen without mounting
+    anything (/proc/filesystems, and the tracepoints' symbols in /proc/kallsyms)."""
     if os.geteuid() != 0:
         return False, "needs root"
-    if tracefs.mount_point() is not None:
-        found = tracefs.probe(tracefs.TCP_EVENTS)
-        return found.usable, "; ".join(found.problems)
-    if not _kernel_offers_tracefs():
+    if "tracefs" not in Path("/proc/filesystems").read_text().split():
         return False, "this kernel has no tracefs"
-    tracefs.mount()
-    try:
-        found = tracefs.probe(tracefs.TCP_EVENTS)
-        return found.usable, "; ".join(found.problems)
-    finally:
-        tracefs.unmount()
+    symbols = set(re.findall(r" __traceiter_(\w+)$", Path("/proc/kallsyms").read_text(), re.M))
+    found = [e for e in tracefs.TCP_EVENTS if e.split("/")[1] in symbols]
+    if not found:
+        return False, "this kernel has no tcp tracepoints"
+    return True, ""
 
 
 @pytest.fixture(scope="session")
 def tcp_events_usable():
     """Skips the test where the kernel has no tcp tracepoints (decided when a test asks,
-    not at import, so that an unmounted tracefs does not skip what the kernel can do)."""
-    usable, why = _tcp_events_usable()
+    not at import and not by the mount: a fresh machine has tracefs unmounted)."""
+    usable, why = _kernel_has_tcp_tracepoints()
     if not usable:
         pytest.skip(f"no tcp tracepoints here: {why}")
 
 
 @pytest.fixture(scope="session")
 def tracefs_root(tcp_events_usable):
-    """tracefs mounted for tests that trace without a run (a run mounts it itself): mounted
-    here if it was not, and unmounted at the end of the session - the host as it was."""
-    root = tracefs.mount_point()
-    if root is not None:
-        yield root
-        return
-    tracefs.mount()
-    root = tracefs.mount_point()
-    assert root is not None
+    """tracefs for tests that trace without a run, mounted as a run mounts it: for an
+    instance of the session's own (a state directory), recorded in host.json, so that a
+    run beside it shares the mount and the last one out unmounts it."""
+    name = f"tev{os.getpid()}"
+    state.instance_dir(name).mkdir(parents=True)
     try:
+        state.mount_tracefs(name)
+        root = tracefs.mount_point()
+        assert root is not None
         yield root
     finally:
-        if tracefs.mount_point() == root and "tracefs" not in state.host_changes():
-            tracefs.unmount(root)
+        state.instance_dir(name).rmdir()
+        state.release_tracefs(name)
+        state.tidy()
 
 
 @pytest.fixture
