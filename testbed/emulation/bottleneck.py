@@ -188,13 +188,20 @@ class Bottleneck:
         return False
 
     def status(self) -> dict:
-        sent = self.counters["sent"]
-        out = {**self.counters, "backlog_bytes": self.backlog,
-               "sojourn_ms_mean": round(self.sojourn_ns_total / sent / 1e6, 3) if sent else None,
-               "sojourn_ms_max": round(self.sojourn_ns_max / 1e6, 3)}
+        out = queue_status(self.counters, self.backlog, self.sojourn_ns_total,
+                           self.sojourn_ns_max)
         if self.pie is not None:
             out["pie_prob"] = round(self.pie.prob, 6)
         return out
+
+
+def queue_status(counters: dict[str, int], backlog: int, sojourn_ns_total: int,
+                 sojourn_ns_max: int) -> dict:
+    """The status keys every discipline reports (run results sample them)."""
+    sent = counters["sent"]
+    return {**counters, "backlog_bytes": backlog,
+            "sojourn_ms_mean": round(sojourn_ns_total / sent / 1e6, 3) if sent else None,
+            "sojourn_ms_max": round(sojourn_ns_max / 1e6, 3)}
 
 
 def mark_ce(packet: bytearray) -> bool:
