@@ -45,13 +45,14 @@ class DelayConfig:
     target_us: float = 5000.0
     interval_us: float = 100000.0
     ecn: bool = False
+    limit_packets: int = 0      # the aqm's limit when one was given (0: the bytes only)
 
     def bottleneck(self) -> BottleneckConfig | None:
         if self.aqm is None:
             return None
         return BottleneckConfig(self.rate_bps, self.limit_bytes, self.aqm,
                                 int(self.target_us * 1000), int(self.interval_us * 1000),
-                                self.ecn)
+                                self.ecn, self.limit_packets)
 
     def to_dict(self) -> dict:
         # not dataclasses.asdict: it deep-copies, and up writes this for every lane 3 times
