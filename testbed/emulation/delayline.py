@@ -3,9 +3,10 @@
 A ``DelayLine`` decides, for each packet id the kernel hands over, whether
 to drop it (random or Gilbert-Elliott loss), accept it at once (netem-style reorder:
 the packet skips the delay line) or hold it until a due time. Held packets
-are released in arrival order because a batch verdict accepts every id up
-to N: a jittered due time earlier than its predecessor's is clamped up to
-it (as netem does when a rate is set). Only the reorder probability makes
+are released in the order they came (arrival order; on an FQ-CoDel lane the
+scheduler's dequeue order, released with per-packet verdicts) because a batch
+verdict accepts every id up to N: a jittered due time earlier than its
+predecessor's is clamped up to it (as netem does when a rate is set). Only the reorder probability makes
 packets overtake each other.
 
 Time is passed in as integer nanoseconds so tests can drive it.
