@@ -20,7 +20,13 @@ next drop comes ``interval / sqrt(count)`` later. RED (Floyd & Jacobson 1993,
 the kernel's red.h without the idle correction): an EWMA of the backlog
 (w = 1/512) against min/max thresholds of 1/12 and 1/4 of the limit, drop
 probability rising linearly to 2 % at max (tc red's defaults when only a limit
-is given, in bytes); above max, always. Times are integer nanoseconds.
+is given, in bytes); above max, always. PIE (``pie.py``) decides at enqueue
+instead, from the queue delay at the packet's arrival, and marks only while its
+probability is at most 10 %. ``limit_packets`` (when set: the aqm's ``limit``)
+tail-drops on the packets waiting too. Times are integer nanoseconds.
+
+FQ-CoDel cannot be decided at arrival (a packet's turn depends on later
+arrivals of other flows): it is ``fqcodel.py``, which really holds packets.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
+
+from testbed.emulation.pie import Pie
 
 SEND = 0
 DROP = 1
@@ -39,10 +47,11 @@ MARK = 2
 class BottleneckConfig:
     rate_bps: float
     limit_bytes: int
-    aqm: str = "fifo"            # fifo, codel, red
+    aqm: str = "fifo"            # fifo, codel, red, pie (fq_codel: fqcodel.py)
     target_ns: int = 5_000_000
-    interval_ns: int = 100_000_000
+    interval_ns: int = 100_000_000   # pie: tupdate
     ecn: bool = False
+    limit_packets: int = 0       # 0: only the byte limit
 
 
 class CoDel:
@@ -124,6 +133,8 @@ class Bottleneck:
             else None
         self.red = Red(config.limit_bytes, rng or random.Random()) if config.aqm == "red" \
             else None
+        self.pie = Pie(config.target_ns, config.interval_ns, rng or random.Random()) \
+            if config.aqm == "pie" else None
         self.counters = dict.fromkeys(("sent", "tail_drops", "aqm_drops", "marks"), 0)
         self.sojourn_ns_total = 0
         self.sojourn_ns_max = 0
@@ -133,15 +144,17 @@ class Bottleneck:
         queued = self.queued
         while queued and queued[0][0] <= now:
             self.backlog -= queued.popleft()[1]
-        if self.backlog + size > self.config.limit_bytes:
+        if self.pie is not None:
+            self.pie.catch_up(now, self.link_free)
+        if self._full(size):
             self.counters["tail_drops"] += 1
-            return DROP, 0
+            return self._drop()
         start = max(now, self.link_free)
         sojourn = start - now
         if self._signal(start, sojourn):
-            if not (self.config.ecn and ect):
+            if not (self.config.ecn and ect and (self.pie is None or self.pie.may_mark())):
                 self.counters["aqm_drops"] += 1
-                return DROP, 0
+                return self._drop()
             verdict = MARK
             self.counters["marks"] += 1
         else:
@@ -154,18 +167,41 @@ class Bottleneck:
         self.sojourn_ns_max = max(self.sojourn_ns_max, sojourn)
         return verdict, self.link_free
 
+    def _full(self, size: int) -> bool:
+        limit = self.config.limit_packets
+        return self.backlog + size > self.config.limit_bytes or 0 < limit <= len(self.queued)
+
+    def _drop(self) -> tuple[int, int]:
+        if self.pie is not None:
+            self.pie.dropped()
+        return DROP, 0
+
     def _signal(self, start: int, sojourn: int) -> bool:
+        """CoDel and RED judge the packet at its dequeue (``start``); PIE at its arrival,
+        on the delay it will wait (``sojourn``)."""
         if self.codel is not None:
             return self.codel.signal(start, sojourn, self.backlog)
         if self.red is not None:
             return self.red.signal(self.backlog)
+        if self.pie is not None:
+            return self.pie.drop_early(sojourn, self.backlog)
         return False
 
     def status(self) -> dict:
-        sent = self.counters["sent"]
-        return {**self.counters, "backlog_bytes": self.backlog,
-                "sojourn_ms_mean": round(self.sojourn_ns_total / sent / 1e6, 3) if sent else None,
-                "sojourn_ms_max": round(self.sojourn_ns_max / 1e6, 3)}
+        out = queue_status(self.counters, self.backlog, self.sojourn_ns_total,
+                           self.sojourn_ns_max)
+        if self.pie is not None:
+            out["pie_prob"] = round(self.pie.prob, 6)
+        return out
+
+
+def queue_status(counters: dict[str, int], backlog: int, sojourn_ns_total: int,
+                 sojourn_ns_max: int) -> dict:
+    """The status keys every discipline reports (run results sample them)."""
+    sent = counters["sent"]
+    return {**counters, "backlog_bytes": backlog,
+            "sojourn_ms_mean": round(sojourn_ns_total / sent / 1e6, 3) if sent else None,
+            "sojourn_ms_max": round(sojourn_ns_max / 1e6, 3)}
 
 
 def mark_ce(packet: bytearray) -> bool:

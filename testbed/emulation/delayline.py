@@ -3,9 +3,10 @@
 A ``DelayLine`` decides, for each packet id the kernel hands over, whether
 to drop it (random or Gilbert-Elliott loss), accept it at once (netem-style reorder:
 the packet skips the delay line) or hold it until a due time. Held packets
-are released in arrival order because a batch verdict accepts every id up
-to N: a jittered due time earlier than its predecessor's is clamped up to
-it (as netem does when a rate is set). Only the reorder probability makes
+are released in the order they came (arrival order; on an FQ-CoDel lane the
+scheduler's dequeue order, released with per-packet verdicts) because a batch
+verdict accepts every id up to N: a jittered due time earlier than its
+predecessor's is clamped up to it (as netem does when a rate is set). Only the reorder probability makes
 packets overtake each other.
 
 Time is passed in as integer nanoseconds so tests can drive it.
@@ -45,13 +46,14 @@ class DelayConfig:
     target_us: float = 5000.0
     interval_us: float = 100000.0
     ecn: bool = False
+    limit_packets: int = 0      # the aqm's limit when one was given (0: the bytes only)
 
     def bottleneck(self) -> BottleneckConfig | None:
         if self.aqm is None:
             return None
         return BottleneckConfig(self.rate_bps, self.limit_bytes, self.aqm,
                                 int(self.target_us * 1000), int(self.interval_us * 1000),
-                                self.ecn)
+                                self.ecn, self.limit_packets)
 
     def to_dict(self) -> dict:
         # not dataclasses.asdict: it deep-copies, and up writes this for every lane 3 times

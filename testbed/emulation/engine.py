@@ -18,6 +18,12 @@ Timing (DESIGN.md, "A one-process delay engine"):
   every send the sockets are polled at once and what arrived is stamped with
   that send's start time, not with the time the engine got round to it.
 
+A lane with ``aqm: fq_codel`` (``fqcodel.py``) works differently: its packets
+wait in the scheduler's per-flow queues, each dequeue runs when the link is
+free (the lane's timer entry: the earlier of that and its delay line's next
+due), and since packets then leave out of arrival order every one gets its
+own verdict (a batch verdict would accept every lower id with it).
+
 Control (``--control DIR``): ``engine.json`` (generation and lanes: namespace,
 queue, config) is read at start and on SIGHUP; after each (re)load the engine
 writes ``engine.status`` (pid, generation, lanes with their config and
@@ -48,6 +54,7 @@ from dataclasses import dataclass, field
 from testbed.emulation import nfqueue
 from testbed.emulation.bottleneck import DROP as QUEUE_DROP, MARK, Bottleneck, is_ect, mark_ce
 from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
+from testbed.emulation.fqcodel import FqCoDel, flow_key
 from testbed.errors import RealizeError
 from testbed.kernel.netns import Namespaces
 
@@ -57,6 +64,7 @@ _LEAD_SHIFT = 5
 MAXLEN = 65536
 RCVBUF = 8 * 1024 * 1024
 _LATE_SAMPLES = 4096     # release lateness kept for the status (a ring)
+_VERDICT_CHUNK = 32768   # bytes of per-packet verdicts sent at once (under the socket's sndbuf)
 
 
 def lane_key(netns: str, queue: int) -> str:
@@ -75,8 +83,11 @@ class Lane:
     armed: bool = False            # has an entry in the timer heap
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("packets", "held", "dropped", "reordered", "released", "enobufs"), 0))
-    bottleneck: Bottleneck | None = None       # with an aqm: the engine is the bottleneck
+    bottleneck: Bottleneck | FqCoDel | None = None   # with an aqm: the engine is the bottleneck
     marked: dict[int, bytes] = field(default_factory=dict)   # CE-marked payloads by id
+    fq: FqCoDel | None = None      # aqm fq_codel: the bottleneck, holding the packets
+    fq_due: int | None = None      # its live timer entry (later/other entries are stale)
+    payloads: dict[int, bytes] = field(default_factory=dict)  # ECT packets the fq holds
 
 
 def copy_range(config: DelayConfig) -> int:
@@ -135,11 +146,15 @@ class Engine:
                 except (RealizeError, OSError) as exc:
                     # one lane that cannot bind must not take every other link down
                     self.errors[key] = str(exc)
-            elif copy_range(lane.line.config) != copy_range(config):
-                self._close(self.by_key.pop(key))     # another copy mode: bind it anew
+            elif copy_range(lane.line.config) != copy_range(config) \
+                    or _is_fq(lane.line.config) != _is_fq(config):
+                self._close(self.by_key.pop(key))     # another copy or verdict mode: anew
                 self.by_key[key] = self._open(key, config)
             elif lane.line.config != config:
-                if lane.line.config.bottleneck() != config.bottleneck():
+                wanted = config.bottleneck()
+                if lane.fq is not None and wanted is not None:
+                    lane.fq.reconfigure(wanted)       # its held packets stay queued
+                elif lane.line.config.bottleneck() != wanted:
                     lane.bottleneck = _bottleneck(config, self.rng)
                 lane.line.configure(config)
         self.generation = generation
@@ -151,14 +166,15 @@ class Engine:
             sock = nfqueue.open_queue(int(queue), MAXLEN, rcvbuf=RCVBUF,
                                       copy_range=copy_range(config))
         sock.setblocking(False)
-        lane = Lane(netns, int(queue), sock, DelayLine(config, self.rng),
-                    bottleneck=_bottleneck(config, self.rng))
+        bottleneck = _bottleneck(config, self.rng)
+        lane = Lane(netns, int(queue), sock, DelayLine(config, self.rng), bottleneck=bottleneck,
+                    fq=bottleneck if isinstance(bottleneck, FqCoDel) else None)
         self.lanes[sock.fileno()] = lane
         self.epoll.register(sock.fileno(), select.EPOLLIN)
         return lane
 
     def _close(self, lane: Lane) -> None:
-        last = lane.line.release_all()
+        last = _last_held(lane)
         if last is not None:
             try:
                 lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
@@ -227,8 +243,12 @@ class Engine:
                 self.accept(lane, [pid])
 
     def enqueue(self, lane: Lane, pid: int, buf: bytearray, n: int, stamp: int) -> int | None:
-        """Through the lane's bottleneck: when the packet has left it, or None (dropped)."""
-        assert lane.bottleneck is not None
+        """Through the lane's bottleneck: when the packet has left it, or None (dropped, or
+        held by an FQ-CoDel lane, which hands it to the delay line itself)."""
+        if lane.fq is not None:
+            self.fq_arrive(lane, pid, buf, n, stamp)
+            return None
+        assert isinstance(lane.bottleneck, Bottleneck)
         size, payload = nfqueue.packet_length_and_payload(buf, n)
         whole = payload is not None and len(payload) == size
         verdict, leaves = lane.bottleneck.arrive(stamp, size, whole and is_ect(payload))
@@ -256,6 +276,84 @@ class Engine:
         if last is not None:
             send(nfqueue.batch_verdict(lane.queue, last))
 
+    # -- FQ-CoDel lanes ------------------------------------------------------
+    def fq_arrive(self, lane: Lane, pid: int, buf: bytearray, n: int, stamp: int) -> None:
+        """Into the lane's flow queues, after what left before it came; then what leaves now."""
+        fq = lane.fq
+        assert fq is not None
+        self.fq_advance(lane, stamp)
+        size, payload = nfqueue.packet_length_and_payload(buf, n)
+        head = payload if payload is not None else b""
+        ect = fq.config.ecn and len(head) == size and is_ect(head)
+        if ect:
+            lane.payloads[pid] = bytes(head)   # a CE mark is decided at dequeue
+        self.fq_drop(lane, fq.enqueue(stamp, pid, size, flow_key(head), ect))
+        self.fq_advance(lane, stamp)
+        self.fq_arm(lane)
+
+    def fq_advance(self, lane: Lane, now: int) -> None:
+        """Run the lane's dequeues due by ``now``: drops get their verdict, the rest go on
+        to the delay line as of the moment they have left the link."""
+        assert lane.fq is not None
+        payloads, counters, dropped = lane.payloads, lane.counters, []
+        for pid, verdict, left in lane.fq.advance(now):
+            payload = payloads.pop(pid, None)
+            if verdict == QUEUE_DROP:
+                dropped.append(pid)
+                continue
+            if verdict == MARK and payload is not None:
+                packet = bytearray(payload)
+                mark_ce(packet)
+                lane.marked[pid] = bytes(packet)
+            action = lane.line.arrive(pid, left)
+            if action == DROP:
+                counters["dropped"] += 1
+                lane.marked.pop(pid, None)
+                dropped.append(pid)
+            elif action == ACCEPT_NOW:
+                counters["reordered"] += 1
+                self.accept_each(lane, [pid])
+        self.fq_drop(lane, dropped)
+
+    def fq_drop(self, lane: Lane, ids: list[int]) -> None:
+        for pid in ids:
+            lane.payloads.pop(pid, None)
+        _send_chunked(lane.sock, [nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP)
+                                  for pid in ids])
+
+    def accept_each(self, lane: Lane, ids: list[int]) -> None:
+        """ACCEPT ``ids`` one verdict each (they need not be in id order)."""
+        marked, queue = lane.marked, lane.queue
+        _send_chunked(lane.sock, [
+            nfqueue.verdict(queue, pid, nfqueue.NF_ACCEPT) if (payload := marked.pop(pid, None))
+            is None else nfqueue.verdict_with_payload(queue, pid, payload) for pid in ids])
+
+    def fq_arm(self, lane: Lane) -> None:
+        """Give the lane a timer entry at its next event unless an earlier one is live."""
+        assert lane.fq is not None
+        events = [t for t in (lane.fq.next_dequeue(), lane.line.next_due()) if t is not None]
+        if not events:
+            return
+        nxt = min(events)
+        if lane.fq_due is None or nxt < lane.fq_due:
+            heapq.heappush(self.heap, (nxt, lane.sock.fileno()))
+            lane.fq_due = nxt
+
+    def serve_fq(self, lane: Lane, due: int, limit: int, buf: bytearray) -> None:
+        """A timer entry of an FQ-CoDel lane: dequeue up to ``limit``, release what is due."""
+        if due != lane.fq_due:
+            return                              # superseded by an earlier entry
+        lane.fq_due = None
+        self.fq_advance(lane, limit)
+        ids = lane.line.release_ids(limit)
+        if ids:
+            start = time.monotonic_ns()
+            self.accept_each(lane, ids)
+            self._note_late(start - due)
+            lane.counters["released"] += 1
+            self.stamp_arrivals(start, buf)
+        self.fq_arm(lane)
+
     def stamp_arrivals(self, stamp: int, buf: bytearray) -> None:
         """Causal stamping: read whatever is already in the sockets, as of ``stamp``."""
         for fd, _ev in self.epoll.poll(0):
@@ -269,6 +367,9 @@ class Engine:
             due, fd = heapq.heappop(heap)
             lane = lanes.get(fd)
             if lane is None:
+                continue
+            if lane.fq is not None:
+                self.serve_fq(lane, due, limit, buf)
                 continue
             lane.armed = False
             if lane.marked:
@@ -306,9 +407,37 @@ class Engine:
             self.lead += (late - self.lead) >> _LEAD_SHIFT
 
 
-def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | None:
+def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | FqCoDel | None:
     wanted = config.bottleneck()
-    return None if wanted is None else Bottleneck(wanted, rng)
+    if wanted is None:
+        return None
+    return FqCoDel(wanted, rng) if _is_fq(config) else Bottleneck(wanted, rng)
+
+
+def _is_fq(config: DelayConfig) -> bool:
+    return config.aqm == "fq_codel"
+
+
+def _last_held(lane: Lane) -> int | None:
+    """Pop everything the lane holds (shutdown): the highest id, for one batch verdict."""
+    if lane.fq is None:
+        return lane.line.release_all()
+    ids = lane.fq.held_ids() + lane.line.release_ids(1 << 62)
+    return max(ids) if ids else None
+
+
+def _send_chunked(sock: socket.socket, messages: list[bytes]) -> None:
+    """Several netlink messages per send (the kernel handles each in turn)."""
+    chunk: list[bytes] = []
+    size = 0
+    for msg in messages:
+        if size + len(msg) > _VERDICT_CHUNK and chunk:
+            sock.send(b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(msg)
+        size += len(msg)
+    if chunk:
+        sock.send(b"".join(chunk))
 
 
 def summary_us(samples_ns: list[int]) -> dict | None:

@@ -26,12 +26,13 @@ PREROUTING, so ping (SO_TIMESTAMP) would not show the delay there; on a
 host-host link the delay line stays on the sender's egress, with the TSQ
 limit above.
 
-With ``aqm: codel`` or ``red`` the link engine itself is the bottleneck
-(``bottleneck.py``: rate, buffer, the discipline on sojourn times, ECN CE marks
-with ``ecn: true``) and there is no tbf; offloads go off on the interface.
+With an ``aqm`` other than fifo (codel, fq_codel, red, pie) the link engine
+itself is the bottleneck (``bottleneck.py``, ``pie.py``, ``fqcodel.py``: rate,
+buffer, the discipline, ECN CE marks with ``ecn: true``) and there is no tbf;
+offloads go off on the interface.
 
-Cannot do: duplicate, corrupt, a queue without a rate, aqm fq_codel or pie;
-these are reported by ``unsupported`` and refused by ``apply``.
+Cannot do: duplicate, corrupt, a queue without a rate; these are reported by
+``unsupported`` and refused by ``apply``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from testbed.kernel.netns import enter
 from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.delayline import DelayConfig
+from testbed.emulation.fqcodel import FLOWS as FQ_FLOWS, QUANTUM as FQ_QUANTUM
 from testbed.errors import RealizeError
 from testbed.model.impairment import Aqm, GilbertElliott, Impairment
 from testbed.units import Duration
@@ -73,7 +75,7 @@ class UserspacePlan:
 EMPTY = UserspacePlan()
 
 
-ENGINE_AQMS = ("codel", "red")    # the disciplines the link engine's bottleneck has
+ENGINE_AQMS = ("codel", "fq_codel", "red", "pie")   # the link engine's bottleneck has these
 
 
 def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> UserspacePlan:
@@ -112,7 +114,20 @@ def _engine_bottleneck(imp: Impairment, aqm: Aqm | None, rtt_hint: Duration | No
     return {"aqm": aqm.kind, "rate_bps": imp.rate.bps, "limit_bytes": limit,
             "target_us": aqm.target.us if aqm.target else 5000.0,
             "interval_us": aqm.interval.us if aqm.interval else 100000.0,
-            "ecn": bool(imp.ecn)}
+            "ecn": bool(imp.ecn), "limit_packets": imp.aqm.limit or 0}
+
+
+def describe_bottleneck(d: DelayConfig) -> str:
+    """The engine's bottleneck as the plan shows it."""
+    text = f"rate {d.rate_bps / 1e6:g} Mbit/s, buffer {d.limit_bytes} B, {d.aqm}"
+    if d.aqm == "fq_codel":
+        text += f" ({FQ_FLOWS} flows, quantum {FQ_QUANTUM})"
+    if d.aqm != "red":
+        text += (f" target {d.target_us:g}us {'tupdate' if d.aqm == 'pie' else 'interval'} "
+                 f"{d.interval_us:g}us")
+    if d.limit_packets:
+        text += f" limit {d.limit_packets}p"
+    return text + (", ECN marks CE" if d.ecn else "") + " (no tbf)"
 
 
 def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
@@ -133,9 +148,7 @@ def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
             detail += f" gemodel p={d.ge_p:g} r={d.ge_r:g} h={d.ge_h:g} k={d.ge_k:g}"
         if d.aqm is not None:
             steps.append(Step(netns, ifname, "bottleneck in the link engine",
-                              f"rate {d.rate_bps / 1e6:g} Mbit/s, buffer {d.limit_bytes} B, "
-                              f"{d.aqm} target {d.target_us:g}us interval {d.interval_us:g}us"
-                              f"{', ECN marks CE' if d.ecn else ''} (no tbf)"))
+                              describe_bottleneck(d)))
         steps.append(Step(netns, ifname, "link engine",
                           f"a lane of the testbed's link engine on NFQUEUE <ifindex>: {detail}"))
         steps.append(Step(netns, ifname, "iptables",

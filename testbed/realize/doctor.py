@@ -91,8 +91,8 @@ def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
 def aqm_check(kinds: dict[str, bool]) -> Finding:
     """Which bottleneck disciplines (a link's ``aqm:``) run where on this kernel."""
     have = [k for k in AQM_QDISCS if kinds.get(k)]
-    engine = ("the userspace backend's link engine is itself the bottleneck for aqm codel and "
-              "red (with ecn), and refuses fq_codel and pie")
+    engine = ("the userspace backend's link engine is itself the bottleneck for every aqm "
+              "(codel, fq_codel, red, pie; ECN marks with ecn)")
     if kinds.get("netem") and have:
         return Finding("aqm", "ok", f"kernel qdiscs {', '.join(have)}: with the netem backend a "
                      f"link's aqm runs there (red is not built yet); {engine}")

@@ -1,5 +1,5 @@
 """The bottleneck queue's discipline: the model (aqm, ecn), the schema, what each backend
-does with it (the netem backend's kernel qdisc bytes; the userspace backend refuses)."""
+does with it (the netem backend's kernel qdisc bytes; the userspace backend's link engine)."""
 
 import struct
 
@@ -74,18 +74,34 @@ def test_netem_backend_grafts_the_aqm_under_tbf_and_says_so():
     assert NetemBackend().unsupported(imp(rate="1mbit", aqm="red"))[0].startswith("aqm red")
 
 
-def test_the_userspace_backend_refuses_what_it_cannot_do_never_less(tmp_path):
-    assert UserspaceBackend().unsupported(imp(rate="50mbit", aqm="codel", ecn=True)) == []
-    assert UserspaceBackend().unsupported(imp(rate="50mbit", aqm="fifo")) == []
-    problems = UserspaceBackend().unsupported(imp(rate="50mbit", aqm="pie"))
-    assert [p.split(":")[0] for p in problems] == ["aqm pie"]
+def test_the_userspace_backend_runs_every_discipline_in_the_link_engine(tmp_path):
+    """fq_codel and pie were refused ("aqm pie: the link engine's bottleneck has codel, red")."""
+    from testbed.model.impairment import AQM_KINDS
+    for kind in AQM_KINDS:
+        assert UserspaceBackend().unsupported(imp(rate="50mbit", aqm=kind, ecn=kind != "fifo")) \
+            == [], kind
     path = tmp_path / "t.yaml"
     path.write_text("name: t\nnodes: {h1: {}, r1: {kind: router}, h2: {}}\n"
                     "links:\n  - {endpoints: [h1, r1]}\n"
                     "  - {endpoints: [r1, h2], rate: 50mbit, aqm: fq_codel}\n")
     plan = make_plan(load_topology(path), "aq")
-    with pytest.raises(PreflightError, match="aqm fq_codel"):
-        links.choose(plan, "userspace")
+    selection = links.choose(plan, "userspace")
+    assert any("fq_codel (1024 flows, quantum 1514) target 5000us interval 100000us" in s
+               for s in links.steps(plan, selection))
+
+
+def test_pie_and_fq_codel_take_their_defaults_and_an_explicit_limit_in_packets():
+    from testbed.emulation.userspace import plan_steps, resolve
+    pie = resolve(imp(rate="50mbit", queue="2MB", aqm={"kind": "pie", "limit": "300p"}),
+                  None, 1500).delay
+    assert (pie.aqm, pie.target_us, pie.interval_us, pie.limit_packets, pie.limit_bytes) == \
+        ("pie", 15000.0, 15000.0, 300, 300 * 1514)
+    assert any("pie target 15000us tupdate 15000us limit 300p (no tbf)" in str(s)
+               for s in plan_steps("ns", "eth0", resolve(imp(rate="50mbit", aqm={
+                   "kind": "pie", "limit": "300p"}), None, 1500)))
+    fq = resolve(imp(rate="50mbit", queue="2MB", aqm="fq_codel"), None, 1500).delay
+    assert (fq.aqm, fq.limit_bytes, fq.limit_packets) == ("fq_codel", 2_000_000, 0)
+    assert fq.bottleneck().limit_packets == 0 and pie.bottleneck().limit_packets == 300
 
 
 def test_with_codel_the_link_engine_is_the_bottleneck_and_there_is_no_tbf():

@@ -113,19 +113,20 @@ def test_a_signal_during_a_run_exits_as_a_shell_would_say(sig, code):
 def test_a_sweep_point_the_link_backend_cannot_run_is_refused_before_the_first_run(
         tmp_path, no_up):
     """bufferbloat's aqm sweep ran fifo and codel, then failed at fq_codel (which the
-    userspace backend cannot do) with its earlier runs already spent."""
+    userspace backend could not do then) with its earlier runs already spent. Here the
+    point it cannot run duplicates packets (that needs sch_netem)."""
     text = ("name: aqm-pre\ntopology: {topo}\nduration: 2s\n"
-            "matrix: {{aqm: [fifo, fq_codel]}}\n"
+            "matrix: {{dup: ['0%', '1%']}}\n"
             "flows:\n  - {{name: bulk, from: h1, to: h3}}\n")
     topo = tmp_path / "topo.yaml"
-    topo.write_text("variables: {aqm: fifo}\n---\nname: t\nnodes:\n  h1: {kind: host}\n"
+    topo.write_text("variables: {dup: '0%'}\n---\nname: t\nnodes:\n  h1: {kind: host}\n"
                     "  h3: {kind: host}\n  r1: {kind: router}\n  r2: {kind: router}\nlinks:\n"
                     "  - endpoints: [h1, r1]\n  - endpoints: [r1, r2]\n    rate: 10mbit\n"
-                    "    aqm: '{{ aqm }}'\n  - endpoints: [r2, h3]\n")
+                    "    duplicate: '{{ dup }}'\n  - endpoints: [r2, h3]\n")
     path = tmp_path / "wl.yaml"
     path.write_text(text.format(topo=topo))
-    with pytest.raises(PreflightError, match="no run was started: at aqm=fq_codel") as exc:
+    with pytest.raises(PreflightError, match="no run was started: at dup=1%") as exc:
         run_workload(path, output=tmp_path / "res", name="aqmpre", progress=False,
                      link_backend="userspace")
-    assert "fq_codel" in str(exc.value) and "aqm=fifo" not in str(exc.value)
+    assert "duplicate" in str(exc.value) and "dup=0%" not in str(exc.value)
     assert not (tmp_path / "res").exists()
