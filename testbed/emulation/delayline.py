@@ -122,15 +122,19 @@ class DelayLine:
     def __len__(self) -> int:
         return len(self._held)
 
-    def arrive(self, packet_id: int, now_ns: int) -> int:
-        """Decide about a new packet: HOLD (queued here), ACCEPT_NOW or DROP."""
+    def arrive(self, packet_id: int, now_ns: int, early_ns: int = 0) -> int:
+        """Decide about a new packet: HOLD (queued here), ACCEPT_NOW or DROP.
+
+        ``early_ns`` is taken off the packet's delay (never below zero): the engine's
+        measured release lateness, so that on average a packet leaves on time."""
         if self._loss is not None and self._loss.lost():
             return DROP
         if self._random_loss and self._rng.random() < self._random_loss:
             return DROP
         if self._reorder and self._rng.random() < self._reorder:
             return ACCEPT_NOW
-        due = now_ns + self._sampler.sample_ns()
+        delay = self._sampler.sample_ns() - early_ns
+        due = now_ns + delay if delay > 0 else now_ns
         if due < self._last_due:
             due = self._last_due
         self._last_due = due

@@ -16,7 +16,13 @@ Timing (DESIGN.md, "A one-process delay engine"):
 - causal stamping: a verdict ``send()`` pushes the packet through the next
   router and into the next hop's queue before ``send()`` returns, so after
   every send the sockets are polled at once and what arrived is stamped with
-  that send's start time, not with the time the engine got round to it.
+  that send's start time, not with the time the engine got round to it (the
+  veth crossing is thus inside the next link's delay, not added to it);
+- release compensation: a configured delay is the link's whole one-way latency,
+  so every packet's delay is shortened by the engine's measured mean release
+  lateness (``compensation``, following each release; never below zero: a
+  packet never leaves before it arrived). The mean error per pass is then
+  about zero, and single packets leave up to a few tens of us early or late.
 
 Control (``--control DIR``): ``engine.json`` (generation and lanes: namespace,
 queue, config) is read at start and on SIGHUP; after each (re)load the engine
@@ -57,6 +63,8 @@ _LEAD_SHIFT = 5
 MAXLEN = 65536
 RCVBUF = 8 * 1024 * 1024
 _LATE_SAMPLES = 4096     # release lateness kept for the status (a ring)
+_COMP_MAX_NS = 200_000   # the most the compensation takes off a packet's delay
+_COMP_SHIFT = 6          # it follows the mean release lateness with weight 1/64
 
 
 def lane_key(netns: str, queue: int) -> str:
@@ -115,7 +123,8 @@ class Engine:
         self.generation = 0
         self.stats_seq = 0
         self.lead = 0
-        self.late: list[int] = []
+        self.compensation = 0                    # ns taken off every delay (module doc)
+        self.late: list[int] = []                # release error vs the configured delay
         self.calibration: dict | None = None
         self.errors: dict[str, str] = {}         # lanes that could not be opened
         self.spaces = Namespaces()
@@ -175,6 +184,7 @@ class Engine:
         write_json(self.status_path, {
             "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
             "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
+            "compensation_us": round(self.compensation / 1e3, 1),
             "release_late_us": summary_us(late), "errors": self.errors,
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
                             "portid": lane.sock.getsockname()[0], **lane.counters,
@@ -213,7 +223,7 @@ class Engine:
                 at = self.enqueue(lane, pid, buf, n, stamp)
                 if at is None:
                     continue
-            action = arrive(pid, at)
+            action = arrive(pid, at, self.compensation)
             if action == HOLD:
                 if not lane.armed:
                     heapq.heappush(self.heap, (lane.line.next_due(), lane.sock.fileno()))
@@ -282,13 +292,19 @@ class Engine:
                     lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
                 else:
                     self.accept(lane, ids)
-                self._note_late(start - due)
+                self._note_release(start - due)
                 lane.counters["released"] += 1
                 self.stamp_arrivals(start, buf)
             nxt = lane.line.next_due()
             if nxt is not None and not lane.armed:
                 heapq.heappush(heap, (nxt, fd))
                 lane.armed = True
+
+    def _note_release(self, late_ns: int) -> None:
+        """A release ``late_ns`` after its (compensated) due time: record the error
+        against the configured delay and move the compensation towards the mean."""
+        self._note_late(late_ns - self.compensation)
+        self.compensation = next_compensation(self.compensation, late_ns)
 
     def _note_late(self, late_ns: int) -> None:
         late = self.late
@@ -304,6 +320,16 @@ class Engine:
             self.lead -= (self.lead - late) >> 1
         else:
             self.lead += (late - self.lead) >> _LEAD_SHIFT
+
+
+def next_compensation(current_ns: int, late_ns: int) -> int:
+    """The compensation after a release ``late_ns`` after its compensated due time: an
+    exponentially weighted mean of the lateness (the timers' lateness does not depend on
+    the compensation, so this converges on it), an outlier counted as at most
+    ``_COMP_MAX_NS``, the result within 0 and ``_COMP_MAX_NS``."""
+    late = min(_COMP_MAX_NS, max(-_COMP_MAX_NS, late_ns))
+    moved = current_ns + ((late - current_ns) >> _COMP_SHIFT)
+    return min(_COMP_MAX_NS, max(0, moved))
 
 
 def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | None:
@@ -328,8 +354,11 @@ def calibrate(engine: Engine, rounds: int = 100, sleep_ns: int = 200_000) -> Non
         asked = time.monotonic_ns() + sleep_ns
         select.select([], [], [], sleep_ns / 1e9)
         late.append(max(0, time.monotonic_ns() - asked))
-    engine.calibration = {"timer_late_us": summary_us(late), "sleep_us": sleep_ns / 1e3}
     engine.lead = min(_LEAD_MAX_NS, sorted(late)[len(late) // 2])
+    # a first guess (releases do more than wake up); each release then corrects it
+    engine.compensation = min(_COMP_MAX_NS, sum(late) // len(late))
+    engine.calibration = {"timer_late_us": summary_us(late), "sleep_us": sleep_ns / 1e3,
+                          "compensation_start_us": round(engine.compensation / 1e3, 1)}
 
 
 def _signals(flags: dict[str, bool]) -> tuple[socket.socket, socket.socket]:

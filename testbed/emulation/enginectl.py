@@ -399,4 +399,6 @@ def describe(state_dir: str | os.PathLike) -> list[str]:
     return [f"link engine: pid {handle.pid} serves {lanes} delayed directions in one process "
             f"({scheduler}); its timers woke {late.get('p50', '?')} us late at the median and "
             f"{late.get('p99', '?')} us at p99 when calibrated at start: about the error each "
-            "delayed direction may add"]
+            "delayed direction may add; each delay is shortened by the engine's measured mean "
+            f"release lateness (now {status.get('compensation_us', 0)} us) so that on average "
+            "a link's latency is its configured delay"]
