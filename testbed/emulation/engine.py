@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass, field
 
 from testbed.emulation import nfqueue
+from testbed.emulation.mmsg import BatchReader
 from testbed.emulation.bottleneck import DROP as QUEUE_DROP, MARK, Bottleneck, is_ect, mark_ce
 from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
 from testbed.errors import RealizeError
@@ -128,6 +129,7 @@ class Engine:
         self.calibration: dict | None = None
         self.errors: dict[str, str] = {}         # lanes that could not be opened
         self.spaces = Namespaces()
+        self.reader = BatchReader()
 
     # -- control ------------------------------------------------------------
     def load(self) -> None:
@@ -200,6 +202,9 @@ class Engine:
     # -- packets ------------------------------------------------------------
     def drain(self, lane: Lane, stamp: int, buf: bytearray) -> None:
         """Read what waits on ``lane``'s socket; every packet arrived at ``stamp``."""
+        if lane.bottleneck is None:
+            self.drain_ids(lane, stamp)
+            return
         recv_into, arrive, counters = lane.sock.recv_into, lane.line.arrive, lane.counters
         for _ in range(_DRAIN_MAX):
             try:
@@ -235,6 +240,47 @@ class Engine:
             elif action == ACCEPT_NOW:
                 counters["reordered"] += 1
                 self.accept(lane, [pid])
+
+    def drain_ids(self, lane: Lane, stamp: int) -> None:
+        """``drain`` for a lane without a bottleneck (its messages carry ids only):
+        ``recvmmsg`` batches, the delay line takes each batch at once."""
+        reader, fd, counters = self.reader, lane.sock.fileno(), lane.counters
+        for _ in range(_DRAIN_MAX // reader.slots):
+            try:
+                n = reader.read(fd)
+            except OSError as exc:
+                if exc.errno != 105:  # ENOBUFS: the kernel dropped messages
+                    raise
+                counters["enobufs"] += 1
+                continue
+            if not n:
+                return
+            ids, others = nfqueue.packet_ids(reader.buf, n, reader.stride)
+            for offset in others:
+                self._report(lane, reader.buf.raw[offset:offset + reader.stride])
+            counters["packets"] += len(ids)
+            for pid, action in lane.line.arrive_all(ids, stamp, self.compensation):
+                self._not_held(lane, pid, action)
+            if not lane.armed and len(lane.line):
+                heapq.heappush(self.heap, (lane.line.next_due(), fd))
+                lane.armed = True
+            if n < reader.slots:
+                return
+
+    def _not_held(self, lane: Lane, pid: int, action: int) -> None:
+        """A packet the delay line did not hold: dropped, or reordered (it skips the
+        line alone: a batch verdict would take every held packet before it along)."""
+        if action == DROP:
+            lane.counters["dropped"] += 1
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
+        elif action == ACCEPT_NOW:
+            lane.counters["reordered"] += 1
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_ACCEPT))
+
+    @staticmethod
+    def _report(lane: Lane, message: bytes) -> None:
+        if nfqueue.ack_error(message):
+            print(f"engine: kernel error on {lane.netns} queue {lane.queue}", file=sys.stderr)
 
     def enqueue(self, lane: Lane, pid: int, buf: bytearray, n: int, stamp: int) -> int | None:
         """Through the lane's bottleneck: when the packet has left it, or None (dropped)."""

@@ -1,14 +1,18 @@
-"""The link engine's timing: release compensation (a delay is the link's whole latency)."""
+"""The link engine's hot path: release compensation (a delay is the link's whole latency)
+and batched reads of id-only NFQUEUE messages."""
 
 from __future__ import annotations
 
 import random
+import socket
 import statistics
+import struct
 
 import pytest
 
-from testbed.emulation import engine
-from testbed.emulation.delayline import DelayConfig, DelayLine
+from testbed.emulation import engine, nfqueue
+from testbed.emulation.delayline import ACCEPT_NOW, DROP, DelayConfig, DelayLine
+from testbed.emulation.mmsg import BatchReader
 
 
 def test_the_compensation_shortens_a_delay_but_never_below_the_arrival():
@@ -41,3 +45,39 @@ def test_a_release_is_recorded_as_its_error_against_the_configured_delay(tmp_pat
     eng._note_release(26_000)    # 26 us after the compensated due: 6 us late
     assert eng.late == [6_000]
     assert eng.compensation == 20_000 + (6_000 >> engine._COMP_SHIFT)
+
+
+def packet_message(pid: int) -> bytes:
+    """A NFQNL_MSG_PACKET message as the kernel sends it in META mode (header first)."""
+    hdr = nfqueue.nla(nfqueue.NFQA_PACKET_HDR, struct.pack(">IHB", pid, 0x0800, 4) + b"\0")
+    return nfqueue.message(nfqueue.NFQNL_MSG_PACKET, 0, hdr)
+
+
+def test_a_batch_read_returns_each_datagram_in_its_slot():
+    reader = BatchReader(slots=4, stride=128)
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with left, right:
+        assert reader.read(right.fileno()) == 0          # nothing waits: 0, no exception
+        error = nfqueue.NLMSG_HDR.pack(36, nfqueue.NLMSG_ERROR, 0, 0, 0) + struct.pack(
+            "=i", -1) + b"\0" * 16
+        for message in (packet_message(7), packet_message(8), error, packet_message(9),
+                        packet_message(10)):
+            left.send(message)
+        assert reader.read(right.fileno()) == 4          # at most ``slots`` per call
+        ids, others = nfqueue.packet_ids(reader.buf, 4, reader.stride)
+        assert ids == [7, 8, 9] and others == [2 * 128]
+        assert nfqueue.ack_error(reader.buf.raw[256:256 + 128]) == 1
+        assert reader.read(right.fileno()) == 1
+        assert nfqueue.packet_ids(reader.buf, 1, reader.stride) == ([10], [])
+
+
+def test_packets_that_came_together_share_a_due_time_in_arrival_order():
+    line = DelayLine(DelayConfig(delay_us=1000), random.Random(1))
+    assert line.arrive_all([3, 4, 5], 1_000_000, early_ns=20_000) == []
+    assert line.release(1_979_999) is None
+    assert line.release(1_980_000) == 5
+    # with something random each packet is decided alone, as ``arrive`` does
+    lossy = DelayLine(DelayConfig(delay_us=1000, loss=0.5, reorder=0.3), random.Random(2))
+    not_held = lossy.arrive_all(list(range(1000)), 0)
+    assert {action for _pid, action in not_held} == {DROP, ACCEPT_NOW}
+    assert len(lossy) + len(not_held) == 1000
