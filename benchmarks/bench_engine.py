@@ -12,7 +12,7 @@ backend, through the CLI as a user would, and measures:
   giving the error per pass (one pass = one delayed direction crossed);
 - ``down``: wall time of ``testbed down``;
 - with ``--flow``: the RTT again while a saturating TCP flow (iperf3 h1 -> h2)
-  runs through the same line and engine (row ``engine+flow``).
+  runs through the same line and engine (rows ``... + TCP flow``).
 
 "daemons" runs another checkout's code (``--old /work/main``: the per-direction
 daemons); "engine" runs this one. Lines longer than 253 routers cannot ping end to
@@ -167,12 +167,12 @@ def scenario(codes: dict[str, Path], routers: int, delay_ms: float, topo: Path,
         base = one(codes.get("engine") or next(iter(codes.values())), routers, None, topo, True)
         result["base_rtt_ms"] = base.get("rtt_ms")
     for label, code in codes.items():
-        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable, flow and label == "engine")
+        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable, flow)
         for got in (r, r.get("flow") or {}):
             per_pass(got, result)
         result[label] = r
         if r.get("flow"):
-            result["engine+flow"] = {**r, **r["flow"]}
+            result[f"{label}+flow"] = {**r, **r["flow"]}
         print(json.dumps({label: r}), file=sys.stderr)
     return result
 
@@ -195,7 +195,7 @@ def table(results: list[dict]) -> str:
         if base:
             lines.append(f"| {res['routers']} | no delay (floor) | | | | | "
                          f"{base['mean']:.2f}/{base['p99']:.2f} (0) | | |")
-        for label in ("daemons", "engine", "engine+flow"):
+        for label in ("daemons", "daemons+flow", "engine", "engine+flow"):
             r = res.get(label)
             if r is None:
                 continue
@@ -203,8 +203,8 @@ def table(results: list[dict]) -> str:
                 lines.append(f"| {res['routers']} | {label} | failed: {r['error']} |||||||")
                 continue
             rtt, err = r.get("rtt_ms"), r.get("error_per_pass_us")
-            if label == "engine+flow" and r.get("gbps"):
-                label = f"engine + TCP flow at {r['gbps']:.2f} Gbit/s"
+            if label.endswith("+flow") and r.get("gbps"):
+                label = f"{label[:-5]} + TCP flow at {r['gbps']:.2f} Gbit/s"
             lines.append(
                 f"| {res['routers']} | {label} | {r['up_s']:.2f} | {r['down_s']:.2f} | "
                 f"{r['processes']} | {r['rss_mb']:.0f} | "

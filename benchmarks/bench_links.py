@@ -13,7 +13,7 @@ impairs r's egress towards b, and measures with real packets:
 - with ``--lines N``: the aggregate of N such lines side by side, one iperf3
   each, all through one engine.
 
-Run as root:  python benchmarks/bench_links.py [--only throughput] [--repeat 3]
+Run as root:  python benchmarks/bench_links.py [--only accuracy|throughput] [--repeat 3]
               [--lines 10]       (prints a table with the load average; ~1 min)
 """
 
@@ -292,7 +292,7 @@ def throughput(be: UserspaceBackend, lines: list[tuple[str, str, str]], d: str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("all", "throughput"), default="all")
+    parser.add_argument("--only", choices=("all", "accuracy", "throughput"), default="all")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved throughput rounds")
     parser.add_argument("--lines", type=int, default=1, help="lines side by side (throughput)")
     args = parser.parse_args()
@@ -303,9 +303,10 @@ def main() -> int:
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         lines = [stack.enter_context(line(Path(d))) for _ in range(args.lines)]
-        if args.only == "all":
+        if args.only != "throughput":
             rows += accuracy(be, *lines[0], d)
-        rows += throughput(be, lines, d, args.repeat)
+        if args.only != "accuracy":
+            rows += throughput(be, lines, d, args.repeat)
     width = max(len(r[0]) for r in rows)
     for name, v1, v2 in rows:
         print(f"{name:<{width}}  {v1:<36} {v2}")
