@@ -233,13 +233,8 @@ class Engine:
                 if not lane.armed:
                     heapq.heappush(self.heap, (lane.line.next_due(), lane.sock.fileno()))
                     lane.armed = True
-            elif action == DROP:
-                counters["dropped"] += 1
-                lane.marked.pop(pid, None)
-                lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
-            elif action == ACCEPT_NOW:
-                counters["reordered"] += 1
-                self.accept(lane, [pid])
+            else:
+                self._not_held(lane, pid, action)
 
     def drain_ids(self, lane: Lane, stamp: int) -> None:
         """``drain`` for a lane without a bottleneck (its messages carry ids only):
@@ -269,13 +264,17 @@ class Engine:
 
     def _not_held(self, lane: Lane, pid: int, action: int) -> None:
         """A packet the delay line did not hold: dropped, or reordered (it skips the
-        line alone: a batch verdict would take every held packet before it along)."""
+        line alone: a batch verdict would take every held packet before it along;
+        with its CE-marked payload if it has one)."""
+        payload = lane.marked.pop(pid, None)
         if action == DROP:
             lane.counters["dropped"] += 1
             lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
         elif action == ACCEPT_NOW:
             lane.counters["reordered"] += 1
-            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_ACCEPT))
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_ACCEPT)
+                           if payload is None
+                           else nfqueue.verdict_with_payload(lane.queue, pid, payload))
 
     @staticmethod
     def _report(lane: Lane, message: bytes) -> None:

@@ -47,10 +47,13 @@ def test_a_release_is_recorded_as_its_error_against_the_configured_delay(tmp_pat
     assert eng.compensation == 20_000 + (6_000 >> engine._COMP_SHIFT)
 
 
-def packet_message(pid: int) -> bytes:
-    """A NFQNL_MSG_PACKET message as the kernel sends it in META mode (header first)."""
-    hdr = nfqueue.nla(nfqueue.NFQA_PACKET_HDR, struct.pack(">IHB", pid, 0x0800, 4) + b"\0")
-    return nfqueue.message(nfqueue.NFQNL_MSG_PACKET, 0, hdr)
+def packet_message(pid: int, payload: bytes | None = None) -> bytes:
+    """A NFQNL_MSG_PACKET message as the kernel sends it (header first), in META mode
+    or with ``payload``."""
+    attrs = nfqueue.nla(nfqueue.NFQA_PACKET_HDR, struct.pack(">IHB", pid, 0x0800, 4) + b"\0")
+    if payload is not None:
+        attrs += nfqueue.nla(nfqueue.NFQA_PAYLOAD, payload)
+    return nfqueue.message(nfqueue.NFQNL_MSG_PACKET, 0, attrs)
 
 
 def test_a_batch_read_returns_each_datagram_in_its_slot():
@@ -81,3 +84,38 @@ def test_packets_that_came_together_share_a_due_time_in_arrival_order():
     not_held = lossy.arrive_all(list(range(1000)), 0)
     assert {action for _pid, action in not_held} == {DROP, ACCEPT_NOW}
     assert len(lossy) + len(not_held) == 1000
+
+
+def verdicts(sock: socket.socket) -> list[tuple[int, int]]:
+    """(message type, packet id) of every verdict the engine sent into ``sock``."""
+    out = []
+    while True:
+        try:
+            raw = sock.recv(65536)
+        except BlockingIOError:
+            return out
+        _len, msg_type, *_ = nfqueue.NLMSG_HDR.unpack_from(raw, 0)
+        out.append((msg_type & 0xFF, struct.unpack_from(">I", raw, 16 + 4 + 4 + 4)[0]))
+
+
+@pytest.mark.parametrize("aqm", [None, "codel"])
+def test_a_reordered_packet_leaves_alone_and_the_held_ones_stay(tmp_path, aqm):
+    # a batch verdict up to a reordered packet's id would release every held packet
+    eng = engine.Engine(str(tmp_path / "c.json"), str(tmp_path / "s.json"), 1, False)
+    config = DelayConfig(delay_us=50_000, reorder=0.5, aqm=aqm, rate_bps=1e9,
+                         limit_bytes=10**6 if aqm else 0)
+    kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with kernel, ours:
+        ours.setblocking(False)
+        kernel.setblocking(False)
+        lane = engine.Lane("ns", 3, ours, DelayLine(config, random.Random(5)),
+                           bottleneck=engine._bottleneck(config, random.Random(5)))
+        ip = bytes([0x45, 0]) + struct.pack(">H", 60) + bytes(56)
+        for pid in range(1, 41):
+            kernel.send(packet_message(pid, ip if aqm else None))
+        eng.drain(lane, 1_000_000, bytearray(65536))
+        sent = verdicts(kernel)
+    assert lane.counters["packets"] == 40
+    assert 0 < lane.counters["reordered"] == len(sent) < 40
+    assert all(kind == nfqueue.NFQNL_MSG_VERDICT for kind, _pid in sent), sent
+    assert len(lane.line) == 40 - len(sent)
