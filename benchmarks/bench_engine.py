@@ -10,7 +10,9 @@ backend, through the CLI as a user would, and measures:
 - RTT: ``ping -c 200 -i 0.01`` h1 -> h2 (mean, p50, p99), against the configured
   2(N+1) x delay and against the same line without delay (the veths' own RTT),
   giving the error per pass (one pass = one delayed direction crossed);
-- ``down``: wall time of ``testbed down``.
+- ``down``: wall time of ``testbed down``;
+- with ``--flow``: the RTT again while a saturating TCP flow (iperf3 h1 -> h2)
+  runs through the same line and engine (rows ``... + TCP flow``).
 
 "daemons" runs another checkout's code (``--old /work/main``: the per-direction
 daemons); "engine" runs this one; "netem" runs this one with the kernel's netem
@@ -23,7 +25,7 @@ measured only where the ends can reach each other.
 
 Run as root:  python benchmarks/bench_engine.py --old /work/main
               [--scenarios 30,250,1000] [--codes daemons,engine,netem] [--guest]
-              [--json out.json]
+              [--flow] [--json out.json]
 Prints a table with engine/daemons ratios; asserts nothing.
 """
 
@@ -109,6 +111,30 @@ def ping(code: Path, name: str, count: int = 200) -> list[float]:
     return [float(x) for x in re.findall(r"time=([\d.]+) ms", proc.stdout)]
 
 
+def ping_under_flow(code: Path, name: str) -> tuple[list[float], float | None]:
+    """``ping`` while iperf3 h1 -> h2 saturates the line: (RTTs, the flow's bit/s)."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    tb = [sys.executable, "-m", "testbed", "exec", "--name", name]
+    server = subprocess.Popen([*tb, "h2", "--", "iperf3", "-s", "-1", "-p", "5299"], env=env,
+                              cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        client = subprocess.Popen([*tb, "h1", "--", "iperf3", "-c", "h2", "-p", "5299", "-t", "8",
+                                   "-J"], env=env, cwd="/", stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
+        time.sleep(3.0)   # past slow start
+        rtts = ping(code, name)
+        out, _ = client.communicate(timeout=60)
+        try:
+            bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+        except (ValueError, KeyError):
+            bps = None
+        return rtts, bps
+    finally:
+        server.kill()
+        server.wait()
+
+
 def stats(rtts: list[float]) -> dict | None:
     if not rtts:
         return None
@@ -118,7 +144,7 @@ def stats(rtts: list[float]) -> dict | None:
 
 
 def one(code: Path, routers: int, delay: str | None, topo: Path, measure_rtt: bool,
-        backend: str = "userspace") -> dict:
+        backend: str = "userspace", flow: bool = False) -> dict:
     name = f"lb{secrets.token_hex(3)}"
     args = ["up", str(topo), "--name", name, "--link-backend", backend,
             "--set", f"routers={routers}", "--set", f"delay={delay or 'null'}"]
@@ -131,12 +157,17 @@ def one(code: Path, routers: int, delay: str | None, topo: Path, measure_rtt: bo
         out["processes"], out["rss_mb"] = emulation_rss_mb(name)
         if measure_rtt:
             out["rtt_ms"] = stats(ping(code, name))
+        if measure_rtt and flow:
+            rtts, bps = ping_under_flow(code, name)
+            out["flow"] = {"rtt_ms": stats(rtts), "gbps": None if bps is None else bps / 1e9,
+                           "load": os.getloadavg()[0]}
     finally:
         out["down_s"], _ = cli(code, "down", "--name", name)
     return out
 
 
-def scenario(codes: dict[str, Path], routers: int, delay_ms: float, topo: Path) -> dict:
+def scenario(codes: dict[str, Path], routers: int, delay_ms: float, topo: Path,
+             flow: bool = False) -> dict:
     reachable = routers <= 253
     result: dict = {"routers": routers, "directions": 2 * (routers + 1),
                     "configured_rtt_ms": 2 * (routers + 1) * delay_ms}
@@ -144,23 +175,37 @@ def scenario(codes: dict[str, Path], routers: int, delay_ms: float, topo: Path) 
         base = one(codes.get("engine") or next(iter(codes.values())), routers, None, topo, True)
         result["base_rtt_ms"] = base.get("rtt_ms")
     for label, code in codes.items():
-        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable, BACKENDS.get(label, "userspace"))
-        rtt, base_rtt = r.get("rtt_ms"), result.get("base_rtt_ms")
-        if rtt and base_rtt:
-            passes = result["directions"]
-            r["error_per_pass_us"] = {k: (rtt[k] - base_rtt["p50"] - result["configured_rtt_ms"])
-                                      / passes * 1e3 for k in ("mean", "p50", "p99")}
-            r["rtt_vs_configured"] = rtt["mean"] / result["configured_rtt_ms"]
+        r = one(code, routers, f"{delay_ms:g}ms", topo, reachable,
+                BACKENDS.get(label, "userspace"), flow)
+        for got in (r, r.get("flow") or {}):
+            per_pass(got, result)
         result[label] = r
+        if r.get("flow"):
+            result[f"{label}+flow"] = {**r, **r["flow"]}
         print(json.dumps({label: r}), file=sys.stderr)
     return result
+
+
+def per_pass(r: dict, result: dict) -> None:
+    """The error per pass (against the configured delay and the undelayed line's p50)."""
+    rtt, base_rtt = r.get("rtt_ms"), result.get("base_rtt_ms")
+    if rtt and base_rtt:
+        passes = result["directions"]
+        r["error_per_pass_us"] = {k: (rtt[k] - base_rtt["p50"] - result["configured_rtt_ms"])
+                                  / passes * 1e3 for k in ("mean", "p50", "p99")}
+        r["rtt_vs_configured"] = rtt["mean"] / result["configured_rtt_ms"]
 
 
 def table(results: list[dict]) -> str:
     lines = ["| routers | code | up s | down s | procs | RSS MB | RTT mean/p99 ms (configured) "
              "| error/pass mean, p99 us | load |", "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
-        for label in ("daemons", "engine", "netem"):
+        base = res.get("base_rtt_ms")
+        if base:
+            lines.append(f"| {res['routers']} | no delay (floor) | | | | | "
+                         f"{base['mean']:.2f}/{base['p99']:.2f} (0) | | |")
+        for label in ("daemons", "daemons+flow", "engine", "engine+flow", "netem",
+                      "netem+flow"):
             r = res.get(label)
             if r is None:
                 continue
@@ -168,6 +213,8 @@ def table(results: list[dict]) -> str:
                 lines.append(f"| {res['routers']} | {label} | failed: {r['error']} |||||||")
                 continue
             rtt, err = r.get("rtt_ms"), r.get("error_per_pass_us")
+            if label.endswith("+flow") and r.get("gbps"):
+                label = f"{label[:-5]} + TCP flow at {r['gbps']:.2f} Gbit/s"
             lines.append(
                 f"| {res['routers']} | {label} | {r['up_s']:.2f} | {r['down_s']:.2f} | "
                 f"{r['processes']} | {r['rss_mb']:.0f} | "
@@ -221,6 +268,8 @@ def main() -> int:
                         help="run the netem rows in the QEMU guest (vagrant/guest)")
     parser.add_argument("--delay-ms", type=float, default=1.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--flow", action="store_true",
+                        help="also measure the RTT under a saturating TCP flow")
     args = parser.parse_args()
     codes = {"daemons": args.old, "engine": REPO, "netem": REPO}
     codes = {k: v for k, v in codes.items() if k in args.codes.split(",") and v is not None}
@@ -232,7 +281,7 @@ def main() -> int:
         for routers in (int(x) for x in args.scenarios.split(",")):
             # the daemons refuse ~150 routers and more (memory): not tried there
             use = {k: v for k, v in codes.items() if k != "daemons" or routers <= 60}
-            results.append(scenario(use, routers, args.delay_ms, topo) if use
+            results.append(scenario(use, routers, args.delay_ms, topo, args.flow) if use
                            else {"routers": routers})
         if in_guest:
             merge_guest(results, netem_in_guest(args.scenarios, args.delay_ms, Path(tmp)))

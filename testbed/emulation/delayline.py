@@ -120,24 +120,49 @@ class DelayLine:
                       if config.ge_p is not None else None)
         self._reorder = config.reorder
         self._random_loss = config.loss
+        # a fixed delay and nothing random: packets that came together share a due time
+        self._fixed_ns = (int(config.delay_us * 1000) if config.jitter_us <= 0
+                          and self._loss is None and not config.loss and not config.reorder
+                          else None)
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def arrive(self, packet_id: int, now_ns: int) -> int:
-        """Decide about a new packet: HOLD (queued here), ACCEPT_NOW or DROP."""
+    def arrive(self, packet_id: int, now_ns: int, early_ns: int = 0) -> int:
+        """Decide about a new packet: HOLD (queued here), ACCEPT_NOW or DROP.
+
+        ``early_ns`` is taken off the packet's delay (never below zero): the engine's
+        measured release lateness, so that on average a packet leaves on time."""
         if self._loss is not None and self._loss.lost():
             return DROP
         if self._random_loss and self._rng.random() < self._random_loss:
             return DROP
         if self._reorder and self._rng.random() < self._reorder:
             return ACCEPT_NOW
-        due = now_ns + self._sampler.sample_ns()
+        delay = self._sampler.sample_ns() - early_ns
+        due = now_ns + delay if delay > 0 else now_ns
         if due < self._last_due:
             due = self._last_due
         self._last_due = due
         self._held.append((due, packet_id))
         return HOLD
+
+    def arrive_all(self, ids: list[int], now_ns: int, early_ns: int = 0) -> list[tuple[int, int]]:
+        """``arrive`` for packets that came together, in order: the (id, action) of those
+        not held (dropped or reordered)."""
+        fixed = self._fixed_ns
+        if not ids:
+            return []
+        if fixed is None:
+            decided = [(pid, self.arrive(pid, now_ns, early_ns)) for pid in ids]
+            return [(pid, action) for pid, action in decided if action != HOLD]
+        delay = fixed - early_ns
+        due = now_ns + delay if delay > 0 else now_ns
+        if due < self._last_due:
+            due = self._last_due
+        self._last_due = due
+        self._held.extend([(due, pid) for pid in ids])
+        return []
 
     def next_due(self) -> int | None:
         return self._held[0][0] if self._held else None

@@ -16,7 +16,13 @@ Timing (DESIGN.md, "A one-process delay engine"):
 - causal stamping: a verdict ``send()`` pushes the packet through the next
   router and into the next hop's queue before ``send()`` returns, so after
   every send the sockets are polled at once and what arrived is stamped with
-  that send's start time, not with the time the engine got round to it.
+  that send's start time, not with the time the engine got round to it (the
+  veth crossing is thus inside the next link's delay, not added to it);
+- release compensation: a configured delay is the link's whole one-way latency,
+  so every packet's delay is shortened by the engine's measured mean release
+  lateness (``compensation``, following each release; never below zero: a
+  packet never leaves before it arrived). The mean error per pass is then
+  about zero, and single packets leave up to a few tens of us early or late.
 
 A lane with ``aqm: fq_codel`` (``fqcodel.py``) works differently: its packets
 wait in the scheduler's per-flow queues, each dequeue runs when the link is
@@ -52,6 +58,7 @@ import time
 from dataclasses import dataclass, field
 
 from testbed.emulation import nfqueue
+from testbed.emulation.mmsg import BatchReader
 from testbed.emulation.bottleneck import DROP as QUEUE_DROP, MARK, Bottleneck, is_ect, mark_ce
 from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
 from testbed.emulation.fqcodel import FqCoDel, flow_key
@@ -65,6 +72,8 @@ MAXLEN = 65536
 RCVBUF = 8 * 1024 * 1024
 _LATE_SAMPLES = 4096     # release lateness kept for the status (a ring)
 _VERDICT_CHUNK = 32768   # bytes of per-packet verdicts sent at once (under the socket's sndbuf)
+_COMP_MAX_NS = 200_000   # the most the compensation takes off a packet's delay
+_COMP_SHIFT = 6          # it follows the mean release lateness with weight 1/64
 
 
 def lane_key(netns: str, queue: int) -> str:
@@ -126,10 +135,12 @@ class Engine:
         self.generation = 0
         self.stats_seq = 0
         self.lead = 0
-        self.late: list[int] = []
+        self.compensation = 0                    # ns taken off every delay (module doc)
+        self.late: list[int] = []                # release error vs the configured delay
         self.calibration: dict | None = None
         self.errors: dict[str, str] = {}         # lanes that could not be opened
         self.spaces = Namespaces()
+        self.reader = BatchReader()
 
     # -- control ------------------------------------------------------------
     def load(self) -> None:
@@ -191,6 +202,7 @@ class Engine:
         write_json(self.status_path, {
             "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
             "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
+            "compensation_us": round(self.compensation / 1e3, 1),
             "release_late_us": summary_us(late), "errors": self.errors,
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
                             "portid": lane.sock.getsockname()[0], **lane.counters,
@@ -206,6 +218,9 @@ class Engine:
     # -- packets ------------------------------------------------------------
     def drain(self, lane: Lane, stamp: int, buf: bytearray) -> None:
         """Read what waits on ``lane``'s socket; every packet arrived at ``stamp``."""
+        if lane.bottleneck is None:
+            self.drain_ids(lane, stamp)
+            return
         recv_into, arrive, counters = lane.sock.recv_into, lane.line.arrive, lane.counters
         for _ in range(_DRAIN_MAX):
             try:
@@ -229,18 +244,58 @@ class Engine:
                 at = self.enqueue(lane, pid, buf, n, stamp)
                 if at is None:
                     continue
-            action = arrive(pid, at)
+            action = arrive(pid, at, self.compensation)
             if action == HOLD:
                 if not lane.armed:
                     heapq.heappush(self.heap, (lane.line.next_due(), lane.sock.fileno()))
                     lane.armed = True
-            elif action == DROP:
-                counters["dropped"] += 1
-                lane.marked.pop(pid, None)
-                lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
-            elif action == ACCEPT_NOW:
-                counters["reordered"] += 1
-                self.accept(lane, [pid])
+            else:
+                self._not_held(lane, pid, action)
+
+    def drain_ids(self, lane: Lane, stamp: int) -> None:
+        """``drain`` for a lane without a bottleneck (its messages carry ids only):
+        ``recvmmsg`` batches, the delay line takes each batch at once."""
+        reader, fd, counters = self.reader, lane.sock.fileno(), lane.counters
+        for _ in range(_DRAIN_MAX // reader.slots):
+            try:
+                n = reader.read(fd)
+            except OSError as exc:
+                if exc.errno != 105:  # ENOBUFS: the kernel dropped messages
+                    raise
+                counters["enobufs"] += 1
+                continue
+            if not n:
+                return
+            ids, others = nfqueue.packet_ids(reader.buf, n, reader.stride)
+            for offset in others:
+                self._report(lane, reader.buf.raw[offset:offset + reader.stride])
+            counters["packets"] += len(ids)
+            for pid, action in lane.line.arrive_all(ids, stamp, self.compensation):
+                self._not_held(lane, pid, action)
+            if not lane.armed and len(lane.line):
+                heapq.heappush(self.heap, (lane.line.next_due(), fd))
+                lane.armed = True
+            if n < reader.slots:
+                return
+
+    def _not_held(self, lane: Lane, pid: int, action: int) -> None:
+        """A packet the delay line did not hold: dropped, or reordered (it skips the
+        line alone: a batch verdict would take every held packet before it along;
+        with its CE-marked payload if it has one)."""
+        payload = lane.marked.pop(pid, None)
+        if action == DROP:
+            lane.counters["dropped"] += 1
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_DROP))
+        elif action == ACCEPT_NOW:
+            lane.counters["reordered"] += 1
+            lane.sock.send(nfqueue.verdict(lane.queue, pid, nfqueue.NF_ACCEPT)
+                           if payload is None
+                           else nfqueue.verdict_with_payload(lane.queue, pid, payload))
+
+    @staticmethod
+    def _report(lane: Lane, message: bytes) -> None:
+        if nfqueue.ack_error(message):
+            print(f"engine: kernel error on {lane.netns} queue {lane.queue}", file=sys.stderr)
 
     def enqueue(self, lane: Lane, pid: int, buf: bytearray, n: int, stamp: int) -> int | None:
         """Through the lane's bottleneck: when the packet has left it, or None (dropped, or
@@ -305,7 +360,7 @@ class Engine:
                 packet = bytearray(payload)
                 mark_ce(packet)
                 lane.marked[pid] = bytes(packet)
-            action = lane.line.arrive(pid, left)
+            action = lane.line.arrive(pid, left, self.compensation)
             if action == DROP:
                 counters["dropped"] += 1
                 lane.marked.pop(pid, None)
@@ -349,7 +404,7 @@ class Engine:
         if ids:
             start = time.monotonic_ns()
             self.accept_each(lane, ids)
-            self._note_late(start - due)
+            self._note_release(start - due)
             lane.counters["released"] += 1
             self.stamp_arrivals(start, buf)
         self.fq_arm(lane)
@@ -383,13 +438,19 @@ class Engine:
                     lane.sock.send(nfqueue.batch_verdict(lane.queue, last))
                 else:
                     self.accept(lane, ids)
-                self._note_late(start - due)
+                self._note_release(start - due)
                 lane.counters["released"] += 1
                 self.stamp_arrivals(start, buf)
             nxt = lane.line.next_due()
             if nxt is not None and not lane.armed:
                 heapq.heappush(heap, (nxt, fd))
                 lane.armed = True
+
+    def _note_release(self, late_ns: int) -> None:
+        """A release ``late_ns`` after its (compensated) due time: record the error
+        against the configured delay and move the compensation towards the mean."""
+        self._note_late(late_ns - self.compensation)
+        self.compensation = next_compensation(self.compensation, late_ns)
 
     def _note_late(self, late_ns: int) -> None:
         late = self.late
@@ -405,6 +466,16 @@ class Engine:
             self.lead -= (self.lead - late) >> 1
         else:
             self.lead += (late - self.lead) >> _LEAD_SHIFT
+
+
+def next_compensation(current_ns: int, late_ns: int) -> int:
+    """The compensation after a release ``late_ns`` after its compensated due time: an
+    exponentially weighted mean of the lateness (the timers' lateness does not depend on
+    the compensation, so this converges on it), an outlier counted as at most
+    ``_COMP_MAX_NS``, the result within 0 and ``_COMP_MAX_NS``."""
+    late = min(_COMP_MAX_NS, max(-_COMP_MAX_NS, late_ns))
+    moved = current_ns + ((late - current_ns) >> _COMP_SHIFT)
+    return min(_COMP_MAX_NS, max(0, moved))
 
 
 def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | FqCoDel | None:
@@ -457,8 +528,11 @@ def calibrate(engine: Engine, rounds: int = 100, sleep_ns: int = 200_000) -> Non
         asked = time.monotonic_ns() + sleep_ns
         select.select([], [], [], sleep_ns / 1e9)
         late.append(max(0, time.monotonic_ns() - asked))
-    engine.calibration = {"timer_late_us": summary_us(late), "sleep_us": sleep_ns / 1e3}
     engine.lead = min(_LEAD_MAX_NS, sorted(late)[len(late) // 2])
+    # a first guess (releases do more than wake up); each release then corrects it
+    engine.compensation = min(_COMP_MAX_NS, sum(late) // len(late))
+    engine.calibration = {"timer_late_us": summary_us(late), "sleep_us": sleep_ns / 1e3,
+                          "compensation_start_us": round(engine.compensation / 1e3, 1)}
 
 
 def _signals(flags: dict[str, bool]) -> tuple[socket.socket, socket.socket]:

@@ -372,7 +372,8 @@ def find_engines(namespaces: list[str], owner_tag: str) -> list[int]:
 
 def lane_status(state_dir: str | os.PathLike, netns: str, queue: int) -> dict:
     """One lane as ``link show``/``status`` report it: the engine, the kernel's queue,
-    the lane's counters and the engine's measured release lateness."""
+    the lane's counters, the engine's release error against the configured delay and
+    the compensation it takes off each delay for that."""
     files = EngineFiles.of(state_dir)
     handle = read_handle(files)
     status = fresh_status(state_dir) or {}
@@ -383,7 +384,8 @@ def lane_status(state_dir: str | os.PathLike, netns: str, queue: int) -> dict:
             "kernel": None if bound is None else vars(bound),
             "counters": None if lane is None else
             {k: v for k, v in lane.items() if k not in ("config", "portid")},
-            "release_late_us": status.get("release_late_us")}
+            "release_late_us": status.get("release_late_us"),
+            "compensation_us": status.get("compensation_us")}
 
 
 def describe(state_dir: str | os.PathLike) -> list[str]:
@@ -399,4 +401,6 @@ def describe(state_dir: str | os.PathLike) -> list[str]:
     return [f"link engine: pid {handle.pid} serves {lanes} delayed directions in one process "
             f"({scheduler}); its timers woke {late.get('p50', '?')} us late at the median and "
             f"{late.get('p99', '?')} us at p99 when calibrated at start: about the error each "
-            "delayed direction may add"]
+            "delayed direction may add; each delay is shortened by the engine's measured mean "
+            f"release lateness (now {status.get('compensation_us', 0)} us) so that on average "
+            "a link's latency is its configured delay"]

@@ -155,6 +155,24 @@ def packet_id(buf: bytes | bytearray | memoryview, offset: int = 0) -> int | Non
     return _BE32.unpack_from(buf, offset + _PACKET_ID_OFFSET)[0]
 
 
+_HEAD = struct.Struct("=4xH16xH")   # nlmsg_type; the first attribute's type
+
+
+def packet_ids(buf: bytes | bytearray | memoryview, count: int,
+               stride: int) -> tuple[list[int], list[int]]:
+    """Of ``count`` messages ``stride`` bytes apart in ``buf``: the ids of the
+    NFQNL_MSG_PACKET ones in order, and the offsets of the others (errors, acks)."""
+    ids, others = [], []
+    head, be32 = _HEAD.unpack_from, _BE32.unpack_from
+    for offset in range(0, count * stride, stride):
+        msg_type, attr_type = head(buf, offset)
+        if msg_type == _PACKET_TYPE and attr_type & 0x7FFF == NFQA_PACKET_HDR:
+            ids.append(be32(buf, offset + _PACKET_ID_OFFSET)[0])
+        else:
+            others.append(offset)
+    return ids, others
+
+
 def ack_error(buf: bytes) -> int | None:
     """errno carried by an NLMSG_ERROR reply (0 for a plain ACK), None if not one."""
     if len(buf) < NLMSG_HDR.size + 4:

@@ -103,6 +103,20 @@ def test_jitter_distribution(pair, backend, dist):
     assert abs(statistics.mean(kept) - base_ms - (10 + mean_f * jitter_ms)) < 1.0
 
 
+def test_reordered_packets_skip_the_line_alone(pair, backend):
+    # half the probes skip the 20 ms line; the other half must still wait their 20 ms
+    # (accepting a reordered packet by a batch verdict released every held one with it)
+    base = base_rtt(pair)
+    apply(backend, pair, imp(delay="20ms", reorder="50%"))
+    try:
+        rtts = udp_rtts(pair, 200, 0.005, timeout=0.3)
+    finally:
+        remove(backend, pair)
+    assert len(rtts) == 200
+    held = [r for r in rtts if r - base > 0.019]
+    assert 0.35 < len(held) / len(rtts) < 0.65, sorted(round(r * 1e3, 1) for r in rtts)
+
+
 def test_loss_rate_binomial(pair, backend):
     p, n = 0.05, 8000
     apply(backend, pair, imp(loss="5%"))
@@ -198,6 +212,8 @@ def test_change_keeps_other_impairments(pair, backend):
                               state_dir=pair.state_dir)["link_engine"]
         assert engine["alive"] and engine["kernel"]["portid"] == pid
         assert engine["counters"]["packets"] >= len(rtts)
+        # what each delay is shortened by, for the engine's own release lateness
+        assert 0 <= engine["compensation_us"] <= 200
     finally:
         remove(backend, pair)
     assert left_behind(pair) == []
