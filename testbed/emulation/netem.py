@@ -35,6 +35,7 @@ from testbed.kernel.netns import enter
 from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.distributions import netem_table
+from testbed.kernel.red import RedParams
 from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment
 from testbed.units import Duration
@@ -131,7 +132,7 @@ def netem_options(p: NetemParams, tick_per_us: float = 1.0) -> bytes:
 class NetemPlan:
     netem: NetemParams
     tbf: tbf_mod.TbfParams | None
-    aqm: aqm_mod.AqmParams | None = None     # tbf's inner queue (a kernel AQM qdisc)
+    aqm: aqm_mod.AqmParams | RedParams | None = None   # tbf's inner queue (a kernel AQM)
 
 
 def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
@@ -158,8 +159,7 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
     tbf = aqm = None
     if imp.rate is not None:
         tbf = tbf_mod.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
-        if imp.aqm is not None and imp.aqm.kind in aqm_mod.KERNEL_KINDS:
-            aqm = aqm_mod.resolve(imp.aqm, imp.ecn)
+        aqm = aqm_mod.kernel_params(imp, rtt_hint, mtu, tbf.rate_bytes)
     return NetemPlan(netem=netem, tbf=tbf, aqm=aqm)
 
 
@@ -217,7 +217,7 @@ class NetemBackend:
                             "the delay; give the link a delay")
         if imp.rate is not None and imp.rate.bps / 8 > tbf_mod.MAX_RATE_BYTES:
             problems.append(f"rate {imp.rate}: above what tbf without 64-bit rates expresses")
-        return problems + aqm_mod.unsupported(imp.aqm)
+        return problems
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
              mtu: int) -> list[Step]:
