@@ -87,6 +87,18 @@ def options(p: AqmParams | red.RedParams, tick_in_usec: float) -> bytes:
             + nlmsg.u32(ids["interval"], p.interval_us) + nlmsg.u32(ids["ecn"], int(p.ecn)))
 
 
+def needs_fresh_queue(before: str | None, after: str | None) -> bool:
+    """Pure: whether tbf's inner queue must first be a fresh bfifo when its discipline goes
+    from kind ``before`` to ``after`` (None: tbf's own fifo).
+
+    The kernel changes a qdisc in place only into its own kind: another kind
+    sent with the same handle is refused (EINVAL, "Invalid qdisc name"), so
+    codel -> red replaces codel by a bfifo, then grafts red there. What the
+    old discipline held is dropped, as with ``tc qdisc replace``.
+    """
+    return before is not None and before != after
+
+
 def install(netns: str, ifindex: int, p: AqmParams | red.RedParams, parent: int) -> None:
     """Graft (or change in place) the AQM under tbf ``parent``."""
     # pyroute2 reads the kernel's tick from /proc/net/psched (netem.py imports it the same way)

@@ -152,3 +152,12 @@ def test_the_aqm_handle_is_not_one_tbf_grafts_its_fresh_fifos_at():
     netem test failed with "reads back as {'kind': 'bfifo'}")."""
     from testbed.emulation import aqm, tbf
     assert aqm.AQM_HANDLE not in tbf.FIFO_HANDLES
+
+
+def test_another_kind_of_aqm_takes_a_fresh_queue_first():
+    """`link set aqm=fq_codel` on a codel link failed in the guest: "fq_codel qdisc refused:
+    Invalid argument" (the kernel changes a qdisc in place only into its own kind)."""
+    assert aqm.needs_fresh_queue("codel", "fq_codel")
+    assert aqm.needs_fresh_queue("red", None)           # an AQM taken away: tbf's fifo again
+    assert not aqm.needs_fresh_queue("codel", "codel")  # new parameters: changed in place
+    assert not aqm.needs_fresh_queue(None, "red")       # nothing there yet: grafted
