@@ -132,7 +132,8 @@ def figures(run: Path, where: str) -> dict:
     flow = result["flows"][0]
     srtt = (flow.get("rtt_ms") or {}).get("srtt") or {}
     ecn = result["variables"]["ecn"]
-    return {"where": where, "aqm": result["variables"]["aqm"],
+    return {"where": where, "rate": result["variables"]["rate"],
+            "aqm": result["variables"]["aqm"],
             "ecn": ecn if isinstance(ecn, str) else ("on" if ecn else "off"),
             "run": str(run), "goodput_mbps": (flow.get("goodput_bps") or 0) / 1e6,
             "srtt_p50_ms": srtt.get("p50"), "srtt_p90_ms": srtt.get("p90"),
@@ -145,12 +146,12 @@ def table(rows: list[dict], base_rtt_ms: float) -> str:
     fifo = {r["where"]: r["goodput_mbps"] for r in rows
             if r.get("aqm") == "fifo" and r.get("ecn") == "off" and "error" not in r}
     lines = ["| where | aqm | ecn | goodput Mbit/s | vs fifo | srtt p50 / p90 ms | p50 - base "
-             "| retransmits | queue drops / marks | delivered_ce |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| retransmits | queue drops / marks | delivered_ce | suspect |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['where']} | {r.get('aqm', '')} | {r.get('ecn', '')} | "
-                         f"not run: {r['error']} ||||||")
+                         f"not run: {r['error']} |||||||")
             continue
         ratio = r["goodput_mbps"] / fifo[r["where"]] if fifo.get(r["where"]) else None
         p50, p90 = r["srtt_p50_ms"], r["srtt_p90_ms"]
@@ -159,7 +160,7 @@ def table(rows: list[dict], base_rtt_ms: float) -> str:
             f"| {r['where']} | {r['aqm']} | {r['ecn']} | {r['goodput_mbps']:.2f} | "
             f"{'' if ratio is None else f'{ratio:.2f}'} | {p50:.1f} / {p90:.1f} | "
             f"+{p50 - base_rtt_ms:.1f} | {r['retransmits']} | {q['drops']} / {q['marks']} | "
-            f"{r['delivered_ce']} |")
+            f"{r['delivered_ce']} | {'; '.join(x.split(':')[0] for x in r['suspect'])} |")
     return "\n".join(lines)
 
 
@@ -179,8 +180,8 @@ def main() -> int:
     args = parser.parse_args()
     where = args.where.split(",")
     if args.table_from is not None:
-        rows = [figures(run, w) for w in where
-                for run in sorted(args.table_from.glob(f"{w}/*/*/")) if (run / "result.json").exists()]
+        rows = [figures(run, w) for w in where for run in sorted(args.table_from.glob(f"{w}/*/*/"))
+                if (run / "result.json").exists()]
     else:
         with tempfile.TemporaryDirectory(prefix="tbbench-aqm-") as tmp:
             workload = light_workload(Path(tmp))
@@ -188,7 +189,8 @@ def main() -> int:
             rows = (run_kernel(workload, args, out) if "kernel" in where else []) \
                 + (run_engine(workload, args, out) if "engine" in where else [])
     base_ms = 2 * float(args.delay.removesuffix("ms"))
-    print(f"rate {args.rate}, base RTT {base_ms:g} ms, buffer 8 BDP, {args.duration} per run")
+    rates = sorted({r["rate"] for r in rows if "rate" in r}) or [args.rate]
+    print(f"rate {', '.join(rates)}, base RTT {base_ms:g} ms, buffer 8 BDP")
     print(table(rows, base_ms))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -24,7 +24,8 @@ def test_kernel_aqms_act_on_real_traffic_in_guest():
          "python3", "/project/tests/guest/aqm_backend.py"],
         capture_output=True, text=True, timeout=460)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("AQM-BACKEND-RESULT ")]
-    assert lines, f"no result from the guest (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    assert lines, f"no result from the guest (exit {proc.returncode}):\n{proc.stdout}\n" \
+        f"{proc.stderr}"
     result = json.loads(lines[-1].split(" ", 1)[1])
     assert result["problems"] == [], result["problems"]
     cases = result["cases"]
