@@ -3,7 +3,8 @@ backend's tbf, with real traffic, inside the QEMU guest of vagrant/guest/.
 
 One boot runs tests/guest/aqm_backend.py there (see its docstring): for each discipline
 the qdisc tree read back, a bulk CUBIC flow that moves its drop or CE-mark counters, live
-changes that keep it, and a teardown that leaves nothing. About 2 minutes under TCG.
+changes that keep it, and a teardown that leaves nothing. About a minute under TCG
+(59 s here with the guest already built; a cold build adds ~100 s).
 """
 
 import json
