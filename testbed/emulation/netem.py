@@ -35,6 +35,7 @@ from testbed.kernel.netns import enter
 from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.distributions import netem_table
+from testbed.kernel.red import RedParams
 from testbed.errors import RealizeError
 from testbed.model.impairment import GilbertElliott, Impairment
 from testbed.units import Duration
@@ -131,7 +132,7 @@ def netem_options(p: NetemParams, tick_per_us: float = 1.0) -> bytes:
 class NetemPlan:
     netem: NetemParams
     tbf: tbf_mod.TbfParams | None
-    aqm: aqm_mod.AqmParams | None = None     # tbf's inner queue (a kernel AQM qdisc)
+    aqm: aqm_mod.AqmParams | RedParams | None = None   # tbf's inner queue (a kernel AQM)
 
 
 def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
@@ -158,8 +159,7 @@ def resolve(imp: Impairment, rtt_hint: Duration | None, mtu: int) -> NetemPlan:
     tbf = aqm = None
     if imp.rate is not None:
         tbf = tbf_mod.tbf_params(imp.rate.bps, imp.bottleneck_bytes(rtt_hint, mtu), mtu)
-        if imp.aqm is not None and imp.aqm.kind in aqm_mod.KERNEL_KINDS:
-            aqm = aqm_mod.resolve(imp.aqm, imp.ecn)
+        aqm = aqm_mod.kernel_params(imp, rtt_hint, mtu, tbf.rate_bytes)
     return NetemPlan(netem=netem, tbf=tbf, aqm=aqm)
 
 
@@ -217,7 +217,7 @@ class NetemBackend:
                             "the delay; give the link a delay")
         if imp.rate is not None and imp.rate.bps / 8 > tbf_mod.MAX_RATE_BYTES:
             problems.append(f"rate {imp.rate}: above what tbf without 64-bit rates expresses")
-        return problems + aqm_mod.unsupported(imp.aqm)
+        return problems
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
              mtu: int) -> list[Step]:
@@ -259,7 +259,8 @@ class NetemBackend:
         self._refuse_unsupported(now.merged)
         previous = resolve(now.before, now.before_rtt, now.mtu)
         flushed = self._install(netns, ifname, resolve(now.merged, now.rtt_hint, now.mtu),
-                                previous_tbf=previous.tbf, had_aqm=previous.aqm is not None)
+                                previous_tbf=previous.tbf,
+                                previous_aqm=None if previous.aqm is None else previous.aqm.kind)
         now.record.update(impairment=now.merged.as_fields(),
                           rtt_hint=None if now.rtt_hint is None else now.rtt_hint.seconds,
                           notes=[] if flushed is None else [flushed.describe()])
@@ -299,7 +300,7 @@ class NetemBackend:
 
     def _install(self, netns: str, ifname: str, plan: NetemPlan,
                  previous_tbf: tbf_mod.TbfParams | None = None,
-                 had_aqm: bool = False) -> tbf_mod.Flushed | None:
+                 previous_aqm: str | None = None) -> tbf_mod.Flushed | None:
         """Create or change netem and its tbf; what the tbf's queue lost if it was replaced."""
         from pyroute2 import IPRoute
 
@@ -317,7 +318,7 @@ class NetemBackend:
                                     handle=TBF_HANDLE, parent=NETEM_HANDLE | 1)
         else:  # a change that takes the rate away: netem's change keeps its child
             tbf_mod.remove(netns, ifname, handle=TBF_HANDLE, parent=NETEM_HANDLE | 1)
-        self._install_aqm(netns, ifname, found[0], plan, had_aqm)
+        self._install_aqm(netns, ifname, found[0], plan, previous_aqm)
         got = self._read(netns, ifname)
         netem = got.get("netem")
         differs = readback_differences(plan.netem, netem, tick_in_usec)
@@ -335,13 +336,15 @@ class NetemBackend:
         return flushed
 
     def _install_aqm(self, netns: str, ifname: str, index: int, plan: NetemPlan,
-                     had_aqm: bool) -> None:
-        """tbf's inner queue: the AQM, or (an AQM taken away) a fresh bfifo again."""
-        if plan.aqm is not None:
-            aqm_mod.install(netns, index, plan.aqm, TBF_HANDLE)
-        elif had_aqm and plan.tbf is not None:
+                     previous: str | None) -> None:
+        """tbf's inner queue: the AQM, or a fresh bfifo again (an AQM taken away, or one
+        of another kind coming: ``aqm.needs_fresh_queue``). ``previous``: the kind before."""
+        if plan.tbf is not None and aqm_mod.needs_fresh_queue(
+                previous, None if plan.aqm is None else plan.aqm.kind):
             tbf_mod.fresh_queue(netns, ifname, index, TBF_HANDLE, NETEM_HANDLE | 1,
                                 plan.tbf.limit)
+        if plan.aqm is not None:
+            aqm_mod.install(netns, index, plan.aqm, TBF_HANDLE)
 
     def _read(self, netns: str, ifname: str) -> dict:
         from pyroute2 import IPRoute

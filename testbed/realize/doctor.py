@@ -15,12 +15,16 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
 
 from testbed.plan.types import netns_name, owner_tag
-from testbed.kernel import netns, sysctl, tracefs
+from testbed.kernel import netns, red, sysctl, tracefs
+from testbed.kernel.tc import CREATE_OR_REPLACE, qdisc_message, send
+from testbed.errors import RealizeError
 
-QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "codel", "pie", "cake", "sfq")
-AQM_QDISCS = ("codel", "fq_codel", "pie")     # what a link's aqm: needs with the netem backend
+QDISC_KINDS = ("netem", "tbf", "htb", "ingress", "fq", "fq_codel", "codel", "pie", "red", "cake",
+               "sfq")
+AQM_QDISCS = ("codel", "fq_codel", "pie", "red")   # what a link's aqm: needs with the netem backend
 BINARIES = (
     # binary, apt package, why
     ("iperf3", "iperf3", "bulk TCP/UDP workloads"),
@@ -64,7 +68,8 @@ def probe_qdiscs() -> dict[str, bool]:
                 index = ipr.link_lookup(ifname="probe0")[0]
                 ipr.link("set", index=index, state="up")
                 for kind in QDISC_KINDS:
-                    result[kind] = _try_qdisc(ipr, index, kind)
+                    result[kind] = _try_red(ipr, name, index) if kind == "red" \
+                        else _try_qdisc(ipr, index, kind)
         finally:
             spaces.remove(name)
     return result
@@ -88,6 +93,18 @@ def _try_qdisc(ipr: IPRoute, index: int, kind: str) -> bool:
     return True
 
 
+def _try_red(ipr: IPRoute, netns_name: str, index: int) -> bool:
+    """red has no defaults to start from (and pyroute2 no red plugin): send tc's options."""
+    options = red.options(red.red_params(100 * 1514, 1_250_000, 1514, ecn=False), tick_in_usec)
+    try:
+        send(netns_name, qdisc_message(index, "red", 1 << 16, 0xFFFFFFFF, options,
+                                       CREATE_OR_REPLACE), "red qdisc")
+        ipr.tc("del", index=index, handle=1 << 16, root=True)
+    except (RealizeError, NetlinkError):
+        return False
+    return True
+
+
 def aqm_check(kinds: dict[str, bool]) -> Finding:
     """Which bottleneck disciplines (a link's ``aqm:``) run where on this kernel."""
     have = [k for k in AQM_QDISCS if kinds.get(k)]
@@ -95,13 +112,13 @@ def aqm_check(kinds: dict[str, bool]) -> Finding:
               "(codel, fq_codel, red, pie; ECN marks with ecn)")
     if kinds.get("netem") and have:
         return Finding("aqm", "ok", f"kernel qdiscs {', '.join(have)}: with the netem backend a "
-                     f"link's aqm runs there (red is not built yet); {engine}")
+                     f"link's aqm runs there; {engine}")
     if have:
         return Finding("aqm", "warn", f"kernel qdiscs {', '.join(have)} exist but no sch_netem: "
                      f"links use the userspace backend, and {engine}")
     return Finding("aqm", "warn", f"no AQM qdisc ({', '.join(AQM_QDISCS)}) in this kernel; "
                  f"{engine}", "for aqm: a kernel with sch_netem and sch_codel/sch_fq_codel/"
-                 "sch_pie (e.g. vagrant/guest)")
+                 "sch_pie/sch_red (e.g. vagrant/guest)")
 
 
 def sysctl_check(probe: Path = SYSCTL_PROBE) -> Finding:
