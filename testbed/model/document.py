@@ -91,7 +91,8 @@ def template_environment(undefined: type[jinja2.Undefined] = jinja2.StrictUndefi
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is read as YAML (so 5 is an int)."""
+    """``key=value`` from the command line; the value is read as YAML (so 5 is an int,
+    true a boolean; on/off/yes/no stay words, as in YAML 1.2)."""
     if "=" not in text:
         raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
     key, _, raw = text.partition("=")
@@ -104,6 +105,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         value = raw
     if isinstance(value, (dict, list)) or value is None:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw         # YAML 1.1 reads on/off/yes/no as booleans: a word stays a word
     return key, value
 
 

@@ -31,7 +31,12 @@ def test_loops_expand():
 
 
 @pytest.mark.parametrize("text,key,value", [("n=5", "n", 5), ("rate=10mbit", "rate", "10mbit"),
-                                            ("loss=1%", "loss", "1%"), ("x=", "x", "")])
+                                            ("loss=1%", "loss", "1%"), ("x=", "x", ""),
+                                            ("ecn=true", "ecn", True), ("e=False", "e", False),
+                                            # YAML 1.1 made these booleans: bufferbloat's
+                                            # `ecn == "on"` then ran silently without ECN
+                                            ("ecn=on", "ecn", "on"), ("ecn=off", "ecn", "off"),
+                                            ("x=yes", "x", "yes"), ("x=No", "x", "No")])
 def test_parse_assignment(text, key, value):
     assert parse_assignment(text) == (key, value)
 
