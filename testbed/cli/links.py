@@ -83,7 +83,7 @@ def kernel_lines(kernel: dict) -> list[str]:
     if kernel.get("impairment"):
         out.append("in force: " + Impairment.from_fields(kernel["impairment"]).describe())
     for key, value in kernel.items():
-        if key in ("backend", "impairment"):
+        if key in ("backend", "impairment") or value is None:   # None: not there (no tbf)
             continue
         if key == "tbf" and isinstance(value, dict) and "rate_bytes" in value:
             value = {"rate": f"{value['rate_bytes'] * 8 / 1e6:g} Mbit/s",

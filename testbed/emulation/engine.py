@@ -171,6 +171,7 @@ class Engine:
 
     def write_status(self) -> None:
         late = sorted(self.late)
+        now = time.monotonic_ns()
         self.stats_seq += 1
         write_json(self.status_path, {
             "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
@@ -179,7 +180,7 @@ class Engine:
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
                             "portid": lane.sock.getsockname()[0], **lane.counters,
                             "bottleneck": None if lane.bottleneck is None
-                            else lane.bottleneck.status()}
+                            else queue_status(lane.bottleneck, now)}
                       for key, lane in self.by_key.items()}})
 
     def shutdown(self) -> None:
@@ -271,6 +272,7 @@ class Engine:
             if lane is None:
                 continue
             lane.armed = False
+            held = len(lane.line)
             if lane.marked:
                 ids = lane.line.release_ids(limit)
                 last = ids[-1] if ids else None
@@ -283,7 +285,7 @@ class Engine:
                 else:
                     self.accept(lane, ids)
                 self._note_late(start - due)
-                lane.counters["released"] += 1
+                lane.counters["released"] += held - len(lane.line)   # packets, not batches
                 self.stamp_arrivals(start, buf)
             nxt = lane.line.next_due()
             if nxt is not None and not lane.armed:
@@ -309,6 +311,16 @@ class Engine:
 def _bottleneck(config: DelayConfig, rng: random.Random) -> Bottleneck | None:
     wanted = config.bottleneck()
     return None if wanted is None else Bottleneck(wanted, rng)
+
+
+def queue_status(bottleneck: Bottleneck, now: int) -> dict:
+    """A bottleneck's counters with its queue as of ``now``: its own backlog is as of the
+    last arrival, so an idle link would go on showing the queue its last packet found.
+    ``sojourn_ms_now``: how long a packet arriving now would wait (exact for this FIFO
+    served at a fixed rate: until the link is free)."""
+    waiting = [size for start, size in bottleneck.queued if start > now]
+    return {**bottleneck.status(), "backlog_bytes": sum(waiting), "qlen": len(waiting),
+            "sojourn_ms_now": round(max(0, bottleneck.link_free - now) / 1e6, 3)}
 
 
 def summary_us(samples_ns: list[int]) -> dict | None:
