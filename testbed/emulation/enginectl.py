@@ -250,21 +250,51 @@ def _wait_status(files: EngineFiles, pid: int, generation: int, lanes: dict[str,
                        f"{START_TIMEOUT:g}s; see {files.log}")
 
 
+class StatusRequests:
+    """Fresh counters from a running engine: ``ask`` sends it SIGUSR1, ``answer`` waits for
+    the status it rewrites (a newer ``stats_seq``). The run's qdisc sampler uses this
+    (``collect.qdisc.EngineQueues``) to sample the engine's queues without blocking it:
+    the engine writes its status between two packets' worth of work."""
+
+    POLL_S = 0.001
+
+    def __init__(self, state_dir: str | os.PathLike) -> None:
+        self.files = EngineFiles.of(state_dir)
+        self.handle = read_handle(self.files)
+        self._seen = 0
+
+    def ask(self) -> None:
+        status = read_status(self.files)
+        self._seen = 0 if status is None else status.get("stats_seq", 0)
+        if is_running(self.handle):
+            os.kill(self.handle.pid, signal.SIGUSR1)
+
+    def answer(self, deadline: float) -> dict | None:
+        """The status written since ``ask``, or None if none came by ``deadline``."""
+        path, seen = self.files.status, None
+        while True:
+            try:
+                st = path.stat()        # a rewrite is a rename: another inode and mtime
+                version = (st.st_ino, st.st_mtime_ns)
+            except OSError:
+                version = None
+            if version is not None and version != seen:
+                seen, status = version, read_status(self.files)
+                if status is not None and status.get("stats_seq", 0) > self._seen:
+                    return status
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(self.POLL_S)
+
+
 def fresh_status(state_dir: str | os.PathLike, timeout: float = 2.0) -> dict | None:
-    """The engine's status with counters as of now (SIGUSR1), None when none runs."""
-    files = EngineFiles.of(state_dir)
-    handle = read_handle(files)
-    before = read_status(files)
-    if not is_running(handle) or before is None:
+    """The engine's status with counters as of now (SIGUSR1), None when none runs; the
+    last one written if it does not answer within ``timeout``."""
+    requests = StatusRequests(state_dir)
+    if not is_running(requests.handle) or read_status(requests.files) is None:
         return None
-    os.kill(handle.pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = read_status(files)
-        if now is not None and now.get("stats_seq", 0) > before.get("stats_seq", 0):
-            return now
-        time.sleep(0.002)
-    return read_status(files)
+    requests.ask()
+    return requests.answer(time.monotonic() + timeout) or read_status(requests.files)
 
 
 def _reap(pid: int) -> None:
