@@ -4,7 +4,7 @@ qdisc trees (``tc -s -j qdisc show``) for the manifest.
 
 Where the link engine is a direction's bottleneck queue (userspace backend,
 an aqm), its queue is sampled on the same grid: each round asks the engine
-for fresh counters first (``EngineQueues.ask``), reads the kernel's qdiscs
+for its queues first (``EngineQueues.ask``), reads the kernel's qdiscs
 meanwhile and then takes the engine's answer, written as rows of kind
 ``engine:<aqm>`` (``results.QDISC_COLUMNS``). A round the engine did not
 answer in time is counted (``engine_lost``), and the run says so."""
@@ -26,27 +26,31 @@ CSV_COLUMNS = QDISC_COLUMNS
 
 
 class EngineQueues(Protocol):
-    """The link engine's status on request: ``ask`` signals it, ``answer`` waits until
-    ``deadline`` (monotonic s) for a status newer than the one before ``ask`` (None: none)."""
+    """The link engine's queues on request: ``ask`` asks, ``answer`` waits until
+    ``deadline`` (monotonic s) for the answer to the last ask (None: none came). ``error``:
+    why it cannot ask at all (None: it can); ``close`` when done."""
+
+    error: str | None
 
     def ask(self) -> None: ...
 
     def answer(self, deadline: float) -> dict[str, Any] | None: ...
 
+    def close(self) -> None: ...
 
-def engine_rows(t: float, status: Mapping[str, Any],
+
+def engine_rows(t: float, queues: Mapping[str, Mapping[str, Any]],
                 places: Mapping[str, tuple[str, str]]) -> list[dict[str, Any]]:
-    """qdisc.csv rows of the engine's bottleneck queues in ``status`` (the engine's
-    ``engine.status``), each at ``places[lane key]`` = (sender node, its interface)."""
+    """qdisc.csv rows of the engine's bottleneck queues (``engine.queues``: by lane key,
+    each its aqm and counters), each at ``places[lane key]`` = (sender node, interface)."""
     rows = []
-    for key, lane in sorted((status.get("lanes") or {}).items()):
-        queue = lane.get("bottleneck")
-        if queue is None or key not in places:
+    for key, queue in sorted(queues.items()):
+        if key not in places:
             continue
         node, ifname = places[key]
         rows.append({
             "t": t, "node": node, "ifname": ifname,
-            "kind": ENGINE_QUEUE_KIND + str(lane["config"].get("aqm")), "handle": "",
+            "kind": ENGINE_QUEUE_KIND + str(queue.get("aqm")), "handle": "",
             "parent": "", "bytes": None, "packets": queue.get("sent"),
             "drops": queue.get("tail_drops", 0) + queue.get("aqm_drops", 0),
             "overlimits": None, "requeues": None, "backlog": queue.get("backlog_bytes"),
@@ -122,16 +126,18 @@ class QdiscSampler:
         finally:
             for _, ipr, _ in handles:
                 ipr.close()
+            if self.engine is not None:
+                self.engine.close()
 
     def _engine_sample(self, t: float, t0: float) -> None:
         """The engine's queues at ``t``, if it answers before the next round is due."""
         assert self.engine is not None
         self.engine_asked += 1
-        status = self.engine.answer(t0 + t + self.answer_timeout)
-        if status is None:
+        answer = self.engine.answer(t0 + t + self.answer_timeout)
+        if answer is None:
             self.engine_lost += 1
             return
-        self.rows += engine_rows(t, status, self.engine_places)
+        self.rows += engine_rows(t, answer.get("queues") or {}, self.engine_places)
 
     @property
     def answer_timeout(self) -> float:
@@ -153,7 +159,7 @@ class QdiscSampler:
         if self.engine is None:
             return None
         return {"samples": self.engine_asked, "lost": self.engine_lost,
-                "timeout_ms": round(self.answer_timeout * 1e3, 3)}
+                "timeout_ms": round(self.answer_timeout * 1e3, 3), "error": self.engine.error}
 
 
 def qdisc_tree(run: Callable[[list[str]], str]) -> Any:

@@ -97,13 +97,13 @@ class Collectors:
                                               ports=frozenset(p.port for p, _ in plans))
 
     @staticmethod
-    def _engine_queues(net: Any) -> tuple[enginectl.StatusRequests | None,
+    def _engine_queues(net: Any) -> tuple[enginectl.QueueQueries | None,
                                           dict[str, tuple[str, str]]]:
         """Where the link engine is some direction's bottleneck queue (userspace backend, an
         aqm), its status requests and its lanes' places, for the qdisc sampler."""
         if net.link_backend != "userspace" or not userspace.engine_has_queues(net.state_dir):
             return None, {}
-        return (enginectl.StatusRequests(net.state_dir),
+        return (enginectl.QueueQueries(net.state_dir),
                 userspace.lane_places(net.state_dir, net.deployed.emulated))
 
     def start_tcp_events(self, net: Any, run_id: str, plans: Plans, wl: Workload,

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 from testbed.emulation.bottleneck import Bottleneck, BottleneckConfig
 from testbed.emulation.delayline import DelayConfig, DelayLine
-from testbed.emulation.engine import Engine, Lane, queue_status
+from testbed.emulation.engine import Engine, Lane, open_query, query_path, queue_status
+from testbed.emulation.enginectl import EngineFiles, QueueQueries
 
 MS = 1_000_000
 
@@ -69,3 +71,29 @@ def test_status_backlog_is_as_of_now_not_as_of_the_last_arrival(tmp_path):
     status = json.loads((tmp_path / "engine.status").read_text())
     queue = status["lanes"]["tb-x-r1/7"]["bottleneck"]
     assert (queue["backlog_bytes"], queue["qlen"], queue["sojourn_ms_now"]) == (0, 0, 0.0)
+
+
+def test_the_query_socket_answers_with_the_bottleneck_queues_only(tmp_path):
+    files = EngineFiles.of(tmp_path)
+    files.directory.mkdir(parents=True)
+    engine, lane = engine_with_lane(files.directory, DelayConfig(
+        aqm="codel", rate_bps=8e6, limit_bytes=100_000))
+    engine.by_key["tb-x-r2/9"] = Lane("tb-x-r2", 9, FakeSocket(),  # type: ignore[arg-type]
+                                      DelayLine(DelayConfig(delay_us=5000.0), random.Random(1)))
+    lane.bottleneck.arrive(0, 1000, False)
+    query = open_query(query_path(str(files.status)))
+    asker = QueueQueries(tmp_path)
+    try:
+        asker.ask()
+        asker.ask()               # the first answer is stale by then: skipped
+        engine.answer_queries(query)
+        got = asker.answer(time.monotonic() + 2)
+        assert got is not None and got["request"] == "2", got
+        assert list(got["queues"]) == ["tb-x-r1/7"], got
+        assert got["queues"]["tb-x-r1/7"]["aqm"] == "codel" and got["queues"]["tb-x-r1/7"]["sent"] == 1
+        asker.ask()               # nobody answers: lost, not waited for beyond the deadline
+        assert asker.answer(time.monotonic() + 0.05) is None
+    finally:
+        asker.close()
+        query.close()
+    assert not asker.path.exists()

@@ -15,25 +15,22 @@ from testbed.run.summary import qdisc_drops
 
 
 def lane(sent: int, tail: int, aqm: int, marks: int, backlog: int, sojourn: float) -> dict:
-    """One lane of engine.status as the engine writes it (a bottleneck with codel)."""
-    return {"config": {"aqm": "codel", "delay_us": 10000.0}, "held": 3, "portid": 77,
-            "packets": sent + tail + aqm, "released": sent, "dropped": 0,
-            "bottleneck": {"sent": sent, "tail_drops": tail, "aqm_drops": aqm, "marks": marks,
-                           "backlog_bytes": backlog, "qlen": backlog // 1514,
-                           "sojourn_ms_mean": 2.5, "sojourn_ms_max": 9.0,
-                           "sojourn_ms_now": sojourn}}
+    """One queue of engine.queues as the engine writes it (a bottleneck with codel)."""
+    return {"aqm": "codel", "sent": sent, "tail_drops": tail, "aqm_drops": aqm, "marks": marks,
+            "backlog_bytes": backlog, "qlen": backlog // 1514, "sojourn_ms_mean": 2.5,
+            "sojourn_ms_max": 9.0, "sojourn_ms_now": sojourn}
 
 
-def status(*lanes: tuple[str, dict]) -> dict:
-    plain = {"config": {"aqm": None, "delay_us": 5000.0}, "held": 0, "bottleneck": None}
-    return {"pid": 1, "stats_seq": 9, "lanes": {"tb-x-r2/5": plain, **dict(lanes)}}
+def queues(*lanes: tuple[str, dict]) -> dict:
+    """engine.queues's queues: only the lanes where the engine is the bottleneck."""
+    return dict(lanes)
 
 
 PLACES = {"tb-x-r1/4": ("r1", "eth1"), "tb-x-r2/5": ("r2", "eth1")}
 
 
 def test_engine_rows_are_qdisc_rows_of_the_bottleneck_lanes_at_their_senders_egress():
-    rows = engine_rows(1.5, status(("tb-x-r1/4", lane(100, 2, 5, 7, 3028, 1.25)),
+    rows = engine_rows(1.5, queues(("tb-x-r1/4", lane(100, 2, 5, 7, 3028, 1.25)),
                                    ("tb-x-gone/9", lane(1, 0, 0, 0, 0, 0.0))), PLACES)
     assert rows == [{"t": 1.5, "node": "r1", "ifname": "eth1", "kind": "engine:codel",
                      "handle": "", "parent": "", "bytes": None, "packets": 100, "drops": 7,
@@ -47,6 +44,11 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.asked = 0
+        self.error = None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def ask(self) -> None:
         self.asked += 1
@@ -55,7 +57,8 @@ class FakeEngine:
         if self.asked % 2 == 0:
             time.sleep(max(0.0, deadline - time.monotonic()))
             return None
-        return status(("tb-x-r1/4", lane(10 * self.asked, 0, self.asked, 0, 1514, 0.5)))
+        return {"pid": 1, "stats_seq": self.asked,
+                "queues": queues(("tb-x-r1/4", lane(10 * self.asked, 0, self.asked, 0, 1514, 0.5)))}
 
 
 def test_the_sampler_counts_the_samples_the_engine_did_not_answer():
@@ -65,7 +68,7 @@ def test_the_sampler_counts_the_samples_the_engine_did_not_answer():
     time.sleep(0.3)
     sampler.stop()
     stats = sampler.engine_stats()
-    assert sampler.error is None
+    assert sampler.error is None and engine.closed
     assert stats["samples"] == engine.asked >= 4, stats
     assert stats["lost"] == engine.asked // 2 and stats["lost"] > 0, stats
     assert len(sampler.rows) == stats["samples"] - stats["lost"]
@@ -81,7 +84,7 @@ def engine_samples() -> list[dict]:
         rows.append({"t": t, "node": "r1", "ifname": "eth1", "kind": "noqueue", "handle": "0:",
                      "parent": "ffff:ffff", "bytes": 0, "packets": 0, "drops": 0,
                      "backlog": 0, "qlen": 0})
-        rows += engine_rows(t, status(("tb-x-r1/4", lane(500 + 100 * k, 1, 10 + k, 3 * k,
+        rows += engine_rows(t, queues(("tb-x-r1/4", lane(500 + 100 * k, 1, 10 + k, 3 * k,
                                                          1514 * (k % 4), round(0.1 * k, 3)))), PLACES)
     return rows
 
