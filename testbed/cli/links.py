@@ -95,8 +95,9 @@ def kernel_lines(kernel: dict) -> list[str]:
 
 
 def _flat(value: object, words: tuple[str, str] = ("no", "yes")) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {_flat(v, words)}" for k, v in value.items())
+    if isinstance(value, dict):     # what is None is not there (no bottleneck, no tbf)
+        return ", ".join(f"{k.replace('_', ' ')} {_flat(v, words)}" for k, v in value.items()
+                         if v is not None)
     if isinstance(value, list):
         return "; ".join(_flat(v, words) for v in value) or "none"
     if isinstance(value, bool):

@@ -7,7 +7,8 @@ from testbed.cli.links import kernel_lines
 
 def test_a_missing_tbf_is_left_out_not_printed_as_none():
     lines = kernel_lines({"backend": "userspace", "tbf": None, "offloads": {"tso": True},
-                          "link_engine": {"pid": 7, "counters": {"released": 3}}})
+                          "link_engine": {"pid": 7, "counters": {"released": 3,
+                                                                  "bottleneck": None}}})
     assert not any("None" in line for line in lines), lines
     assert not any(line.startswith("tbf") for line in lines), lines
     assert "offloads: tso on" in lines and any("released 3" in line for line in lines), lines
