@@ -41,8 +41,8 @@ class EngineQueues(Protocol):
 
 def engine_rows(t: float, queues: Mapping[str, Mapping[str, Any]],
                 places: Mapping[str, tuple[str, str]]) -> list[dict[str, Any]]:
-    """qdisc.csv rows of the engine's bottleneck queues (``engine.queues``: by lane key,
-    each its aqm and counters), each at ``places[lane key]`` = (sender node, interface)."""
+    """qdisc.csv rows of the engine's bottleneck queues (its answer's ``queues``: by lane
+    key, each its aqm and counters), each at ``places[lane key]`` = (sender node, interface)."""
     rows = []
     for key, queue in sorted(queues.items()):
         if key not in places:
