@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import time
+from pathlib import Path
 
 from testbed.emulation.bottleneck import Bottleneck, BottleneckConfig
 from testbed.emulation.delayline import DelayConfig, DelayLine
@@ -73,7 +75,13 @@ def test_status_backlog_is_as_of_now_not_as_of_the_last_arrival(tmp_path):
     assert (queue["backlog_bytes"], queue["qlen"], queue["sojourn_ms_now"]) == (0, 0, 0.0)
 
 
-def test_the_query_socket_answers_with_the_bottleneck_queues_only(tmp_path):
+def test_the_query_socket_answers_with_the_bottleneck_queues_only():
+    # a short directory: a unix socket's path must fit in 108 bytes
+    with tempfile.TemporaryDirectory(prefix="eq") as short:
+        query_round_trip(Path(short))
+
+
+def query_round_trip(tmp_path: Path) -> None:
     files = EngineFiles.of(tmp_path)
     files.directory.mkdir(parents=True)
     engine, lane = engine_with_lane(files.directory, DelayConfig(
