@@ -33,8 +33,15 @@ TCPINFO_COLUMNS = ("t", "node", "src", "sport", "dst", "dport", "state", "ca_sta
                    # or the send buffer out of busy_time, ECN-marked deliveries, reordering
                    "snd_wnd", "rcv_wnd", "rwnd_limited_us", "sndbuf_limited_us", "busy_time_us",
                    "delivered_ce", "reordering")
+# qdisc.csv has one row per sample of each queue of an emulated link's ends: the kernel's
+# qdiscs and, where the link engine is the bottleneck (userspace backend, an aqm), the
+# engine's queue as kind "engine:<aqm>" at its direction's sender egress (node, ifname),
+# where the kernel's would be. An engine row has no bytes; drops are tail + AQM drops,
+# aqm_drops the discipline's, marks its CE marks, sojourn_ms how long a packet arriving
+# at t waits in the queue. Those three are empty for the kernel's qdiscs.
 QDISC_COLUMNS = ("t", "node", "ifname", "kind", "handle", "parent", "bytes", "packets", "drops",
-                 "overlimits", "requeues", "backlog", "qlen")
+                 "overlimits", "requeues", "backlog", "qlen", "marks", "aqm_drops", "sojourn_ms")
+ENGINE_QUEUE_KIND = "engine:"     # the prefix of the kind of the link engine's queues
 # columns of tcp_events.csv (after "flow"): one row per kernel TCP event
 TCP_EVENTS_COLUMNS = ("t", "event", "src", "sport", "dst", "dport", "cookie", "cwnd", "ssthresh",
                       "srtt_us", "snd_wnd", "rcv_wnd", "snd_nxt", "snd_una", "data_len",

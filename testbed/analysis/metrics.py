@@ -15,7 +15,11 @@ Sources, per metric:
   their clients' raw output;
 - utilisation: goodput / the bottleneck rate (the rate of the tbf qdisc that
   carried the most bytes, from the manifest; else the ``rate`` variable);
-- backlog: the bottleneck qdisc's backlog samples in ``qdisc.csv``;
+- the bottleneck queue (backlog, sojourn): the samples in ``qdisc.csv`` of the
+  queue the link engine runs where it is the bottleneck (kind ``engine:<aqm>``,
+  userspace backend), else of the kernel qdisc that moved the most bytes;
+  drops and CE marks: per queue in ``result.json``'s ``summary.qdisc_drops``,
+  the most of any queue (kernel qdiscs and the engine's alike);
 - what the lessons prove (slow start growth, multiplicative decreases,
   recoveries and RTOs, receive-window limits): the samples of each flow's
   sending socket in ``tcp_info.csv``; the handshake: SYNs in the capture.
@@ -32,7 +36,7 @@ from typing import Any, Callable, Sequence
 from testbed.analysis.runs import Run
 from testbed.analysis.tsg import run_time_sequence
 from testbed.errors import ResultsError
-from testbed.results import AGENT_CLIENT, jain_index, percentile, read_json
+from testbed.results import AGENT_CLIENT, ENGINE_QUEUE_KIND, jain_index, percentile, read_json
 from testbed.shape import problem
 from testbed.units import Rate, UnitError
 
@@ -162,21 +166,38 @@ def bottleneck(run: Run) -> tuple[str | None, float | None]:
     return where, rate
 
 
-def backlog_series(run: Run) -> tuple[str | None, list[tuple[float, float]]]:
-    """(label, [(t, backlog bytes)]) of the qdisc in qdisc.csv that moved the most bytes."""
+def _queue_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["node"], r["ifname"], r["kind"], r["handle"])
+
+
+def _moved(r: dict[str, Any]) -> tuple[int, float]:
+    """What a sample counts toward "the busiest queue": the link engine's queues first
+    (one exists only where a topology made the engine a direction's bottleneck, with no
+    tbf there; it counts packets), then bytes (the kernel's qdiscs)."""
+    if str(r.get("kind") or "").startswith(ENGINE_QUEUE_KIND):
+        return 1, r.get("packets") or 0.0
+    return 0, r.get("bytes") or 0.0
+
+
+def bottleneck_samples(run: Run) -> tuple[str | None, list[dict[str, Any]]]:
+    """(label, its rows of qdisc.csv) of the bottleneck queue: the busiest (``_moved``)."""
     rows = [r for r in run.qdisc() if r.get("t") is not None]
     if not rows:
         return None, []
-    moved: dict[tuple[Any, ...], tuple[float, float]] = {}
+    moved: dict[tuple[Any, ...], tuple[int, float, float]] = {}
     for r in rows:
-        k = (r["node"], r["ifname"], r["kind"], r["handle"])
-        b = r.get("bytes") or 0.0
-        lo, hi = moved.get(k, (b, b))
-        moved[k] = (min(lo, b), max(hi, b))
-    key = max(moved, key=lambda k: moved[k][1] - moved[k][0])
-    series = [(r["t"], r.get("backlog") or 0.0) for r in rows
-              if (r["node"], r["ifname"], r["kind"], r["handle"]) == key]
-    return f"{key[0]}:{key[1]} {key[2]}", series
+        rank, b = _moved(r)
+        _, lo, hi = moved.get(_queue_key(r), (rank, b, b))
+        moved[_queue_key(r)] = (rank, min(lo, b), max(hi, b))
+    key = max(moved, key=lambda k: (moved[k][0] if moved[k][2] > moved[k][1] else 0,
+                                    moved[k][2] - moved[k][1]))
+    return f"{key[0]}:{key[1]} {key[2]}", [r for r in rows if _queue_key(r) == key]
+
+
+def backlog_series(run: Run) -> tuple[str | None, list[tuple[float, float]]]:
+    """(label, [(t, backlog bytes)]) of the bottleneck queue (``bottleneck_samples``)."""
+    label, rows = bottleneck_samples(run)
+    return label, [(r["t"], r.get("backlog") or 0.0) for r in rows]
 
 
 # ---- metrics ---------------------------------------------------------------
@@ -247,10 +268,22 @@ def _backlog_p95(v: RunView, names: Sequence[str]) -> float | None:
     return percentile([b for _, b in backlog_series(v.run)[1]], 95)
 
 
-def _drops(v: RunView, names: Sequence[str]) -> float | None:
-    drops = ((v.run.result.get("summary") or {}).get("qdisc_drops") or {})
-    vals = [d.get("drops") for d in drops.values() if d.get("drops") is not None]
-    return float(max(vals)) if vals else None
+def _queue_count(key: str) -> Callable[[RunView, Sequence[str]], float | None]:
+    """The most ``key`` (drops, marks) of any queue during the run (None: no queue says)."""
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        queues = ((v.run.result.get("summary") or {}).get("qdisc_drops") or {})
+        vals = [q.get(key) for q in queues.values() if q.get(key) is not None]
+        return float(max(vals)) if vals else None
+    return metric
+
+
+def _sojourn(p: float) -> Callable[[RunView, Sequence[str]], float | None]:
+    def metric(v: RunView, names: Sequence[str]) -> float | None:
+        rows = bottleneck_samples(v.run)[1]
+        ms = [r["sojourn_ms"] for r in rows if r.get("sojourn_ms") is not None]
+        found = percentile(ms, p)
+        return None if found is None else found / 1e3
+    return metric
 
 
 # ---- what the lessons prove (workloads/lessons/) ---------------------------------
@@ -434,7 +467,14 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("utilisation", "fraction", "higher", "goodput / bottleneck rate", _utilisation),
     Metric("backlog_p95", "bytes", "lower", "95th percentile bottleneck queue backlog",
            _backlog_p95, per_flow=False),
-    Metric("drops", "count", "lower", "drops at the bottleneck qdisc", _drops, per_flow=False),
+    Metric("drops", "count", "lower", "drops at the bottleneck queue (the most of any qdisc "
+           "or link engine queue)", _queue_count("drops"), per_flow=False),
+    Metric("marks", "count", "", "ECN CE marks at the bottleneck queue (the most of any "
+           "queue that counts them)", _queue_count("marks"), per_flow=False),
+    Metric("sojourn_p50", "s", "lower", "median sojourn time in the bottleneck queue "
+           "(sampled; queues that report it)", _sojourn(50), per_flow=False),
+    Metric("sojourn_p95", "s", "lower", "95th percentile sojourn time in the bottleneck queue",
+           _sojourn(95), per_flow=False),
     Metric("handshake", "s", "", "SYN to SYN-ACK in the capture (one RTT)", _handshake),
     Metric("ss_growth", "ratio", "", "cwnd growth per RTT in slow start (2: doubling)",
            _per_socket(slow_start_growth, "mean")),
@@ -458,7 +498,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 DEFAULT_COLUMNS = ("goodput", "rtt_p50", "rtt_p95", "rtt_p99", "qdelay_p50", "retrans", "udp_loss",
-                   "fct", "latency_p50", "latency_p99", "jain", "utilisation")
+                   "fct", "latency_p50", "latency_p99", "jain", "utilisation",
+                   # the bottleneck queue: drops where queues were sampled, marks and sojourn
+                   # where a queue reports them (the link engine's)
+                   "drops", "marks", "sojourn_p50")
 
 
 def fmt_value(value: float | None, unit: str) -> str:

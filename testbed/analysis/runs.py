@@ -33,7 +33,8 @@ RESULT_SHAPE = Obj({
     "schema_version": int, "workload": str, "run_id": Opt(str), "status": str,
     "partial": Opt(bool), "suspect": Opt(bool), "suspect_reasons": Opt(ListOf(str)),
     "error": Opt(str), "variables": Opt(MapOf(object)), "flows": ListOf(FLOW_SHAPE),
-    "summary": Opt(Obj({"qdisc_drops": Opt(MapOf(Obj({"drops": Opt(float)})))})),
+    "summary": Opt(Obj({"qdisc_drops": Opt(MapOf(Obj({"drops": Opt(float),
+                                                       "marks": Opt(float)})))})),
 }, required=("schema_version", "workload", "status", "flows"))
 _QDISC = Obj({"kind": Opt(str), "dev": Opt(str), "bytes": Opt(float),
               "options": Opt(Obj({"rate": Opt(float)}))})
@@ -170,7 +171,8 @@ class Run:
             rows = []
             for r in read_csv(self.path / "qdisc.csv"):
                 row: dict[str, Any] = {k: r.get(k) for k in ("node", "ifname", "kind", "handle")}
-                for k in ("t", "bytes", "packets", "drops", "backlog", "qlen"):
+                for k in ("t", "bytes", "packets", "drops", "backlog", "qlen", "marks",
+                          "aqm_drops", "sojourn_ms"):
                     row[k] = _num(r.get(k))
                 rows.append(row)
             self._qdisc = rows

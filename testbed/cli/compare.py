@@ -55,7 +55,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=tables.FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--metrics", default=None, metavar="M1,M2",
                    help="columns to show (default: those with data among goodput, RTT, qdelay, "
-                        "retrans, udp_loss, fct, jain, utilisation)")
+                        "retrans, udp_loss, fct, jain, utilisation and the bottleneck queue's "
+                        "drops, marks, sojourn_p50)")
     p.add_argument("--test-metric", default="goodput", metavar="METRIC",
                    help="metric for the significance tests between groups (default: goodput)")
     p.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",

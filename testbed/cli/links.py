@@ -83,7 +83,7 @@ def kernel_lines(kernel: dict) -> list[str]:
     if kernel.get("impairment"):
         out.append("in force: " + Impairment.from_fields(kernel["impairment"]).describe())
     for key, value in kernel.items():
-        if key in ("backend", "impairment"):
+        if key in ("backend", "impairment") or value is None:   # None: not there (no tbf)
             continue
         if key == "tbf" and isinstance(value, dict) and "rate_bytes" in value:
             value = {"rate": f"{value['rate_bytes'] * 8 / 1e6:g} Mbit/s",
@@ -95,8 +95,9 @@ def kernel_lines(kernel: dict) -> list[str]:
 
 
 def _flat(value: object, words: tuple[str, str] = ("no", "yes")) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {_flat(v, words)}" for k, v in value.items())
+    if isinstance(value, dict):     # what is None is not there (no bottleneck, no tbf)
+        return ", ".join(f"{k.replace('_', ' ')} {_flat(v, words)}" for k, v in value.items()
+                         if v is not None)
     if isinstance(value, list):
         return "; ".join(_flat(v, words) for v in value) or "none"
     if isinstance(value, bool):

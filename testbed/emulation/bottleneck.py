@@ -187,11 +187,19 @@ class Bottleneck:
             return self.pie.drop_early(sojourn, self.backlog)
         return False
 
-    def status(self) -> dict:
+    def status(self, now: int | None = None) -> dict:
+        """The counters; with ``now``, the queue as of then (``backlog`` is as of the last
+        arrival: an idle link would go on showing the queue its last packet found).
+        ``sojourn_ms_now``: how long a packet arriving now would wait (exact for this
+        FIFO served at a fixed rate: until the link is free)."""
         out = queue_status(self.counters, self.backlog, self.sojourn_ns_total,
                            self.sojourn_ns_max)
         if self.pie is not None:
             out["pie_prob"] = round(self.pie.prob, 6)
+        if now is not None:
+            waiting = [size for start, size in self.queued if start > now]
+            out.update(backlog_bytes=sum(waiting), qlen=len(waiting),
+                       sojourn_ms_now=round(max(0, self.link_free - now) / 1e6, 3))
         return out
 
 

@@ -34,7 +34,11 @@ Control (``--control DIR``): ``engine.json`` (generation and lanes: namespace,
 queue, config) is read at start and on SIGHUP; after each (re)load the engine
 writes ``engine.status`` (pid, generation, lanes with their config and
 counters, the measured release lateness) atomically; SIGUSR1 rewrites the
-status with fresh counters (``stats_seq`` + 1). SIGTERM/SIGINT release every
+status with fresh counters (``stats_seq`` + 1). A datagram on the query socket
+``engine.sock`` beside the status is answered, to its sender, with the
+bottleneck queues as of now (a run samples them every 10-100 ms: no file is
+written, so no filesystem journal can stall the loop, and a full receiver
+loses that answer instead of blocking the engine). SIGTERM/SIGINT release every
 held packet and exit. There is no bypass anywhere: while no engine listens,
 the kernel drops what the NFQUEUE rules hand over, so the control side
 supervises the engine (``enginectl.check_alive``).
@@ -107,6 +111,27 @@ def copy_range(config: DelayConfig) -> int:
     return 65535 if config.ecn else 64
 
 
+def query_path(status: str) -> str:
+    """The engine's query socket: ``engine.sock`` beside its status file."""
+    return os.path.join(os.path.dirname(status), "engine.sock")
+
+
+def open_query(path: str) -> socket.socket | None:
+    """The query socket (a unix datagram socket: it works across network namespaces), or
+    None (said on stderr) if it cannot be bound: the engine serves its lanes without."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        if os.path.exists(path):
+            os.unlink(path)
+        sock.bind(path)
+    except OSError as exc:
+        print(f"engine: no query socket at {path}: {exc}", file=sys.stderr)
+        sock.close()
+        return None
+    sock.setblocking(False)
+    return sock
+
+
 def read_control(path: str) -> tuple[int, dict[str, DelayConfig]]:
     with open(path) as f:
         data = json.load(f)
@@ -117,7 +142,7 @@ def read_control(path: str) -> tuple[int, dict[str, DelayConfig]]:
 def write_json(path: str, data: dict) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(json.dumps(data))   # one C-encoded string: the engine stalls while it writes
     os.replace(tmp, path)
 
 
@@ -197,18 +222,38 @@ class Engine:
         lane.sock.close()
 
     def write_status(self) -> None:
-        late = sorted(self.late)
+        now = time.monotonic_ns()
         self.stats_seq += 1
         write_json(self.status_path, {
             "pid": os.getpid(), "generation": self.generation, "stats_seq": self.stats_seq,
             "realtime": self.realtime, "lead_ns": self.lead, "calibration": self.calibration,
             "compensation_us": round(self.compensation / 1e3, 1),
-            "release_late_us": summary_us(late), "errors": self.errors,
+            "release_late_us": summary_us(self.late), "errors": self.errors,
             "lanes": {key: {"config": lane.line.config.to_dict(), "held": len(lane.line),
                             "portid": lane.sock.getsockname()[0], **lane.counters,
                             "bottleneck": None if lane.bottleneck is None
-                            else lane.bottleneck.status()}
+                            else lane.bottleneck.status(now)}
                       for key, lane in self.by_key.items()}})
+
+    def queues(self) -> dict:
+        """The bottleneck queues, as of now (their ``status(now)``), each with its aqm."""
+        now = time.monotonic_ns()
+        return {key: {"aqm": lane.line.config.aqm, **lane.bottleneck.status(now)}
+                for key, lane in self.by_key.items() if lane.bottleneck is not None}
+
+    def answer_queries(self, query: socket.socket) -> None:
+        """Each waiting query (a request id) gets the queues back, with that id."""
+        for _ in range(16):
+            try:
+                request, sender = query.recvfrom(64)
+            except BlockingIOError:
+                return
+            reply = json.dumps({"pid": os.getpid(), "request": request.decode(errors="replace"),
+                                "queues": self.queues()}).encode()
+            try:
+                query.sendto(reply, sender)
+            except OSError:     # the asker is gone or its buffer is full: that answer is lost
+                pass
 
     def shutdown(self) -> None:
         for lane in list(self.by_key.values()):
@@ -405,7 +450,7 @@ class Engine:
             start = time.monotonic_ns()
             self.accept_each(lane, ids)
             self._note_release(start - due)
-            lane.counters["released"] += 1
+            lane.counters["released"] += len(ids)
             self.stamp_arrivals(start, buf)
         self.fq_arm(lane)
 
@@ -427,6 +472,7 @@ class Engine:
                 self.serve_fq(lane, due, limit, buf)
                 continue
             lane.armed = False
+            held = len(lane.line)
             if lane.marked:
                 ids = lane.line.release_ids(limit)
                 last = ids[-1] if ids else None
@@ -439,7 +485,7 @@ class Engine:
                 else:
                     self.accept(lane, ids)
                 self._note_release(start - due)
-                lane.counters["released"] += 1
+                lane.counters["released"] += held - len(lane.line)   # packets, not batches
                 self.stamp_arrivals(start, buf)
             nxt = lane.line.next_due()
             if nxt is not None and not lane.armed:
@@ -549,11 +595,15 @@ def _signals(flags: dict[str, bool]) -> tuple[socket.socket, socket.socket]:
     return wake_r, wake_w
 
 
-def loop(engine: Engine, flags: dict[str, bool], wake: socket.socket) -> None:
+def loop(engine: Engine, flags: dict[str, bool], wake: socket.socket,
+         query: socket.socket | None = None) -> None:
     buf = bytearray(65536)
     now_ns = time.monotonic_ns
     epfd = engine.epoll.fileno()
     engine.epoll.register(wake.fileno(), select.EPOLLIN)
+    query_fd = -1 if query is None else query.fileno()
+    if query is not None:
+        engine.epoll.register(query_fd, select.EPOLLIN)
     while not flags["stop"]:
         due = engine.heap[0][0] if engine.heap else None
         asked = None if due is None else due - engine.lead
@@ -571,6 +621,8 @@ def loop(engine: Engine, flags: dict[str, bool], wake: socket.socket) -> None:
                 engine.drain(lane, stamp, buf)
             elif fd == wake.fileno():
                 _drain_wake(wake)
+            elif fd == query_fd:
+                engine.answer_queries(query)
         if flags["reload"]:
             flags["reload"] = False
             engine.load()
@@ -611,10 +663,14 @@ def run(control: str, status: str, realtime_prio: int, seed: int | None) -> int:
     engine = Engine(control, status, seed, realtime)
     calibrate(engine)
     engine.load()
+    query = open_query(query_path(status))
     try:
-        loop(engine, flags, wake)
+        loop(engine, flags, wake, query)
     finally:
         engine.shutdown()
+        if query is not None:
+            query.close()
+            os.unlink(query_path(status))
     return 0
 
 

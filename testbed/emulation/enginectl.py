@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,13 +34,14 @@ from typing import Iterator, Mapping
 
 from testbed.emulation import nfqueue
 from testbed.emulation.delayline import DelayConfig
-from testbed.emulation.engine import lane_key
+from testbed.emulation.engine import lane_key, query_path
 from testbed.errors import RealizeError
 from testbed.files import write_atomic
 from testbed.kernel.netns import Namespaces, enter, processes_in
 from testbed.realize import state
 from testbed.realize.teardown import process_start
 
+QUERY_REPLY_MAX = 1 << 20    # bytes of one answer of the query socket
 START_TIMEOUT = 20.0   # a Python start-up on a saturated 2-core machine took over 5 s
 STOP_TIMEOUT = 3.0
 MODULE = "testbed.emulation.engine"
@@ -67,6 +69,10 @@ class EngineFiles:
     @property
     def status(self) -> Path:
         return self.directory / "engine.status"
+
+    @property
+    def query(self) -> Path:
+        return Path(query_path(str(self.status)))
 
     @property
     def log(self) -> Path:
@@ -248,6 +254,65 @@ def _wait_status(files: EngineFiles, pid: int, generation: int, lanes: dict[str,
         time.sleep(0.002)
     raise RealizeError(f"the link engine {pid} did not confirm generation {generation} within "
                        f"{START_TIMEOUT:g}s; see {files.log}")
+
+
+class QueueQueries:
+    """The engine's bottleneck queues as of now, over its query socket (``engine.sock``):
+    ``ask`` sends a request id, ``answer`` waits for the reply carrying it. What the run's
+    qdisc sampler asks every 10-100 ms (``collect.qdisc.EngineQueues``): the engine
+    answers between two packets without writing a file. Used from one thread; its own
+    socket is bound on the first ``ask`` (a failure is kept in ``error``: every sample is
+    then lost, and the run says why)."""
+
+    def __init__(self, state_dir: str | os.PathLike) -> None:
+        self.files = EngineFiles.of(state_dir)
+        self.path = self.files.directory / f"q{os.getpid()}-{id(self) & 0xFFFF:x}.sock"
+        self.sock: socket.socket | None = None
+        self.error: str | None = None
+        self._id = 0
+
+    def ask(self) -> None:
+        if self.sock is None and self.error is None:
+            self._bind()
+        if self.sock is None:
+            return
+        self._id += 1
+        try:
+            self.sock.sendto(str(self._id).encode(), socket.MSG_DONTWAIT, str(self.files.query))
+        except OSError:     # no engine listens, or its queue is full: this sample is lost
+            pass
+
+    def _bind(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            self.error = f"cannot bind {self.path}: {exc}"
+            return
+        self.sock = sock
+
+    def answer(self, deadline: float) -> dict | None:
+        """The queues the engine sent for the last ``ask``; None if not by ``deadline``."""
+        while self.sock is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(QUERY_REPLY_MAX)
+            except TimeoutError:
+                return None
+            reply = json.loads(data)
+            if reply.get("request") == str(self._id):   # not a late answer to an earlier ask
+                return reply
+        return None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            self.path.unlink(missing_ok=True)
 
 
 def fresh_status(state_dir: str | os.PathLike, timeout: float = 2.0) -> dict | None:

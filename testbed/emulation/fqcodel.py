@@ -207,8 +207,16 @@ class FqCoDel:
     def held_ids(self) -> list[int]:
         return [p[0] for flow in self.flows.values() for p in flow.packets]
 
-    def status(self) -> dict:
-        return {**queue_status(self.counters, self.backlog, self.sojourn_ns_total,
-                               self.sojourn_ns_max),
-                "backlog_packets": self.packets, "new_flows": len(self.new_flows),
-                "old_flows": len(self.old_flows), "new_flow_count": self.new_flow_count}
+    def status(self, now: int | None = None) -> dict:
+        """The counters; with ``now``, ``qlen`` and ``sojourn_ms_now``: the oldest waiting
+        packet's sojourn so far (what its flow's CoDel will judge; with flow queues, how
+        long a newcomer waits depends on its flow)."""
+        out = {**queue_status(self.counters, self.backlog, self.sojourn_ns_total,
+                              self.sojourn_ns_max),
+               "backlog_packets": self.packets, "new_flows": len(self.new_flows),
+               "old_flows": len(self.old_flows), "new_flow_count": self.new_flow_count}
+        if now is not None:
+            oldest = min((f.packets[0][2] for f in self.flows.values() if f.packets),
+                         default=now)
+            out.update(qlen=self.packets, sojourn_ms_now=round(max(0, now - oldest) / 1e6, 3))
+        return out

@@ -40,15 +40,18 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 from testbed.emulation import enginectl, netfilter, offload, tbf
 from testbed.kernel.netns import enter
 from testbed.emulation.common import (Step, Target, applied_with, read_state, state_path,
                                       write_state)
 from testbed.emulation.delayline import DelayConfig
+from testbed.emulation.engine import lane_key
 from testbed.emulation.fqcodel import FLOWS as FQ_FLOWS, QUANTUM as FQ_QUANTUM
 from testbed.errors import RealizeError
 from testbed.model.impairment import Aqm, GilbertElliott, Impairment
+from testbed.plan.deployed import EmulatedDirection
 from testbed.units import Duration
 
 
@@ -177,6 +180,24 @@ def _delay_site(record: dict, netns: str, ifname: str) -> tuple[str, str, str, i
     if at is None:
         return netns, ifname, "egress", queue
     return at["netns"], at["ifname"], at["hook"], queue
+
+
+def lane_places(state_dir: str | Path, emulated: Iterable[EmulatedDirection]
+                ) -> dict[str, tuple[str, str]]:
+    """Each engine lane (its key in the engine's files) -> the direction it serves, as
+    (sender node, sender interface): where tbf, the bottleneck it replaces, would be."""
+    out = {}
+    for e in emulated:
+        lane = (read_state(state_path(state_dir, e.netns, e.ifname)) or {}).get("engine")
+        if lane is not None:
+            out[lane_key(lane["netns"], lane["queue"])] = (e.sender, e.ifname)
+    return out
+
+
+def engine_has_queues(state_dir: str | Path) -> bool:
+    """Whether the testbed's link engine is the bottleneck queue of some direction."""
+    _, lanes = enginectl.read_lanes(enginectl.EngineFiles.of(state_dir))
+    return any(config.aqm is not None for config in lanes.values())
 
 
 class UserspaceBackend:

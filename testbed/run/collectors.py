@@ -17,6 +17,7 @@ from typing import Any, Callable
 from testbed.collect import capture as cap
 from testbed.collect import hostload, qdisc, tcpinfo
 from testbed.collect.tcpevents import TcpEventsCollector, TraceStats, buffer_kb
+from testbed.emulation import enginectl, userspace
 from testbed.kernel import tracefs
 from testbed.realize import state
 from testbed.run.capture import CapturePoint
@@ -82,8 +83,10 @@ class Collectors:
             if l.emulated:
                 targets.setdefault(l.a, []).append(l.a_ifname)
                 targets.setdefault(l.b, []).append(l.b_ifname)
+        engine, places = self._engine_queues(net)
         self.qs = qdisc.QdiscSampler([(n, net.nodes[n].enter, names) for n, names in targets.items()],
-                                     interval=wl.sampling.qdisc.seconds)
+                                     interval=wl.sampling.qdisc.seconds, engine=engine,
+                                     engine_places=places)
         diag: list[tuple[str, socket.socket]] = []
         for name in sorted({p.flow.src for p, _ in plans if p.flow.protocol == "tcp"}):
             with net.nodes[name].enter():
@@ -92,6 +95,16 @@ class Collectors:
         self.sampler = tcpinfo.TcpInfoSampler(diag, self.raw / "tcp_info.spool",
                                               interval=wl.sampling.tcp_info.seconds,
                                               ports=frozenset(p.port for p, _ in plans))
+
+    @staticmethod
+    def _engine_queues(net: Any) -> tuple[enginectl.QueueQueries | None,
+                                          dict[str, tuple[str, str]]]:
+        """Where the link engine is some direction's bottleneck queue (userspace backend, an
+        aqm), its status requests and its lanes' places, for the qdisc sampler."""
+        if net.link_backend != "userspace" or not userspace.engine_has_queues(net.state_dir):
+            return None, {}
+        return (enginectl.QueueQueries(net.state_dir),
+                userspace.lane_places(net.state_dir, net.deployed.emulated))
 
     def start_tcp_events(self, net: Any, run_id: str, plans: Plans, wl: Workload,
                          stack: contextlib.ExitStack) -> None:

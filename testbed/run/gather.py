@@ -84,6 +84,11 @@ def _verdict(col: Collectors, losses: list[str]) -> tuple[bool, list[str]]:
         reasons.append(f"tcp_info sampler missed {col.stats.missed_fraction:.1%} of its intervals")
     losses += [f"capture {label}: {c['lost']}" for label, c in col.cap_stats.items() if c["lost"]]
     losses += (col.qs.losses() if col.qs is not None else []) + col.hs.losses()
+    engine = col.qs.engine_stats() if col.qs is not None else None
+    if engine and engine["lost"] > 0.05 * engine["samples"]:
+        suspect = True
+        reasons.append(f"the link engine did not answer {engine['lost']} of "
+                       f"{engine['samples']} samples of its queues in time")
     if losses:
         suspect = True
         reasons += [f"data lost: {x}" for x in losses]
@@ -120,6 +125,8 @@ def gather(run_dir: Path, plans: Plans, col: Collectors, t0: float,
         "tcp_info_sampler": stats,
         "captures": col.cap_stats,   # per capture: captured, received by filter, dropped, lost
         "qdisc_drops": qdisc_drops(col.qs.rows if col.qs is not None else []),
+        # samples of the link engine's queues asked for, and lost (not answered in time)
+        "engine_queue_samples": col.qs.engine_stats() if col.qs is not None else None,
         "tcp_events": events,
     }
     qdisc_error = str(col.qs.error) if col.qs and col.qs.error else None

@@ -12,19 +12,28 @@ from testbed.traffic import FlowPlan, FlowResult
 
 
 def qdisc_drops(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per qdisc (rows of the qdisc sampler): packets dropped during the run, largest backlog."""
-    if not rows:
-        return {}
-    first: dict[tuple[str, str, str], dict[str, Any]] = {}
-    last: dict[tuple[str, str, str], dict[str, Any]] = {}
+    """Per queue (rows of the qdisc sampler: the kernel's qdiscs and the link engine's
+    queues): packets dropped and CE-marked during the run, largest backlog, largest
+    sojourn sampled (marks, aqm_drops and sojourn None where the queue does not say)."""
+    by_queue: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        k = (r["node"], r["ifname"], r["handle"])
-        first.setdefault(k, r)
-        last[k] = r
-    return {f"{k[0]}:{k[1]} {last[k]['kind']} {k[2]}": {
-        "drops": (last[k]["drops"] or 0) - (first[k]["drops"] or 0),
-        "backlog_max": max(r["backlog"] or 0 for r in rows if (r["node"], r["ifname"], r["handle"]) == k)}
-        for k in last}
+        by_queue.setdefault((r["node"], r["ifname"], r["kind"], r["handle"]), []).append(r)
+    return {f"{node}:{ifname} {kind} {handle}".rstrip(): _queue_summary(samples)
+            for (node, ifname, kind, handle), samples in by_queue.items()}
+
+
+def _queue_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    first, last = samples[0], samples[-1]
+
+    def during(key: str) -> int | None:
+        if last.get(key) is None:
+            return None
+        return last[key] - (first.get(key) or 0)
+    sojourns = [r["sojourn_ms"] for r in samples if r.get("sojourn_ms") is not None]
+    return {"drops": during("drops") or 0, "marks": during("marks"),
+            "aqm_drops": during("aqm_drops"),
+            "backlog_max": max(r["backlog"] or 0 for r in samples),
+            "sojourn_ms_max": max(sojourns) if sojourns else None}
 
 
 EVENT_COUNTS = ("retransmissions", "fast_recoveries", "loss_episodes", "rtos")

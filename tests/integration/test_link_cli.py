@@ -65,6 +65,7 @@ def test_set_delay_then_loss_only(clean_instance, write_topology):
         text = run_cli("link", "show", "--link", "h1-h2", "--testbed", clean_instance).stdout
         assert "in force: delay 10ms, loss 1%" in text and "link engine: pid" in text, text
         assert "{" not in text, text                    # for people, not a JSON dump
+        assert "None" not in text, text                 # no rate here: no tbf line at all
 
         now = testbed.attach(clean_instance).deployed    # state.json follows the change
         assert now.links[0].forward.describe() == "delay 10ms, loss 1%"

@@ -117,3 +117,58 @@ def test_a_routers_direction_is_measured_with_host_traffic_through_it(clean_inst
             assert 47.5e6 < c["wire rate"].detail["bps"] < 52.5e6, report.render()
             assert c["goodput"].ok is True, report.render()
             assert f"traffic {via} through {direction}" in c["wire rate"].detail["note"]
+
+
+def test_the_error_per_pass_is_measured_against_an_undelayed_link(clean_instance,
+                                                                  write_topology):
+    with testbed.up(write_topology(ROUTERS), name=clean_instance,
+                    link_backend="userspace") as net:
+        report = validate(net, links=["r1-r2"], rtt_count=100)
+        per_pass = checks(report, "r1->r2")["per pass"]
+        assert per_pass.detail["passes"] == 2, report.render()
+        assert 0 < per_pass.detail["base_ms"] < 1, per_pass       # h1-r1: a veth and back
+        assert "h1-r1 (not emulated)" in per_pass.detail["note"]
+        assert abs(per_pass.detail["error_ms"]["p50"]) < 1.0, report.render()
+        assert "per pass" in report.render()
+
+
+AQM = """
+name: validate-aqm
+defaults: {{cc: cubic}}
+nodes:
+  h1: {{kind: host}}
+  h2: {{kind: host}}
+  r1: {{kind: router}}
+  r2: {{kind: router}}
+links:
+  - endpoints: [h1, r1]
+  - endpoints: [r1, r2]
+    rate: 20mbit
+    delay: 10ms
+    queue: 8bdp
+    forward: {{aqm: {aqm}}}
+  - endpoints: [r2, h2]
+"""
+
+
+@pytest.mark.parametrize("aqm", ["codel", "fifo"])
+def test_the_standing_queue_of_an_aqm_under_a_saturating_flow(clean_instance, write_topology,
+                                                              aqm):
+    """CoDel holds the standing queue near its 5 ms target; a fifo of 8 BDP (160 ms at
+    20 Mbit/s) fills: the same check judges both, against what each should do."""
+    with testbed.up(write_topology(AQM.format(aqm=aqm)), name=clean_instance,
+                    link_backend="userspace") as net:
+        report = validate(net, links=["r1-r2"], rtt_count=50)
+    queue = checks(report, "r1->r2")["queue"]
+    assert "queue" not in checks(report, "r2->r1"), report.render()   # no aqm that way
+    assert queue.ok is True, report.render()
+    if aqm == "codel":     # no tbf: the wire rate is read where the engine's queue sends
+        assert report.ok, report.render()
+        wire = checks(report, "r1->r2")["wire rate"]
+        assert wire.detail["source"].startswith("interface tx bytes"), report.render()
+        assert 19e6 < wire.detail["bps"] < 21e6, report.render()
+    standing = queue.detail["standing_ms"]["p50"]
+    if aqm == "codel":
+        assert standing < 15, report.render()
+    else:
+        assert 80 < standing < 165, report.render()
