@@ -21,9 +21,9 @@ the rate tests of a router's direction, see ``rate_path``):
   egress delay line, where TCP small queues and the socket buffer cap them
   far below the link rate, so a router's direction is measured with traffic
   between two hosts whose path crosses it and nothing that could lower the
-  rate; without such a pair it is measured from the router, not judged. A failed or hung iperf3 test is tried
-  again (see ``_iperf3``); one that never succeeds is "not measured", never
-  a rate read off an idle link.
+  rate; without such a pair it is measured from the router, not judged. A
+  failed or hung iperf3 test is tried again (see ``_iperf3``); one that never
+  succeeds is "not measured", never a rate read off an idle link.
 
 Per link, the error per pass: what each delayed direction the round trip
 crosses adds beyond its configured delay, (RTT - configured - base) / passes,
@@ -43,209 +43,39 @@ mean within max(3 ms, 10 %), each plus the configured jitter; wire rate within 5
 between 85 % and 105 % of the expected value. A default run takes a few
 seconds per link; ``thorough`` sends 100k datagrams per direction and runs
 rate tests for 10 s.
+
+The judgements are pure, in ``checks.py``; which way packets go, in ``paths.py``;
+this module measures and puts them together.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import math
 import socket
-import statistics
 import struct
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 from testbed.emulation import live
 from testbed.kernel.netns import enter
 from testbed.errors import TestbedError
+from testbed.instance.checks import (Check, DirectionReport, Report, format_bps, goodput_check,
+                                     loss_check, mean_rate, per_pass_check, rtt_check,
+                                     standing_queue_check, steady_rate, wire_rate_check)
 from testbed.instance.network import attach, up
-from testbed.model.impairment import Aqm, GilbertElliott, Impairment, round_trip
-from testbed.plan.types import PlannedDirection, PlannedNode
+from testbed.instance.paths import node_of, rate_path
+from testbed.model.impairment import GilbertElliott, Impairment, round_trip
+from testbed.plan.types import PlannedDirection
 from testbed.results import percentile
 from testbed.signals import stop_signals_raise
 from testbed.units import Duration
 
-Z_999 = 3.29  # two-sided 99.9 % normal quantile
 PROBE_PORT = 47_311
 IPERF_PORT = 47_312
 IPERF_ATTEMPTS = 6
 IPERF_HANG_GRACE = 6.0  # s past a test's end before its client counts as hung
-
-
-@dataclass
-class Check:
-    """One quantity: configured vs measured, and whether it is within tolerance."""
-
-    name: str
-    configured: str
-    measured: str
-    ok: bool | None          # None: reported, not judged
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DirectionReport:
-    link: str
-    direction: str
-    configured: str
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok is not False for c in self.checks)
-
-
-@dataclass
-class Report:
-    instance: str
-    backend: str | None
-    directions: list[DirectionReport] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(d.ok for d in self.directions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"instance": self.instance, "backend": self.backend, "ok": self.ok,
-                "directions": [dict(asdict(d), ok=d.ok) for d in self.directions]}
-
-    def render(self) -> str:
-        out = [f"testbed {self.instance}: link backend {self.backend}"]
-        for d in self.directions:
-            out.append(f"{d.link} {d.direction}: {d.configured}  "
-                       f"[{'ok' if d.ok else 'OUT OF TOLERANCE'}]")
-            for c in d.checks:
-                mark = {True: "ok", False: "FAIL", None: "--"}[c.ok]
-                out.append(f"   {c.name:<9} configured {c.configured:<22} measured "
-                           f"{c.measured:<40} {mark}")
-                if c.detail.get("note"):
-                    out.append(f"             ({c.detail['note']})")
-        if not self.directions:
-            out.append("no emulated links")
-        out.append("all links within tolerance" if self.ok else "some links are OUT OF TOLERANCE")
-        return "\n".join(out)
-
-
-# -- statistics (pure) ------------------------------------------------------
-def wilson(lost: int, sent: int, z: float = Z_999) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion."""
-    if sent <= 0:
-        return 0.0, 1.0
-    p = lost / sent
-    denom = 1 + z * z / sent
-    centre = (p + z * z / (2 * sent)) / denom
-    half = z * math.sqrt(p * (1 - p) / sent + z * z / (4 * sent * sent)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def rtt_check(rtts_ms: list[float], sent: int, configured_ms: float,
-              jitter_ms: float) -> Check:
-    """RTT mean and p50 against the configured round trip (pure)."""
-    if not rtts_ms:
-        return Check("rtt", f"{configured_ms:g} ms", f"no replies of {sent}", False)
-    mean, p50, p99 = statistics.mean(rtts_ms), percentile(rtts_ms, 50), percentile(rtts_ms, 99)
-    tol = max(1.0, 0.05 * configured_ms) + jitter_ms
-    # the mean takes the tail: a CPU-starved moment adds tens of ms to a few probes
-    mean_tol = max(3.0, 0.10 * configured_ms) + jitter_ms
-    ok = abs(mean - configured_ms) <= mean_tol and abs(p50 - configured_ms) <= tol
-    detail = {"mean_ms": mean, "p50_ms": p50, "p99_ms": p99, "replies": len(rtts_ms),
-              "sent": sent, "tolerance_p50_ms": tol, "tolerance_mean_ms": mean_tol}
-    return Check("rtt", f"{configured_ms:g} ms", f"mean {mean:.2f} p50 {p50:.2f} p99 {p99:.2f} ms",
-                 ok, detail)
-
-
-def loss_check(lost: int, sent: int, imp: Impairment) -> Check:
-    lo, hi = wilson(lost, sent)
-    measured = f"{100 * lost / max(sent, 1):.3g}% ({lost}/{sent}, 99.9% CI {100 * lo:.3g}-{100 * hi:.3g}%)"
-    detail = {"lost": lost, "sent": sent, "ci_low": lo, "ci_high": hi}
-    if isinstance(imp.loss, GilbertElliott):
-        return Check("loss", f"GE mean {100 * imp.loss.mean_loss:.3g}%", measured, None, detail)
-    want = imp.loss.fraction if imp.loss is not None else 0.0
-    return Check("loss", f"{100 * want:g}%", measured, lo <= want <= hi, detail)
-
-
-def wire_rate_check(measured_bps: float, configured_bps: float,
-                    source: str = "tbf byte counter") -> Check:
-    ok = abs(measured_bps - configured_bps) <= 0.05 * configured_bps
-    return Check("wire rate", _bps(configured_bps), f"{_bps(measured_bps)} ({source})", ok,
-                 {"bps": measured_bps, "source": source})
-
-
-def goodput_check(measured_bps: float, configured_bps: float, mtu: int, judged: bool) -> Check:
-    expected = configured_bps * (mtu - 52) / (mtu + 14)
-    ok = 0.85 * expected <= measured_bps <= 1.05 * expected if judged else None
-    return Check("goodput", f"{_bps(expected)} (TCP)", _bps(measured_bps) + " (iperf3)", ok,
-                 {"bps": measured_bps, "expected_bps": expected})
-
-
-PER_PASS_TARGET_MS = {"mean": 0.05, "p99": 0.3}    # the link engine's, quiet (issue 11)
-
-
-def per_pass_check(rtts_ms: list[float], configured_ms: float, passes: int,
-                   base_ms: float | None, base_from: str) -> Check:
-    """What each of ``passes`` delayed directions adds beyond its delay (pure): (RTT -
-    configured - ``base_ms``) / passes at the mean, p50 and p99; without a base, the veth
-    and the stack count as the delay lines' error. Reported, not judged."""
-    base = base_ms or 0.0
-    errors = {k: (v - configured_ms - base) / passes for k, v in (
-        ("mean", statistics.mean(rtts_ms)), ("p50", percentile(rtts_ms, 50)),
-        ("p99", percentile(rtts_ms, 99)))}
-    where = f"base {base_ms:.3f} ms from {base_from}" if base_ms is not None else \
-        f"no base subtracted: {base_from}"
-    measured = (f"mean {errors['mean']:+.3f} p50 {errors['p50']:+.3f} p99 {errors['p99']:+.3f}"
-                f" ms x {passes}")
-    return Check("per pass", "+0 ms per delayed direction", measured, None,
-                 {"error_ms": errors, "passes": passes, "base_ms": base_ms, "note": where,
-                  "target_ms": PER_PASS_TARGET_MS})
-
-
-def standing_queue_check(quiet_ms: list[float], loaded_ms: list[float], aqm: Aqm,
-                         rate_bps: float, buffer_bytes: int, goodput_bps: float) -> Check:
-    """The standing queue under a saturating flow (loaded RTT - quiet RTT, pure) against
-    what the discipline holds: its target (codel, fq_codel, pie), the buffer (fifo), the
-    thresholds (red: reported). Not judged if the flow did not reach half the rate."""
-    if not quiet_ms or not loaded_ms:
-        return Check("queue", aqm.kind, f"not measured ({len(quiet_ms)} quiet, "
-                     f"{len(loaded_ms)} loaded RTTs)", False)
-    quiet = percentile(quiet_ms, 50)
-    standing = {p: percentile(loaded_ms, q) - quiet for p, q in (("p50", 50), ("p90", 90),
-                                                                 ("p99", 99))}
-    low, high, expected = _standing_expected(aqm, rate_bps, buffer_bytes)
-    saturated = goodput_bps >= 0.5 * rate_bps
-    ok = None if high is None or not saturated else low <= standing["p50"] <= high
-    measured = (f"p50 {standing['p50']:.1f} p90 {standing['p90']:.1f} p99 "
-                f"{standing['p99']:.1f} ms over quiet {quiet:.2f} ms")
-    return Check("queue", expected, measured, ok,
-                 {"standing_ms": standing, "quiet_p50_ms": quiet, "low_ms": low,
-                  "high_ms": high, "loaded": len(loaded_ms), "quiet": len(quiet_ms),
-                  "goodput_bps": goodput_bps,
-                  **({} if saturated else {"note": f"the TCP flow reached only "
-                                           f"{_bps(goodput_bps)}: not saturated, not judged"})})
-
-
-def _standing_expected(aqm: Aqm, rate_bps: float, buffer_bytes: int
-                       ) -> tuple[float, float | None, str]:
-    """(lowest, highest standing p50 in ms (None: not judged), what is expected)."""
-    drain_ms = buffer_bytes * 8 / rate_bps * 1e3
-    if aqm.kind == "fifo":
-        return 0.5 * drain_ms, drain_ms + 5.0, f"fifo: near the buffer ({drain_ms:.0f} ms)"
-    if aqm.kind == "red":
-        return (drain_ms / 12, None,
-                f"red: between {drain_ms / 12:.0f} and {drain_ms / 4:.0f} ms (thresholds)")
-    target_ms = (aqm.resolved().target or Duration(0.005)).seconds * 1e3
-    high = max(3 * target_ms, target_ms + 10.0)
-    return 0.0, high, f"{aqm.kind}: near its target {target_ms:g} ms (p50 <= {high:g})"
-
-
-def _bps(bps: float) -> str:
-    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
-        if bps >= scale:
-            return f"{bps / scale:.3g} {unit}"
-    return f"{bps:.3g} bit/s"
 
 
 # -- measurements -----------------------------------------------------------
@@ -257,80 +87,6 @@ def _address(net, node: str, peer: str, peer_ifname: str) -> str:
                     if addr.version == family:
                         return str(addr.ip)
     raise TestbedError(f"node {node} has no address on its link to {peer}")
-
-
-Nodes = Mapping[str, PlannedNode]
-Hop = tuple[str, int, str]          # (node, link index, next node)
-
-
-def next_hop(nodes: Nodes, node: str, dst: str) -> tuple[int, str] | None:
-    """(link index, peer) over which ``node`` sends to address ``dst``, from its planned
-    addresses (connected) and routes (longest prefix); None: no route."""
-    ip = ipaddress.ip_address(dst)
-    n = nodes[node]
-    for iface in n.interfaces:
-        if any(a.version == ip.version and ip in a.network for a in iface.addresses):
-            return iface.link, iface.peer
-    best: tuple[int, str] | None = None
-    best_len = -1
-    for r in n.routes:
-        if r.dst.version == ip.version and ip in r.dst and r.dst.prefixlen > best_len:
-            iface = next((i for i in n.interfaces if i.ifname == r.ifname), None)
-            if iface is not None:
-                best, best_len = (iface.link, iface.peer), r.dst.prefixlen
-    return best
-
-
-def forwarding_path(nodes: Nodes, src: str, dst: str) -> list[Hop] | None:
-    """The hops (node, link index, next node) from node ``src`` to address ``dst``."""
-    owner = node_of(nodes, dst)
-    hops: list[Hop] = []
-    node = src
-    while node != owner:
-        hop = next_hop(nodes, node, dst)
-        if hop is None or len(hops) > len(nodes):
-            return None
-        hops.append((node, hop[0], hop[1]))
-        node = hop[1]
-    return hops
-
-
-def rate_path(nodes: Nodes, d: PlannedDirection,
-              impairment_of: Callable[[str, int, str], Impairment | None]
-              ) -> tuple[str, str] | None:
-    """A host pair (sender host, receiver address) whose traffic crosses direction ``d``
-    and no other hop that could lower its rate (loss, jitter, reorder, a lower rate),
-    shortest first; None if there is none. Rate tests of a router's direction go
-    this way: a router's own sockets sit behind its egress delay line, where TCP small
-    queues and the socket buffer cap them far below the link rate."""
-    this = (d.sender, d.link.index, d.receiver)
-    target = impairment_of(*this)
-    rate = target.rate.bps if target and target.rate else math.inf
-
-    def lowers_rate(hop: Hop) -> bool:
-        imp = impairment_of(*hop) if hop != this else None
-        return imp is not None and (imp.acts_per_packet
-                                    or imp.rate is not None and imp.rate.bps < rate)
-    hosts = sorted(n for n, v in nodes.items() if v.kind == "host")
-    best: tuple[int, str, str] | None = None
-    for a in hosts:
-        for b in hosts:
-            addr = nodes[b].ipv4 or nodes[b].ipv6
-            if a == b or addr is None:
-                continue
-            hops = forwarding_path(nodes, a, addr)
-            if not hops or this not in hops or any(lowers_rate(h) for h in hops):
-                continue
-            if best is None or len(hops) < best[0]:
-                best = (len(hops), a, addr)
-    return None if best is None else (best[1], best[2])
-
-
-def node_of(nodes: Nodes, addr: str) -> str | None:
-    """The node that has address ``addr``."""
-    ip = ipaddress.ip_address(addr)
-    return next((name for name, n in nodes.items() for i in n.interfaces
-                 if any(a.ip == ip for a in i.addresses)), None)
 
 
 def _loss_fraction(imp: Impairment) -> float:
@@ -492,27 +248,6 @@ def _iperf3_once(net, src: str, dst: str, addr: str, extra: list[str], seconds: 
         server.wait()
 
 
-def steady_rate(samples: list[tuple[float, int]], window: float = 0.5) -> float | None:
-    """The highest rate (bit/s) over any ``window`` seconds of (time, bytes) samples.
-
-    While the tbf is backlogged it sends at exactly its rate (plus at most
-    its small burst); anything upstream that pauses (a CPU-starved delay
-    daemon, the sender) only lowers a window, so the maximum is the rate
-    the tbf enforces, robust to a loaded machine.
-    """
-    best = None
-    j = 0
-    for i in range(len(samples)):
-        while j < len(samples) and samples[j][0] - samples[i][0] < window:
-            j += 1
-        if j == len(samples):
-            break
-        (t0, b0), (t1, b1) = samples[i], samples[j]
-        rate = (b1 - b0) * 8 / (t1 - t0)
-        best = rate if best is None else max(best, rate)
-    return best
-
-
 def base_rtt(net, count: int = 50) -> tuple[float | None, str]:
     """The median RTT over the first link of the testbed that nothing emulates (what a
     link round trip takes undelayed: two veth crossings and the stack), and which link;
@@ -565,16 +300,6 @@ def _start_client(net, src: str, addr: str, seconds: float) -> subprocess.Popen:
             return client
         time.sleep(0.05)
     return client
-
-
-def mean_rate(samples: list[tuple[float, int]], skip: float = 0.5) -> float | None:
-    """The mean rate (bit/s) of (time, bytes) samples after the first ``skip`` seconds (the
-    queue filling): for a counter behind the link engine, whose late releases come out
-    in catch-up bursts that a best window would count as rate."""
-    kept = [x for x in samples if x[0] - samples[0][0] >= skip] if samples else []
-    if len(kept) < 2 or kept[-1][0] <= kept[0][0]:
-        return None
-    return (kept[-1][1] - kept[0][1]) * 8 / (kept[-1][0] - kept[0][0])
 
 
 def validate(net, *, links: list[str] | None = None, thorough: bool = False,
@@ -713,7 +438,7 @@ def _rate_checks(net, d: PlannedDirection, addr: str, imp: Impairment, thorough:
                                       interface=_engine_queue_at_egress(net, d, imp))
     wire = steady_rate(samples) if source.startswith("tbf") else mean_rate(samples)
     if wire is None or "error" in result:
-        checks.append(Check("wire rate", _bps(imp.rate.bps),
+        checks.append(Check("wire rate", format_bps(imp.rate.bps),
                             f"not measured: {result.get('error', 'no tbf')}", False))
     else:
         check = wire_rate_check(wire, imp.rate.bps, source)
@@ -726,7 +451,7 @@ def _rate_checks(net, d: PlannedDirection, addr: str, imp: Impairment, thorough:
     try:
         goodput = result["end"]["sum_received"]["bits_per_second"]
     except (KeyError, TypeError):
-        checks.append(Check("goodput", _bps(imp.rate.bps),
+        checks.append(Check("goodput", format_bps(imp.rate.bps),
                             f"iperf3 failed: {result.get('error')}", False))
         return checks
     own = src == d.sender and net.deployed.nodes[d.sender].kind != "host"

@@ -1,7 +1,7 @@
-"""Pure parts of testbed.instance.validate: intervals, windows, judgements."""
+"""validate's pure judgements (testbed.instance.checks): intervals, windows, judgements."""
 
 from testbed.model.impairment import parse_impairment
-from testbed.instance.validate import (loss_check, mean_rate, per_pass_check, rtt_check,
+from testbed.instance.checks import (loss_check, mean_rate, per_pass_check, rtt_check,
                                        standing_queue_check, steady_rate, wilson)
 from testbed.model.impairment import Aqm
 

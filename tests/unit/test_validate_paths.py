@@ -4,7 +4,7 @@ from pathlib import Path
 
 from testbed.instance.network import load_topology
 from testbed.plan.planner import make_plan
-from testbed.instance.validate import forwarding_path, next_hop, node_of, rate_path
+from testbed.instance.paths import forwarding_path, next_hop, node_of, rate_path
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 
