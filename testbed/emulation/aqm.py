@@ -71,8 +71,7 @@ def kernel_params(imp: Impairment, rtt_hint: Duration | None, mtu: int,
         return None
     if imp.aqm.kind != "red":
         return resolve(imp.aqm, imp.ecn)
-    buffer = imp.aqm.limit * (mtu + ETH_HEADER) if imp.aqm.limit is not None \
-        else imp.bottleneck_bytes(rtt_hint, mtu)
+    buffer = imp.aqm_buffer_bytes(rtt_hint, mtu)
     assert buffer is not None, "an AQM needs a rate (parse_impairment checks)"
     return red.red_params(buffer, rate_bytes, mtu + ETH_HEADER, bool(imp.ecn))
 

@@ -112,9 +112,8 @@ def _engine_bottleneck(imp: Impairment, aqm: Aqm | None, rtt_hint: Duration | No
                        mtu: int) -> dict:
     if aqm is None or imp.rate is None:
         return {}
-    limit = aqm.limit * (mtu + 14) if aqm.limit is not None and imp.aqm.limit is not None \
-        else imp.bottleneck_bytes(rtt_hint, mtu)
-    return {"aqm": aqm.kind, "rate_bps": imp.rate.bps, "limit_bytes": limit,
+    return {"aqm": aqm.kind, "rate_bps": imp.rate.bps,
+            "limit_bytes": imp.aqm_buffer_bytes(rtt_hint, mtu),
             "target_us": aqm.target.us if aqm.target else 5000.0,
             "interval_us": aqm.interval.us if aqm.interval else 100000.0,
             "ecn": bool(imp.ecn), "limit_packets": imp.aqm.limit or 0}

@@ -14,6 +14,8 @@ from typing import Any
 from testbed.errors import ConfigError
 from testbed.units import Duration, Percent, Rate, Size, NUMBER, UnitError, parse_number
 
+ETH_HEADER = 14      # bytes of a frame beyond the MTU, as tc counts them
+
 JITTER_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 # ceilings of the queue's own spellings (the kernel's limits on the resulting
 # bytes are checked with the link, ``check_kernel_limits``)
@@ -218,6 +220,13 @@ class Impairment:
             return None
         queue = self.queue or Queue(bdp=DEFAULT_QUEUE_BDP)
         return queue.resolve_bytes(self.rate, rtt_or_default(rtt_hint), mtu)
+
+    def aqm_buffer_bytes(self, rtt_hint: Duration | None, mtu: int) -> int | None:
+        """The buffer an AQM manages: its own ``limit`` packets (of mtu + the Ethernet
+        header) when given, else the link's bottleneck buffer (None without a rate)."""
+        if self.aqm is not None and self.aqm.limit is not None:
+            return self.aqm.limit * (mtu + ETH_HEADER)
+        return self.bottleneck_bytes(rtt_hint, mtu)
 
     def merged(self, other: "Impairment") -> "Impairment":
         """``self`` with every field that ``other`` sets replaced (like ``tc qdisc change``)."""

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import math
 
-from testbed.model.impairment import Impairment, rtt_or_default
+from testbed.model.impairment import ETH_HEADER, Impairment, rtt_or_default
 from testbed.units import Duration, Rate
 
 U32_MAX = 2**32 - 1
-ETH_HEADER = 14
 PSCHED_TICKS_PER_US = 1000 / 64          # the kernel's psched tick is 64 ns
 RATE_TABLE_BYTES = 2048                  # pyroute2's rate table: 256 cells of 8 bytes
 
