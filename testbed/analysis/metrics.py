@@ -173,9 +173,10 @@ def _queue_key(r: dict[str, Any]) -> tuple[Any, ...]:
 def _moved(r: dict[str, Any]) -> tuple[int, float]:
     """What a sample counts toward "the busiest queue": the link engine's queues first
     (one exists only where a topology made the engine a direction's bottleneck, with no
-    tbf there; it counts packets), then bytes (the kernel's qdiscs)."""
+    tbf there), then the kernel's qdiscs; by bytes (packets would rank a flow's ACKs,
+    as many as its data segments, as busy as the data)."""
     if str(r.get("kind") or "").startswith(ENGINE_QUEUE_KIND):
-        return 1, r.get("packets") or 0.0
+        return 1, r.get("bytes") if r.get("bytes") is not None else r.get("packets") or 0.0
     return 0, r.get("bytes") or 0.0
 
 

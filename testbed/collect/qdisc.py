@@ -51,7 +51,7 @@ def engine_rows(t: float, queues: Mapping[str, Mapping[str, Any]],
         rows.append({
             "t": t, "node": node, "ifname": ifname,
             "kind": ENGINE_QUEUE_KIND + str(queue.get("aqm")), "handle": "",
-            "parent": "", "bytes": None, "packets": queue.get("sent"),
+            "parent": "", "bytes": queue.get("sent_bytes"), "packets": queue.get("sent"),
             "drops": queue.get("tail_drops", 0) + queue.get("aqm_drops", 0),
             "overlimits": None, "requeues": None, "backlog": queue.get("backlog_bytes"),
             "qlen": queue.get("qlen"), "marks": queue.get("marks"),

@@ -135,7 +135,7 @@ class Bottleneck:
             else None
         self.pie = Pie(config.target_ns, config.interval_ns, rng or random.Random()) \
             if config.aqm == "pie" else None
-        self.counters = dict.fromkeys(("sent", "tail_drops", "aqm_drops", "marks"), 0)
+        self.counters = dict.fromkeys(("sent", "sent_bytes", "tail_drops", "aqm_drops", "marks"), 0)
         self.sojourn_ns_total = 0
         self.sojourn_ns_max = 0
 
@@ -163,6 +163,7 @@ class Bottleneck:
         queued.append((start, size))
         self.backlog += size
         self.counters["sent"] += 1
+        self.counters["sent_bytes"] += size
         self.sojourn_ns_total += sojourn
         self.sojourn_ns_max = max(self.sojourn_ns_max, sojourn)
         return verdict, self.link_free

@@ -91,7 +91,7 @@ class FqCoDel:
         self.packets = 0
         self.backlog = 0
         self.new_flow_count = 0
-        self.counters = dict.fromkeys(("sent", "tail_drops", "aqm_drops", "marks"), 0)
+        self.counters = dict.fromkeys(("sent", "sent_bytes", "tail_drops", "aqm_drops", "marks"), 0)
         self.sojourn_ns_total = 0
         self.sojourn_ns_max = 0
         self.reconfigure(config)
@@ -198,6 +198,7 @@ class FqCoDel:
                 out.append((pid, SEND))
             self.link_free = now + int(size * self.ns_per_byte)
             self.counters["sent"] += 1
+            self.counters["sent_bytes"] += size
             self.sojourn_ns_total += sojourn
             self.sojourn_ns_max = max(self.sojourn_ns_max, sojourn)
             return size

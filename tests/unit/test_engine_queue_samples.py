@@ -112,3 +112,37 @@ def test_compare_sees_the_engine_queue_drops_marks_backlog_and_sojourn(tmp_path)
                       "sojourn_p50": 0.0009, "sojourn_p95": 0.0018}, values
     row = summarize(load_runs([tmp_path])).rows[0]
     assert row.estimate("marks").mean == 57.0
+
+
+def test_the_bottleneck_is_the_queue_that_moved_the_most_bytes_not_packets(tmp_path):
+    """A bulk flow's ACK direction (both ends' engine queues under one aqm) carries as many
+    packets as its data direction: ranked by packets, compare read the idle ACK queue's
+    sojourn and backlog (0.0) for every AQM run. The engine reports bytes sent."""
+    run = write_run(tmp_path, "run1", variables={}, flows=[FakeFlow("bulk", "cubic", 20e6)])
+    rows = []
+    for k in range(10):
+        data = {**lane(100 * k, 0, 0, 0, 30_000, 6.0), "sent_bytes": 100 * k * 1514}
+        acks = {**lane(101 * k, 0, 0, 0, 0, 0.0), "sent_bytes": 101 * k * 66}
+        rows += engine_rows(0.1 * (k + 1), queues(("tb-x-r1/4", data), ("tb-x-r2/5", acks)),
+                            PLACES)
+    write_table(rows, QDISC_COLUMNS, run / "qdisc.csv")
+    view = RunView(load_runs([tmp_path]).runs[0])
+    label, _ = backlog_series(view.run)
+    assert label == "r1:eth1 engine:codel"
+    assert METRICS["sojourn_p50"].fn(view, ["bulk"]) == 0.006
+
+
+def test_every_discipline_counts_the_bytes_it_sent():
+    import random
+    from testbed.emulation.bottleneck import Bottleneck, BottleneckConfig
+    from testbed.emulation.fqcodel import FqCoDel
+    config = BottleneckConfig(rate_bps=8e6, limit_bytes=100_000, aqm="codel")
+    fifo = Bottleneck(config, random.Random(1))
+    for t in range(3):
+        fifo.arrive(t * 2_000_000, 1000, False)
+    fq = FqCoDel(BottleneckConfig(rate_bps=8e6, limit_bytes=100_000, aqm="fq_codel"),
+                 random.Random(1))
+    for pid in range(3):
+        fq.enqueue(0, pid, 700, b"f", False)
+    fq.advance(10_000_000)
+    assert fifo.status()["sent_bytes"] == 3000 and fq.status()["sent_bytes"] == 2100
