@@ -59,10 +59,12 @@ class Decoded:
     unreadable_bytes: int = 0
     unknown_records: int = 0    # records of an event id the header does not describe
     foreign: int = 0            # events of other ports (only those the kernel cannot filter)
+    other_sockets: int = 0      # events on a flow's port from sockets not the flow's (below)
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "foreign": self.foreign, "pages": self.pages,
+        return {"events": self.events, "foreign": self.foreign,
+                "other_sockets": self.other_sockets, "pages": self.pages,
                 "lost": self.lost,
                 "lost_unknown_pages": self.lost_unknown, "unreadable_bytes": self.unreadable_bytes,
                 "unknown_records": self.unknown_records, "problems": self.problems}
@@ -112,11 +114,20 @@ def decode_spool(data: bytes, t0: float = 0.0) -> Decoded:
     return out
 
 
-def export(spool: Path, csv_path: Path, t0: float,
-           flow_of_port: dict[int, str] | None = None) -> tuple[Decoded, list[dict[str, Any]]]:
+Socket = tuple[Any, Any, Any, Any]      # (src, sport, dst, dport)
+
+
+def export(spool: Path, csv_path: Path, t0: float, flow_of_port: dict[int, str] | None = None,
+           sockets: dict[str, set[Socket]] | None = None
+           ) -> tuple[Decoded, list[dict[str, Any]]]:
     """Write ``tcp_events.csv`` from a spool file, streaming (a long run's events need not
     fit in memory as rows), and return what was decoded and the per-flow counts. With
-    ``flow_of_port`` (a flow's server port -> its name) rows and counts get a ``flow``."""
+    ``flow_of_port`` (a flow's server port -> its name) rows and counts get a ``flow``.
+
+    The tracepoints see every namespace of the host, and another testbed's flow may use
+    the same addresses and port: where ``sockets`` (a flow's name -> the sockets the
+    tcp_info sampler saw in this run's namespaces) knows a flow's sockets, an event on its
+    port from another socket is not the flow's (``Decoded.other_sockets`` counts them)."""
     out = Decoded()
     counter = FlowCounter()
     columns = CSV_COLUMNS if flow_of_port is None else ("flow",) + CSV_COLUMNS
@@ -128,13 +139,21 @@ def export(spool: Path, csv_path: Path, t0: float,
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             rows = iter_rows(data, t0, out)
             if flow_of_port is not None:
-                rows = (_label(row, flow_of_port) for row in rows)
+                rows = (_label(row, flow_of_port, sockets or {}, out) for row in rows)
             write_events_csv((counter.add(row) for row in rows), csv_path, columns)
     return out, counter.flows()
 
 
-def _label(row: dict[str, Any], flow_of_port: dict[int, str]) -> dict[str, Any]:
-    row["flow"] = flow_of_port.get(row["dport"]) or flow_of_port.get(row["sport"])
+def _label(row: dict[str, Any], flow_of_port: dict[int, str],
+           sockets: dict[str, set[Socket]], out: Decoded) -> dict[str, Any]:
+    flow = flow_of_port.get(row["dport"]) or flow_of_port.get(row["sport"])
+    known = sockets.get(flow) if flow is not None else None
+    if known:
+        key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
+        if key not in known and (key[2], key[3], key[0], key[1]) not in known:
+            out.other_sockets += 1
+            flow = None
+    row["flow"] = flow
     return row
 
 

@@ -42,14 +42,26 @@ def _pcap_flows(col: Collectors, losses: list[str]) -> dict[str, dict[str, Any]]
     return found_all
 
 
+def _sampled_sockets(rows: list[dict[str, Any]]) -> dict[str, set[tuple[Any, ...]]]:
+    """Each flow's sockets as the tcp_info sampler saw them in this run's namespaces."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    for r in rows:
+        if r.get("flow"):
+            out.setdefault(r["flow"], set()).add((r.get("src"), r.get("sport"),
+                                                  r.get("dst"), r.get("dport")))
+    return out
+
+
 def _tcp_events(run_dir: Path, plans: Plans, col: Collectors, t0: float,
-                losses: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                losses: list[str], tcp_info_rows: list[dict[str, Any]]
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """result.json's ``tcp_events`` and the per-socket counts; tcp_events.csv on the run's
     clock (t0, as tcp_info.csv). What the kernel or the decoder lost goes to ``losses``."""
     if col.events is None or col.events_stats is None:
         return col.events_off or {"available": False, "why": ["not started"]}, []
     decoded, counts = tcpevents_parse.export(col.events.spool, run_dir / "tcp_events.csv", t0,
-                                             {p.port: p.flow.name for p, _ in plans})
+                                             {p.port: p.flow.name for p, _ in plans},
+                                             _sampled_sockets(tcp_info_rows))
     stats = col.events_stats
     fields = tcpevents_parse.result_fields(stats, decoded, counts, col.events.missing)
     dropped = stats.total("overrun") + stats.total("dropped")
@@ -106,7 +118,7 @@ def gather(run_dir: Path, plans: Plans, col: Collectors, t0: float,
     pcap_flows = _pcap_flows(col, losses)
     flows: list[dict[str, Any]] = []
     ts_rows: list[dict[str, Any]] = []
-    events, counts = _tcp_events(run_dir, plans, col, t0, losses)
+    events, counts = _tcp_events(run_dir, plans, col, t0, losses, rows)
     for plan, driver in plans:
         flows.append(flow_summary(plan, driver.parse(plan), rows, pcap_flows, ts_rows,
                                   flow_failures.get(plan.flow.name)))

@@ -42,8 +42,10 @@ EVENT_COUNTS = ("retransmissions", "fast_recoveries", "loss_episodes", "rtos")
 def event_counts(plan: FlowPlan, event_flows: list[dict[str, Any]]) -> dict[str, Any]:
     """A flow's kernel TCP event counts (``tcpevents_parse.FlowCounter``), summed over its
     sending sockets (from its source address to its port: retransmissions and congestion
-    states happen on the sender)."""
-    mine = [f for f in event_flows if f.get("src") == plan.src_ip and f.get("dport") == plan.port]
+    states happen on the sender), not another namespace's on the same port (``flow``
+    unset: ``tcpevents_parse.export``)."""
+    mine = [f for f in event_flows if f.get("src") == plan.src_ip and f.get("dport") == plan.port
+            and f.get("flow", plan.flow.name) == plan.flow.name]
     out: dict[str, Any] = {k: sum(f.get(k) or 0 for f in mine) for k in EVENT_COUNTS}
     out["sockets"] = len(mine)
     out["events"] = sum(sum((f.get("events") or {}).values()) for f in mine)

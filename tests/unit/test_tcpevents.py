@@ -293,6 +293,35 @@ def test_export_names_each_row_and_count_by_its_flow(sample, tmp_path):
     assert sorted(f["flow"] for f in flows) == ["bulk", "bulk"]     # sender and receiver socket
 
 
+def test_events_of_another_namespaces_socket_on_the_same_port_are_not_the_flows(sample, tmp_path):
+    """Another testbed on the host may run a flow with the same addresses and port: the
+    tracepoints see it too. Its events counted as this run's (a new user saw 42
+    retransmissions for a flow that had 1). Where tcp_info saw the flow's sockets, an
+    event of another socket is left without a flow and counted as other_sockets."""
+    from testbed.run.summary import event_counts
+    meta, data = sample
+    spool = tmp_path / "s.spool"
+    spool.write_bytes(data)
+    port = meta["port"]
+    _, all_flows = tcpevents_parse.export(spool, tmp_path / "a.csv", meta["t0"], {port: "bulk"})
+    sender = next(f for f in all_flows if f["dport"] == port)
+    ours = {"bulk": {(sender["src"], sender["sport"], sender["dst"], sender["dport"])}}
+    decoded, flows = tcpevents_parse.export(spool, tmp_path / "e.csv", meta["t0"],
+                                            {port: "bulk"}, ours)
+    # both ends of the sampled connection are the flow's
+    assert sorted(f["flow"] for f in flows) == ["bulk", "bulk"] and decoded.other_sockets == 0
+    # a flow whose sockets tcp_info saw are others: none of these events is its
+    decoded, flows = tcpevents_parse.export(spool, tmp_path / "o.csv", meta["t0"], {port: "bulk"},
+                                            {"bulk": {("10.9.9.9", 1, "10.9.9.8", port)}})
+    assert decoded.other_sockets == decoded.events > 0
+    assert decoded.as_dict()["other_sockets"] == decoded.events
+    assert all(line.startswith(",") for line in (tmp_path / "o.csv").read_text().splitlines()[1:])
+    plan = type("Plan", (), {"src_ip": sender["src"], "port": port,
+                             "flow": type("F", (), {"name": "bulk"})})()
+    assert event_counts(plan, flows)["sockets"] == 0
+    assert event_counts(plan, all_flows)["sockets"] == 1
+
+
 def test_probe_wants_the_mono_clock(tmp_path, fake_root):
     mounts = tmp_path / "mounts"
     mounts.write_text(f"nodev {fake_root} tracefs rw 0 0\n")
