@@ -15,7 +15,9 @@ from typing import Any
 
 from testbed.emulation import BACKENDS, Backend, links
 from testbed.errors import ConfigError, TestbedError
-from testbed.model.impairment import IMPAIRMENT_KEYS, Impairment, parse_impairment, round_trip
+from testbed.model.document import parse_yaml
+from testbed.model.impairment import (IMPAIRMENT_KEYS, Impairment, aqm_problems,
+                                      parse_impairment, round_trip)
 from testbed.model.limits import kernel_limit_problems
 from testbed.plan.deployed import Deployed, EmulatedDirection
 from testbed.plan.types import PlannedDirection, PlannedLink
@@ -102,7 +104,7 @@ def parse_settings(items: list[str] | dict[str, Any], where: str = "link set") -
             if not sep or not key.strip():
                 raise ConfigError(f"expected KEY=VALUE (e.g. delay=50ms), got {item!r}",
                                   path=where)
-            raw[key.strip()] = value.strip()
+            raw[key.strip()] = _value(key.strip(), value.strip(), where)
     known = set(IMPAIRMENT_KEYS)
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -111,6 +113,18 @@ def parse_settings(items: list[str] | dict[str, Any], where: str = "link set") -
     if not raw:
         raise ConfigError("nothing to set: give e.g. delay=50ms loss=1%", path=where)
     return parse_impairment(raw, file=None, path=where, partial=True)
+
+
+def _value(key: str, text: str, where: str) -> Any:
+    """A setting's value: text, except ``aqm={kind: codel, target: 2ms}``, a YAML mapping
+    (the discipline with its parameters, as a topology file writes it)."""
+    if key != "aqm" or not text.startswith("{"):
+        return text
+    try:
+        data, _ = parse_yaml(text, where)
+    except ConfigError as exc:
+        raise ConfigError(f"aqm: {exc.message}", path=where) from None
+    return data
 
 
 def change(instance: str, name: str, imp: Impairment, direction: str = "both",
@@ -187,6 +201,10 @@ def _after(backend: Backend, before: dict[str, Impairment | None],
     for d, imp, exact in targets:
         after[d.side] = imp if exact else (before[d.side] or Impairment()).merged(imp)
     rtt = _rtt_hint(after)
+    incoherent = [f"{d.label}: {why}" for d, _imp, _exact in targets if after[d.side] is not None
+                  for _key, why in aqm_problems(after[d.side])]
+    if incoherent:
+        raise ConfigError("; ".join(incoherent))
     beyond = [f"{d.label}: {p}" for d, _imp, _exact in targets if after[d.side] is not None
               for _key, p in kernel_limit_problems(after[d.side], rtt, d.link.mtu)]
     if beyond:

@@ -7,6 +7,7 @@ it) and checked for consistency. Which backend can do what is decided by
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -409,7 +410,9 @@ def _parse_aqm(raw: object, err: Any) -> Aqm:
     spec = {"kind": raw} if isinstance(raw, str) else raw
     if not isinstance(spec, dict) or spec.get("kind") not in AQM_KINDS:
         kind = spec.get("kind") if isinstance(spec, dict) else raw
-        raise err("aqm", f"unknown queue discipline {kind!r}; choose one of "
+        near = difflib.get_close_matches(str(kind).replace("-", "_"), AQM_KINDS, n=1, cutoff=0.7)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise err("aqm", f"unknown queue discipline {kind!r}; {hint}choose one of "
                   f"{', '.join(AQM_KINDS)} (a name, or a mapping with kind and parameters)")
     kind = spec["kind"]
     extra = sorted(set(spec) - {"kind", *AQM_PARAMETERS[kind]})
@@ -436,11 +439,20 @@ def _parse_aqm(raw: object, err: Any) -> Aqm:
     return Aqm(kind, **values)
 
 
-def _check_aqm(imp: Impairment, err: Any) -> None:
-    """An AQM manages the bottleneck's queue, which only a rate makes; ECN needs one that marks."""
+def aqm_problems(imp: Impairment) -> list[tuple[str, str]]:
+    """(key, why) for what is incoherent about ``imp``'s queue: an AQM manages the
+    bottleneck's queue, which only a rate makes; ECN needs one that marks. A file and a
+    live change (``link set``, a schedule) are held to the same rules."""
+    problems = []
     if imp.aqm is not None and imp.aqm.kind != "fifo" and imp.rate is None:
-        raise err("aqm", f"aqm {imp.aqm.kind} manages the bottleneck queue: give the link a "
-                  "rate (without one nothing queues)")
+        problems.append(("aqm", f"aqm {imp.aqm.kind} manages the bottleneck queue: give the "
+                         "link a rate (without one nothing queues)"))
     if imp.ecn and (imp.aqm is None or imp.aqm.kind == "fifo"):
-        raise err("ecn", "ecn: true needs an AQM that marks (aqm: codel, fq_codel, red or pie); "
-                  "a fifo only drops")
+        problems.append(("ecn", "ecn: true needs an AQM that marks (aqm: codel, fq_codel, red "
+                         "or pie); a fifo only drops"))
+    return problems
+
+
+def _check_aqm(imp: Impairment, err: Any) -> None:
+    for key, why in aqm_problems(imp):
+        raise err(key, why)

@@ -52,3 +52,47 @@ def test_settings_parse_strictly():
         live.parse_settings(["delay"])
     with pytest.raises(ConfigError):
         live.parse_settings(["loss=120%"])
+
+
+def test_link_set_takes_an_aqm_with_its_parameters():
+    """`link set r1-r2 aqm='{kind: codel, target: 2ms}'`: the error named this mapping form,
+    which no syntax reached (a new user tried five)."""
+    from testbed.model.impairment import Aqm
+    from testbed.units import Duration
+    imp = live.parse_settings(["aqm={kind: codel, target: 2ms, interval: 50ms}"])
+    assert imp.aqm == Aqm("codel", target=Duration(0.002), interval=Duration(0.05))
+    with pytest.raises(ConfigError, match="red takes no target"):
+        live.parse_settings(["aqm={kind: red, target: 2ms}"])
+    with pytest.raises(ConfigError, match="aqm:"):
+        live.parse_settings(["aqm={kind: codel, target: [}"])
+    with pytest.raises(ConfigError, match="did you mean 'fq_codel'"):
+        live.parse_settings(["aqm=fq-codel"])
+
+
+RATED = """
+name: x
+nodes: {r1: {kind: router}, r2: {kind: router}}
+links:
+  - endpoints: [r1, r2]
+    forward: {rate: 10mbit, aqm: codel, ecn: true}
+"""
+
+
+def _after(topology: str, *settings: str, side: int = 0):
+    plan = make_plan(parse_topology(load_text(topology, "t.yaml")), "x")
+    dirs = list(links.directions(plan))
+    before = {d.side: d.impairment for d in dirs}
+    from testbed.emulation import BACKENDS
+    return live._after(BACKENDS["netem"](), before,
+                       [(dirs[side], live.parse_settings(list(settings)), False)])
+
+
+def test_a_live_change_is_held_to_the_files_rules():
+    """`link set` merged into what is in force must still make sense: an AQM without a rate
+    (nothing queues) and ECN on a fifo were accepted live and shown as in force."""
+    with pytest.raises(ConfigError, match="aqm codel manages the bottleneck queue"):
+        _after(TOPO, "aqm=codel")
+    with pytest.raises(ConfigError, match="ecn: true needs an AQM that marks"):
+        _after(RATED, "aqm=fifo")
+    after = _after(RATED, "aqm=fifo", "ecn=false")
+    assert after["forward"].aqm.kind == "fifo" and after["forward"].ecn is False
