@@ -215,7 +215,15 @@ def queue_status(counters: dict[str, int], backlog: int, sojourn_ns_total: int,
 
 def mark_ce(packet: bytearray) -> bool:
     """Set CE on an ECN-capable IPv4/IPv6 packet in place (IPv4 header checksum fixed
-    incrementally, RFC 1624). False (untouched) if it is not ECN-capable."""
+    incrementally, RFC 1624; the TCP/UDP checksum made whole: ``fill_transport_checksum``).
+    False (untouched) if it is not ECN-capable."""
+    if not _set_ce(packet):
+        return False
+    fill_transport_checksum(packet)
+    return True
+
+
+def _set_ce(packet: bytearray) -> bool:
     version = packet[0] >> 4
     if version == 4:
         tos = packet[1]
@@ -238,6 +246,49 @@ def mark_ce(packet: bytearray) -> bool:
         packet[1] |= 0x30
         return True
     return False
+
+
+def _ones_complement_sum(data: bytes | bytearray) -> int:
+    """The 16-bit one's complement sum of ``data`` (RFC 1071): the big-endian number it
+    spells, modulo 0xFFFF (0xFFFF for a non-zero multiple)."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    value = int.from_bytes(data, "big")
+    folded = value % 0xFFFF
+    return 0xFFFF if folded == 0 and value else folded
+
+
+def fill_transport_checksum(packet: bytearray) -> bool:
+    """Compute the TCP or UDP checksum of a whole IPv4/IPv6 packet afresh, in place.
+
+    A packet handed back to the kernel with a new payload leaves NFQUEUE marked
+    CHECKSUM_NONE, so a sender's checksum offload (the field then holds only the
+    pseudo-header's sum) would reach the receiver as a bad checksum: the marked packet
+    dropped there, a loss instead of a CE mark. False for what it does not know
+    (another protocol, an IPv6 extension header, a UDP packet sent without one)."""
+    version = packet[0] >> 4
+    if version == 4:
+        start, proto = (packet[0] & 0x0F) * 4, packet[9]
+        end = int.from_bytes(packet[2:4], "big")
+        pseudo = bytes(packet[12:20]) + bytes((0, proto)) + (end - start).to_bytes(2, "big")
+    elif version == 6:
+        start, proto = 40, packet[6]
+        end = 40 + int.from_bytes(packet[4:6], "big")
+        pseudo = bytes(packet[8:40]) + (end - start).to_bytes(4, "big") + bytes((0, 0, 0, proto))
+    else:
+        return False
+    offset = {6: 16, 17: 6}.get(proto)
+    if offset is None or end > len(packet) or end - start < offset + 2:
+        return False
+    at = start + offset
+    if proto == 17 and version == 4 and packet[at:at + 2] == b"\0\0":
+        return False                      # IPv4 UDP without a checksum stays without
+    packet[at:at + 2] = b"\0\0"
+    check = ~_ones_complement_sum(pseudo + bytes(packet[start:end])) & 0xFFFF
+    if proto == 17 and check == 0:
+        check = 0xFFFF                    # UDP's zero means "none"
+    packet[at:at + 2] = check.to_bytes(2, "big")
+    return True
 
 
 def is_ect(packet: bytes | bytearray | memoryview) -> bool:
