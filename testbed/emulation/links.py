@@ -126,7 +126,7 @@ def apply(plan: Plan, selection: Selection, state_dir: Path) -> list[str]:
             for iface in node.interfaces:
                 set_offloads(node.netns, iface.ifname, False)
         notes.append("offloads (TSO/GSO/GRO) turned off on every interface so that loss, "
-                     "jitter and reordering act per packet, not per GSO super-packet")
+                     "jitter, reordering and AQMs act per packet, not per GSO super-packet")
     for d in directions(plan):
         node = plan.nodes[d.sender]
         if selection.backend.name == "userspace" and node.kind == "host" \

@@ -204,7 +204,11 @@ class Impairment:
     @property
     def acts_per_packet(self) -> bool:
         """Whether some impairment acts on single packets (loss, jitter, reorder, duplicate,
-        corrupt): then GSO super-packets must not exist. 0 % or a zero jitter does not."""
+        corrupt, an AQM's drops and marks): then GSO super-packets must not exist (an AQM
+        would drop or mark ~40 segments at once, where a real bottleneck sees packets of
+        its MTU). 0 % or a zero jitter does not."""
+        if self.aqm is not None and self.aqm.kind != "fifo":
+            return True
         for name in ("loss", "jitter", "reorder", "duplicate", "corrupt"):
             value = getattr(self, name)
             if value is None:

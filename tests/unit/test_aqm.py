@@ -177,3 +177,12 @@ def test_another_kind_of_aqm_takes_a_fresh_queue_first():
     assert aqm.needs_fresh_queue("red", None)           # an AQM taken away: tbf's fifo again
     assert not aqm.needs_fresh_queue("codel", "codel")  # new parameters: changed in place
     assert not aqm.needs_fresh_queue(None, "red")       # nothing there yet: grafted
+
+
+def test_an_aqm_acts_per_packet_so_offloads_go_off():
+    """With the sender's TSO on, the AQM dropped or marked ~5.7 kB aggregates (a new user
+    counted 4 drops costing 15 retransmitted segments); a real bottleneck sees packets."""
+    assert imp(rate="50mbit", aqm="codel").acts_per_packet
+    assert imp(rate="50mbit", aqm="fq_codel", ecn=True).acts_per_packet
+    assert not imp(rate="50mbit", aqm="fifo").acts_per_packet
+    assert not imp(rate="50mbit").acts_per_packet
