@@ -15,30 +15,15 @@ from testbed.emulation.delayline import DelayConfig, DelayLine
 from testbed.emulation.engine import Engine, Lane, open_query, query_path
 from testbed.emulation.enginectl import EngineFiles, QueueQueries
 
+from engine_fakes import RecordingSocket
+
 MS = 1_000_000
-
-
-class FakeSocket:
-    """What the engine calls on a lane's NFQUEUE socket."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes) -> int:
-        self.sent.append(bytes(data))
-        return len(data)
-
-    def fileno(self) -> int:
-        return 1000
-
-    def getsockname(self) -> tuple[int, int]:
-        return (4242, 0)
 
 
 def engine_with_lane(tmp_path, config: DelayConfig) -> tuple[Engine, Lane]:
     engine = Engine(str(tmp_path / "engine.json"), str(tmp_path / "engine.status"), 1, False)
     rng = random.Random(1)
-    lane = Lane("tb-x-r1", 7, FakeSocket(), DelayLine(config, rng),  # type: ignore[arg-type]
+    lane = Lane("tb-x-r1", 7, RecordingSocket(), DelayLine(config, rng),  # type: ignore[arg-type]
                 bottleneck=None if config.bottleneck() is None else
                 Bottleneck(config.bottleneck(), rng))
     engine.lanes[1000] = lane
@@ -86,7 +71,7 @@ def query_round_trip(tmp_path: Path) -> None:
     files.directory.mkdir(parents=True)
     engine, lane = engine_with_lane(files.directory, DelayConfig(
         aqm="codel", rate_bps=8e6, limit_bytes=100_000))
-    engine.by_key["tb-x-r2/9"] = Lane("tb-x-r2", 9, FakeSocket(),  # type: ignore[arg-type]
+    engine.by_key["tb-x-r2/9"] = Lane("tb-x-r2", 9, RecordingSocket(),  # type: ignore[arg-type]
                                       DelayLine(DelayConfig(delay_us=5000.0), random.Random(1)))
     lane.bottleneck.arrive(0, 1000, False)
     query = open_query(query_path(str(files.status)))

@@ -12,22 +12,10 @@ from testbed.emulation.delayline import DelayConfig, DelayLine
 from testbed.emulation.engine import Engine, Lane
 from testbed.emulation.fqcodel import FqCoDel
 
+from engine_fakes import RecordingSocket
+
 MS = 1_000_000
 FD = 999
-
-
-class Recorder:
-    """Stands in for a lane's NFQUEUE socket."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes) -> int:
-        self.sent.append(bytes(data))
-        return len(data)
-
-    def fileno(self) -> int:
-        return FD
 
 
 def verdicts(sent: list[bytes]) -> list[tuple[int, int, int, bytes | None]]:
@@ -60,9 +48,9 @@ def packet_message(pid: int, packet: bytes) -> bytearray:
     return bytearray(nfqueue.message(nfqueue.NFQNL_MSG_PACKET, 5, attrs))
 
 
-def engine_with_lane(tmp_path, config: DelayConfig) -> tuple[Engine, Lane, Recorder]:
+def engine_with_lane(tmp_path, config: DelayConfig) -> tuple[Engine, Lane, RecordingSocket]:
     engine = Engine(str(tmp_path / "c"), str(tmp_path / "s"), seed=1, realtime=False)
-    sock = Recorder()
+    sock = RecordingSocket(FD)
     fq = FqCoDel(config.bottleneck(), random.Random(1))
     lane = Lane("x", 5, sock, DelayLine(config, random.Random(1)), bottleneck=fq,  # type: ignore[arg-type]
                 fq=fq)
