@@ -1,0 +1,48 @@
+"""The woken-arrival pass (passcal.py): its estimate from the calibration samples, the
+stamping rule of the engine's loop, and the send time a calibration datagram carries."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from testbed.emulation import passcal
+
+
+def test_the_pass_is_the_mean_of_the_wakes_each_counted_within_the_cap():
+    rng = random.Random(3)
+    # bimodal, as measured (a wake on the sender's CPU or on the other one)
+    samples = [rng.choice((12_000, 40_000)) + rng.randrange(-2_000, 2_000) for _ in range(100)]
+    assert passcal.pass_estimate(samples) == sum(samples) // len(samples)
+    # a stall counts as at most the cap: one 20 ms wake moves the estimate by under 2 us
+    stalled = samples[:-1] + [20_000_000]
+    assert passcal.pass_estimate(stalled) - passcal.pass_estimate(samples[:-1] + [0]) \
+        == passcal.PASS_MAX_NS // 100
+    assert passcal.pass_estimate([10**9] * 50) == passcal.PASS_MAX_NS
+    assert passcal.pass_estimate([-5_000] * 50) == 0     # never stamped after its wake-up
+    assert passcal.pass_estimate(samples[:passcal.MIN_SAMPLES - 1]) is None
+
+
+def test_a_woken_arrival_is_stamped_the_pass_before_the_wake_the_timer_keeps_its_lead():
+    assert passcal.woken_lead(True, lead_ns=8_000, pass_ns=35_000) == 35_000
+    assert passcal.woken_lead(False, lead_ns=8_000, pass_ns=35_000) == 8_000
+    assert passcal.woken_lead(True, lead_ns=8_000, pass_ns=None) == 8_000   # not measured
+
+
+def test_the_send_time_is_read_after_the_ip_and_udp_headers():
+    ip = bytes([0x46]) + bytes(23)                 # IHL 6: a 24-byte header with options
+    packet = ip + bytes(8) + struct.pack("=q", 123_456_789)
+    assert passcal.sent_time(packet) == 123_456_789
+    assert passcal.sent_time(packet[:-1]) is None
+    assert passcal.sent_time(b"") is None
+
+
+def test_up_says_how_woken_arrivals_are_stamped_or_why_the_pass_was_not_measured():
+    from testbed.emulation.enginectl import pass_clause
+    measured = {"lead_ns": 9_000, "calibration": {"pass_us": 27.5, "pass_error": None}}
+    assert "stamped 27.5 us before the wake-up" in pass_clause(measured)
+    failed = {"lead_ns": 9_000, "calibration": {"pass_us": None,
+                                                "pass_error": "iptables-restore is not installed"}}
+    assert pass_clause(failed) == ("its NFQUEUE pass could not be measured (iptables-restore is "
+                                   "not installed): arrivals that wake it are stamped the "
+                                   "timer's lead (9.0 us) early")
