@@ -19,9 +19,10 @@ Timing (DESIGN.md, "A one-process delay engine"):
   that send's start time, not with the time the engine got round to it (the
   veth crossing is thus inside the next link's delay, not added to it);
 - woken arrivals: a packet that wakes the engine from ``select()`` is stamped
-  the NFQUEUE pass of such a wake before the wake-up (``pass_ns``, measured at
-  start with real packets in a private namespace: ``passcal.py``; where that
-  cannot be done, the timer's ``lead``, and the status says why);
+  what an undelayed NFQUEUE pass adds to a packet's latency before the wake-up
+  (``pass_ns``, measured at start with real packets in a private namespace:
+  ``passcal.py``; where that cannot be done, the timer's ``lead``, and the
+  status says why);
 - release compensation: a configured delay is the link's whole one-way latency,
   so every packet's delay is shortened by the engine's measured mean release
   lateness (``compensation``, following each release; never below zero: a
@@ -594,9 +595,11 @@ def calibrate_pass(engine: Engine) -> None:
     samples, why = passcal.measure_pass()
     engine.pass_ns = passcal.pass_estimate(samples)
     if engine.pass_ns is None and why is None:
-        why = f"{len(samples)} woken arrivals measured, {passcal.MIN_SAMPLES} needed"
+        why = (f"{len(samples.queued)} queued and {len(samples.direct)} direct datagrams "
+               f"came back, {passcal.MIN_SAMPLES} of each needed")
     engine.calibration.update({
-        "pass_wake_us": summary_us(samples),
+        "pass_wake_us": summary_us(samples.wake), "pass_direct_us": summary_us(samples.direct),
+        "pass_queued_us": summary_us(samples.queued),
         "pass_us": None if engine.pass_ns is None else round(engine.pass_ns / 1e3, 1),
         "pass_error": why, "pass_ms": round((time.monotonic_ns() - start) / 1e6)})
 

@@ -476,7 +476,7 @@ def pass_clause(status: dict) -> str:
     calibration = status.get("calibration") or {}
     if calibration.get("pass_us") is not None:
         return (f"an arrival that wakes it is stamped {calibration['pass_us']} us before the "
-                "wake-up (its NFQUEUE pass, measured at start)")
+                "wake-up (what an undelayed NFQUEUE pass added, measured at start)")
     why = calibration.get("pass_error") or "not measured"
     return (f"its NFQUEUE pass could not be measured ({why}): arrivals that wake it are "
             f"stamped the timer's lead ({round(status.get('lead_ns', 0) / 1e3, 1)} us) early")
