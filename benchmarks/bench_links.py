@@ -216,12 +216,18 @@ def accuracy(be: UserspaceBackend, a: str, r: str, b: str, d: str) -> list[tuple
     for delay_ms in (5, 20, 100):
         apply(delay=f"{delay_ms}ms")
         rtts = udp_rtts(probe, 500, 0.004, timeout=0.3)
+        status = enginectl.fresh_status(d) or {}
         remove()
         err = sorted((x - base) * 1e3 - delay_ms for x in rtts)
         p99 = err[int(0.99 * len(err)) - 1]
         rows.append((f"delay {delay_ms} ms (n={len(rtts)})",
                      f"mean err {statistics.mean(err):+.3f} ms",
                      f"p99 err {p99:+.3f} ms"))
+    calibration = status.get("calibration") or {}
+    rows.append(("engine (last start)", f"woken-arrival pass {calibration.get('pass_us')} us",
+                 f"timer lead {status.get('lead_ns', 0) / 1e3:.1f} us; release late "
+                 f"{status.get('release_late_us')}; load "
+                 f"{os.getloadavg()[0]:.1f}"))
     apply(delay="20ms", jitter="2ms", distribution="normal")
     rtts = udp_rtts(probe, 600, 0.01, timeout=0.3)
     remove()

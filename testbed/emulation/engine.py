@@ -18,6 +18,11 @@ Timing (DESIGN.md, "A one-process delay engine"):
   every send the sockets are polled at once and what arrived is stamped with
   that send's start time, not with the time the engine got round to it (the
   veth crossing is thus inside the next link's delay, not added to it);
+- woken arrivals: a packet that wakes the engine from ``select()`` is stamped
+  what an undelayed NFQUEUE pass adds to a packet's latency before the wake-up
+  (``pass_ns``, measured at start with real packets in a private namespace:
+  ``passcal.py``; where that cannot be done, the timer's ``lead``, and the
+  status says why);
 - release compensation: a configured delay is the link's whole one-way latency,
   so every packet's delay is shortened by the engine's measured mean release
   lateness (``compensation``, following each release; never below zero: a
@@ -61,7 +66,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from testbed.emulation import nfqueue
+from testbed.emulation import nfqueue, passcal
 from testbed.emulation.mmsg import BatchReader
 from testbed.emulation.bottleneck import DROP as QUEUE_DROP, MARK, Bottleneck, is_ect, mark_ce
 from testbed.emulation.delayline import ACCEPT_NOW, DROP, HOLD, DelayConfig, DelayLine
@@ -163,6 +168,7 @@ class Engine:
         self.compensation = 0                    # ns taken off every delay (module doc)
         self.late: list[int] = []                # release error vs the configured delay
         self.calibration: dict | None = None
+        self.pass_ns: int | None = None          # the woken-arrival pass (passcal.py)
         self.errors: dict[str, str] = {}         # lanes that could not be opened
         self.spaces = Namespaces()
         self.reader = BatchReader()
@@ -581,6 +587,23 @@ def calibrate(engine: Engine, rounds: int = 100, sleep_ns: int = 200_000) -> Non
                           "compensation_start_us": round(engine.compensation / 1e3, 1)}
 
 
+def calibrate_pass(engine: Engine) -> None:
+    """Measure the NFQUEUE pass of a woken arrival (passcal.py) and stamp woken arrivals
+    by it; where it cannot be measured, the timer's lead stays (and the status says why)."""
+    assert engine.calibration is not None
+    start = time.monotonic_ns()
+    samples, why = passcal.measure_pass()
+    engine.pass_ns = passcal.pass_estimate(samples)
+    if engine.pass_ns is None and why is None:
+        why = (f"{len(samples.queued)} queued and {len(samples.direct)} direct datagrams "
+               f"came back, {passcal.MIN_SAMPLES} of each needed")
+    engine.calibration.update({
+        "pass_wake_us": summary_us(samples.wake), "pass_direct_us": summary_us(samples.direct),
+        "pass_queued_us": summary_us(samples.queued),
+        "pass_us": None if engine.pass_ns is None else round(engine.pass_ns / 1e3, 1),
+        "pass_error": why, "pass_ms": round((time.monotonic_ns() - start) / 1e6)})
+
+
 def _signals(flags: dict[str, bool]) -> tuple[socket.socket, socket.socket]:
     """Signals set ``flags`` and wake the loop through a socketpair (both ends returned:
     the write end must stay open, or the read end reads as hung up forever)."""
@@ -613,7 +636,8 @@ def loop(engine: Engine, flags: dict[str, bool], wake: socket.socket,
             ready, _, _ = select.select([epfd], [], [], timeout)
             if not ready and asked is not None:
                 engine.adapt_lead(now_ns(), asked)
-            woke_late = engine.lead  # a packet that woke us queued about that long ago
+            # what woke us queued about that long ago
+            woke_late = passcal.woken_lead(bool(ready), engine.lead, engine.pass_ns)
         stamp = now_ns() - woke_late
         for fd, _ev in engine.epoll.poll(0):
             lane = engine.lanes.get(fd)
@@ -662,6 +686,7 @@ def run(control: str, status: str, realtime_prio: int, seed: int | None) -> int:
     wake, _wake_w = _signals(flags)
     engine = Engine(control, status, seed, realtime)
     calibrate(engine)
+    calibrate_pass(engine)
     engine.load()
     query = open_query(query_path(status))
     try:

@@ -468,4 +468,15 @@ def describe(state_dir: str | os.PathLike) -> list[str]:
             f"{late.get('p99', '?')} us at p99 when calibrated at start: about the error each "
             "delayed direction may add; each delay is shortened by the engine's measured mean "
             f"release lateness (now {status.get('compensation_us', 0)} us) so that on average "
-            "a link's latency is its configured delay"]
+            f"a link's latency is its configured delay; {pass_clause(status)}"]
+
+
+def pass_clause(status: dict) -> str:
+    """What the engine measured of the NFQUEUE pass of a woken arrival (passcal.py)."""
+    calibration = status.get("calibration") or {}
+    if calibration.get("pass_us") is not None:
+        return (f"an arrival that wakes it is stamped {calibration['pass_us']} us before the "
+                "wake-up (what an undelayed NFQUEUE pass added, measured at start)")
+    why = calibration.get("pass_error") or "not measured"
+    return (f"its NFQUEUE pass could not be measured ({why}): arrivals that wake it are "
+            f"stamped the timer's lead ({round(status.get('lead_ns', 0) / 1e3, 1)} us) early")

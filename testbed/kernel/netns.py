@@ -129,10 +129,17 @@ class Namespaces:
                 os.unlink(target)
             raise
 
-    @contextlib.contextmanager
-    def enter(self, name: str) -> Iterator[None]:
+    def enter(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Run the body with this thread inside namespace ``name``."""
-        fd = os.open(_path_bytes(name), os.O_RDONLY | os.O_CLOEXEC)
+        return self._enter(_path_bytes(name), name)
+
+    def enter_process(self, pid: int) -> contextlib.AbstractContextManager[None]:
+        """Run the body inside process ``pid``'s namespace (an unnamed one, too)."""
+        return self._enter(f"/proc/{pid}/ns/net".encode(), f"of process {pid}")
+
+    @contextlib.contextmanager
+    def _enter(self, path: bytes, name: str) -> Iterator[None]:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             _check(self._libc.setns(fd, CLONE_NEWNET), "setns into", name)
             try:

@@ -12,7 +12,7 @@ import pytest
 from tb_helpers import TIMING, leftovers, run_cli, wait_for
 
 import testbed
-from testbed.emulation import enginectl
+from testbed.emulation import enginectl, passcal
 from testbed.emulation.delayline import DelayConfig
 from testbed.emulation.engine import _COMP_MAX_NS
 from testbed.errors import RealizeError
@@ -65,6 +65,12 @@ def test_one_engine_delays_every_hop_of_a_line(tmp_path, clean_instance):
         assert len(lanes) == 18
         # calibrated at start, and recorded with the testbed (state.json's notes)
         assert status["calibration"]["timer_late_us"]["samples"] == 100
+        # and the NFQUEUE pass of a woken arrival, with real packets (passcal.py)
+        calibration = status["calibration"]
+        assert calibration["pass_error"] is None, calibration
+        for side in ("pass_wake_us", "pass_direct_us", "pass_queued_us"):
+            assert calibration[side]["samples"] >= passcal.MIN_SAMPLES, calibration
+        assert 0 < calibration["pass_us"] <= passcal.PASS_MAX_NS / 1e3
         assert any(n.startswith(f"link engine: pid {handle.pid} serves 18 delayed directions")
                    for n in net.deployed.notes), net.deployed.notes
         rtts = ping_rtts(net, 50)
