@@ -148,13 +148,24 @@ def _label(row: dict[str, Any], flow_of_port: dict[int, str],
            sockets: dict[str, set[Socket]], out: Decoded) -> dict[str, Any]:
     flow = flow_of_port.get(row["dport"]) or flow_of_port.get(row["sport"])
     known = sockets.get(flow) if flow is not None else None
-    if known:
-        key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
-        if key not in known and (key[2], key[3], key[0], key[1]) not in known:
-            out.other_sockets += 1
-            flow = None
+    if known and not _one_of(row, known):
+        out.other_sockets += 1
+        flow = None
     row["flow"] = flow
     return row
+
+
+def _one_of(row: dict[str, Any], sockets: set[Socket]) -> bool:
+    """Whether ``row`` is an event of one of ``sockets`` (either end of a connection), or
+    of the listening socket at one of their ends (no peer: the server's own resets and
+    its destruction)."""
+    key = (row.get("src"), row.get("sport"), row.get("dst"), row.get("dport"))
+    if key in sockets or (key[2], key[3], key[0], key[1]) in sockets:
+        return True
+    if not row.get("dport"):
+        ends = {s[:2] for s in sockets} | {s[2:] for s in sockets}
+        return key[:2] in ends
+    return False
 
 
 def _cpu_rows(header: SpoolHeader, cpu: int, pages: list[bytes], t0_ns: int,

@@ -42,13 +42,15 @@ def _pcap_flows(col: Collectors, losses: list[str]) -> dict[str, dict[str, Any]]
     return found_all
 
 
-def _sampled_sockets(rows: list[dict[str, Any]]) -> dict[str, set[tuple[Any, ...]]]:
-    """Each flow's sockets as the tcp_info sampler saw them in this run's namespaces."""
+def sampled_sockets(rows: list[dict[str, Any]], plans: Plans) -> dict[str, set[tuple[Any, ...]]]:
+    """Each flow's sockets (src, sport, dst, dport) as the tcp_info sampler saw them in
+    this run's namespaces: those on the flow's port, at either end."""
     out: dict[str, set[tuple[Any, ...]]] = {}
-    for r in rows:
-        if r.get("flow"):
-            out.setdefault(r["flow"], set()).add((r.get("src"), r.get("sport"),
-                                                  r.get("dst"), r.get("dport")))
+    for plan, _ in plans:
+        found = {(r.get("src"), r.get("sport"), r.get("dst"), r.get("dport")) for r in rows
+                 if plan.port in (r.get("dport"), r.get("sport"))}
+        if found:
+            out[plan.flow.name] = found
     return out
 
 
@@ -61,7 +63,7 @@ def _tcp_events(run_dir: Path, plans: Plans, col: Collectors, t0: float,
         return col.events_off or {"available": False, "why": ["not started"]}, []
     decoded, counts = tcpevents_parse.export(col.events.spool, run_dir / "tcp_events.csv", t0,
                                              {p.port: p.flow.name for p, _ in plans},
-                                             _sampled_sockets(tcp_info_rows))
+                                             sampled_sockets(tcp_info_rows, plans))
     stats = col.events_stats
     fields = tcpevents_parse.result_fields(stats, decoded, counts, col.events.missing)
     dropped = stats.total("overrun") + stats.total("dropped")

@@ -323,6 +323,29 @@ def test_events_of_another_namespaces_socket_on_the_same_port_are_not_the_flows(
     assert event_counts(plan, all_flows)["sockets"] == 1
 
 
+def test_a_runs_sampled_sockets_come_from_its_tcp_info_rows_by_port(sample, tmp_path):
+    """The sockets handed to ``export`` are read off the tcp_info rows as the sampler
+    decodes them (no ``flow`` key: the first version looked for one, found none, and
+    filtered nothing: a second new user still saw another testbed's retransmissions)."""
+    from testbed.run.gather import sampled_sockets
+    meta, data = sample
+    spool = tmp_path / "s.spool"
+    spool.write_bytes(data)
+    port = meta["port"]
+    _, all_flows = tcpevents_parse.export(spool, tmp_path / "a.csv", meta["t0"], {port: "bulk"})
+    sender = next(f for f in all_flows if f["dport"] == port)
+    ours = {"node": "h1", "src": sender["src"], "sport": sender["sport"], "dst": sender["dst"],
+            "dport": port, "cwnd": 10}
+    other = {**ours, "sport": 1, "dport": port + 1}
+    plan = type("Plan", (), {"port": port, "flow": type("F", (), {"name": "bulk"})})()
+    sockets = sampled_sockets([ours, other], [(plan, None)])
+    assert sockets == {"bulk": {(sender["src"], sender["sport"], sender["dst"], port)}}
+    foreign = sampled_sockets([{**ours, "src": "10.9.9.9"}], [(plan, None)])
+    decoded, flows = tcpevents_parse.export(spool, tmp_path / "o.csv", meta["t0"],
+                                            {port: "bulk"}, foreign)
+    assert decoded.other_sockets == decoded.events and not any(f.get("flow") for f in flows)
+
+
 def test_probe_wants_the_mono_clock(tmp_path, fake_root):
     mounts = tmp_path / "mounts"
     mounts.write_text(f"nodev {fake_root} tracefs rw 0 0\n")
@@ -375,3 +398,14 @@ def test_an_instance_a_live_run_still_reads_is_left_to_it_not_an_error(fake_root
     monkeypatch.setattr(Path, "rmdir", lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "io")))
     with pytest.raises(OSError):
         tracefs.remove(fake_root, mine)
+
+
+def test_the_servers_listening_socket_is_the_flows_too():
+    """Its resets and its destruction carry no peer (0.0.0.0:0): they belong to the flow
+    whose connections end at its address and port (the real run's test found them
+    left without a flow)."""
+    sockets = {("10.0.0.1", 41023, "10.0.0.6", 5201)}
+    listener = {"src": "10.0.0.6", "sport": 5201, "dst": "0.0.0.0", "dport": 0}
+    assert tcpevents_parse._one_of(listener, sockets)
+    assert not tcpevents_parse._one_of({**listener, "src": "10.0.0.7"}, sockets)
+    assert not tcpevents_parse._one_of({**listener, "dst": "10.0.0.9", "dport": 1}, sockets)
