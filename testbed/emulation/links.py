@@ -109,8 +109,10 @@ def steps(plan: Plan, selection: Selection) -> list[str]:
     out = []
     for d in directions(plan):
         node = plan.nodes[d.sender]
+        place = placement(selection.backend.name, d, plan.nodes)
+        where = {} if place is None else {"ingress": (place.netns, place.ifname)}
         for step in selection.backend.plan(node.netns, d.ifname, d.impairment,
-                                           rtt_hint(d.link), d.link.mtu):
+                                           rtt_hint(d.link), d.link.mtu, **where):
             out.append(f"{d.label}: {step}")
     return out
 

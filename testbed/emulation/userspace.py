@@ -132,7 +132,12 @@ def describe_bottleneck(d: DelayConfig) -> str:
     return text + (", ECN marks CE" if d.ecn else "") + " (no tbf)"
 
 
-def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
+def plan_steps(netns: str, ifname: str, plan: UserspacePlan,
+               ingress: tuple[str, str] | None = None) -> list[Step]:
+    """What ``apply`` will do; ``ingress``: the delay line (and an AQM) at the receiving
+    router's ingress instead of the sender's egress (module doc), as ``apply`` puts it."""
+    line_ns, line_if = ingress or (netns, ifname)
+    hook = f"PREROUTING -i {line_if}" if ingress else f"POSTROUTING -o {line_if}"
     steps = []
     if plan.offloads_off:
         steps.append(Step(netns, ifname, "offloads", "ethtool -K tso off gso off gro off"))
@@ -149,12 +154,12 @@ def plan_steps(netns: str, ifname: str, plan: UserspacePlan) -> list[Step]:
         if d.ge_p is not None:
             detail += f" gemodel p={d.ge_p:g} r={d.ge_r:g} h={d.ge_h:g} k={d.ge_k:g}"
         if d.aqm is not None:
-            steps.append(Step(netns, ifname, "bottleneck in the link engine",
+            steps.append(Step(line_ns, line_if, "bottleneck in the link engine",
                               describe_bottleneck(d)))
-        steps.append(Step(netns, ifname, "link engine",
+        steps.append(Step(line_ns, line_if, "link engine",
                           f"a lane of the testbed's link engine on NFQUEUE <ifindex>: {detail}"))
-        steps.append(Step(netns, ifname, "iptables",
-                          f"mangle POSTROUTING -o {ifname} -j NFQUEUE (no bypass), v4 and v6"))
+        steps.append(Step(line_ns, line_if, "iptables",
+                          f"mangle {hook} -j NFQUEUE (no bypass), v4 and v6"))
     return steps
 
 
@@ -229,8 +234,8 @@ class UserspaceBackend:
         return problems
 
     def plan(self, netns: str, ifname: str, imp: Impairment, rtt_hint: Duration | None,
-             mtu: int) -> list[Step]:
-        return plan_steps(netns, ifname, resolve(imp, rtt_hint, mtu))
+             mtu: int, ingress: tuple[str, str] | None = None) -> list[Step]:
+        return plan_steps(netns, ifname, resolve(imp, rtt_hint, mtu), ingress)
 
     # -- kernel ---------------------------------------------------------
     def apply(self, netns: str, ifname: str, imp: Impairment, *, owner_tag: str,

@@ -96,3 +96,21 @@ def test_a_live_change_is_held_to_the_files_rules():
         _after(RATED, "aqm=fifo")
     after = _after(RATED, "aqm=fifo", "ecn=false")
     assert after["forward"].aqm.kind == "fifo" and after["forward"].ecn is False
+
+
+def test_plan_shows_a_hosts_delay_line_where_up_puts_it():
+    """A host's traffic to a router is delayed at the router's ingress (userspace backend);
+    `plan` showed the host's egress (POSTROUTING) while `up` did PREROUTING at the router."""
+    text = """
+name: x
+nodes: {h1: {kind: host}, r1: {kind: router}}
+links:
+  - {endpoints: [h1, r1], delay: 5ms}
+"""
+    plan = make_plan(parse_topology(load_text(text, "t.yaml")), "x")
+    selection = links.choose(plan, "userspace")
+    steps = [s for s in links.steps(plan, selection) if "iptables" in s]
+    assert any(s.startswith("h1->r1: tb-x-r1/eth0: iptables: mangle PREROUTING -i eth0")
+               for s in steps), steps
+    assert any(s.startswith("r1->h1: tb-x-r1/eth0: iptables: mangle POSTROUTING -o eth0")
+               for s in steps), steps
