@@ -53,10 +53,10 @@ def register(subparsers: Any) -> None:
                "\n\n" + exit_codes(True))
     _add_selection(p)
     p.add_argument("--format", choices=tables.FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--metrics", default=None, metavar="M1,M2",
-                   help="columns to show (default: those with data among goodput, RTT, qdelay, "
-                        "retrans, udp_loss, fct, jain, utilisation and the bottleneck queue's "
-                        "drops, marks, sojourn_p50)")
+    p.add_argument("--metrics", "--metric", action="append", default=None, metavar="M1,M2",
+                   help="columns to show, repeatable (default: those with data among goodput, "
+                        "RTT, qdelay, retrans, udp_loss, fct, jain, utilisation and the "
+                        "bottleneck queue's drops, marks, sojourn_p50)")
     p.add_argument("--test-metric", default="goodput", metavar="METRIC",
                    help="metric for the significance tests between groups (default: goodput)")
     p.add_argument("--assert", dest="assertions", action="append", default=[], metavar="EXPR",
@@ -81,10 +81,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=report_command)
 
 
-def _metrics(arg: str | None, summary: Any) -> list[str]:
-    if arg is None:
+def _metrics(args: list[str] | None, summary: Any) -> list[str]:
+    """``--metrics`` given once or more (``--metrics a,b --metrics c``), in order, once each."""
+    if args is None:
         return tables.visible_metrics(summary, tables.default_metrics(summary))
-    wanted = [m.strip() for m in arg.split(",") if m.strip()]
+    wanted = list(dict.fromkeys(m.strip() for arg in args for m in arg.split(",") if m.strip()))
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise ConfigError(f"--metrics: unknown {', '.join(unknown)} (known: {', '.join(METRICS)})")

@@ -290,3 +290,16 @@ def test_comparisons_that_cannot_be_significant_are_one_line(tmp_path, capsys):
     md = capsys.readouterr().out
     assert "3 of 3 pairs not shown: they cannot be significant with n=2 vs 2" in md
     assert "| A | B |" not in md
+
+
+def test_metrics_can_be_given_one_by_one(tmp_path, capsys):
+    """`--metric goodput --metric rtt_p50` (as --by repeats): argparse took --metric as an
+    abbreviation of --metrics and kept the last one only, silently."""
+    from testbed.analysis.synthetic import FakeFlow, write_run
+    from testbed.cli import main as cli
+    write_run(tmp_path, "r1", variables={"cc": "bbr"}, flows=[FakeFlow("f", "bbr", 1e6)])
+    assert cli.main(["compare", str(tmp_path), "--metric", "goodput", "--metric", "rtt_p50",
+                     "--metrics", "jain,goodput", "--format", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.count("goodput") >= 1 and "rtt_p50" in header and "jain" in header, header
+    assert header.index("goodput") < header.index("rtt_p50") < header.index("jain"), header
