@@ -113,12 +113,13 @@ def aqm_check(kinds: dict[str, bool]) -> Finding:
     if kinds.get("netem") and have:
         return Finding("aqm", "ok", f"kernel qdiscs {', '.join(have)}: with the netem backend a "
                      f"link's aqm runs there; {engine}")
+    # every aqm runs either way: not a warning (a new user took one for "second class")
     if have:
-        return Finding("aqm", "warn", f"kernel qdiscs {', '.join(have)} exist but no sch_netem: "
-                     f"links use the userspace backend, and {engine}")
-    return Finding("aqm", "warn", f"no AQM qdisc ({', '.join(AQM_QDISCS)}) in this kernel; "
-                 f"{engine}", "for aqm: a kernel with sch_netem and sch_codel/sch_fq_codel/"
-                 "sch_pie/sch_red (e.g. vagrant/guest)")
+        return Finding("aqm", "ok", f"{engine}; kernel qdiscs {', '.join(have)} exist but no "
+                     "sch_netem, so links use the userspace backend")
+    return Finding("aqm", "ok", f"{engine}; this kernel has no AQM qdisc ({', '.join(AQM_QDISCS)}): "
+                 "to compare with the kernel's, run on one that has them and sch_netem "
+                 "(testbed run --kernel, vagrant/guest)")
 
 
 def sysctl_check(probe: Path = SYSCTL_PROBE) -> Finding:
