@@ -117,8 +117,8 @@ def aqm_check(kinds: dict[str, bool]) -> Finding:
     if have:
         return Finding("aqm", "ok", f"{engine}; kernel qdiscs {', '.join(have)} exist but no "
                      "sch_netem, so links use the userspace backend")
-    return Finding("aqm", "ok", f"{engine}; this kernel has no AQM qdisc ({', '.join(AQM_QDISCS)}): "
-                 "to compare with the kernel's, run on one that has them and sch_netem "
+    return Finding("aqm", "ok", f"{engine}; this kernel has no AQM qdisc "
+                 f"({', '.join(AQM_QDISCS)}): to compare with the kernel's, run on one that has them and sch_netem "
                  "(testbed run --kernel, vagrant/guest)")
 
 
