@@ -294,18 +294,24 @@ def test_export_names_each_row_and_count_by_its_flow(sample, tmp_path):
     assert sorted(f["flow"] for f in flows) == ["bulk", "bulk"]     # sender and receiver socket
 
 
+def labelled_sample(sample, tmp_path) -> tuple[dict, Path, list[dict], dict]:
+    """(meta, the spool file, its per-socket counts labelled by port, the sender's)."""
+    meta, data = sample
+    spool = tmp_path / "s.spool"
+    spool.write_bytes(data)
+    _, flows = tcpevents_parse.export(spool, tmp_path / "a.csv", meta["t0"],
+                                      {meta["port"]: "bulk"})
+    return meta, spool, flows, next(f for f in flows if f["dport"] == meta["port"])
+
+
 def test_events_of_another_namespaces_socket_on_the_same_port_are_not_the_flows(sample, tmp_path):
     """Another testbed on the host may run a flow with the same addresses and port: the
     tracepoints see it too. Its events counted as this run's (a new user saw 42
     retransmissions for a flow that had 1). Where tcp_info saw the flow's sockets, an
     event of another socket is left without a flow and counted as other_sockets."""
     from testbed.run.summary import event_counts
-    meta, data = sample
-    spool = tmp_path / "s.spool"
-    spool.write_bytes(data)
+    meta, spool, all_flows, sender = labelled_sample(sample, tmp_path)
     port = meta["port"]
-    _, all_flows = tcpevents_parse.export(spool, tmp_path / "a.csv", meta["t0"], {port: "bulk"})
-    sender = next(f for f in all_flows if f["dport"] == port)
     ours = {"bulk": {(sender["src"], sender["sport"], sender["dst"], sender["dport"])}}
     decoded, flows = tcpevents_parse.export(spool, tmp_path / "e.csv", meta["t0"],
                                             {port: "bulk"}, ours)
@@ -328,12 +334,8 @@ def test_a_runs_sampled_sockets_come_from_its_tcp_info_rows_by_port(sample, tmp_
     decodes them (no ``flow`` key: the first version looked for one, found none, and
     filtered nothing: a second new user still saw another testbed's retransmissions)."""
     from testbed.run.gather import sampled_sockets
-    meta, data = sample
-    spool = tmp_path / "s.spool"
-    spool.write_bytes(data)
+    meta, spool, all_flows, sender = labelled_sample(sample, tmp_path)
     port = meta["port"]
-    _, all_flows = tcpevents_parse.export(spool, tmp_path / "a.csv", meta["t0"], {port: "bulk"})
-    sender = next(f for f in all_flows if f["dport"] == port)
     ours = {"node": "h1", "src": sender["src"], "sport": sender["sport"], "dst": sender["dst"],
             "dport": port, "cwnd": 10}
     other = {**ours, "sport": 1, "dport": port + 1}
