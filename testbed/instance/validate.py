@@ -358,8 +358,7 @@ def _standing_queue(net, d: PlannedDirection, addr: str, imp: Impairment,
     quiet, _ = measure_rtt(net, src, dst, 40)
     loaded, goodput = rtts_under_load(net, src, dst, seconds)
     mtu = d.link.mtu
-    buffer = imp.aqm.limit * (mtu + 14) if imp.aqm.limit is not None else \
-        imp.bottleneck_bytes(rtt_hint, mtu) or 0
+    buffer = imp.aqm_buffer_bytes(rtt_hint, mtu) or 0
     check = standing_queue_check(quiet, loaded, imp.aqm, imp.rate.bps, buffer, goodput)
     if note and "note" not in check.detail:
         check.detail["note"] = note
